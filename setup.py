@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="r1jax",
+    version="0.1.0",
+    description="DeepSeek-R1 in JAX: DeepSeek-V3 model, GRPO, rule rewards, the R1 pipeline",
+    packages=find_packages(include=["r1jax", "r1jax.*", "pallas_kernels", "pallas_kernels.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "grain",
+        "numpy",
+        "ml-collections",
+        "tensorboardX",
+        "safetensors",
+        "tokenizers",
+        "math-verify",
+        "matplotlib",
+        "tqdm",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers"],
+        "tpu": ["jax[tpu]"],
+    },
+    entry_points={"console_scripts": ["r1jax=r1jax.cli:main"]},
+)
