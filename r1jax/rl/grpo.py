@@ -1,0 +1,411 @@
+"""GRPO: group-relative advantages and the clipped policy-gradient loss, as pure JAX functions.
+
+Everything here is a pure, jit-able function of arrays (static Python options aside), so a
+trainer can call it inside its one compiled train step.
+
+Shapes
+------
+    rewards:     [batch]        consecutive groups of ``group_size`` completions of one prompt
+    advantages:  [batch]        one scalar per completion (broadcast over its tokens)
+    logp:        [batch, seq]   log pi_theta(token) under the policy being trained
+    old_logp:    [batch, seq]   log pi_old(token) under the policy that sampled the rollout
+    ref_logp:    [batch, seq]   log pi_ref(token) under the frozen reference policy (or None)
+    mask:        [batch, seq]   1 on completion tokens that enter the loss, 0 on prompt/padding
+    logits:      [batch, seq, vocab]
+
+Loss (per valid token t of completion i, A_i its advantage)::
+
+    r_t        = exp(logp_t - old_logp_t)                          (ratio_level="token")
+    surr_t     = min(r_t * A_i, clip(r_t, 1 - clip_eps, 1 + clip_eps_high) * A_i)
+    surr_t     = max(surr_t, dual_clip_c * A_i)        if A_i < 0 and dual_clip_c is set
+    d_t        = ref_logp_t - logp_t
+    KL_t       = -d_t (k1) | d_t**2 / 2 (k2) | exp(d_t) - d_t - 1 (k3, Schulman's unbiased estimator)
+    loss_t     = -(surr_t - kl_coef * KL_t)
+
+Dual clip follows verl (``compute_policy_loss``, ``clip_ratio_c``; Ye et al. 2020,
+arXiv:1912.09729): for negative advantages the *loss* ``-surr`` is capped at ``-dual_clip_c * A``
+(= ``dual_clip_c * |A|``), i.e. ``loss = min(max(-r A, -clip(r) A), -c A)``; for A >= 0 it is the
+plain PPO loss. ``dual_clip_c`` must be > 1 (verl's default value is 3.0; here ``None`` = off).
+
+Sequence-level ratio (GSPO, Zheng et al. 2025, arXiv:2507.18071), ``ratio_level="sequence"``::
+
+    s_i   = exp(mean over valid tokens of (logp - old_logp))
+    r_t   = sg(s_i) * exp(logp_t - sg(logp_t))        (the "GSPO-token" form)
+
+so the value of every token ratio is s_i, clipping acts on s_i, and the gradient with respect to
+``logp_t`` is ``s_i * A_i`` wherever the surrogate is not clipped (GSPO's sequence gradient,
+spread over the tokens).
+
+Aggregation (``loss_agg``) of the [batch, seq] token losses, with ``n_i`` valid tokens in row i:
+
+    "seq-mean-token-mean"      mean over rows of (sum_t loss / n_i)        (GRPO paper, GSPO)
+                               rows whose mask is all zero (batch padding) are left out of the
+                               mean over rows; equals the plain mean when every row has a token
+    "token-mean"               sum of all valid token losses / total valid tokens     (DAPO)
+    "seq-mean-token-sum-norm"  sum of all valid token losses / (batch * max_len)      (Dr. GRPO)
+                               ``max_len`` defaults to the seq dimension; keep it fixed over a
+                               run (the generation budget), as Dr. GRPO intends. (verl's mode of
+                               the same name divides by max_len only; here the constant also
+                               includes the batch rows so the scale matches the other modes.)
+
+Metrics (all scalars, means are over valid tokens): ``loss``, ``pg_loss`` (the surrogate part),
+``kl`` (mean KL estimate; 0 when no ref_logp), ``clip_frac_low`` / ``clip_frac_high`` (fraction of
+valid tokens where the clipped term was strictly the minimum, with ratio below 1 - clip_eps /
+above 1 + clip_eps_high), ``dual_clip_frac`` (fraction where the dual clip bound was active; 0
+when it is off), ``ratio_mean`` / ``ratio_min`` / ``ratio_max`` (of the token ratios, which are
+s_i under sequence ratios), ``entropy`` (only when ``entropy`` is passed).
+
+Custom losses: the contract
+---------------------------
+A loss function has the signature of :func:`grpo_loss`::
+
+    def my_loss(logp, old_logp, ref_logp, advantages, mask, **options) -> (loss, metrics)
+
+five positional arrays with the shapes above (``ref_logp`` may be None), keyword-only options
+that come from the experiment config (a custom loss should accept ``**kwargs`` and ignore the
+ones it does not use, e.g. ``entropy=`` which the trainer may pass), returning a scalar loss to
+*minimise* and a dict of scalar metrics. It must be pure and jit-able (Python-level options are
+static). Gradients flow through ``logp`` only. Register it with ``@register_loss("name")``, or
+name it in the config without touching the library::
+
+    # experiments/my_experiment.py
+    def get_config():
+        config = ...
+        config.loss = "grpo"                          # a registered name
+        config.loss = "my_package.losses:my_loss"     # or "module:function", imported
+        config.loss = "experiments/my_loss.py:my_loss"  # or "file.py:function", loaded from the file
+        return config
+
+and the trainer resolves it with :func:`get_loss_fn`.
+
+Rewards: :func:`group_advantages` expects a complete float array. A reward function that gives
+None (e.g. an unparsable answer, a sandbox failure) must be resolved by the caller *before*
+this point: drop the whole group, or map None to a number. NaN rewards are not handled here and
+would propagate NaN into every advantage of their group (and of the batch for ``scale="batch"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "group_advantages",
+    "grpo_loss",
+    "token_logprobs",
+    "token_entropy",
+    "LOSS_FNS",
+    "register_loss",
+    "get_loss_fn",
+    "LOSS_AGGS",
+    "KL_ESTIMATORS",
+]
+
+LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+ADV_SCALES = ("group", "batch", "none")
+
+
+# --------------------------------------------------------------------------------------------
+# advantages
+# --------------------------------------------------------------------------------------------
+
+
+def group_advantages(rewards, group_size: int, scale: str = "group", eps: float = 1e-4):
+    """Group-relative advantages.
+
+    Args:
+      rewards: [batch] float rewards; rows ``[k*G, (k+1)*G)`` are the G completions of prompt k.
+        Must not hold None/NaN (see module docstring).
+      group_size: G; must divide batch.
+      scale: "group": (r - group mean) / (group std + eps)   (GRPO, DeepSeekMath/R1)
+             "batch": (r - group mean) / (batch std + eps)   (batch-level scaling)
+             "none":  r - group mean                          (Dr. GRPO)
+        Standard deviations use Bessel's correction (ddof=1), like ``torch.std``.
+      eps: added to the std.
+
+    Returns:
+      advantages: [batch] float32 (float64 under x64 with float64 rewards). A group whose
+      rewards are all equal gets exactly 0 for every member, whatever the scale.
+    """
+    if scale not in ADV_SCALES:
+        raise ValueError(f"scale must be one of {ADV_SCALES}, got {scale!r}")
+    rewards = jnp.asarray(rewards)
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be [batch], got shape {rewards.shape}")
+    if not jnp.issubdtype(rewards.dtype, jnp.floating):
+        rewards = rewards.astype(jnp.float32)
+    batch = rewards.shape[0]
+    if group_size < 1 or batch % group_size:
+        raise ValueError(f"group_size={group_size} must be >= 1 and divide batch={batch}")
+    g = rewards.reshape(batch // group_size, group_size)
+    mean = g.mean(axis=1, keepdims=True)
+    centered = g - mean
+    # Equal rewards -> exactly 0 (r - mean can be a rounding error away from 0 otherwise).
+    flat = (g.max(axis=1, keepdims=True) == g.min(axis=1, keepdims=True))
+    if scale == "group":
+        std = jnp.std(g, axis=1, keepdims=True, ddof=1) if group_size > 1 else jnp.zeros_like(mean)
+        adv = centered / (std + eps)
+    elif scale == "batch":
+        std = jnp.std(rewards, ddof=1) if batch > 1 else jnp.zeros((), rewards.dtype)
+        adv = centered / (std + eps)
+    else:
+        adv = centered
+    adv = jnp.where(flat, jnp.zeros_like(adv), adv)
+    return adv.reshape(batch)
+
+
+# --------------------------------------------------------------------------------------------
+# loss
+# --------------------------------------------------------------------------------------------
+
+
+def _kl(logp, ref_logp, estimator, valid):
+    # d is zeroed off the mask before exp, so padding garbage can neither overflow nor give NaN grads
+    d = jnp.where(valid, ref_logp - logp, 0.0)
+    if estimator == "k1":
+        return -d
+    if estimator == "k2":
+        return 0.5 * d * d
+    if estimator == "k3":
+        return jnp.exp(d) - d - 1.0
+    raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+
+
+def _masked_mean(x, mask):
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _aggregate(token_loss, mask, loss_agg, max_len):
+    token_loss = token_loss * mask
+    if loss_agg == "seq-mean-token-mean":
+        n_tok = mask.sum(axis=-1)
+        seq = token_loss.sum(axis=-1) / jnp.maximum(n_tok, 1.0)
+        has_tok = (n_tok > 0).astype(token_loss.dtype)
+        return jnp.sum(seq * has_tok) / jnp.maximum(jnp.sum(has_tok), 1.0)
+    if loss_agg == "token-mean":
+        return jnp.sum(token_loss) / jnp.maximum(jnp.sum(mask), 1.0)
+    if loss_agg == "seq-mean-token-sum-norm":
+        if max_len is None:
+            max_len = mask.shape[-1]
+        return jnp.sum(token_loss) / (mask.shape[0] * max_len)
+    raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
+
+
+def grpo_loss(
+    logp,
+    old_logp,
+    ref_logp,
+    advantages,
+    mask,
+    *,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    kl_coef: float = 0.0,
+    loss_agg: str = "seq-mean-token-mean",
+    kl_estimator: str = "k3",
+    dual_clip_c: float | None = None,
+    ratio_level: str = "token",
+    entropy=None,
+    max_len: int | None = None,
+    **unused,
+):
+    """Clipped GRPO policy loss (to minimise) and metrics; see the module docstring for the math.
+
+    Args:
+      logp, old_logp: [batch, seq] token log-probs under the trained / sampling policy.
+      ref_logp: [batch, seq] reference log-probs, or None (then kl_coef must be 0).
+      advantages: [batch].
+      mask: [batch, seq], 1 on completion tokens (bool or float).
+      clip_eps: lower clip, ratio >= 1 - clip_eps.
+      clip_eps_high: upper clip, ratio <= 1 + clip_eps_high; None = clip_eps (DAPO's clip-higher
+        sets it larger, e.g. 0.28).
+      kl_coef: weight of the KL penalty in the loss (GRPO/R1-style, in the loss, not the reward).
+      loss_agg: "seq-mean-token-mean" | "token-mean" | "seq-mean-token-sum-norm".
+      kl_estimator: "k1" | "k2" | "k3".
+      dual_clip_c: None (off) or a constant > 1; bounds the loss of A < 0 tokens by c * |A|.
+      ratio_level: "token" (PPO/GRPO) or "sequence" (GSPO).
+      entropy: optional [batch, seq] token entropies, only reported as a metric.
+      max_len: the Dr. GRPO constant for "seq-mean-token-sum-norm" (default: seq dim).
+      **unused: other config options, ignored (so one config can serve several losses).
+
+    Returns:
+      (loss scalar, metrics dict of scalars).
+    """
+    del unused
+    if clip_eps_high is None:
+        clip_eps_high = clip_eps
+    if ratio_level not in ("token", "sequence"):
+        raise ValueError(f"ratio_level must be 'token' or 'sequence', got {ratio_level!r}")
+    if loss_agg not in LOSS_AGGS:
+        raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+    if dual_clip_c is not None and not dual_clip_c > 1.0:
+        raise ValueError(f"dual_clip_c must be > 1 (or None to disable), got {dual_clip_c}")
+    if ref_logp is None and not (isinstance(kl_coef, (int, float)) and kl_coef == 0):
+        raise ValueError("kl_coef != 0 needs ref_logp (the reference policy's log-probs)")
+    logp = jnp.asarray(logp)
+    if logp.ndim != 2:
+        raise ValueError(f"logp must be [batch, seq], got shape {logp.shape}")
+    for name, x in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask)):
+        if x is not None and jnp.shape(x) != logp.shape:
+            raise ValueError(f"{name} shape {jnp.shape(x)} != logp shape {logp.shape}")
+    if jnp.shape(advantages) != logp.shape[:1]:
+        raise ValueError(f"advantages must be [batch]={logp.shape[:1]}, got {jnp.shape(advantages)}")
+
+    dtype = logp.dtype if jnp.issubdtype(logp.dtype, jnp.floating) else jnp.float32
+    mask = jnp.asarray(mask).astype(dtype)
+    valid = mask > 0
+    old_logp = jax.lax.stop_gradient(jnp.asarray(old_logp, dtype))
+    adv = jax.lax.stop_gradient(jnp.asarray(advantages, dtype))[:, None]  # [batch, 1]
+
+    # Zero the log-ratio off the mask so padding garbage cannot overflow exp (or poison grads).
+    log_ratio = jnp.where(valid, logp - old_logp, 0.0)
+    if ratio_level == "token":
+        ratio = jnp.exp(log_ratio)
+    else:
+        n_tok = jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0)
+        seq_log_ratio = jnp.sum(log_ratio, axis=-1, keepdims=True) / n_tok  # [batch, 1]
+        tok = jnp.where(valid, logp, 0.0)
+        ratio = jnp.exp(jax.lax.stop_gradient(seq_log_ratio) + tok - jax.lax.stop_gradient(tok))
+
+    lo, hi = 1.0 - clip_eps, 1.0 + clip_eps_high
+    unclipped = ratio * adv
+    clipped = jnp.clip(ratio, lo, hi) * adv
+    surr = jnp.minimum(unclipped, clipped)
+    clip_active = clipped < unclipped  # the clipped term was strictly the min
+    rv = jax.lax.stop_gradient(ratio)
+    clip_low = clip_active & (rv < 1.0)
+    clip_high = clip_active & (rv > 1.0)
+    if dual_clip_c is not None:
+        bound = dual_clip_c * adv
+        dual_active = (adv < 0) & (bound > surr)
+        surr = jnp.where(adv < 0, jnp.maximum(surr, bound), surr)
+    else:
+        dual_active = jnp.zeros_like(valid)
+
+    token_loss = -surr
+    if ref_logp is not None:
+        kl = _kl(logp, jax.lax.stop_gradient(jnp.asarray(ref_logp, dtype)), kl_estimator, valid)
+        if not (isinstance(kl_coef, (int, float)) and kl_coef == 0):
+            token_loss = token_loss + kl_coef * kl
+        kl_mean = _masked_mean(jax.lax.stop_gradient(kl), mask)
+    else:
+        kl_mean = jnp.zeros((), dtype)
+
+    loss = _aggregate(token_loss, mask, loss_agg, max_len)
+    pg_loss = _aggregate(-surr, mask, loss_agg, max_len)
+
+    f = lambda b: _masked_mean(b.astype(dtype), mask)  # noqa: E731
+    metrics = {
+        "loss": jax.lax.stop_gradient(loss),
+        "pg_loss": jax.lax.stop_gradient(pg_loss),
+        "kl": kl_mean,
+        "clip_frac_low": f(clip_low & valid),
+        "clip_frac_high": f(clip_high & valid),
+        "dual_clip_frac": f(dual_active & valid),
+        "ratio_mean": _masked_mean(rv, mask),
+        "ratio_min": jnp.min(jnp.where(valid, rv, jnp.inf)),
+        "ratio_max": jnp.max(jnp.where(valid, rv, -jnp.inf)),
+    }
+    if entropy is not None:
+        metrics["entropy"] = _masked_mean(jax.lax.stop_gradient(jnp.asarray(entropy, dtype)), mask)
+    return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# log-probs and entropy from logits
+# --------------------------------------------------------------------------------------------
+
+
+def token_logprobs(logits, tokens):
+    """log softmax(logits)[token], in float32.
+
+    logits: [batch, seq, vocab] (any float dtype); tokens: [batch, seq] int.
+    ``logits[:, t]`` must already be the scores for ``tokens[:, t]`` (the caller shifts:
+    next-token logits at position t-1 score token t). Returns [batch, seq] float32
+    (float64 if the logits are float64). Computed as logit[token] - logsumexp(logits) so the
+    full [batch, seq, vocab] log-softmax is not materialised in float32.
+    """
+    logits = jnp.asarray(logits)
+    out_dtype = jnp.float64 if logits.dtype == jnp.float64 else jnp.float32
+    logits = logits.astype(out_dtype)
+    picked = jnp.take_along_axis(logits, jnp.asarray(tokens)[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+def token_entropy(logits):
+    """Entropy of softmax(logits) over the vocab: [batch, seq, vocab] -> [batch, seq] float32."""
+    logits = jnp.asarray(logits)
+    out_dtype = jnp.float64 if logits.dtype == jnp.float64 else jnp.float32
+    logits = logits.astype(out_dtype)
+    lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    p = jnp.exp(logits - lse)
+    return lse[..., 0] - jnp.sum(p * logits, axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+
+LOSS_FNS: dict[str, Callable] = {"grpo": grpo_loss}
+
+
+def register_loss(name: str):
+    """Decorator: ``@register_loss("my_loss")`` adds a function to LOSS_FNS under ``name``."""
+
+    def deco(fn):
+        if name in LOSS_FNS and LOSS_FNS[name] is not fn:
+            raise ValueError(f"a loss named {name!r} is already registered ({LOSS_FNS[name]!r})")
+        LOSS_FNS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_from_file(path: str):
+    if not os.path.isfile(path):
+        raise ValueError(f"loss file {path!r} does not exist")
+    mod_name = "r1jax_user_loss_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_loss_fn(name_or_callable) -> Callable:
+    """Resolve a loss: a callable (returned as is), a registered name ("grpo"),
+    "package.module:function" (imported), or "path/to/file.py:function" (loaded from the file).
+    """
+    if callable(name_or_callable):
+        return name_or_callable
+    if not isinstance(name_or_callable, str):
+        raise TypeError(f"loss must be a name, 'module:function' or a callable, got {name_or_callable!r}")
+    spec = name_or_callable
+    if spec in LOSS_FNS:
+        return LOSS_FNS[spec]
+    if ":" in spec:
+        mod_path, _, attr = spec.rpartition(":")
+        if mod_path.endswith(".py"):
+            module = _load_from_file(mod_path)
+        else:
+            try:
+                module = importlib.import_module(mod_path)
+            except ImportError as e:
+                raise ValueError(f"cannot import module {mod_path!r} for loss {spec!r}: {e}") from e
+        fn = getattr(module, attr, None)
+        if fn is None or not callable(fn):
+            raise ValueError(f"{mod_path!r} has no callable {attr!r} (loss {spec!r})")
+        return fn
+    raise ValueError(
+        f"unknown loss {spec!r}: registered losses are {sorted(LOSS_FNS)}; "
+        "or give 'module:function' / 'file.py:function'"
+    )
