@@ -1,0 +1,106 @@
+"""Math-verify worker process (run as a script by :mod:`r1jax.rl.rewards.pool`; not imported).
+
+Protocol: one JSON object per line on stdin ``{"id": int, "gold": str, "pred": str | null}``,
+one JSON line per task on the original stdout ``{"id": int, "r": 1.0 | 0.0 | null}``
+(null = the gold answer does not parse). The first line written is ``{"ready": true, "jail": {..}}`` (or
+``{"error": "..."}`` when the imports fail). The parent enforces a hard wall-clock limit per task
+and SIGKILLs this process on overrun, so nothing here needs to be interruptible.
+
+Hardening (the input is untrusted model output): after the imports the worker sets
+RLIMIT_AS (``--mem-mb``), RLIMIT_FSIZE=0 (it writes no files), RLIMIT_CORE=0, and, when started as
+root, drops to uid/gid 65534 (nobody) with no supplementary groups.
+"""
+import json
+import os
+import sys
+
+
+def _load_jail():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_jail.py")
+    spec = importlib.util.spec_from_file_location("_r1jax_jail", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _harden(mem_mb: int) -> dict:
+    import resource
+
+    jail = _load_jail()
+    report = {}
+    if os.geteuid() == 0:
+        report = jail.enter_jail(new_pid=False, workdir=False)
+        os.chdir("/")
+    jail.set_rlimits({resource.RLIMIT_AS: mem_mb * 1024 * 1024, resource.RLIMIT_FSIZE: 0, resource.RLIMIT_CORE: 0})
+    try:
+        report["unprivileged"] = jail.drop_privileges(65534, 65534) or os.geteuid() != 0
+    except OSError as e:
+        report["unprivileged"] = False
+        report["drop_error"] = str(e)
+    jail.die_with_parent()
+    return report
+
+
+def main() -> None:
+    mem_mb = 4096
+    if "--mem-mb" in sys.argv:
+        mem_mb = int(sys.argv[sys.argv.index("--mem-mb") + 1])
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout = sys.stderr  # library prints must not corrupt the protocol stream
+    try:
+        import logging
+        from functools import lru_cache
+
+        logging.disable(logging.CRITICAL)
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+        cfg = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+
+        import re
+
+        inline_math = re.compile(r"(?<!\\)\$|\\\(|\\\[")
+
+        def _parse(s: str):
+            if inline_math.search(s):  # prose with inline math: let math_verify find it
+                return parse(s, cfg, parsing_timeout=None)
+            return parse("\\boxed{" + s + "}", cfg, parsing_timeout=None)
+
+        parse_gold = lru_cache(maxsize=4096)(_parse)
+
+        def score(gold: str, pred):
+            g = parse_gold(gold)
+            if not g:
+                return None
+            if pred is None:
+                return 0.0
+            p = _parse(pred)
+            if not p:
+                return 0.0
+            return 1.0 if verify(g, p, timeout_seconds=None) else 0.0
+
+        score("\\frac{1}{2}", "0.5")  # warm up sympy's lazy imports before reporting ready
+        score("[1,2)", "\\{1,2\\}")
+    except BaseException as e:  # noqa: BLE001
+        out.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
+        return
+    report = _harden(mem_mb)
+    out.write(json.dumps({"ready": True, "jail": report}) + "\n")
+    for line in sys.stdin:
+        try:
+            task = json.loads(line)
+        except ValueError:
+            continue
+        try:
+            r = score(task["gold"], task.get("pred"))
+        except BaseException:  # noqa: BLE001  (MemoryError, RecursionError, sympy bugs): wrong
+            r = 0.0
+        out.write(json.dumps({"id": task["id"], "r": r}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
