@@ -1,0 +1,189 @@
+"""Backend selection and block-size heuristics shared by the MLA Pallas kernels.
+
+One kernel body serves every backend; what differs per backend is chosen here:
+
+* ``tpu`` (Mosaic): the last two dims of every block must be multiples of (8, 128) or equal
+  to the array's dims, so feature dims travel as ONE full-width block (192, 576, ...) and
+  activations are laid out head-major ``[batch, heads, seq, dim]`` (a squeezed head dim in
+  the second-minor position would be a strided sublane gather). Big blocks (128..512).
+* ``gpu`` (Triton): every tensor a kernel loads must have a power-of-two size, so a
+  feature dim like 192 = 128 + 64 or 576 = 512 + 64 is split into power-of-two column
+  "parts" (the same array is passed once per part with a BlockSpec whose last-dim block
+  index selects the columns; no padding to 256 and no copy). Activations stay
+  ``[batch, seq, heads, dim]`` (Triton handles the head stride). Blocks are powers of two.
+
+``dispatch`` picks the variant at LOWERING time with ``lax.platform_dependent``, so the same
+jitted function interprets on CPU, compiles Mosaic for TPU (also when cross-compiling for a
+TPU topology from a CPU host) and Triton for CUDA/ROCm. ``interpret=True`` forces the
+interpreter everywhere; ``backend="tpu"|"gpu"`` forces one variant's layout and blocks
+(tests use it to run both variants in interpret mode).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+from jax import lax
+
+BACKENDS = ("tpu", "gpu")
+
+
+def next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def round_up(x: int, m: int) -> int:
+    return -(-int(x) // m) * m
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+def dim_parts(dim: int, backend: str) -> tuple[tuple[int, int], ...]:
+    """Column parts ((offset, width), ...) a feature dim is split into for `backend`.
+
+    tpu: one part of the full width. gpu: power-of-two parts, largest first, so every part's
+    offset is a multiple of its width (a BlockSpec block index can address it).
+    """
+    if backend == "tpu":
+        return ((0, dim),)
+    parts, off = [], 0
+    for bit in reversed(range(dim.bit_length())):
+        w = 1 << bit
+        if dim & w:
+            parts.append((off, w))
+            off += w
+    return tuple(parts)
+
+
+def latent_parts(rank: int, rope: int, backend: str) -> tuple[tuple[int, int], ...]:
+    """Parts of the [c_kv | k_rope] cache row: on gpu the latent block must start a part."""
+    if backend == "tpu":
+        return ((0, rank + rope),)
+    parts = list(dim_parts(rank, "gpu"))
+    for off, w in dim_parts(rope, "gpu"):
+        if (rank + off) % w:
+            raise ValueError(
+                f"kv_lora_rank={rank} and rope dim={rope}: the rope columns cannot be addressed as "
+                f"power-of-two blocks (offset {rank + off} is not a multiple of {w})")
+        parts.append((rank + off, w))
+    return tuple(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefillBlocks:
+    block_q: int
+    block_k: int
+    bwd_block_q: int
+    bwd_block_k: int
+    num_warps: int = 4
+    num_stages: int = 2
+    bwd_num_warps: int = 4
+    bwd_num_stages: int = 2
+
+
+def prefill_blocks(backend: str, seq: int, qk_dim: int, v_dim: int,
+                   block_q: int | None, block_k: int | None) -> PrefillBlocks:
+    if backend == "tpu":
+        bq = block_q or min(512, round_up(seq, 128))
+        bk = block_k or min(512, round_up(seq, 128))
+        if bk % 128 or bq % 8:
+            raise ValueError(f"tpu blocks need block_k % 128 == 0 and block_q % 8 == 0, got {bq}, {bk}")
+        return PrefillBlocks(bq, bk, bq if block_q else min(bq, 256), bk if block_k else min(bk, 256))
+    big = max(qk_dim, v_dim) > 64
+    bq = block_q or max(16, min(128, next_pow2(seq)))
+    bk = block_k or max(16, min(64 if big else 128, next_pow2(seq)))
+    for b in (bq, bk):
+        if b & (b - 1):
+            raise ValueError(f"gpu (Triton) blocks must be powers of two, got block_q={bq}, block_k={bk}")
+    bbq = block_q or max(16, min(64, next_pow2(seq)))
+    bbk = block_k or max(16, min(64, next_pow2(seq)))
+    return PrefillBlocks(bq, bk, bbq, bbk, num_warps=8 if big else 4, num_stages=3,
+                         bwd_num_warps=8 if big else 4, bwd_num_stages=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeBlocks:
+    block_m: int      # query rows (heads x q_len) per program
+    block_k: int      # cache rows per inner step
+    num_splits: int
+    chunk: int        # cache rows per split (multiple of block_k)
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def decode_blocks(backend: str, batch: int, rows: int, max_len: int, rank: int,
+                  block_k: int | None, num_splits: int | None, block_m: int | None = None,
+                  num_warps: int | None = None, num_stages: int | None = None) -> DecodeBlocks:
+    if backend == "tpu":
+        bm = block_m or min(256, round_up(rows, 8))
+        bk = block_k or min(512, round_up(max_len, 128))
+        if bk % 128 or bm % 8:
+            raise ValueError(f"tpu decode blocks need block_k % 128 == 0, block_m % 8 == 0 ({bm}, {bk})")
+        row_blocks = cdiv(rows, bm)
+        # Megacore chips split "parallel" grid axes over 2 cores: give them >= 2 programs.
+        ns = num_splits or (2 if batch * row_blocks < 2 and max_len > bk else 1)
+        warps, stages = 4, 2
+    else:
+        bm = block_m or max(16, min(64 if rank > 256 else 128, next_pow2(rows)))
+        bk = block_k or max(16, min(64 if rank > 256 else 128, next_pow2(max_len)))
+        for b in (bm, bk):
+            if b & (b - 1):
+                raise ValueError(f"gpu (Triton) decode blocks must be powers of two ({bm}, {bk})")
+        row_blocks = cdiv(rows, bm)
+        programs = batch * row_blocks
+        # flash-decoding: enough programs to fill ~2 waves of 132 SMs, never splits shorter
+        # than 4 blocks.
+        ns = num_splits or max(1, min(cdiv(264, programs), cdiv(max_len, 4 * bk)))
+        warps = num_warps or (8 if rank > 256 else 4)
+        stages = num_stages or 2
+    ns = max(1, min(ns, cdiv(max_len, bk)))
+    chunk = round_up(cdiv(max_len, ns), bk)
+    return DecodeBlocks(bm, bk, ns, chunk, num_warps or warps, num_stages or stages)
+
+
+def compiler_params(backend: str, *, num_warps: int = 4, num_stages: int = 2,
+                    dimension_semantics=None, vmem_limit_bytes: int | None = None):
+    if backend == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+        return pltpu.CompilerParams(dimension_semantics=dimension_semantics,
+                                    vmem_limit_bytes=vmem_limit_bytes)
+    from jax.experimental.pallas import triton as pltriton
+    return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def tpu_vmem_limit(bytes_needed: int) -> int:
+    """Scoped-VMEM limit for a kernel whose double-buffered blocks take `bytes_needed`."""
+    want = int(bytes_needed * 1.25) + (4 << 20)
+    return max(32 << 20, min(want, 100 << 20))
+
+
+def dispatch(impl: Callable, args: tuple, *, interpret: bool | None, backend: str | None):
+    """Call ``impl(*args, backend=..., interpret=...)`` for the platform being lowered for.
+
+    interpret=True: interpreter, `backend` variant (default tpu). backend given and
+    interpret=False: that variant compiled. Otherwise `lax.platform_dependent` picks at
+    lowering: cpu -> interpreter (tpu variant, or `backend`), tpu -> Mosaic, cuda/rocm -> Triton.
+    All branches must return the same shapes (callers return unpadded arrays).
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if interpret:
+        return impl(*args, backend=backend or "tpu", interpret=True)
+    if backend is not None and interpret is False:
+        return impl(*args, backend=backend, interpret=False)
+    cpu_backend = backend or "tpu"
+    branches = dict(
+        cpu=functools.partial(impl, backend=cpu_backend, interpret=interpret is None),
+        tpu=functools.partial(impl, backend=backend or "tpu", interpret=False),
+        cuda=functools.partial(impl, backend=backend or "gpu", interpret=False),
+        rocm=functools.partial(impl, backend=backend or "gpu", interpret=False),
+    )
+    return lax.platform_dependent(*args, **branches)
+
+
+def default_interpret() -> bool:
+    return jax.default_backend() == "cpu"
