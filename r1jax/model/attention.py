@@ -1,0 +1,108 @@
+"""Attention core shared by MLA and GQA, masks, and the GQA (Qwen2/Llama) attention layer.
+
+Masks. Without a cache (training/prefill), query i may see key j iff j <= i (index causal) and
+segment_ids[i] == segment_ids[j] (packed sequences; positions restart per segment, supplied by
+the caller). With a cache, token slots equal positions (each sequence is written contiguously
+from slot 0), so query at position p may see every slot j <= p.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.model import rope as rope_lib
+from r1jax.model.layers import compute_dtype, dense
+
+NEG_INF = -1e30
+
+
+def causal_segment_mask(segment_ids: jnp.ndarray | None, batch: int, seq: int) -> jnp.ndarray:
+    """[batch, 1, seq, seq] bool: causal by index, within equal segment ids."""
+    i = jnp.arange(seq)
+    m = (i[None, :] <= i[:, None])[None, None]
+    if segment_ids is not None:
+        m = m & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+    return jnp.broadcast_to(m, (batch, 1, seq, seq))
+
+
+def cache_mask(positions: jnp.ndarray, max_len: int) -> jnp.ndarray:
+    """positions: [batch, q] -> [batch, 1, q, max_len] bool: slot j visible iff j <= position."""
+    return jnp.arange(max_len)[None, None, None, :] <= positions[:, None, :, None]
+
+
+def attend(q, k, v, mask, scale, *, num_kv_groups: int = 1):
+    """Plain softmax attention in float32.
+
+    q: [b, s, h, d], k: [b, t, h // g, d], v: [b, t, h // g, dv], mask: [b, 1|h, s, t] bool
+    -> [b, s, h, dv] in q.dtype. Rows with no visible key give 0.
+    """
+    b, s, h, d = q.shape
+    g = num_kv_groups
+    qg = q.reshape(b, s, h // g, g, d)
+    scores = jnp.einsum("bskgd,btkd->bkgst", qg, k, preferred_element_type=jnp.float32) * scale
+    m = mask.reshape(b, -1, 1, s, mask.shape[-1]) if mask.shape[1] != 1 else mask[:, :, None]
+    scores = jnp.where(m, scores, NEG_INF)
+    p = jax.nn.softmax(scores, axis=-1)
+    p = jnp.where(m, p, 0.0)
+    o = jnp.einsum("bkgst,btkd->bskgd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return o.reshape(b, s, h, v.shape[-1]).astype(q.dtype)
+
+
+def write_cache(cache: jnp.ndarray, new: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
+    """cache: [b, max_len, ...], new: [b, s, ...], positions: [b, s] -> cache with new at its slots."""
+    b = cache.shape[0]
+    return cache.at[jnp.arange(b)[:, None], positions].set(new.astype(cache.dtype), mode="drop")
+
+
+class GQAttention(nn.Module):
+    """Grouped-query attention of Llama/Qwen2 (half-split rope, optional qkv bias), with a K/V cache.
+
+    x: [b, s, hidden]; cache: {"k": [b, L, kv_heads, head_dim], "v": same} or None.
+    """
+
+    cfg: object
+    mode: str = "train"  # train | prefill | decode
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids=None, cache=None):
+        cfg = self.cfg
+        h, kvh, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        qkv_bias = cfg.qkv_bias or cfg.attention_bias
+        q = dense(cfg, (h, hd), "embed", ("heads", "head_dim"), "q_proj", qkv_bias)(x)
+        k = dense(cfg, (kvh, hd), "embed", ("kv_heads", "head_dim"), "k_proj", qkv_bias)(x)
+        v = dense(cfg, (kvh, hd), "embed", ("kv_heads", "head_dim"), "v_proj", qkv_bias)(x)
+        cos, sin = rope_lib.rope_tables(cfg, positions, hd)
+        q = rope_lib.apply_rope(q, cos, sin, cfg.rope_interleave)
+        k = rope_lib.apply_rope(k, cos, sin, cfg.rope_interleave)
+        q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "head_dim"))
+        scale = hd**-0.5
+        new_cache = None
+        if cache is None:
+            mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
+            o = attend(q, k, v, mask, scale, num_kv_groups=h // kvh)
+        else:
+            kc = write_cache(cache["k"], k, positions)
+            vc = write_cache(cache["v"], v, positions)
+            new_cache = {"k": kc, "v": vc}
+            if self.mode == "prefill":
+                mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
+                o = attend(q, k, v, mask, scale, num_kv_groups=h // kvh)
+            else:
+                mask = cache_mask(positions, kc.shape[1])
+                o = attend(q, kc.astype(q.dtype), vc.astype(q.dtype), mask, scale, num_kv_groups=h // kvh)
+        out = nn.DenseGeneral(
+            cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=compute_dtype(cfg),
+            param_dtype=jnp.dtype(cfg.param_dtype),
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.normal(cfg.initializer_range), ("heads", "head_dim", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="o_proj",
+        )(o)
+        return out, new_cache
+
+
+def init_gqa_cache(cfg, batch: int, max_len: int, dtype) -> dict:
+    shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

@@ -1,0 +1,131 @@
+"""Multi-head Latent Attention (DeepSeek-V2/V3).
+
+    q      = W_UQ RMSNorm(W_DQ x)                (or W_Q x without q_lora)  -> [q_nope | q_rope] per head
+    c_kv   = RMSNorm(W_DKV x)        [kv_lora_rank]     (the compressed latent)
+    k_rope = RoPE(W_KR x)            [qk_rope_head_dim] (one decoupled rope key shared by all heads)
+    k_nope = c_kv W_UK,  v = c_kv W_UV   (per head; W_UK|W_UV = kv_b_proj)
+
+Two equal ways to attend:
+  - expanded (training/prefill): build k = [k_nope | k_rope], v per head, ordinary attention;
+  - absorbed (decode): fold W_UK into the query, q_lat = q_nope W_UK^T  [kv_lora_rank], and attend
+    over the latent `[c_kv | k_rope]` of each token: score = q_lat . c_kv + q_rope . k_rope; the
+    output stays in latent space, o = (sum p c_kv) W_UV. The KV cache holds only that latent:
+    `[batch, max_len, kv_lora_rank + qk_rope_head_dim]` per layer.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from r1jax.model import rope as rope_lib
+from r1jax.model.attention import NEG_INF, attend, cache_mask, causal_segment_mask, write_cache
+from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype, rms_norm
+
+
+def latent_dim(cfg) -> int:
+    return cfg.kv_lora_rank + cfg.qk_rope_head_dim
+
+
+def init_mla_cache(cfg, batch: int, max_len: int, dtype) -> jnp.ndarray:
+    """The latent cache of one layer: [batch, max_len, kv_lora_rank + qk_rope_head_dim]."""
+    return jnp.zeros((batch, max_len, latent_dim(cfg)), dtype)
+
+
+def absorbed_attention(q_nope, q_rope, latent, mask, w_uk, w_uv, scale, kv_lora_rank):
+    """Attention over the latent cache with W_UK/W_UV absorbed (plain JAX).
+
+    q_nope: [b, s, h, nope], q_rope: [b, s, h, rope], latent: [b, t, kv_lora + rope],
+    mask: [b, 1, s, t], w_uk: [kv_lora, h, nope], w_uv: [kv_lora, h, v] -> [b, s, h, v]
+    """
+    c_kv, k_rope = latent[..., :kv_lora_rank], latent[..., kv_lora_rank:]
+    q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk.astype(q_nope.dtype), preferred_element_type=jnp.float32)
+    s = jnp.einsum("bshr,btr->bhst", q_lat, c_kv.astype(jnp.float32), preferred_element_type=jnp.float32)
+    s = s + jnp.einsum("bshd,btd->bhst", q_rope.astype(jnp.float32), k_rope.astype(jnp.float32))
+    s = jnp.where(mask, s * scale, NEG_INF)
+    p = jnp.exp(s - s.max(-1, keepdims=True))
+    p = jnp.where(mask, p, 0.0)
+    p = p / jnp.maximum(p.sum(-1, keepdims=True), 1e-30)
+    o_lat = jnp.einsum("bhst,btr->bshr", p, c_kv.astype(jnp.float32))
+    o = jnp.einsum("bshr,rhv->bshv", o_lat, w_uv.astype(jnp.float32))
+    return o.astype(q_nope.dtype)
+
+
+class MLA(nn.Module):
+    """x: [b, s, hidden] -> ([b, s, hidden], new latent cache or None).
+
+    mode: "train" (expanded, no cache) | "prefill" (expanded over the new tokens, which must start
+    at slot 0, and writes the cache) | "decode" (absorbed over the whole cache). `absorb=True` uses
+    the absorbed path without a cache too (tests check the two paths agree).
+    """
+
+    cfg: object
+    mode: str = "train"
+    absorb: bool = False
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids=None, cache=None):
+        cfg = self.cfg
+        h, nope, rope_d, vd, r = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim,
+                                  cfg.v_head_dim, cfg.kv_lora_rank)
+        qk = nope + rope_d
+        if cfg.q_lora_rank:
+            cq = dense(cfg, cfg.q_lora_rank, "embed", ("q_lora",), "q_a_proj", cfg.attention_bias)(x)
+            cq = rms_norm(cfg, cfg.q_lora_rank, "q_a_layernorm")(cq)
+            q = dense(cfg, (h, qk), "q_lora", ("heads", "head_dim"), "q_b_proj")(cq)
+        else:
+            q = dense(cfg, (h, qk), "embed", ("heads", "head_dim"), "q_proj")(x)
+        q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "head_dim"))
+        q_nope, q_rope = q[..., :nope], q[..., nope:]
+        kv = dense(cfg, r + rope_d, "embed", ("kv_lora",), "kv_a_proj_with_mqa", cfg.attention_bias)(x)
+        c_kv = rms_norm(cfg, r, "kv_a_layernorm")(kv[..., :r])
+        k_rope = kv[..., r:]
+        cos, sin = rope_lib.rope_tables(cfg, positions, rope_d)
+        q_rope = rope_lib.apply_rope(q_rope, cos, sin, cfg.rope_interleave)
+        k_rope = rope_lib.apply_rope(k_rope[:, :, None, :], cos, sin, cfg.rope_interleave)[:, :, 0, :]
+        # kv_b_proj kernel [kv_lora, heads, nope + v]: W_UK = [..., :nope], W_UV = [..., nope:]
+        w_kvb = self.param("kv_b_proj", normal_init(cfg, ("kv_lora", "heads", "head_dim")), (r, h, nope + vd),
+                           param_dtype(cfg))
+        w_kvb = w_kvb.astype(compute_dtype(cfg))
+        w_uk, w_uv = w_kvb[..., :nope], w_kvb[..., nope:]
+        scale = rope_lib.softmax_scale(cfg, qk)
+        latent = jnp.concatenate([c_kv, k_rope.astype(c_kv.dtype)], axis=-1)  # [b, s, r + rope]
+
+        new_cache = None
+        if cache is not None:
+            new_cache = write_cache(cache, latent, positions)
+        if cache is not None and self.mode == "decode":
+            if cfg.attention_impl == "pallas":
+                from pallas_kernels import mla_decode
+
+                q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk)
+                o_lat = mla_decode(q_lat, q_rope, new_cache, positions[:, -1] + 1, sm_scale=scale,
+                                   kv_lora_rank=r)
+                o = jnp.einsum("bshr,rhv->bshv", o_lat.astype(w_uv.dtype), w_uv)
+            else:
+                mask = cache_mask(positions, new_cache.shape[1])
+                o = absorbed_attention(q_nope, q_rope, new_cache, mask, w_uk, w_uv, scale, r)
+        elif self.absorb:
+            mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
+            o = absorbed_attention(q_nope, q_rope, latent, mask, w_uk, w_uv, scale, r)
+        else:
+            k_nope = jnp.einsum("btr,rhd->bthd", c_kv, w_uk)
+            v = jnp.einsum("btr,rhd->bthd", c_kv, w_uv)
+            k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None, :], k_nope.shape[:3] + (rope_d,))],
+                                axis=-1)
+            qf = jnp.concatenate([q_nope, q_rope], axis=-1)
+            if cfg.attention_impl == "pallas":
+                from pallas_kernels import mla_prefill
+
+                o = mla_prefill(qf, k.astype(qf.dtype), v.astype(qf.dtype), sm_scale=scale,
+                                segment_ids=segment_ids, causal=True)
+            else:
+                mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
+                o = attend(qf, k.astype(qf.dtype), v.astype(qf.dtype), mask, scale)
+        o = nn.with_logical_constraint(o, ("batch", "seq", "heads", "head_dim"))
+        out = nn.DenseGeneral(
+            cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=compute_dtype(cfg),
+            param_dtype=param_dtype(cfg), kernel_init=normal_init(cfg, ("heads", "head_dim", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name="o_proj",
+        )(o)
+        return out, new_cache

@@ -1,0 +1,196 @@
+"""DeepSeekMoE: sigmoid router with group-limited top-k and a correction bias, shared + routed experts.
+
+Router (DeepSeek-V3 §2.1.2):
+    s = sigmoid(x W_r)                                 [tokens, E] (float32)
+    choice = s + b   (b = e_score_correction_bias, no gradient)
+    groups ranked by the sum of their top-2 `choice`; experts outside the best `topk_group`
+    groups are excluded; top-k experts by `choice`
+    weights = s[topk] (un-biased), / sum if norm_topk_prob, * routed_scaling_factor
+
+Auxiliary-loss-free balancing: the forward pass returns the per-expert load (tokens routed to each
+expert); `update_router_bias(bias, load, rate)` (bias += rate * sign(mean_load - load)) is applied
+by the train step outside the gradient. The complementary sequence-wise balance loss
+L = alpha * sum_i f_i P_i (per sequence, averaged) is returned too.
+
+Routed experts are evaluated by one of three dispatches of identical math:
+  - "ragged": sort assignments by expert, `jax.lax.ragged_dot` (dropless; the fast path on GPU/TPU)
+  - "blocked": sort by expert, pad each expert's group to a multiple of a row block, one batched
+    matmul over blocks with the block's expert weights gathered (dropless; fast on CPU, where
+    XLA's ragged_dot loops over all experts)
+  - "dense": every expert on every token, combined with the routing weights (the test reference)
+  - "ep": expert parallelism with shard_map over the mesh's `expert` axis (r1jax.parallel.moe_ep)
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.model.layers import MLP, compute_dtype, normal_init, param_dtype
+
+
+def route(scores: jnp.ndarray, bias: jnp.ndarray, cfg) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """scores: [n, E] sigmoid scores, bias: [E] -> (topk_idx [n, k] int32, topk_weight [n, k] f32)."""
+    n, e = scores.shape
+    k = cfg.num_experts_per_tok
+    choice = scores + jax.lax.stop_gradient(bias).astype(scores.dtype)
+    if cfg.n_group > 1 and cfg.topk_group < cfg.n_group:
+        g = choice.reshape(n, cfg.n_group, e // cfg.n_group)
+        group_scores = jax.lax.top_k(g, 2)[0].sum(-1)  # [n, n_group]
+        _, gidx = jax.lax.top_k(group_scores, cfg.topk_group)
+        gmask = jnp.zeros((n, cfg.n_group), bool).at[jnp.arange(n)[:, None], gidx].set(True)
+        emask = jnp.repeat(gmask, e // cfg.n_group, axis=1)
+        choice = jnp.where(emask, choice, -jnp.inf)
+    _, idx = jax.lax.top_k(choice, k)
+    w = jnp.take_along_axis(scores, idx, axis=-1)
+    if cfg.norm_topk_prob:
+        w = w / (w.sum(-1, keepdims=True) + 1e-20)
+    return idx.astype(jnp.int32), w * cfg.routed_scaling_factor
+
+
+def update_router_bias(bias: jnp.ndarray, load: jnp.ndarray, rate: float) -> jnp.ndarray:
+    """Auxiliary-loss-free balancing: bias += rate * sign(mean(load) - load). load: [..., E]."""
+    load = load.astype(jnp.float32)
+    return (bias + rate * jnp.sign(load.mean(-1, keepdims=True) - load)).astype(bias.dtype)
+
+
+def sequence_balance_loss(scores, idx, token_mask, cfg) -> jnp.ndarray:
+    """DeepSeek-V3's complementary sequence-wise balance loss (without alpha).
+
+    scores: [b, s, E] sigmoid, idx: [b, s, k], token_mask: [b, s]. Per sequence:
+    f_i = E / (k T) sum_t 1[i in topk_t], P_i = 1/T sum_t s_it / sum_j s_jt; L = sum_i f_i P_i.
+    """
+    e, k = scores.shape[-1], cfg.num_experts_per_tok
+    m = token_mask.astype(jnp.float32)
+    t = jnp.maximum(m.sum(-1), 1.0)  # [b]
+    sel = jax.nn.one_hot(idx, e, dtype=jnp.float32).sum(-2) * m[..., None]  # [b, s, E]
+    f = sel.sum(1) * e / (k * t[:, None])
+    sn = scores / (scores.sum(-1, keepdims=True) + 1e-20) * m[..., None]
+    p = sn.sum(1) / t[:, None]
+    per_seq = (f * p).sum(-1)  # f carries no gradient (counts of a top-k)
+    valid = (m.sum(-1) > 0).astype(jnp.float32)
+    return (per_seq * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+
+
+def _swiglu(h_gate, h_up):
+    return jax.nn.silu(h_gate) * h_up
+
+
+def experts_dense(x, idx, w, wg, wu, wd):
+    """Reference: all experts on all tokens. x: [n, d], idx/w: [n, k], wg/wu: [E, d, I], wd: [E, I, d]."""
+    e = wg.shape[0]
+    comb = (jax.nn.one_hot(idx, e, dtype=jnp.float32) * w[..., None]).sum(1)  # [n, E]
+    g = jnp.einsum("nd,edi->eni", x, wg)
+    u = jnp.einsum("nd,edi->eni", x, wu)
+    y = jnp.einsum("eni,eid->end", _swiglu(g, u), wd)
+    return jnp.einsum("end,ne->nd", y.astype(jnp.float32), comb).astype(x.dtype)
+
+
+def _sort_assignments(idx, e):
+    n, k = idx.shape
+    flat = idx.reshape(-1)
+    order = jnp.argsort(flat, stable=True)
+    sizes = jnp.bincount(flat, length=e).astype(jnp.int32)
+    return flat, order, order // k, sizes
+
+
+def experts_ragged(x, idx, w, wg, wu, wd):
+    """Dropless grouped matmul with jax.lax.ragged_dot over assignments sorted by expert."""
+    n, k = idx.shape
+    e = wg.shape[0]
+    flat, order, tok, sizes = _sort_assignments(idx, e)
+    xs = x[tok]
+    h = _swiglu(jax.lax.ragged_dot(xs, wg, sizes), jax.lax.ragged_dot(xs, wu, sizes))
+    y = jax.lax.ragged_dot(h, wd, sizes)  # [n*k, d]
+    wt = w.reshape(-1)[order][:, None]
+    out = jnp.zeros((n, x.shape[-1]), jnp.float32).at[tok].add(y.astype(jnp.float32) * wt)
+    return out.astype(x.dtype)
+
+
+def experts_blocked(x, idx, w, wg, wu, wd, block: int = 64):
+    """Dropless: each expert's rows padded to a multiple of `block`; one batched matmul over blocks."""
+    n, k = idx.shape
+    e, d, inter = wg.shape
+    nk = n * k
+    block = int(max(8, min(block, pl2(nk // max(e, 1)))))
+    flat, order, tok, sizes = _sort_assignments(idx, e)
+    padded = (sizes + block - 1) // block * block
+    pstart = jnp.cumsum(padded) - padded
+    start = jnp.cumsum(sizes) - sizes
+    sorted_e = flat[order]
+    dest = pstart[sorted_e] + jnp.arange(nk) - start[sorted_e]  # row of each sorted assignment
+    rows = (nk + e * (block - 1) + block - 1) // block * block  # static upper bound
+    nb = rows // block
+    buf = jnp.zeros((rows, d), x.dtype).at[dest].set(x[tok])
+    bexp = jnp.clip(jnp.searchsorted(jnp.cumsum(padded), jnp.arange(nb) * block, side="right"), 0, e - 1)
+    xb = buf.reshape(nb, block, d)
+    h = _swiglu(jnp.einsum("nbd,ndi->nbi", xb, wg[bexp]), jnp.einsum("nbd,ndi->nbi", xb, wu[bexp]))
+    y = jnp.einsum("nbi,nid->nbd", h, wd[bexp]).reshape(rows, d)
+    wt = w.reshape(-1)[order][:, None]
+    out = jnp.zeros((n, d), jnp.float32).at[tok].add(y[dest].astype(jnp.float32) * wt)
+    return out.astype(x.dtype)
+
+
+def pl2(v: int) -> int:
+    """Largest power of two <= v (>= 1)."""
+    v = max(int(v), 1)
+    return 1 << (v.bit_length() - 1)
+
+
+def resolve_moe_impl(cfg) -> str:
+    if cfg.moe_impl != "ragged":
+        return cfg.moe_impl
+    return "blocked" if jax.default_backend() == "cpu" else "ragged"
+
+
+EXPERT_FNS = {"dense": experts_dense, "ragged": experts_ragged, "blocked": experts_blocked}
+
+
+class MoE(nn.Module):
+    """x: [b, s, hidden] -> (y [b, s, hidden], aux {"load": [E], "balance_loss": scalar}).
+
+    `token_mask` [b, s] excludes padding from the load and the balance loss.
+    `impl` overrides cfg.moe_impl ("dense" | "ragged" | "blocked" | "ep").
+    """
+
+    cfg: object
+    impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, token_mask=None):
+        cfg = self.cfg
+        b, s, d = x.shape
+        e, inter = cfg.n_routed_experts, cfg.moe_intermediate_size
+        if token_mask is None:
+            token_mask = jnp.ones((b, s), bool)
+        w_router = self.param("gate", normal_init(cfg, ("embed", "exp")), (d, e), param_dtype(cfg))
+        bias = self.param("e_score_correction_bias",
+                          nn.with_logical_partitioning(nn.initializers.zeros, ("exp",)), (e,), jnp.float32)
+        scores = jax.nn.sigmoid(jnp.einsum("bsd,de->bse", x.astype(jnp.float32), w_router.astype(jnp.float32)))
+        idx, w = route(scores.reshape(-1, e), bias, cfg)
+        load = jnp.bincount(idx.reshape(-1), weights=jnp.repeat(token_mask.reshape(-1), idx.shape[1]).astype(
+            jnp.float32), length=e)
+        bal = sequence_balance_loss(scores, idx.reshape(b, s, -1), token_mask, cfg)
+
+        init = normal_init(cfg, ("exp", "embed", "mlp"))
+        wg = self.param("experts_gate_proj", init, (e, d, inter), param_dtype(cfg))
+        wu = self.param("experts_up_proj", init, (e, d, inter), param_dtype(cfg))
+        wd = self.param("experts_down_proj", normal_init(cfg, ("exp", "mlp", "embed")), (e, inter, d),
+                        param_dtype(cfg))
+        dt = compute_dtype(cfg)
+        wg, wu, wd = wg.astype(dt), wu.astype(dt), wd.astype(dt)
+        impl = self.impl or resolve_moe_impl(cfg)
+        xf = x.reshape(-1, d)
+        if impl == "ep":
+            from r1jax.parallel.moe_ep import experts_ep
+
+            y, ep_stats = experts_ep(xf, idx, w, wg, wu, wd, cfg)
+        else:
+            y = EXPERT_FNS[impl](xf, idx, w, wg, wu, wd)
+            ep_stats = {}
+        y = y.reshape(b, s, d)
+        if cfg.n_shared_experts:
+            y = y + MLP(cfg, inter * cfg.n_shared_experts, name="shared_experts")(x)
+        aux = {"load": load, "balance_loss": bal, **ep_stats}
+        return y, aux

@@ -1,0 +1,186 @@
+"""The decoder: DeepSeek-V3 (MLA + dense-first-k + DeepSeekMoE + MTP) and dense Qwen2/Llama, one code path.
+
+    model = Transformer(cfg)
+    logits = model.apply({"params": params}, input_ids)                    # [batch, seq, vocab]
+    logits, aux = model.apply({"params": params}, ids, return_aux=True)    # aux: load, balance_loss, mtp_logits
+
+Layers run under `nn.scan` in two stacks ("dense_layers": the first `first_k_dense_replace`
+layers, or all layers of a dense model; "moe_layers": the rest), so compile time and memory do
+not grow with depth; `remat_policy` wraps the scanned block in `nn.remat`.
+
+Cache mode (generation): `cache` is the pytree of `init_cache(cfg, batch, max_len)` with a
+leading layer axis per stack; `mode="prefill"` writes the prompt (which starts at slot 0) and
+`mode="decode"` attends over the cache (absorbed MLA). `positions` [batch, seq] are the slots.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.config import is_moe, num_dense_layers, num_moe_layers
+from r1jax.model.attention import GQAttention, init_gqa_cache
+from r1jax.model.layers import MLP, compute_dtype, normal_init, param_dtype, rms_norm
+from r1jax.model.mla import MLA, init_mla_cache
+from r1jax.model.moe import MoE
+
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Block(nn.Module):
+    """Pre-norm decoder layer. x: [b, s, hidden] -> (x, (new_cache, aux))."""
+
+    cfg: object
+    moe: bool
+    mode: str = "train"
+    absorb: bool = False
+    moe_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids, token_mask, cache):
+        cfg = self.cfg
+        h = rms_norm(cfg, cfg.hidden_size, "input_layernorm")(x)
+        if cfg.model_type == "deepseek_v3":
+            a, new_cache = MLA(cfg, mode=self.mode, absorb=self.absorb, name="self_attn")(h, positions, segment_ids,
+                                                                                          cache)
+        else:
+            a, new_cache = GQAttention(cfg, mode=self.mode, name="self_attn")(h, positions, segment_ids, cache)
+        x = x + a
+        h = rms_norm(cfg, cfg.hidden_size, "post_attention_layernorm")(x)
+        if self.moe:
+            m, aux = MoE(cfg, impl=self.moe_impl, name="mlp")(h, token_mask)
+        else:
+            m, aux = MLP(cfg, cfg.intermediate_size, name="mlp")(h), {}
+        x = x + m
+        x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+        return x, (new_cache, aux)
+
+
+def _stack(cfg, moe: bool, n: int, mode: str, absorb: bool, moe_impl, name: str):
+    cls = Block
+    if cfg.remat_policy != "none":
+        cls = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+
+    scanned = nn.scan(
+        cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+        length=n,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scanned(cfg, moe, mode, absorb, moe_impl, name=name)
+
+
+class MTP(nn.Module):
+    """DeepSeek-V3 multi-token prediction, depth 1.
+
+    h: [b, s, hidden] (main model's last hidden state, before the final norm), next_emb: [b, s,
+    hidden] (embedding of token i+1 at position i) -> h' = Block(eh_proj([enorm(next_emb) ;
+    hnorm(h)])), normed by its own `shared_head_norm`; the caller applies the shared LM head.
+    Position i of the MTP output predicts token i+2.
+    """
+
+    cfg: object
+    moe_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, h, next_emb, positions, segment_ids, token_mask):
+        cfg = self.cfg
+        e = rms_norm(cfg, cfg.hidden_size, "enorm")(next_emb)
+        hh = rms_norm(cfg, cfg.hidden_size, "hnorm")(h)
+        x = nn.DenseGeneral(cfg.hidden_size, use_bias=False, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg),
+                            kernel_init=normal_init(cfg, ("mtp_in", "embed")), name="eh_proj")(
+            jnp.concatenate([e, hh], axis=-1))
+        moe = is_moe(cfg) and cfg.num_hidden_layers >= cfg.first_k_dense_replace
+        x, (_, aux) = Block(cfg, moe=moe, moe_impl=self.moe_impl, name="block")(x, positions, segment_ids,
+                                                                                token_mask, None)
+        return rms_norm(cfg, cfg.hidden_size, "shared_head_norm")(x), aux
+
+
+class Transformer(nn.Module):
+    """input_ids: [batch, seq] int -> logits [batch, seq, vocab] (and aux / new cache on request)."""
+
+    cfg: object
+    mode: str = "train"  # train | prefill | decode
+    absorb: bool = False  # MLA absorbed path without a cache (tests)
+    moe_impl: str | None = None  # override cfg.moe_impl
+
+    @nn.compact
+    def __call__(self, input_ids, positions=None, segment_ids=None, *, token_mask=None, cache=None,
+                 return_aux=False, compute_mtp=None, return_hidden=False):
+        cfg = self.cfg
+        b, s = input_ids.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+        if token_mask is None:
+            token_mask = jnp.ones((b, s), bool) if segment_ids is None else segment_ids > 0
+        embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg),
+                         embedding_init=normal_init(cfg, ("vocab", "embed")), name="embed_tokens")
+        x = embed(input_ids)
+        x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+        n_dense, n_moe = num_dense_layers(cfg), num_moe_layers(cfg)
+        new_cache, loads, bal = {}, None, jnp.zeros((), jnp.float32)
+        cache = cache or {}
+        if n_dense:
+            x, (c, _) = _stack(cfg, False, n_dense, self.mode, self.absorb, self.moe_impl, "dense_layers")(
+                x, positions, segment_ids, token_mask, cache.get("dense_layers"))
+            new_cache["dense_layers"] = c
+        if n_moe:
+            x, (c, aux) = _stack(cfg, True, n_moe, self.mode, self.absorb, self.moe_impl, "moe_layers")(
+                x, positions, segment_ids, token_mask, cache.get("moe_layers"))
+            new_cache["moe_layers"] = c
+            loads = aux["load"]  # [n_moe, E]
+            bal = aux["balance_loss"].mean()
+        hidden = x
+        x = rms_norm(cfg, cfg.hidden_size, "norm")(x)
+        head = self._head(embed)
+        logits = head(x)
+        if self.mode != "train":
+            return logits, new_cache
+        if not return_aux:
+            return logits
+        out_aux = {"balance_loss": bal}
+        if loads is not None:
+            out_aux["load"] = loads
+        want_mtp = cfg.num_nextn_predict_layers > 0 if compute_mtp is None else compute_mtp
+        if cfg.num_nextn_predict_layers:
+            # Always create the MTP params (so init sees them); skip its compute when not wanted.
+            next_ids = jnp.concatenate([input_ids[:, 1:], jnp.zeros((b, 1), input_ids.dtype)], axis=1)
+            if want_mtp:
+                hm, maux = MTP(cfg, moe_impl=self.moe_impl, name="mtp")(hidden, embed(next_ids), positions,
+                                                                        segment_ids, token_mask)
+                out_aux["mtp_logits"] = head(hm)
+                if "load" in maux:
+                    out_aux["mtp_load"] = maux["load"]
+        if return_hidden:
+            out_aux["hidden"] = hidden
+        return logits, out_aux
+
+    def _head(self, embed):
+        cfg = self.cfg
+        if cfg.tie_word_embeddings:
+            return lambda x: embed.attend(x)
+        return nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg),
+                               kernel_init=normal_init(cfg, ("embed", "vocab")), name="lm_head")
+
+
+def init_cache(cfg, batch: int, max_len: int, dtype=None) -> dict:
+    """Empty KV cache pytree: MLA latent [n, b, L, kv_lora + rope] or GQA {k, v} [n, b, L, kvh, hd] per stack."""
+    dtype = dtype or compute_dtype(cfg)
+    out = {}
+    for name, n in (("dense_layers", num_dense_layers(cfg)), ("moe_layers", num_moe_layers(cfg))):
+        if not n:
+            continue
+        if cfg.model_type == "deepseek_v3":
+            one = init_mla_cache(cfg, batch, max_len, dtype)
+        else:
+            one = init_gqa_cache(cfg, batch, max_len, dtype)
+        out[name] = jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), one)
+    return out
+
