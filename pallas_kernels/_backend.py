@@ -109,40 +109,61 @@ def prefill_blocks(backend: str, seq: int, qk_dim: int, v_dim: int,
 class DecodeBlocks:
     block_m: int      # query rows (heads x q_len) per program
     block_k: int      # cache rows per inner step
-    num_splits: int
+    num_splits: int   # flash-decoding splits of the cache axis
     chunk: int        # cache rows per split (multiple of block_k)
+    padded_len: int   # num_splits * chunk (> max_len only when the cache must be padded)
     num_warps: int = 4
     num_stages: int = 2
+
+
+def _largest_divisor_le(n: int, cap: int) -> int:
+    for d in range(max(1, min(n, cap)), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
 
 
 def decode_blocks(backend: str, batch: int, rows: int, max_len: int, rank: int,
                   block_k: int | None, num_splits: int | None, block_m: int | None = None,
                   num_warps: int | None = None, num_stages: int | None = None) -> DecodeBlocks:
+    """Blocks for the absorbed decode. The cache is never copied when max_len is a multiple of
+    a legal block_k (pow2 >= 16 on gpu, multiple of 128 on tpu) and num_splits is left to the
+    heuristic (it then divides the number of cache blocks)."""
     if backend == "tpu":
         bm = block_m or min(256, round_up(rows, 8))
-        bk = block_k or min(512, round_up(max_len, 128))
-        if bk % 128 or bm % 8:
-            raise ValueError(f"tpu decode blocks need block_k % 128 == 0, block_m % 8 == 0 ({bm}, {bk})")
-        row_blocks = cdiv(rows, bm)
-        # Megacore chips split "parallel" grid axes over 2 cores: give them >= 2 programs.
-        ns = num_splits or (2 if batch * row_blocks < 2 and max_len > bk else 1)
-        warps, stages = 4, 2
+        if block_k is None:
+            block_k = next((c for c in (512, 256, 128) if max_len % c == 0),
+                           min(512, round_up(max_len, 128)))
+        if block_k % 128 or bm % 8:
+            raise ValueError(f"tpu decode blocks need block_k % 128 == 0, block_m % 8 == 0 "
+                             f"(got block_m={bm}, block_k={block_k})")
+        nkb = cdiv(max_len, block_k)
+        programs = batch * cdiv(rows, bm)
+        # >= 2 programs for megacore; a split's chunk stays <= 4096 rows of VMEM.
+        want = max(2 if programs < 2 else 1, cdiv(nkb * block_k, 4096))
+        warps, stages = 1, 1
     else:
-        bm = block_m or max(16, min(64 if rank > 256 else 128, next_pow2(rows)))
-        bk = block_k or max(16, min(64 if rank > 256 else 128, next_pow2(max_len)))
-        for b in (bm, bk):
+        big = rank > 256
+        bm = block_m or max(16, min(64 if big else 128, next_pow2(rows)))
+        if block_k is None:
+            cap = 64 if big else 128
+            block_k = next((c for c in (cap, cap // 2, cap // 4) if c >= 16 and max_len % c == 0),
+                           max(16, min(cap, next_pow2(max_len))))
+        for b in (bm, block_k):
             if b & (b - 1):
-                raise ValueError(f"gpu (Triton) decode blocks must be powers of two ({bm}, {bk})")
-        row_blocks = cdiv(rows, bm)
-        programs = batch * row_blocks
-        # flash-decoding: enough programs to fill ~2 waves of 132 SMs, never splits shorter
-        # than 4 blocks.
-        ns = num_splits or max(1, min(cdiv(264, programs), cdiv(max_len, 4 * bk)))
-        warps = num_warps or (8 if rank > 256 else 4)
-        stages = num_stages or 2
-    ns = max(1, min(ns, cdiv(max_len, bk)))
-    chunk = round_up(cdiv(max_len, ns), bk)
-    return DecodeBlocks(bm, bk, ns, chunk, num_warps or warps, num_stages or stages)
+                raise ValueError(f"gpu (Triton) decode blocks must be powers of two "
+                                 f"(got block_m={bm}, block_k={block_k})")
+        nkb = cdiv(max_len, block_k)
+        programs = batch * cdiv(rows, bm)
+        # flash-decoding: ~2 waves of programs on a 132-SM card; each split >= 4 blocks.
+        want = max(1, min(cdiv(264, programs), nkb // 4))
+        warps, stages = (8 if big else 4), 2
+    if num_splits is None:
+        ns = _largest_divisor_le(nkb, want)
+    else:
+        ns = max(1, min(int(num_splits), nkb))
+    chunk = cdiv(nkb, ns) * block_k
+    return DecodeBlocks(bm, block_k, ns, chunk, ns * chunk, num_warps or warps, num_stages or stages)
 
 
 def compiler_params(backend: str, *, num_warps: int = 4, num_stages: int = 2,
