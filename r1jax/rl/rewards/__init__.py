@@ -1,0 +1,34 @@
+"""Rule-based rewards for R1-style RL (DeepSeek-R1 §2.2.2, §2.3.2).
+
+* :func:`accuracy_reward` / :func:`accuracy_rewards` - math answer vs gold (math_verify, in a
+  time-limited worker pool); :func:`extract_answer` - the answer a completion gives.
+* :func:`format_reward` - ``<think>..</think><answer>..</answer>`` (R1-Zero) or R1 chat format.
+* :func:`language_consistency_reward` - share of CoT words in the target language;
+  :func:`register_language` adds languages.
+* :func:`code_reward` / :func:`code_rewards` - fraction of tests passed in a sandbox.
+* :func:`combine_rewards` and :data:`REWARD_FNS` - weighted sums of rewards named in configs.
+"""
+from r1jax.rl.rewards.accuracy import accuracy_reward, accuracy_rewards
+from r1jax.rl.rewards.code import code_reward, code_rewards
+from r1jax.rl.rewards.combine import BATCHED_REWARD_FNS, REWARD_FNS, combine_rewards
+from r1jax.rl.rewards.extract import extract_answer, extract_code
+from r1jax.rl.rewards.format import format_reward
+from r1jax.rl.rewards.language import language_consistency_reward, register_language
+from r1jax.rl.rewards.sandbox import run_sandboxed, sandbox_capabilities
+
+__all__ = [
+    "accuracy_reward",
+    "accuracy_rewards",
+    "format_reward",
+    "language_consistency_reward",
+    "register_language",
+    "code_reward",
+    "code_rewards",
+    "combine_rewards",
+    "REWARD_FNS",
+    "BATCHED_REWARD_FNS",
+    "extract_answer",
+    "extract_code",
+    "run_sandboxed",
+    "sandbox_capabilities",
+]

@@ -156,18 +156,28 @@ def _expose(paths: list[str], report: dict) -> None:
     report["exposed"] = exposed
 
 
-def enter_jail(*, new_pid: bool = False, workdir: bool = True, uid: int = 65534, gid: int = 65534,
-               tmp_size_mb: int = 64) -> dict:
+def python_reachable() -> bool:
+    """Can a process of another uid exec this interpreter and read its stdlib (o+x on every dir)?"""
+    for p in _python_paths():
+        parts = p.strip("/").split("/")
+        for k in range(1, len(parts)):
+            if not _others_can_traverse("/" + "/".join(parts[:k])):
+                return False
+    return True
+
+
+def enter_jail(*, new_pid: bool = False, new_net: bool = True, workdir: bool = True, uid: int = 65534,
+               gid: int = 65534, tmp_size_mb: int = 64) -> dict:
     """Namespaces + read-only filesystem (see module docstring). Returns a report dict."""
     report = {"netns": False, "mountns": False, "pidns": False, "readonly_fs": False, "workdir": None}
-    base = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-    want = base | (CLONE_NEWPID if new_pid else 0)
+    want = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+    want |= (CLONE_NEWPID if new_pid else 0) | (CLONE_NEWNET if new_net else 0)
     if _unshare(want):
         got = want
     else:  # try what the OS permits, one namespace at a time
         got = 0
-        for fl in (CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWPID if new_pid else 0):
-            if fl and _unshare(fl):
+        for fl in (CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWPID):
+            if fl & want and _unshare(fl):
                 got |= fl
     report["netns"] = bool(got & CLONE_NEWNET)
     report["mountns"] = bool(got & CLONE_NEWNS)
