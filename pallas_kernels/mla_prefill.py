@@ -24,6 +24,7 @@ are masked, padded query rows dropped). See _backend.py for per-backend layouts 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -325,18 +326,20 @@ def _seg_arrays(seg, s_pad):
     return seg[:, :, None], seg[:, None, :]
 
 
-def _geometry(q, v, backend, block_q, block_k):
+def _geometry(q, v, backend, block_q, block_k, tuning=None):
     b, s, h, dqk = q.shape
     blocks = bk.prefill_blocks(backend, s, dqk, v.shape[-1], block_q, block_k)
+    if tuning:
+        blocks = dataclasses.replace(blocks, **dict(tuning))
     lcm = math.lcm(blocks.block_q, blocks.block_k, blocks.bwd_block_q, blocks.bwd_block_k)
     return blocks, bk.round_up(s, lcm)
 
 
 # ----------------------------------------------------------------------------- pallas calls
-def _fwd_impl(q, k, v, seg, *, sm_scale, causal, block_q, block_k, backend, interpret):
+def _fwd_impl(q, k, v, seg, *, sm_scale, causal, block_q, block_k, tuning, backend, interpret):
     b, s, h, dqk = q.shape
     dv = v.shape[-1]
-    blocks, s_pad = _geometry(q, v, backend, block_q, block_k)
+    blocks, s_pad = _geometry(q, v, backend, block_q, block_k, tuning)
     bq, bkk = blocks.block_q, blocks.block_k
     parts = bk.dim_parts(dqk, backend)
     nq = s_pad // bq
@@ -370,10 +373,11 @@ def _fwd_impl(q, k, v, seg, *, sm_scale, causal, block_q, block_k, backend, inte
     return _from_layout(o, s, backend), lse[:, :, :s, 0]
 
 
-def _bwd_impl(q, k, v, seg, o, lse, do, *, sm_scale, causal, block_q, block_k, backend, interpret):
+def _bwd_impl(q, k, v, seg, o, lse, do, *, sm_scale, causal, block_q, block_k, tuning, backend,
+              interpret):
     b, s, h, dqk = q.shape
     dv = v.shape[-1]
-    blocks, s_pad = _geometry(q, v, backend, block_q, block_k)
+    blocks, s_pad = _geometry(q, v, backend, block_q, block_k, tuning)
     bq, bkk = blocks.bwd_block_q, blocks.bwd_block_k
     parts = bk.dim_parts(dqk, backend)
     has_seg = seg is not None
@@ -449,9 +453,9 @@ def _prefill(q, k, v, seg, cfg):
 
 
 def _run_fwd(q, k, v, seg, cfg):
-    sm_scale, causal, block_q, block_k, interpret, backend = cfg
+    sm_scale, causal, block_q, block_k, interpret, backend, tuning = cfg
     impl = functools.partial(_fwd_impl, sm_scale=sm_scale, causal=causal, block_q=block_q,
-                             block_k=block_k)
+                             block_k=block_k, tuning=tuning)
     return bk.dispatch(impl, (q, k, v, seg), interpret=interpret, backend=backend)
 
 
@@ -462,9 +466,9 @@ def _prefill_fwd(q, k, v, seg, cfg):
 
 def _prefill_bwd(cfg, res, do):
     q, k, v, seg, o, lse = res
-    sm_scale, causal, block_q, block_k, interpret, backend = cfg
+    sm_scale, causal, block_q, block_k, interpret, backend, tuning = cfg
     impl = functools.partial(_bwd_impl, sm_scale=sm_scale, causal=causal, block_q=block_q,
-                             block_k=block_k)
+                             block_k=block_k, tuning=tuning)
     dq, dk, dv = bk.dispatch(impl, (q, k, v, seg, o, lse, do), interpret=interpret,
                              backend=backend)
     return dq, dk, dv, None
@@ -474,7 +478,7 @@ _prefill.defvjp(_prefill_fwd, _prefill_bwd)
 
 
 def mla_prefill(q, k, v, *, sm_scale, segment_ids=None, causal=True, block_q=None, block_k=None,
-                interpret=None, backend=None):
+                interpret=None, backend=None, tuning=None):
     """Causal (optionally segmented) flash attention with qk_dim != v_dim.
 
     Args:
@@ -486,6 +490,8 @@ def mla_prefill(q, k, v, *, sm_scale, segment_ids=None, causal=True, block_q=Non
       interpret: None = interpret on CPU, compile on TPU/GPU (decided at lowering);
         True = always the Pallas interpreter.
       backend: None, "tpu" or "gpu": force one variant's layout/blocks (tests, AOT).
+      tuning: optional dict overriding _backend.PrefillBlocks fields (bwd_block_q, num_warps,
+        num_stages, bwd_num_warps, ...), used by tools/bench_mla.py.
     Returns: o [batch, seq, heads, v_dim] in q.dtype. Differentiable in q, k, v.
     """
     if q.ndim != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
@@ -495,5 +501,6 @@ def mla_prefill(q, k, v, *, sm_scale, segment_ids=None, causal=True, block_q=Non
         raise ValueError(f"segment_ids must be [batch, seq] = {q.shape[:2]}, got {segment_ids.shape}")
     k = k.astype(q.dtype)
     v = v.astype(q.dtype)
-    cfg = (float(sm_scale), bool(causal), block_q, block_k, interpret, backend)
+    tuning = tuple(sorted(tuning.items())) if tuning else None
+    cfg = (float(sm_scale), bool(causal), block_q, block_k, interpret, backend, tuning)
     return _prefill(q, k, v, segment_ids, cfg)
