@@ -2,7 +2,9 @@
 
     r_acc(completion, answer) = 1.0  if extract_answer(completion) is equivalent to answer
                                 0.0  if it is not, if no answer can be extracted, or on timeout
-                                None if the gold ``answer`` itself does not parse (skip the sample)
+                                None if the gold ``answer`` itself does not parse (skip the sample):
+                                     math_verify yields no sympy expression for it (empty,
+                                     unbalanced braces, bare operators)
 
 Equivalence (in this order):
 

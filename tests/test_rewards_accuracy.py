@@ -1,0 +1,209 @@
+"""Math accuracy reward: MATH-500 reference solutions, hostile LaTeX, equivalence unit cases."""
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from r1jax.rl.rewards import accuracy_reward, accuracy_rewards, extract_answer
+from r1jax.rl.rewards.pool import get_pool
+
+
+def _math500(shared_data):
+    with open(shared_data / "math500_test.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def _derangement(n, seed=0):
+    rng = random.Random(seed)
+    perm = list(range(n))
+    while True:
+        rng.shuffle(perm)
+        if all(perm[i] != i for i in range(n)):
+            return perm
+
+
+# --------------------------------------------------------------------------------------------
+# MATH-500: every reference solution is right against its own answer, wrong against another's
+# --------------------------------------------------------------------------------------------
+def test_math500_reference_solutions_are_correct(shared_data):
+    rows = _math500(shared_data)
+    assert len(rows) == 500
+    t0 = time.perf_counter()
+    scores = accuracy_rewards([r["solution"] for r in rows], [r["answer"] for r in rows])
+    dt = time.perf_counter() - t0
+    bad = [(i, rows[i]["answer"]) for i, s in enumerate(scores) if s != 1.0]
+    print(f"\nMATH-500 positives: {500 - len(bad)}/500 correct in {dt:.2f} s")
+    assert len(bad) <= 2, f"judged wrong/skipped: {bad}"  # >= 99.5 %
+
+
+def test_math500_shuffled_answers_are_wrong(shared_data):
+    rows = _math500(shared_data)
+    perm = _derangement(len(rows), seed=0)
+    pairs = [
+        (rows[i]["solution"], rows[j]["answer"])
+        for i, j in enumerate(perm)
+        if rows[i]["answer"].strip() != rows[j]["answer"].strip()
+    ]
+    assert len(pairs) >= 480
+    t0 = time.perf_counter()
+    scores = accuracy_rewards([p[0] for p in pairs], [p[1] for p in pairs])
+    dt = time.perf_counter() - t0
+    bad = [(pairs[k][1], extract_answer(pairs[k][0]), s) for k, s in enumerate(scores) if s != 0.0]
+    print(f"\nMATH-500 negatives: {len(pairs) - len(bad)}/{len(pairs)} judged wrong in {dt:.2f} s")
+    assert len(bad) <= int(0.005 * len(pairs)), f"judged right/skipped: {bad}"
+
+
+# --------------------------------------------------------------------------------------------
+# hostile input: bounded time, worker replaced, pool keeps working
+# --------------------------------------------------------------------------------------------
+def test_power_tower_returns_within_two_seconds():
+    pool = get_pool()
+    assert accuracy_reward(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # pool warm: start-up is not timed
+    restarts = pool.restarts
+    t0 = time.perf_counter()
+    r = accuracy_reward(r"The answer is \boxed{9^{9^{9^{9}}}}", "5")
+    dt = time.perf_counter() - t0
+    assert r == 0.0
+    assert dt < 2.0, f"took {dt:.2f} s"
+    assert pool.restarts == restarts + 1  # the stuck worker was killed and replaced
+    assert accuracy_reward(r"\boxed{\frac{3}{4}}", "0.75") == 1.0  # and the pool still works
+
+
+def test_batch_with_hostile_item_scores_the_rest():
+    comps = [r"\boxed{\frac{2}{4}}", r"\boxed{9^{9^{9^{9}}}}", r"\boxed{\sqrt{2}/2}", r"\boxed{7}", "no answer"]
+    golds = ["1/2", "3", r"\frac{\sqrt2}{2}", "8", r"\pi"]
+    t0 = time.perf_counter()
+    assert accuracy_rewards(comps, golds) == [1.0, 0.0, 1.0, 0.0, 0.0]
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_fast_path_does_not_need_workers():
+    n = 20000
+    comps = [f"<think>adding</think><answer>{i}</answer>" for i in range(n)]
+    golds = [str(i if i % 3 else i + 1) for i in range(n)]
+    t0 = time.perf_counter()
+    scores = accuracy_rewards(comps, golds)
+    dt = time.perf_counter() - t0
+    assert scores == [1.0 if i % 3 else 0.0 for i in range(n)]
+    assert dt < 2.0, f"{n} integer comparisons took {dt:.2f} s"
+    assert accuracy_reward(r"\boxed{5.0}", "5") == 1.0
+    assert accuracy_reward(r"\boxed{-3}", "3") == 0.0
+
+
+def test_workers_are_confined_when_root():
+    pool = get_pool()
+    accuracy_reward(r"\boxed{x+1}", "1+x")
+    rep = pool.jail_report
+    if os.geteuid() != 0:
+        pytest.skip(f"not root: math workers run unconfined ({rep})")
+    assert rep.get("unprivileged") is True, rep
+    assert rep.get("netns") is True and rep.get("readonly_fs") is True, rep
+
+
+def test_workers_exit_with_the_interpreter():
+    code = textwrap.dedent(
+        """
+        from r1jax.rl.rewards import accuracy_rewards
+        from r1jax.rl.rewards.pool import get_pool
+        assert accuracy_rewards([r"\\boxed{\\frac12}"], ["0.5"]) == [1.0]
+        print(" ".join(str(w.proc.pid) for w in get_pool()._workers), flush=True)
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids
+    deadline = time.time() + 5
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.05)
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
+    assert not alive, f"workers left behind: {alive}"
+
+
+# --------------------------------------------------------------------------------------------
+# equivalence unit cases
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "completion, gold, expected",
+    [
+        # fractions / decimals
+        (r"\boxed{1/2}", r"\frac{1}{2}", 1.0),
+        (r"\boxed{0.5}", r"\frac{1}{2}", 1.0),
+        (r"\boxed{\frac12}", "0.5", 1.0),
+        (r"\boxed{\dfrac{1}{2}}", "1/2", 1.0),
+        (r"\boxed{\frac{1}{3}}", "0.5", 0.0),
+        # nested braces
+        (r"so \boxed{\frac{\sqrt{3}}{2}}.", r"\frac{\sqrt3}{2}", 1.0),
+        (r"\boxed{\frac{a}{b}}", r"\frac{a}{b}", 1.0),
+        (r"\boxed{\frac{a}{b}}", r"\frac{b}{a}", 0.0),
+        # intervals
+        (r"\boxed{[1, 2)}", "[1,2)", 1.0),
+        (r"\boxed{(1, 2]}", "[1,2)", 0.0),
+        (r"\boxed{(-\infty, 3)}", r"(-\infty,3)", 1.0),
+        # sets
+        (r"\boxed{\{3,1,2\}}", r"\{1,2,3\}", 1.0),
+        (r"\boxed{\{1,2\}}", r"\{1,2,3\}", 0.0),
+        # symbolic equality, units and text
+        (r"\boxed{x^2+2x+1}", "(x+1)^2", 1.0),
+        (r"\boxed{10 \text{ cm}}", "10", 1.0),
+        (r"\boxed{\$32,\!348}", r"\$32,\!348", 1.0),
+        (r"\boxed{1,000}", "1000", 1.0),
+        (r"\boxed{\text{(B)}}", r"\text{(B)}", 1.0),
+        (r"\boxed{\text{(C)}}", r"\text{(B)}", 0.0),
+        # boxed variants
+        (r"\boxed 5", "5", 1.0),
+        (r"\fbox{5}", "5", 1.0),
+        (r"first \boxed{4} then \boxed{5}", "5", 1.0),
+        (r"first \boxed{4} then \boxed{5}", "4", 0.0),
+        # <answer> is preferred over \boxed
+        (r"\boxed{8} <answer>7</answer>", "7", 1.0),
+        (r"<answer>7</answer> \boxed{8}", "8", 0.0),
+        (r"<answer>6</answer><answer>7</answer>", "7", 1.0),
+        (r"<answer>The answer is $\frac{3}{4}$.</answer>", "0.75", 1.0),
+        (r"<answer>so \boxed{\frac{3}{4}}</answer>", "3/4", 1.0),
+        # nothing to extract
+        ("I do not know.", "5", 0.0),
+        ("I do not know.", r"\frac{1}{2}", 0.0),
+        ("", "5", 0.0),
+    ],
+)
+def test_equivalence(completion, gold, expected):
+    assert accuracy_reward(completion, gold) == expected
+
+
+@pytest.mark.parametrize("gold", ["", "   ", "}{", r"\frac{"])
+def test_unparseable_gold_is_skipped(gold):
+    assert accuracy_reward(r"\boxed{5}", gold) is None
+    assert accuracy_reward("no answer at all", gold) is None
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        (r"x \boxed{\frac{a}{b}} y", r"\frac{a}{b}"),
+        (r"\boxed{\left\{ 1, 2 \right\}}", r"\left\{ 1, 2 \right\}"),
+        (r"\boxed{{1}+{2}}", "{1}+{2}"),
+        (r"\boxed 42.", "42."),
+        (r"$\boxed 7$", "7"),
+        (r"\fbox{3}", "3"),
+        (r"\boxed{unclosed", None),
+        (r"\boxed{1} and \boxed{unclosed", "1"),
+        (r"<answer> $x+1$ </answer>", "x+1"),
+        (r"<think>a \boxed{1}</think><answer>2</answer>", "2"),
+        ("<answer>\n</answer>", None),
+        ("plain text", None),
+    ],
+)
+def test_extract_answer(completion, expected):
+    assert extract_answer(completion) == expected
+
+
+def test_batched_length_mismatch_fails_early():
+    with pytest.raises(ValueError, match="2 completions but 1 answers"):
+        accuracy_rewards(["a", "b"], ["1"])
