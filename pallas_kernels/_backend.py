@@ -208,3 +208,19 @@ def dispatch(impl: Callable, args: tuple, *, interpret: bool | None, backend: st
 
 def default_interpret() -> bool:
     return jax.default_backend() == "cpu"
+
+
+def out_struct(shape, dtype, like):
+    """ShapeDtypeStruct for a pallas_call output that varies over shard_map mesh axes like `like`.
+
+    Needed under jax.shard_map(check_vma=True); the field is `manual_axis_type` in jax >= 0.10
+    and `vma` before it."""
+    aval = jax.typeof(like) if hasattr(jax, "typeof") else jax.core.get_aval(like)
+    for field in ("manual_axis_type", "vma"):
+        val = getattr(aval, field, None)
+        if val is not None:
+            try:
+                return jax.ShapeDtypeStruct(shape, dtype, **{field: val})
+            except TypeError:
+                continue
+    return jax.ShapeDtypeStruct(shape, dtype)

@@ -148,8 +148,8 @@ def _decode_impl(q, cache, lengths, *, sm_scale, rank, q_len, block_k, num_split
     o_dtype = out_dtype if ns == 1 else jnp.float32
     out_specs = [pl.BlockSpec((None, None, bm, rank), lambda *g: (lambda bb, s, r: (bb, s, r, 0))(*ids(*g))),
                  pl.BlockSpec((None, None, bm, 1), lambda *g: (lambda bb, s, r: (bb, s, r, 0))(*ids(*g)))]
-    out_shape = [jax.ShapeDtypeStruct((b, ns, rows_pad, rank), o_dtype),
-                 jax.ShapeDtypeStruct((b, ns, rows_pad, 1), jnp.float32)]
+    out_shape = [bk.out_struct((b, ns, rows_pad, rank), o_dtype, q),
+                 bk.out_struct((b, ns, rows_pad, 1), jnp.float32, q)]
     kernel = functools.partial(_decode_kernel, parts=parts, rank=rank, q_len=q_len,
                                sm_scale=float(sm_scale), block_m=bm, block_k=blk.block_k,
                                chunk=blk.chunk, axes=axes)

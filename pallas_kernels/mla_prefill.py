@@ -355,8 +355,8 @@ def _fwd_impl(q, k, v, seg, *, sm_scale, causal, block_q, block_k, tuning, backe
         in_specs += [lay.qseg(bq, False), lay.kseg(s_pad, True)]
         args += [qseg, kseg]
     o_shape = (b, s_pad, h, dv) if backend == "gpu" else (b, h, s_pad, dv)
-    out_shape = [jax.ShapeDtypeStruct(o_shape, q.dtype),
-                 jax.ShapeDtypeStruct((b, h, s_pad, 1), jnp.float32)]
+    out_shape = [bk.out_struct(o_shape, q.dtype, qx),
+                 bk.out_struct((b, h, s_pad, 1), jnp.float32, qx)]
     out_specs = [lay.act(bq, dv, 0, False), lay.row_stat(bq, False)]
     isz = q.dtype.itemsize
     vmem = 2 * (bq * dqk * isz + s_pad * (dqk + dv) * isz + bq * dv * isz + bq * 512
@@ -410,7 +410,7 @@ def _bwd_impl(q, k, v, seg, o, lse, do, *, sm_scale, causal, block_q, block_k, t
                           q_axis=lay.axis, reverse_q=lay.gpu and lay.reverse, nq=nq),
         grid=lay.grid, in_specs=in_specs,
         out_specs=[lay.act(bq, w, 0, False) for _, w in parts],
-        out_shape=[jax.ShapeDtypeStruct(act_shape(w), q.dtype) for _, w in parts],
+        out_shape=[bk.out_struct(act_shape(w), q.dtype, qx) for _, w in parts],
         compiler_params=lay.params(blocks.bwd_num_warps, blocks.bwd_num_stages, vmem),
         interpret=interpret, name="mla_prefill_bwd_dq",
     )(*args)
@@ -434,8 +434,8 @@ def _bwd_impl(q, k, v, seg, o, lse, do, *, sm_scale, causal, block_q, block_k, t
                           block_q=bq, block_k=bkk, k_axis=lay.axis, nq_total=nq),
         grid=lay.grid, in_specs=in_specs,
         out_specs=[lay.act(bkk, w, 0, False) for _, w in parts] + [lay.act(bkk, dv, 0, False)],
-        out_shape=([jax.ShapeDtypeStruct(act_shape(w), k.dtype) for _, w in parts]
-                   + [jax.ShapeDtypeStruct(act_shape(dv), v.dtype)]),
+        out_shape=([bk.out_struct(act_shape(w), k.dtype, qx) for _, w in parts]
+                   + [bk.out_struct(act_shape(dv), v.dtype, qx)]),
         compiler_params=lay.params(blocks.bwd_num_warps, blocks.bwd_num_stages, vmem),
         interpret=interpret, name="mla_prefill_bwd_dkv",
     )(*args)
