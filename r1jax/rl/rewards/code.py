@@ -56,6 +56,8 @@ for _r1_i, _r1_t in enumerate(_r1_tests):
         exec(compile(_r1_t, "<test %d>" % _r1_i, "exec"), _r1_g)
         _r1_report(_r1_i, True)
     except BaseException:
+        import traceback as _r1_tb
+        _r1_tb.print_exc()
         _r1_report(_r1_i, False)
 """
 
