@@ -1,0 +1,306 @@
+"""The DeepSeek-V3 / Qwen2 / Llama model against transformers, and its parts against numpy."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import r1jax
+from r1jax import config as config_lib
+from r1jax.checkpoint import hf as hf_ckpt
+from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
+from r1jax.model import Transformer, init_params, update_router_bias
+from r1jax.model import moe as moe_lib
+
+from hf_models import hf_logits, make_hf_model, rel_err
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+CASES = {
+    "v3_qlora_yarn_bias": ("deepseek_v3", dict(q_lora=True, yarn=True)),
+    "v3_no_qlora": ("deepseek_v3", dict(q_lora=False, yarn=False)),
+    "qwen2": ("qwen2", {}),
+    "llama3_rope": ("llama", {}),
+}
+SEQ = 40  # longer than YaRN's original window (16) and llama3's (32)
+
+
+def _ids(b=2, s=SEQ, seed=0):
+    return np.random.RandomState(seed).randint(0, 97, (b, s))
+
+
+@pytest.fixture(scope="module")
+def hf_ckpts(tmp_path_factory):
+    out = {}
+    for name, (kind, kw) in CASES.items():
+        path = str(tmp_path_factory.mktemp(name))
+        out[name] = (make_hf_model(kind, path, **kw), path)
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_logits_match_transformers(hf_ckpts, name):
+    model_hf, path = hf_ckpts[name]
+    model, params = r1jax.from_pretrained(path)
+    ids = _ids()
+    ref = hf_logits(model_hf, ids)
+    out = np.asarray(model.apply({"params": params}, jnp.asarray(ids)))
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) < 1e-4
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_round_trip_through_transformers(hf_ckpts, name, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, path = hf_ckpts[name]
+    model, params = r1jax.from_pretrained(path)
+    r1jax.save_pretrained(params, model.cfg, tmp_path)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").float().eval()
+    ids = _ids(seed=1)
+    ours = np.asarray(model.apply({"params": params}, jnp.asarray(ids)))
+    assert rel_err(ours, hf_logits(back, ids)) < 1e-4
+
+
+def test_yarn_mscale_changes_the_scale():
+    cfg = config_lib.tiny_moe()
+    from r1jax.model.rope import softmax_scale
+
+    m = 0.1 * np.log(4.0) + 1.0
+    assert softmax_scale(cfg, 24) == pytest.approx(24**-0.5 * m * m)
+
+
+def test_mla_absorbed_equals_expanded():
+    cfg = config_lib.tiny_moe()
+    params = init_params(cfg, jax.random.PRNGKey(3))
+    ids = jnp.asarray(_ids(2, 24))
+    seg = jnp.asarray(np.repeat([[1] * 10 + [2] * 14], 2, 0))
+    for kw in ({}, {"segment_ids": seg}):
+        a = Transformer(cfg).apply({"params": params}, ids, **kw)
+        b = Transformer(cfg, absorb=True).apply({"params": params}, ids, **kw)
+        assert rel_err(b, a) < 1e-5
+
+
+def _np_route(x, w, bias, cfg):
+    """Independent numpy router: sigmoid, group top-2 sums, group mask, top-k, weights."""
+    s = 1 / (1 + np.exp(-(x @ w)))
+    c = s + bias
+    n, e = c.shape
+    g = cfg.n_group
+    gs = np.sort(c.reshape(n, g, e // g), -1)[..., -2:].sum(-1)
+    keep = np.argsort(-gs, -1)[:, : cfg.topk_group]
+    mask = np.zeros((n, g), bool)
+    np.put_along_axis(mask, keep, True, -1)
+    c = np.where(np.repeat(mask, e // g, 1), c, -np.inf)
+    idx = np.argsort(-c, -1)[:, : cfg.num_experts_per_tok]
+    wt = np.take_along_axis(s, idx, -1)
+    wt = wt / wt.sum(-1, keepdims=True) * cfg.routed_scaling_factor
+    return idx, wt
+
+
+def test_router_matches_numpy():
+    cfg = config_lib.tiny_moe()
+    rs = np.random.RandomState(0)
+    x, w, bias = rs.randn(50, 64), rs.randn(64, 8) * 0.3, rs.randn(8) * 0.3
+    s = jax.nn.sigmoid(jnp.asarray(x @ w, jnp.float32))
+    idx, wt = moe_lib.route(s, jnp.asarray(bias, jnp.float32), cfg)
+    ridx, rwt = _np_route(x, w, bias, cfg)
+    order = np.argsort(np.asarray(idx), -1)
+    rorder = np.argsort(ridx, -1)
+    np.testing.assert_array_equal(np.take_along_axis(np.asarray(idx), order, -1), np.take_along_axis(ridx, rorder, -1))
+    np.testing.assert_allclose(np.take_along_axis(np.asarray(wt), order, -1), np.take_along_axis(rwt, rorder, -1),
+                               rtol=1e-5)
+    # the bias changes the choice but not the weights' source (un-biased scores)
+    assert not np.array_equal(_np_route(x, w, 0 * bias, cfg)[0], ridx)
+
+
+@pytest.mark.parametrize("impl", ["ragged", "blocked"])
+def test_moe_dispatch_equals_dense_reference(impl):
+    cfg = config_lib.tiny_moe()
+    rs = np.random.RandomState(1)
+    n, d, e, i = 37, 64, 8, 32
+    x = jnp.asarray(rs.randn(n, d), jnp.float32)
+    idx = jnp.asarray(np.stack([rs.choice(e, 2, replace=False) for _ in range(n)]), jnp.int32)
+    w = jnp.asarray(rs.rand(n, 2), jnp.float32)
+    wg, wu = (jnp.asarray(rs.randn(e, d, i) * 0.1, jnp.float32) for _ in range(2))
+    wd = jnp.asarray(rs.randn(e, i, d) * 0.1, jnp.float32)
+    fn = moe_lib.EXPERT_FNS[impl]
+
+    def loss(f, *a):
+        return (f(*a) ** 2).sum()
+
+    np.testing.assert_allclose(fn(x, idx, w, wg, wu, wd), moe_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5,
+                               atol=1e-5)
+    g1 = jax.grad(lambda *a: loss(fn, *a), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
+    g2 = jax.grad(lambda *a: loss(moe_lib.experts_dense, *a), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_model_moe_impls_agree_and_load_counts_tokens():
+    cfg = config_lib.tiny_moe()
+    params = init_params(cfg, jax.random.PRNGKey(1))
+    ids = jnp.asarray(_ids(2, 16))
+    mask = jnp.asarray(np.r_[[1] * 16, [1] * 10 + [0] * 6].reshape(2, 16).astype(bool))
+    outs = {}
+    for impl in ("dense", "ragged", "blocked"):
+        logits, aux = Transformer(cfg, moe_impl=impl).apply({"params": params}, ids, token_mask=mask,
+                                                            return_aux=True)
+        outs[impl] = (logits, aux)
+    for impl in ("ragged", "blocked"):
+        assert rel_err(outs[impl][0], outs["dense"][0]) < 1e-5
+    load = np.asarray(outs["dense"][1]["load"])
+    assert load.shape == (2, 8)
+    np.testing.assert_allclose(load.sum(-1), 26 * 2)  # 26 unmasked tokens x top-2, per MoE layer
+
+
+def test_update_router_bias():
+    bias = jnp.zeros(4)
+    load = jnp.asarray([10.0, 0.0, 5.0, 5.0])
+    np.testing.assert_allclose(update_router_bias(bias, load, 0.1), [-0.1, 0.1, 0.0, 0.0])
+
+
+def test_sequence_balance_loss_matches_numpy():
+    cfg = config_lib.tiny_moe()
+    rs = np.random.RandomState(2)
+    scores = rs.rand(2, 5, 8)
+    idx = np.argsort(-scores, -1)[..., :2]
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+    got = moe_lib.sequence_balance_loss(jnp.asarray(scores), jnp.asarray(idx), jnp.asarray(mask), cfg)
+    ref = []
+    for b in range(2):
+        t = mask[b].sum()
+        f = np.zeros(8)
+        p = np.zeros(8)
+        for s in range(5):
+            if mask[b, s]:
+                f[idx[b, s]] += 8 / (2 * t)
+                p += scores[b, s] / scores[b, s].sum() / t
+        ref.append((f * p).sum())
+    assert float(got) == pytest.approx(np.mean(ref), rel=1e-5)
+
+
+def test_671b_param_counts_and_abstract_init():
+    cfg = config_lib.deepseek_v3_671b()
+    c = config_lib.count_params(cfg)
+    assert 670.5e9 < c["total"] < 671.5e9
+    assert 36e9 < c["activated"] < 38e9
+    from r1jax.model import abstract_params
+    import flax.linen as nn
+
+    shapes = nn.unbox(abstract_params(cfg))  # eval_shape: nothing allocated
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    assert n == c["total"] + c["mtp"]
+    assert shapes["moe_layers"]["mlp"]["experts_gate_proj"].shape == (58, 256, 7168, 2048)
+
+
+def test_fp8_checkpoint_loads_within_quantization_error(hf_ckpts, tmp_path):
+    model_hf, path = hf_ckpts["v3_qlora_yarn_bias"]
+    f = SafeTensorsFile(os.path.join(path, "model.safetensors"))
+    out, quantized = {}, []
+    for k in f.keys():
+        w = np.array(f.get(k))
+        if w.ndim == 2 and hf_ckpt._fp8_eligible(k):
+            q, s = hf_ckpt.quantize_fp8(w)
+            out[k], out[k[:-6] + "weight_scale_inv"] = q, s
+            quantized.append(k)
+        else:
+            out[k] = w
+    assert len(quantized) > 20
+    save_file(out, tmp_path / "model.safetensors")
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}
+    json.dump(cfg, open(tmp_path / "config.json", "w"))
+    model, params = r1jax.from_pretrained(tmp_path)
+    _, ref_params = r1jax.from_pretrained(path)
+    # every dequantized weight within e4m3's rounding (3 mantissa bits: 2^-4 relative) of the original
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.all(np.abs(a - b) <= 2**-4 * np.abs(b) + 1e-6)
+    # the logits equal transformers' run on weights dequantized independently here (numpy kron)
+    from transformers import AutoModelForCausalLM
+
+    deq_t = {k: v for k, v in out.items() if not k.endswith("_scale_inv")}
+    for k in quantized:
+        q, s = out[k].astype(np.float32), out[k[:-6] + "weight_scale_inv"]
+        deq_t[k] = q * np.kron(s, np.ones((128, 128), np.float32))[: q.shape[0], : q.shape[1]]
+    (tmp_path / "deq").mkdir()
+    save_file(deq_t, tmp_path / "deq" / "model.safetensors")
+    json.dump(json.load(open(os.path.join(path, "config.json"))), open(tmp_path / "deq" / "config.json", "w"))
+    deq = AutoModelForCausalLM.from_pretrained(tmp_path / "deq", attn_implementation="eager").float().eval()
+    ids = _ids()
+    assert rel_err(model.apply({"params": params}, jnp.asarray(ids)), hf_logits(deq, ids)) < 1e-4
+    # and the quantize -> dequantize round trip of one tensor is exact on the grid
+    w = np.array(f.get(quantized[0]))
+    q, s = hf_ckpt.quantize_fp8(w)
+    np.testing.assert_allclose(hf_ckpt.dequantize_fp8(q, s), w, rtol=2**-4, atol=1e-7)
+
+
+def test_mtp_weights_round_trip_and_sharded_save(tmp_path):
+    cfg = config_lib.tiny_moe()
+    params = init_params(cfg, jax.random.PRNGKey(5))
+    r1jax.save_pretrained(params, cfg, tmp_path, max_shard_bytes=200_000)
+    assert os.path.exists(tmp_path / "model.safetensors.index.json")
+    keys = json.load(open(tmp_path / "model.safetensors.index.json"))["weight_map"]
+    assert "model.layers.3.eh_proj.weight" in keys and "model.layers.3.mlp.experts.7.up_proj.weight" in keys
+    assert "model.layers.3.shared_head.head.weight" in keys
+    model, back = r1jax.from_pretrained(tmp_path)
+    assert model.cfg.num_nextn_predict_layers == 1
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_checkpoints_name_the_tensor(hf_ckpts, tmp_path):
+    _, path = hf_ckpts["qwen2"]
+    f = SafeTensorsFile(os.path.join(path, "model.safetensors"))
+    tensors = {k: np.array(f.get(k)) for k in f.keys()}
+    cfg = open(os.path.join(path, "config.json")).read()
+
+    def write(t, sub):
+        d = tmp_path / sub
+        d.mkdir()
+        save_file(t, d / "model.safetensors")
+        (d / "config.json").write_text(cfg)
+        return d
+
+    miss = dict(tensors)
+    miss.pop("model.layers.1.mlp.up_proj.weight")
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
+        r1jax.from_pretrained(write(miss, "missing"))
+    extra = dict(tensors, **{"model.layers.9.foo.weight": np.zeros(3, np.float32)})
+    with pytest.raises(ValueError, match=r"model\.layers\.9\.foo\.weight"):
+        r1jax.from_pretrained(write(extra, "extra"))
+    bad = dict(tensors)
+    bad["model.layers.0.self_attn.k_proj.weight"] = np.zeros((5, 64), np.float32)
+    with pytest.raises(ValueError, match=r"k_proj\.weight.*shape"):
+        r1jax.from_pretrained(write(bad, "shape"))
+
+
+def test_config_errors_name_the_key(tmp_path):
+    good = config_lib.to_hf_config(config_lib.tiny_moe())
+    with pytest.raises(ValueError, match="frobnicate"):
+        config_lib.from_hf_config(dict(good, frobnicate=1))
+    with pytest.raises(ValueError, match="topk_group"):
+        config_lib.from_hf_config(dict(good, topk_group=9))
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        config_lib.make_config(num_attention_heads=4, num_key_value_heads=3)
+    with pytest.raises(KeyError, match="hidden_sise"):
+        config_lib.make_config(hidden_sise=3)
+    p = tmp_path / "config.json"
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        config_lib.from_hf_config(p)
+
+
+def test_hf_config_round_trip_of_presets():
+    for name in ("tiny_moe", "tiny_qwen2", "tiny_llama", "deepseek_v3_671b"):
+        cfg = config_lib.get_preset(name)
+        back = config_lib.from_hf_config(config_lib.to_hf_config(cfg), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                                         remat_policy=cfg.remat_policy)
+        for k in ("hidden_size", "q_lora_rank", "n_group", "rope_interleave", "num_nextn_predict_layers",
+                  "tie_word_embeddings", "head_dim"):
+            assert back[k] == cfg[k], (name, k)
+        assert back.rope_scaling.to_dict() == cfg.rope_scaling.to_dict(), name
