@@ -207,3 +207,14 @@ def test_extract_answer(completion, expected):
 def test_batched_length_mismatch_fails_early():
     with pytest.raises(ValueError, match="2 completions but 1 answers"):
         accuracy_rewards(["a", "b"], ["1"])
+
+
+def test_worker_killed_while_idle_is_replaced_without_losing_a_task():
+    pool = get_pool()
+    assert accuracy_reward(r"\boxed{\frac{1}{2}}", "0.5") == 1.0
+    for w in pool._workers:
+        if w.ready:
+            w.proc.kill()
+            w.proc.wait()
+    comps = [r"\boxed{\frac{1}{2}}", r"\boxed{\sqrt{4}}", r"\boxed{x+1}"]
+    assert accuracy_rewards(comps, ["0.5", "2", "1+x"]) == [1.0, 1.0, 1.0]

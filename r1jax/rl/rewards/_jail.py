@@ -79,7 +79,10 @@ def _mount(src, tgt, fstype, flags, data=None) -> None:
 
 
 def _unshare(flags: int) -> bool:
-    return _lib().unshare(ctypes.c_int(flags)) == 0
+    try:
+        return _lib().unshare(ctypes.c_int(flags)) == 0
+    except (AttributeError, OSError):  # not Linux
+        return False
 
 
 def _mounts() -> list[tuple[str, int]]:

@@ -17,8 +17,9 @@ Equivalence (in this order):
    ``math_verify.verify(gold, pred)`` (symbolic equality, numeric tolerance, fractions vs
    decimals, intervals, sets, tuples, ``\\text{}``/unit stripping). Gold parses are cached.
    This runs in a worker process of :mod:`r1jax.rl.rewards.pool` under a hard wall-clock limit
-   (``timeout``, default 1.5 s): an expression that hangs or crashes sympy scores 0.0 and its
-   worker is killed and replaced.
+   (``timeout``, default 1.5 s, counted from when the task reaches a started worker): an
+   expression that hangs or crashes sympy scores 0.0 and its worker is killed and replaced.
+   Extracted answers longer than ``MAX_ANSWER_CHARS`` score 0.0 without parsing.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from r1jax.rl.rewards.pool import get_pool
 DEFAULT_TIMEOUT = 1.5
 _NUM_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _MAX_FAST_LEN = 200
+MAX_ANSWER_CHARS = 10_000  # a longer "final answer" is not an answer: 0.0 without parsing
 
 
 def _plain_number(s: str | None) -> Decimal | None:
@@ -88,6 +90,8 @@ def accuracy_rewards(
             out[i] = None
             continue
         pred = extract_answer(c or "")
+        if pred is not None and len(pred) > MAX_ANSWER_CHARS:
+            pred = None
         r = _fast(gold, pred)
         if r == "slow":
             slow_idx.append(i)

@@ -140,13 +140,16 @@ class VerifierPool:
         while done < len(pairs):
             now = time.monotonic()
             # hand out work to idle, ready workers
-            for w in self._workers:
+            for i in range(len(self._workers)):
+                w = self._workers[i]
                 if pending and w.ready and w.task is None:
                     idx = pending.pop()
                     gold, pred = pairs[idx]
-                    w.task = (idx, now + timeout)
-                    if not w.send({"id": idx, "gold": gold, "pred": pred}):
-                        w.task = (idx, now)  # dead pipe: handled as a timeout below
+                    if w.send({"id": idx, "gold": gold, "pred": pred}):
+                        w.task = (idx, now + timeout)
+                    else:  # the worker died while idle: not this task's fault, hand it out again
+                        pending.append(idx)
+                        self._replace(i)
             busy = [w for w in self._workers if w.task is not None or not w.ready]
             deadlines = [w.task[1] for w in self._workers if w.task is not None]
             wait = min(deadlines) - now if deadlines else 1.0

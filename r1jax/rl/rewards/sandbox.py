@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 from r1jax.rl.rewards._sandbox_launcher import MARKER, pids_of_uid
 
@@ -200,6 +201,8 @@ def run_sandboxed(
     pos = text.rfind("\n" + MARKER + " ")
     if pos >= 0:
         text = text[:pos]
+    if isolate:
+        _warn_if_degraded(report)
     timed_out = timed_out_parent or bool(report.get("timed_out"))
     return SandboxResult(
         output=text,
@@ -212,6 +215,24 @@ def run_sandboxed(
 
 
 _CAPS: dict | None = None
+_WARNED = False
+PROTECTIONS = ("uid_dropped", "netns", "mountns", "pidns", "readonly_fs", "private_proc")
+
+
+def _warn_if_degraded(report: dict) -> None:
+    """Warn once per process when the OS refused some of the protections."""
+    global _WARNED
+    if _WARNED or report.get("launcher_error"):
+        return
+    missing = [k for k in PROTECTIONS if not report.get(k)]
+    if missing:
+        _WARNED = True
+        warnings.warn(
+            f"code sandbox runs without {missing} on this machine (needs root on Linux with namespaces); "
+            f"enforced: rlimits, wall-clock kill, cleared environment. Report: {report}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def sandbox_capabilities() -> dict:
