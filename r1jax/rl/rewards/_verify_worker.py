@@ -6,9 +6,12 @@ one JSON line per task on the original stdout ``{"id": int, "r": 1.0 | 0.0 | nul
 ``{"error": "..."}`` when the imports fail). The parent enforces a hard wall-clock limit per task
 and SIGKILLs this process on overrun, so nothing here needs to be interruptible.
 
-Hardening (the input is untrusted model output): after the imports the worker sets
-RLIMIT_AS (``--mem-mb``), RLIMIT_FSIZE=0 (it writes no files), RLIMIT_CORE=0, and, when started as
-root, drops to uid/gid 65534 (nobody) with no supplementary groups.
+Hardening (the input is untrusted model output; sympy's ``parse_expr`` uses ``eval``): after the
+imports, when started as root, the worker enters :func:`_jail.enter_jail` (new mount + network
+namespaces, read-only filesystem, no network); then it sets RLIMIT_AS (``--mem-mb``),
+RLIMIT_FSIZE=0 (it writes no files), RLIMIT_CORE=0, drops to uid/gid 65534 (nobody) with no
+supplementary groups, and asks for SIGKILL when the parent dies. SIGINT is ignored (the parent
+stops it; terminal Ctrl-C goes to the trainer only).
 """
 import json
 import os
