@@ -1,0 +1,230 @@
+"""The compiled train step: a pure `train_step(state, batch) -> (state, metrics)` under one jax.jit.
+
+    tx = make_optimizer(opt_cfg)                       # AdamW + clipping + schedule, masks
+    state = init_train_state(params, tx)
+    step = make_train_step(model, loss_fn, tx, grad_accum=2, router_bias_update_rate=1e-3)
+    state, metrics = step(state, batch)
+
+`loss_fn(params, batch, model) -> (loss, aux)` is any pure function; aux holds "metrics" (a dict
+of scalars) and, for MoE models, "load" ([n_moe_layers, E] tokens per expert) and "mtp_load".
+`lm_loss` (next-token cross entropy with a loss mask + MTP + sequence balance loss) is the SFT /
+pretraining loss; r1jax.rl supplies the GRPO one.
+
+The router bias (`e_score_correction_bias`) gets no gradient and no optimizer update: after the
+optimizer step it moves by `update_router_bias(bias, load, rate)` (auxiliary-loss-free balancing).
+With `grad_accum > 1` the batch's leading axis is split into micro-batches whose gradients are
+summed by a `lax.scan` (loss and metrics averaged).
+
+Shardings: pass `state_shardings` / `batch_sharding` (from r1jax.parallel) to compile the step
+with explicit in/out shardings; the state is donated.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from r1jax.model.moe import update_router_bias
+
+BIAS_NAME = "e_score_correction_bias"
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: Any
+    opt_state: Any
+
+
+def optimizer_config(**kw) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict(dict(
+        learning_rate=3e-4, schedule="cosine", warmup_steps=0, total_steps=1000, min_lr_ratio=0.1,
+        b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0,
+    ))
+    for k, v in kw.items():
+        if k not in c:
+            raise KeyError(f"optimizer config: unknown key {k!r}")
+        c[k] = v
+    return c
+
+
+def make_schedule(c) -> optax.Schedule:
+    if c.schedule == "constant":
+        main = optax.constant_schedule(c.learning_rate)
+    elif c.schedule == "cosine":
+        main = optax.cosine_decay_schedule(c.learning_rate, max(c.total_steps - c.warmup_steps, 1), alpha=c.min_lr_ratio)
+    elif c.schedule == "linear":
+        main = optax.linear_schedule(c.learning_rate, c.learning_rate * c.min_lr_ratio,
+                                     max(c.total_steps - c.warmup_steps, 1))
+    else:
+        raise ValueError(f"optimizer config: schedule={c.schedule!r} is not constant | cosine | linear")
+    if c.warmup_steps:
+        return optax.join_schedules([optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps), main],
+                                    [c.warmup_steps])
+    return main
+
+
+def _labels(params):
+    """'frozen' for router biases, 'no_decay' for norms/biases/1-D, else 'decay'."""
+
+    def lab(path, x):
+        names = [getattr(p, "key", str(p)) for p in path]
+        if names[-1] == BIAS_NAME:
+            return "frozen"
+        if names[-1] in ("bias", "weight") or x.ndim <= 1:
+            return "no_decay"
+        return "decay"
+
+    return jax.tree_util.tree_map_with_path(lab, params)
+
+
+def make_optimizer(c=None) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping and a schedule; no decay on norms/biases; router bias frozen."""
+    c = c or optimizer_config()
+    sched = make_schedule(c)
+
+    def adamw(wd):
+        return optax.adamw(sched, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=wd)
+
+    inner = optax.multi_transform(
+        {"decay": adamw(c.weight_decay), "no_decay": adamw(0.0), "frozen": optax.set_to_zero()}, _labels)
+    if c.grad_clip:
+        return optax.chain(optax.clip_by_global_norm(c.grad_clip), inner)
+    return inner
+
+
+def init_train_state(params, tx) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+# ----------------------------------------------------------------------------------- losses
+
+
+def cross_entropy(logits, targets, mask):
+    """Per-token CE in float32. logits [b, s, V], targets/mask [b, s] -> (sum of loss, count)."""
+    lf = logits.astype(jnp.float32)
+    lse = jax.nn.logsumexp(lf, axis=-1)
+    tgt = jnp.take_along_axis(lf, targets[..., None], axis=-1)[..., 0]
+    m = mask.astype(jnp.float32)
+    return ((lse - tgt) * m).sum(), m.sum()
+
+
+def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None):
+    """Next-token cross entropy over `loss_mask`, + lambda * MTP loss + alpha * balance loss.
+
+    batch: input_ids [b, s], targets [b, s] (= input_ids shifted left), loss_mask [b, s] (1 where
+    the target is trained on), optional positions / segment_ids [b, s] for packed sequences.
+    The MTP head at position i predicts targets[i + 1] (token i + 2) within the same segment.
+    """
+    cfg = model.cfg
+    mtp_weight = cfg.mtp_loss_weight if mtp_weight is None else mtp_weight
+    balance_alpha = cfg.aux_loss_alpha if balance_alpha is None else balance_alpha
+    seg = batch.get("segment_ids")
+    logits, aux = model.apply({"params": params}, batch["input_ids"], batch.get("positions"), seg,
+                              return_aux=True, compute_mtp=bool(mtp_weight and cfg.num_nextn_predict_layers))
+    mask = batch["loss_mask"]
+    s, n = cross_entropy(logits, batch["targets"], mask)
+    ce = s / jnp.maximum(n, 1.0)
+    loss = ce
+    metrics = {"ce": ce, "tokens": n}
+    if "mtp_logits" in aux:
+        t2 = jnp.concatenate([batch["targets"][:, 1:], jnp.zeros_like(batch["targets"][:, :1])], axis=1)
+        m2 = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1) * mask
+        if seg is not None:
+            same = jnp.concatenate([seg[:, 1:] == seg[:, :-1], jnp.zeros_like(seg[:, :1], bool)], axis=1)
+            m2 = m2 * same
+        s2, n2 = cross_entropy(aux["mtp_logits"], t2, m2)
+        mtp = s2 / jnp.maximum(n2, 1.0)
+        loss = loss + mtp_weight * mtp
+        metrics["mtp_ce"] = mtp
+    if balance_alpha:
+        loss = loss + balance_alpha * aux["balance_loss"]
+    metrics["balance_loss"] = aux["balance_loss"]
+    metrics["loss"] = loss
+    out = {"metrics": metrics}
+    for k in ("load", "mtp_load"):
+        if k in aux:
+            out[k] = aux[k]
+    return loss, out
+
+
+# -------------------------------------------------------------------------------- the step
+
+
+def apply_router_bias_update(params, load, mtp_load, rate):
+    """Moves every router's correction bias by the sign rule (outside the gradient)."""
+    if not rate:
+        return params
+    params = dict(params)
+    if load is not None and "moe_layers" in params:
+        ml = dict(params["moe_layers"])
+        mlp = dict(ml["mlp"])
+        mlp[BIAS_NAME] = update_router_bias(mlp[BIAS_NAME], load, rate)
+        ml["mlp"] = mlp
+        params["moe_layers"] = ml
+    if mtp_load is not None and "mtp" in params:
+        mtp = jax.tree_util.tree_map(lambda x: x, params["mtp"])
+        mtp["block"]["mlp"][BIAS_NAME] = update_router_bias(mtp["block"]["mlp"][BIAS_NAME], mtp_load, rate)
+        params["mtp"] = mtp
+    return params
+
+
+def _split_micro(batch, n):
+    def f(x):
+        if x.shape[0] % n:
+            raise ValueError(f"batch dim {x.shape[0]} is not divisible by grad_accum={n}")
+        return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+
+    return jax.tree.map(f, batch)
+
+
+def train_step(state: TrainState, batch, *, model, loss_fn: Callable, tx, grad_accum: int = 1,
+               router_bias_update_rate: float = 0.0):
+    """Pure step: gradients (accumulated over micro-batches), optimizer update, router-bias update."""
+    grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, model), has_aux=True)
+    if grad_accum == 1:
+        (loss, aux), grads = grad_fn(state.params, batch)
+    else:
+        micro = _split_micro(batch, grad_accum)
+
+        def body(acc, mb):
+            (l, a), g = grad_fn(state.params, mb)
+            return jax.tree.map(jnp.add, acc, (g, l, a)), None
+
+        first = jax.tree.map(lambda x: x[0], micro)
+        shapes = jax.eval_shape(grad_fn, state.params, first)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[1], shapes[0][0], shapes[0][1]))
+        (grads, loss, aux), _ = jax.lax.scan(body, zeros, micro)
+        inv = 1.0 / grad_accum
+        grads = jax.tree.map(lambda g: g * inv, grads)
+        loss = loss * inv
+        aux = dict(aux)
+        aux["metrics"] = jax.tree.map(lambda m: m * inv, aux["metrics"])
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params = apply_router_bias_update(params, aux.get("load"), aux.get("mtp_load"), router_bias_update_rate)
+    metrics = dict(aux["metrics"])
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["loss"] = loss
+    if "load" in aux:
+        ld = aux["load"].astype(jnp.float32)
+        metrics["max_load_ratio"] = (ld.max(-1) / jnp.maximum(ld.mean(-1), 1e-9)).mean()
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def make_train_step(model, loss_fn: Callable, tx, *, grad_accum: int = 1, router_bias_update_rate: float = 0.0,
+                    state_shardings=None, batch_sharding=None, donate: bool = True):
+    """`jax.jit` of `train_step` with the state donated and, if given, explicit in/out shardings."""
+    fn = functools.partial(train_step, model=model, loss_fn=loss_fn, tx=tx, grad_accum=grad_accum,
+                               router_bias_update_rate=router_bias_update_rate)
+    kw = {}
+    if state_shardings is not None:
+        kw["in_shardings"] = (state_shardings, batch_sharding)
+        kw["out_shardings"] = (state_shardings, None)
+    return jax.jit(lambda s, b: fn(s, b), donate_argnums=(0,) if donate else (), **kw)
