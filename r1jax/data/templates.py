@@ -1,0 +1,103 @@
+"""Prompt templates: the R1-Zero training template and DeepSeek-R1's chat template.
+
+Pure functions of strings; `encode_prompt` turns a text into ids with any HF tokenizer.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+BOS = "<｜begin▁of▁sentence｜>"
+EOS = "<｜end▁of▁sentence｜>"
+USER = "<｜User｜>"
+ASSISTANT = "<｜Assistant｜>"
+PAD = "<pad>"
+UNK = "<unk>"
+THINK, END_THINK = "<think>", "</think>"
+ANSWER, END_ANSWER = "<answer>", "</answer>"
+
+# DeepSeek-R1 paper, Table 1 ("Template for DeepSeek-R1-Zero"); {problem} is the question.
+R1_ZERO_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
+    "here </think> <answer> answer here </answer>. User: {problem}. Assistant:"
+)
+
+
+def r1_zero_prompt(problem: str) -> str:
+    """The R1-Zero template around `problem` (the completion starts right after 'Assistant:')."""
+    return R1_ZERO_TEMPLATE.format(problem=str(problem).strip())
+
+
+R1_ZERO_SHORT_TEMPLATE = "User: {problem}. Assistant:"
+
+
+def r1_zero_short_prompt(problem: str) -> str:
+    """Only the tail of the R1-Zero template ('User: {problem}. Assistant:'): 9 tokens of
+    boilerplate instead of ~80, for CPU-budget toy runs (same completion format)."""
+    return R1_ZERO_SHORT_TEMPLATE.format(problem=str(problem).strip())
+
+
+PROMPT_STYLES = {"r1_zero": r1_zero_prompt, "short": r1_zero_short_prompt}
+
+
+def prompt_for(problem: str, style: str = "r1_zero") -> str:
+    """The prompt of `problem` in `style` ('r1_zero' or 'short')."""
+    try:
+        return PROMPT_STYLES[style](problem)
+    except KeyError:
+        raise ValueError(f"prompt style must be one of {sorted(PROMPT_STYLES)}, got {style!r}") from None
+
+
+def _strip_think(content: str) -> str:
+    # R1's template: previous assistant turns keep only what follows the last </think>.
+    return content.split(END_THINK)[-1] if END_THINK in content else content
+
+
+def r1_chat_prompt(
+    messages_or_problem: str | Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool = True,
+    *,
+    bos_token: str = BOS,
+) -> str:
+    """DeepSeek-R1's chat template (tokenizer_config.json of deepseek-ai/DeepSeek-R1, tool calls
+    left out): `{bos}{system}<｜User｜>{q}<｜Assistant｜>{a}<｜end▁of▁sentence｜>...` and, with
+    add_generation_prompt, a final `<｜Assistant｜><think>\\n` (the forced think opening).
+
+    System messages are concatenated (joined by a blank line) right after BOS; assistant turns
+    drop everything up to their last </think>. A plain string is one user message.
+    """
+    if isinstance(messages_or_problem, str):
+        messages: Sequence[Mapping[str, Any]] = [{"role": "user", "content": messages_or_problem}]
+    else:
+        messages = messages_or_problem
+    system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
+    out = [bos_token, system]
+    for i, m in enumerate(messages):
+        role = m.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"message {i}: role must be system/user/assistant, got {role!r}")
+        content = m.get("content")
+        if content is None:
+            raise ValueError(f"message {i} ({role}) has no 'content'")
+        if role == "user":
+            out.append(USER + str(content))
+        elif role == "assistant":
+            out.append(ASSISTANT + _strip_think(str(content)) + EOS)
+    if add_generation_prompt:
+        out.append(ASSISTANT + THINK + "\n")
+    return "".join(out)
+
+
+def encode_prompt(tokenizer, text: str, *, add_special_tokens: bool = False) -> list[int]:
+    """Token ids of `text` with a `tokenizers.Tokenizer` or a transformers tokenizer. Special
+    tokens written in the text (BOS, <｜User｜>, ...) are matched as such; no extra BOS/EOS is
+    added unless add_special_tokens."""
+    if hasattr(tokenizer, "encode") and hasattr(tokenizer, "get_vocab_size"):  # tokenizers.Tokenizer
+        return list(tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+    return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+
+def encode_prompts(tokenizer, texts: Sequence[str], **kw) -> list[list[int]]:
+    return [encode_prompt(tokenizer, t, **kw) for t in texts]
