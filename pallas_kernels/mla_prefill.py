@@ -285,7 +285,7 @@ class _Layout:
         return g
 
     def act(self, rows, width, col, full):
-        if self.gpu:
+        if _bshd(self.backend):
             return pl.BlockSpec((None, rows, None, width),
                                 lambda *g: (lambda b, h, i: (b, 0 if full else i, h, col))(*self.ids(*g)))
         return pl.BlockSpec((None, None, rows, width),
@@ -310,13 +310,23 @@ class _Layout:
                                   vmem_limit_bytes=bk.tpu_vmem_limit(vmem_bytes))
 
 
+# Activation layout per backend: [b, s, h, d] on gpu (Triton takes the head stride for free);
+# head-major [b, h, s, d] on tpu (a squeezed head dim in the second-minor position of a block
+# would be a strided sublane gather).
+TPU_LAYOUT = "bhsd"
+
+
+def _bshd(backend):
+    return backend == "gpu" or TPU_LAYOUT == "bshd"
+
+
 def _to_layout(x, s_pad, backend):
     x = jnp.pad(x, ((0, 0), (0, s_pad - x.shape[1]), (0, 0), (0, 0)))
-    return x if backend == "gpu" else jnp.transpose(x, (0, 2, 1, 3))
+    return x if _bshd(backend) else jnp.transpose(x, (0, 2, 1, 3))
 
 
 def _from_layout(x, s, backend):
-    if backend != "gpu":
+    if not _bshd(backend):
         x = jnp.transpose(x, (0, 2, 1, 3))
     return x[:, :s]
 
@@ -354,7 +364,7 @@ def _fwd_impl(q, k, v, seg, *, sm_scale, causal, block_q, block_k, tuning, backe
         qseg, kseg = _seg_arrays(seg, s_pad)
         in_specs += [lay.qseg(bq, False), lay.kseg(s_pad, True)]
         args += [qseg, kseg]
-    o_shape = (b, s_pad, h, dv) if backend == "gpu" else (b, h, s_pad, dv)
+    o_shape = (b, s_pad, h, dv) if _bshd(backend) else (b, h, s_pad, dv)
     out_shape = [bk.out_struct(o_shape, q.dtype, qx),
                  bk.out_struct((b, h, s_pad, 1), jnp.float32, qx)]
     out_specs = [lay.act(bq, dv, 0, False), lay.row_stat(bq, False)]
@@ -389,7 +399,7 @@ def _bwd_impl(q, k, v, seg, o, lse, do, *, sm_scale, causal, block_q, block_k, t
     if has_seg:
         qseg, kseg = _seg_arrays(seg, s_pad)
     isz = q.dtype.itemsize
-    act_shape = lambda d: (b, s_pad, h, d) if backend == "gpu" else (b, h, s_pad, d)
+    act_shape = lambda d: (b, s_pad, h, d) if _bshd(backend) else (b, h, s_pad, d)
 
     # dq: grid over query blocks, loop over key blocks.
     nq = s_pad // bq

@@ -118,10 +118,12 @@ def gpu_decode(args, results):
 
     configs = [dict()]
     if args.sweep:
-        configs = [dict(block_m=bm, block_k=bkk, num_warps=w, num_stages=st, num_splits=ns)
-                   for bm in (32, 64) for bkk in (32, 64) for w in (4, 8) for st in (2, 3)
-                   for ns in (None,)] + [dict(block_m=64, block_k=64, num_warps=8, num_stages=2,
-                                              num_splits=ns) for ns in (1, 2, 4)]
+        configs += [dict(block_m=bm, block_k=bkk, num_warps=w, num_stages=st)
+                    for bm, bkk, w, st in ((64, 32, 4, 2), (64, 32, 8, 2), (64, 64, 4, 2),
+                                           (64, 64, 8, 3), (32, 64, 4, 2), (32, 64, 8, 2),
+                                           (32, 32, 4, 2), (128, 32, 8, 2), (128, 64, 8, 2),
+                                           (64, 128, 8, 2), (16, 64, 4, 2))]
+        configs += [dict(num_splits=ns) for ns in (1, 4, 8)]
     best = None
     for cfg in configs:
         try:
@@ -181,17 +183,13 @@ def gpu_prefill(args, results):
 
     configs = [dict()]
     if args.sweep:
-        configs = [dict(block_q=bq, block_k=bkk, tuning=dict(num_warps=w, num_stages=st,
-                                                            bwd_block_q=bbq, bwd_block_k=bbk,
-                                                            bwd_num_warps=bw))
-                   for (bq, bkk, w, st) in ((128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2),
-                                            (64, 64, 4, 3), (128, 32, 4, 3))
-                   for (bbq, bbk, bw) in ((64, 64, 8),)] + [
-            dict(block_q=128, block_k=64, tuning=dict(num_warps=8, num_stages=3, bwd_block_q=bbq,
-                                                      bwd_block_k=bbk, bwd_num_warps=bw,
-                                                      bwd_num_stages=bs))
-            for (bbq, bbk, bw, bs) in ((32, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2),
-                                       (32, 32, 4, 2), (64, 64, 8, 3), (128, 64, 8, 2))]
+        configs += [dict(block_q=bq, block_k=bkk, tuning=dict(num_warps=w, num_stages=st))
+                    for (bq, bkk, w, st) in ((128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
+                                             (128, 32, 4, 3), (128, 64, 8, 2))]
+        configs += [dict(tuning=dict(bwd_block_q=bbq, bwd_block_k=bbk, bwd_num_warps=bw,
+                                     bwd_num_stages=bs))
+                    for (bbq, bbk, bw, bs) in ((32, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2),
+                                               (128, 64, 8, 2), (64, 128, 8, 2), (64, 64, 8, 3))]
     best_f = best_b = None
     for cfg in configs:
         fn = lambda q, k, v, cfg=cfg: mla_prefill(q, k, v, sm_scale=scale, **cfg)
