@@ -18,6 +18,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from r1jax.config import is_moe, num_dense_layers, num_moe_layers
 from r1jax.model.attention import GQAttention, init_gqa_cache
@@ -110,6 +111,12 @@ class Transformer(nn.Module):
     mode: str = "train"  # train | prefill | decode
     absorb: bool = False  # MLA absorbed path without a cache (tests)
     moe_impl: str | None = None  # override cfg.moe_impl
+
+    def __post_init__(self):
+        # A frozen config makes the module hashable (usable as a static jit argument / cache key).
+        if isinstance(self.cfg, ml_collections.ConfigDict) and not isinstance(self.cfg, ml_collections.FrozenConfigDict):
+            object.__setattr__(self, "cfg", ml_collections.FrozenConfigDict(self.cfg))
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, input_ids, positions=None, segment_ids=None, *, token_mask=None, cache=None,
