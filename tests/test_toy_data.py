@@ -236,3 +236,20 @@ def test_jsonl_roundtrip_and_errors(tmp_path):
         read_jsonl(bad)
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_make_toy_data_tool(tmp_path):
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.spec_from_file_location(
+        "make_toy_data", pathlib.Path(__file__).resolve().parents[1] / "tools" / "make_toy_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "toy"
+    assert mod.main(["--out", str(out), "--n-pretrain", "60", "--n-train", "20", "--n-heldout", "10",
+                     "--n-sft", "5", "--languages", "en,fr", "--p-mix", "0.5"]) == 0
+    train, held = read_jsonl(out / "train.jsonl"), read_jsonl(out / "heldout.jsonl")
+    assert not {r["id"] for r in train} & {r["id"] for r in held}
+    assert len(read_jsonl(out / "pretrain.jsonl", required=("prompt", "completion", "mode"))) == 60
+    assert (out / "tokenizer" / "tokenizer.json").is_file() and "--- worked" in (out / "README.txt").read_text()
