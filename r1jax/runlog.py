@@ -1,0 +1,90 @@
+"""Run logging: TensorBoard scalars (tensorboardX), a metrics.jsonl history, and PNG plots.
+
+    log = RunLogger(run_dir)
+    log.scalars(step, {"reward/accuracy": 0.4, ...})
+    log.plot(run_dir / "curves.png", [("eval/pass@1", "held-out pass@1"), ...])
+    log.close()
+
+`metrics.jsonl` is appended line by line (a killed run keeps its history; a resumed run drops the
+lines of steps past the checkpoint it restarts from, so the history has each step once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+
+class RunLogger:
+    def __init__(self, run_dir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True):
+        self.run_dir = os.fspath(run_dir)
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.path = os.path.join(self.run_dir, "metrics.jsonl")
+        self.history: list[dict] = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            if resume_step is not None:
+                rows = [r for r in rows if r["step"] <= resume_step]
+            else:
+                rows = []
+            self.history = rows
+            with open(self.path, "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+        self.writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
+
+    def scalars(self, step: int, values: dict) -> None:
+        row = {"step": int(step)}
+        for k, v in values.items():
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                continue
+            row[k] = v
+            if self.writer is not None and math.isfinite(v):
+                self.writer.add_scalar(k, v, int(step))
+        self.history.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        xs, ys = [], []
+        for r in self.history:
+            if key in r:
+                xs.append(r["step"])
+                ys.append(r[key])
+        return xs, ys
+
+    def plot(self, path: str | os.PathLike, panels: list[tuple[str, str]], title: str = "") -> str:
+        """One subplot per (metric key, label); missing keys are skipped."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [(k, lab) for k, lab in panels if self.series(k)[0]]
+        if not panels:
+            return ""
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+        for ax, (k, lab) in zip(axes[0], panels):
+            xs, ys = self.series(k)
+            ax.plot(xs, ys, marker="o" if len(xs) < 40 else None, ms=3)
+            ax.set_title(lab)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return os.fspath(path)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
