@@ -87,21 +87,21 @@ class PrefillBlocks:
 
 def prefill_blocks(backend: str, seq: int, qk_dim: int, v_dim: int,
                    block_q: int | None, block_k: int | None) -> PrefillBlocks:
+    # User block sizes are rounded UP to the backend's legal values (every platform branch is
+    # traced by lax.platform_dependent, so a size legal on one backend must not fail on another).
     if backend == "tpu":
-        bq = block_q or min(512, round_up(seq, 128))
-        bk = block_k or min(512, round_up(seq, 128))
-        if bk % 128 or bq % 8:
-            raise ValueError(f"tpu blocks need block_k % 128 == 0 and block_q % 8 == 0, got {bq}, {bk}")
+        bq = round_up(block_q, 8) if block_q else min(512, round_up(seq, 128))
+        bk = round_up(block_k, 128) if block_k else min(512, round_up(seq, 128))
         return PrefillBlocks(bq, bk, bq if block_q else min(bq, 256), bk if block_k else min(bk, 256))
     big = max(qk_dim, v_dim) > 64
-    bq = block_q or max(16, min(128, next_pow2(seq)))
-    bk = block_k or max(16, min(64 if big else 128, next_pow2(seq)))
-    for b in (bq, bk):
-        if b & (b - 1):
-            raise ValueError(f"gpu (Triton) blocks must be powers of two, got block_q={bq}, block_k={bk}")
-    bbq = block_q or max(16, min(64, next_pow2(seq)))
-    bbk = block_k or max(16, min(64, next_pow2(seq)))
-    return PrefillBlocks(bq, bk, bbq, bbk, num_warps=8 if big else 4, num_stages=3,
+    cap = next_pow2(max(seq, 16))
+    bq = next_pow2(block_q) if block_q else min(128, cap)
+    bk = next_pow2(block_k) if block_k else min(64 if big else 128, cap)
+    # H100 sweep (docs/PERF_MLA.md): backward best with 128-row query / 64-row key blocks.
+    bbq = next_pow2(block_q) if block_q else min(128 if big else 64, cap)
+    bbk = next_pow2(block_k) if block_k else min(64, cap)
+    return PrefillBlocks(max(16, bq), max(16, bk), max(16, bbq), max(16, bbk),
+                         num_warps=8 if big else 4, num_stages=3,
                          bwd_num_warps=8 if big else 4, bwd_num_stages=2)
 
 
@@ -130,13 +130,11 @@ def decode_blocks(backend: str, batch: int, rows: int, max_len: int, rank: int,
     a legal block_k (pow2 >= 16 on gpu, multiple of 128 on tpu) and num_splits is left to the
     heuristic (it then divides the number of cache blocks)."""
     if backend == "tpu":
-        bm = block_m or min(256, round_up(rows, 8))
+        bm = round_up(block_m, 8) if block_m else min(256, round_up(rows, 8))
         if block_k is None:
             block_k = next((c for c in (512, 256, 128) if max_len % c == 0),
                            min(512, round_up(max_len, 128)))
-        if block_k % 128 or bm % 8:
-            raise ValueError(f"tpu decode blocks need block_k % 128 == 0, block_m % 8 == 0 "
-                             f"(got block_m={bm}, block_k={block_k})")
+        block_k = round_up(block_k, 128)   # (rounded up: see prefill_blocks)
         nkb = cdiv(max_len, block_k)
         programs = batch * cdiv(rows, bm)
         # >= 2 programs for megacore; a split's chunk stays <= 4096 rows of VMEM.
@@ -144,20 +142,20 @@ def decode_blocks(backend: str, batch: int, rows: int, max_len: int, rank: int,
         warps, stages = 1, 1
     else:
         big = rank > 256
-        bm = block_m or max(16, min(64 if big else 128, next_pow2(rows)))
+        bm = next_pow2(block_m) if block_m else max(16, min(64 if big else 128, next_pow2(rows)))
         if block_k is None:
             cap = 64 if big else 128
             block_k = next((c for c in (cap, cap // 2, cap // 4) if c >= 16 and max_len % c == 0),
                            max(16, min(cap, next_pow2(max_len))))
-        for b in (bm, block_k):
-            if b & (b - 1):
-                raise ValueError(f"gpu (Triton) decode blocks must be powers of two "
-                                 f"(got block_m={bm}, block_k={block_k})")
+        block_k = next_pow2(block_k)   # (rounded up: see prefill_blocks)
         nkb = cdiv(max_len, block_k)
         programs = batch * cdiv(rows, bm)
-        # flash-decoding: ~2 waves of programs on a 132-SM card; each split >= 4 blocks.
-        want = max(1, min(cdiv(264, programs), nkb // 4))
-        warps, stages = (8 if big else 4), 2
+        # flash-decoding: about one full wave of programs on a 132-SM card (the H100 sweep
+        # showed a second partial wave costs more than it gains); each split >= 4 blocks.
+        want = max(1, min(132 // programs, nkb // 4))
+        # H100 sweep: 8 warps for the 64-row x 512-wide accumulator; 4 for <= 32 rows
+        # (16 heads: 4 warps 127 us vs 8 warps 141 us).
+        warps, stages = (8 if big and bm >= 64 else 4), 2
     if num_splits is None:
         ns = _largest_divisor_le(nkb, want)
     else:

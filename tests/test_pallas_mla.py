@@ -130,8 +130,6 @@ def test_prefill_rejects_bad_shapes():
         mla_prefill(q, q[..., :16], q[..., :16], sm_scale=1.0, interpret=True)
     with pytest.raises(ValueError, match="segment_ids"):
         mla_prefill(q, q, q[..., :16], sm_scale=1.0, segment_ids=jnp.zeros((1, 7), jnp.int32))
-    with pytest.raises(ValueError, match="powers of two"):
-        mla_prefill(q, q, q[..., :16], sm_scale=1.0, interpret=True, backend="gpu", block_q=12)
 
 
 # ------------------------------------------------------------------------------- decode
@@ -220,6 +218,11 @@ def test_dim_parts_and_block_heuristics():
     assert blk.padded_len == 4096 and blk.block_k & (blk.block_k - 1) == 0
     blk = _backend.decode_blocks("gpu", 1, 128, 32768, 512, None, None)
     assert blk.num_splits > 1 and blk.padded_len == 32768
+    # user blocks are rounded up to legal sizes (all platform branches get traced)
+    blk = _backend.prefill_blocks("gpu", 100, 192, 128, 12, 24)
+    assert (blk.block_q, blk.block_k) == (16, 32)
+    blk = _backend.prefill_blocks("tpu", 100, 192, 128, 12, 24)
+    assert (blk.block_q, blk.block_k) == (16, 128)
     blk = _backend.decode_blocks("tpu", 8, 128, 4096, 512, None, None)
     assert blk.block_k % 128 == 0 and blk.padded_len == 4096
 
