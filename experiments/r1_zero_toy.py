@@ -1,0 +1,33 @@
+"""Toy R1-Zero: a tiny DeepSeek-V3-shaped base model, GRPO with accuracy + format rewards only.
+
+    r1jax r1-zero --config experiments/r1_zero_toy.py
+    r1jax r1-zero --config experiments/r1_zero_toy.py --set seed=1 --set run_dir=runs/r1_zero_toy_s1
+"""
+
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.run_dir = "runs/r1_zero_toy"
+    c.cache_dir = "runs/cache"
+    c.seed = 0
+    c.prompt_style = "r1_zero"
+    c.data = ml_collections.ConfigDict(dict(
+        seed=0, tasks=("add",), levels=(2, 3, 4, 5), n_train_problems=4000, n_heldout_problems=200,
+        n_corpus=32000, p_direct=0.70, p_worked=0.24, p_check=0.06,
+    ))
+    c.model = ml_collections.ConfigDict()  # overrides of r1jax.config.toy_moe
+    c.pretrain = ml_collections.ConfigDict(dict(
+        seq_len=256, batch_size=16, epochs=1.0, loss_on_prompt=False, seed=0, log_every=20,
+        optimizer=dict(learning_rate=3e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine", min_lr_ratio=0.1),
+    ))
+    c.grpo = ml_collections.ConfigDict(dict(
+        rewards={"accuracy": 1.0, "format": 0.5}, group_size=8, prompts_per_step=16, max_new_tokens=112,
+        temperature=1.0, steps=40, mu=1, minibatches=1,
+        loss_kwargs=dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0, loss_agg="token-mean"),
+        optimizer=dict(learning_rate=2e-4, schedule="constant", weight_decay=0.0),
+        eval_every=10, eval_problems=64, eval_k=2, save_every=10,
+    ))
+    c.eval = ml_collections.ConfigDict(dict(problems=200, k=4, temperature=0.6, top_p=0.95, seed=7))
+    return c

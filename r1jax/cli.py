@@ -1,0 +1,152 @@
+"""The `r1jax` command: each stage from a config file in experiments/.
+
+    r1jax r1-zero --config experiments/r1_zero_toy.py            # the toy R1-Zero main job
+    r1jax pretrain-toy --config experiments/r1_zero_toy.py       # only the base model
+    r1jax sft --config experiments/sft_example.py                # SFT (packed, completion-only loss)
+    r1jax grpo --config experiments/grpo_example.py              # GRPO
+    r1jax eval --checkpoint DIR --data FILE.jsonl --k 8          # pass@1 over k, cons@k
+    r1jax convert --checkpoint DIR --out DIR [--fp8]             # HF safetensors re-export
+
+A config file is a Python file with `get_config()` returning an ml_collections.ConfigDict;
+`--set key.sub=value` overrides any key (the value is parsed as a Python literal when it can be).
+An unknown key fails naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import sys
+
+
+def load_config(path: str, sets: list[str] | None = None):
+    if not os.path.exists(path):
+        raise SystemExit(f"r1jax: config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location("r1jax_experiment_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "get_config"):
+        raise SystemExit(f"r1jax: {path} has no get_config()")
+    cfg = mod.get_config()
+    for s in sets or []:
+        if "=" not in s:
+            raise SystemExit(f"r1jax: --set {s!r} is not key=value")
+        key, val = s.split("=", 1)
+        try:
+            val = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            pass
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if p not in node:
+                raise SystemExit(f"r1jax: {path}: unknown config key {key!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise SystemExit(f"r1jax: {path}: unknown config key {key!r}")
+        node[parts[-1]] = val
+    return cfg
+
+
+def _init_distributed():
+    from r1jax.parallel import distributed
+
+    distributed.maybe_initialize()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="r1jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("r1-zero", "pretrain-toy", "sft", "grpo", "r1", "distill", "rejection-sample", "train-rm"):
+        p = sub.add_parser(name)
+        p.add_argument("--config", required=True)
+        p.add_argument("--set", action="append", default=[], help="override: key.sub=value")
+        p.add_argument("--run-dir", default=None)
+    e = sub.add_parser("eval")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--k", type=int, default=8)
+    e.add_argument("--temperature", type=float, default=0.6)
+    e.add_argument("--top-p", type=float, default=0.95)
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--problems", type=int, default=0, help="first N problems (0: all)")
+    e.add_argument("--prompt-style", default="r1_zero", choices=["r1_zero", "short", "chat", "raw"])
+    e.add_argument("--tokenizer", default="")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default="", help="write the metrics as JSON here")
+    cv = sub.add_parser("convert")
+    cv.add_argument("--checkpoint", required=True)
+    cv.add_argument("--out", required=True)
+    cv.add_argument("--fp8", action="store_true")
+    cv.add_argument("--dtype", default=None)
+    args = ap.parse_args(argv)
+
+    try:
+        _init_distributed()
+    except ImportError:
+        pass
+
+    if args.cmd == "eval":
+        return _eval(args)
+    if args.cmd == "convert":
+        import r1jax
+
+        model, params = r1jax.from_pretrained(args.checkpoint)
+        r1jax.save_pretrained(params, model.cfg, args.out, fp8=args.fp8, dtype=args.dtype)
+        print(f"wrote {args.out}")
+        return 0
+    cfg = load_config(args.config, args.set)
+    if args.run_dir:
+        cfg.run_dir = args.run_dir
+    if args.cmd == "r1-zero":
+        from r1jax.pipelines import r1_zero
+
+        r1_zero.run(cfg)
+    elif args.cmd == "pretrain-toy":
+        from r1jax.pipelines import r1_zero
+
+        data = r1_zero.build_toy_data(cfg, os.path.join(cfg.run_dir, "data"))
+        print(r1_zero.pretrain_toy(cfg, data, cfg.run_dir, cfg.cache_dir))
+    elif args.cmd == "sft":
+        from r1jax.sft.trainer import run_sft, sft_config
+
+        run_sft(sft_config(**cfg.to_dict()))
+    elif args.cmd == "grpo":
+        from r1jax.rl.trainer import grpo_config, run_grpo
+
+        run_grpo(grpo_config(**cfg.to_dict()))
+    else:
+        try:
+            mod = importlib.import_module(f"r1jax.pipelines.{args.cmd.replace('-', '_')}")
+        except ModuleNotFoundError:
+            raise SystemExit(f"r1jax: the `{args.cmd}` stage is not implemented in this version") from None
+        mod.run(cfg)
+    return 0
+
+
+def _eval(args):
+    import r1jax
+    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.eval.benchmarks import load_benchmark
+    from r1jax.eval.runner import evaluate
+
+    model, params = r1jax.from_pretrained(args.checkpoint)
+    tok = load_tokenizer(args.tokenizer or args.checkpoint)
+    recs = load_benchmark(args.data)
+    if args.problems:
+        recs = recs[: args.problems]
+    res = evaluate(model, params, tok, recs, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                   max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, seed=args.seed)
+    samples = res.pop("samples")
+    print(json.dumps(res, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(res, samples=samples), f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Evaluation: pass@1 averaged over k samples and cons@k majority vote, judged by the accuracy reward.
+
+    res = evaluate(model, params, tokenizer, records, k=8, temperature=0.6, top_p=0.95, max_new_tokens=256)
+    res["pass@1"], res["cons@k"], res["mean_length"], res["format"], res["reflection"]
+
+`records` have `problem` and `answer` (r1jax.eval.benchmarks.load_benchmark reads MATH-500 /
+GSM8K / toy JSONL as-is). Prompts use the R1-Zero template ("r1_zero"), R1's chat template
+("chat") or "raw". pass@1 = mean over problems of the fraction of the k samples judged correct
+(how the R1 paper reports it); cons@k = the majority answer (extract_answer) judged correct.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Sequence
+
+import numpy as np
+
+REFLECTION_WORDS = ("wait", "check", "recheck")
+_REFLECT_RE = re.compile(r"\b(" + "|".join(REFLECTION_WORDS) + r")\b", re.IGNORECASE)
+
+
+def make_prompt(problem: str, style: str) -> str:
+    from r1jax.data.templates import prompt_for, r1_chat_prompt
+
+    if style == "chat":
+        return r1_chat_prompt(problem)
+    if style == "raw":
+        return problem
+    return prompt_for(problem, style)
+
+
+def has_reflection(text: str) -> bool:
+    return bool(_REFLECT_RE.search(text))
+
+
+def decode_completion(tokenizer, tokens: Sequence[int], eos_id: int) -> str:
+    toks = list(tokens)
+    if toks and toks[-1] == eos_id:
+        toks = toks[:-1]
+    return tokenizer.decode(toks, skip_special_tokens=False)
+
+
+def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: float = 0.6, top_p: float = 0.95,
+             max_new_tokens: int = 256, prompt_style: str = "r1_zero", seed: int = 0, batch_prompts: int = 64,
+             template: str = "r1_zero") -> dict:
+    from r1jax.data.templates import encode_prompt
+    from r1jax.data.tokenizer import special_ids
+    from r1jax.eval.metrics import cons_at_k, pass1_over_k
+    from r1jax.generate.engine import generate
+    from r1jax.rl.rewards import accuracy_rewards, extract_answer, format_reward
+
+    eos = special_ids(tokenizer)["eos"]
+    t0 = time.perf_counter()
+    texts, lengths, reasons = [], [], []
+    for s in range(0, len(records), batch_prompts):
+        chunk = records[s:s + batch_prompts]
+        prompts = [encode_prompt(tokenizer, make_prompt(r["problem"], prompt_style)) for r in chunk]
+        out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                       eos_id=eos, seed=seed + s, n=k)
+        texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
+        lengths += [len(t) for t in out.tokens]
+        reasons += out.finish_reason
+    answers = [str(r["answer"]) for r in records for _ in range(k)]
+    acc = accuracy_rewards(texts, answers)
+    valid = [i for i in range(len(records)) if all(acc[i * k + j] is not None for j in range(k))]
+    correct = np.array([[acc[i * k + j] == 1.0 for j in range(k)] for i in valid], bool)
+    preds = [[_norm(extract_answer(texts[i * k + j])) for j in range(k)] for i in valid]
+    gold = [str(records[i]["answer"]) for i in valid]
+
+    def judge(pred, g):
+        return accuracy_rewards([f"<answer> {pred} </answer>"], [g])[0] == 1.0
+
+    res = {
+        "pass@1": pass1_over_k(correct) if len(valid) else float("nan"),
+        "cons@k": cons_at_k(preds, gold, judge=judge) if len(valid) else float("nan"),
+        "k": k,
+        "problems": len(records),
+        "skipped_gold": len(records) - len(valid),
+        "mean_length": float(np.mean(lengths)),
+        "format": float(np.mean([format_reward(t, template=template) for t in texts])),
+        "reflection": float(np.mean([has_reflection(t) for t in texts])),
+        "truncated": float(np.mean([r == "length" for r in reasons])),
+        "seconds": time.perf_counter() - t0,
+    }
+    res["samples"] = [{"problem": records[i // k]["problem"], "answer": str(records[i // k]["answer"]),
+                       "completion": texts[i], "correct": acc[i]} for i in range(min(len(texts), 4 * k))]
+    return res
+
+
+def _norm(a):
+    return None if a is None else re.sub(r"\s+", "", a)

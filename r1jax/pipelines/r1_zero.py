@@ -1,0 +1,149 @@
+"""The toy R1-Zero reproduction: pretrain-toy (cached) -> GRPO (accuracy + format only) -> eval.
+
+    r1jax r1-zero --config experiments/r1_zero_toy.py [--set seed=1] [--run-dir runs/r1_zero_toy]
+
+Writes into the run folder: data/ (train + held-out JSONL), tokenizer/, base/ (the pretrained
+base model, HF format; reused from the cache when the same data+model+pretrain config was built
+before), grpo/ (TensorBoard logs, checkpoints, final/ HF checkpoint), r1_zero.png (held-out
+pass@1, mean response length and reflection-word frequency per step), results.json
+{"base": {"pass@1", "cons@k", "mean_length"}, "final": {...}, "minutes"} and results.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+
+import ml_collections
+
+
+def _hash(*cfgs) -> str:
+    s = json.dumps([c.to_dict() if hasattr(c, "to_dict") else c for c in cfgs], sort_keys=True, default=str)
+    return hashlib.sha1(s.encode()).hexdigest()[:12]
+
+
+def build_toy_data(c, out_dir: str) -> dict:
+    """Tokenizer + train/held-out problem JSONL + the pretraining corpus records."""
+    from r1jax.data.corpus import make_pretrain_corpus
+    from r1jax.data.jsonl import write_jsonl
+    from r1jax.data.tasks.arithmetic import make_problems
+    from r1jax.data.tokenizer import build_toy_tokenizer, save_tokenizer
+
+    d = c.data
+    os.makedirs(out_dir, exist_ok=True)
+    tok = build_toy_tokenizer()
+    save_tokenizer(tok, os.path.join(out_dir, "tokenizer"))
+    train = []
+    heldout = []
+    for task in d.tasks:
+        train += make_problems(task, d.n_train_problems, seed=d.seed, levels=tuple(d.levels), split="train")
+        heldout += make_problems(task, d.n_heldout_problems, seed=d.seed + 1, levels=tuple(d.levels),
+                                 split="heldout")
+    for r in train + heldout:
+        r["answer"] = str(r["answer"])
+    write_jsonl(os.path.join(out_dir, "train.jsonl"), train)
+    write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
+    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed, p_direct=d.p_direct, p_worked=d.p_worked,
+                                  p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks),
+                                  prompt_style=c.prompt_style)
+    write_jsonl(os.path.join(out_dir, "pretrain.jsonl"),
+                [{"prompt": x["prompt"], "completion": x["completion"], "mode": x["mode"]} for x in corpus])
+    return {"tokenizer": tok, "train": train, "heldout": heldout, "corpus": corpus}
+
+
+def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
+    """Trains (or reuses from the cache) the tiny DeepSeek-V3-shaped base model. Returns its HF folder."""
+    from r1jax import config as config_lib
+    from r1jax.data.tokenizer import save_tokenizer
+    from r1jax.sft.trainer import run_sft, sft_config
+
+    key = _hash(c.data, c.model, c.pretrain, c.prompt_style)
+    cached = os.path.join(cache_root, f"toy_base_{key}")
+    if os.path.exists(os.path.join(cached, "model.safetensors")):
+        print(f"[r1-zero] base model: cached {cached}")
+        return cached
+    mc = config_lib.toy_moe(vocab_size=data["tokenizer"].get_vocab_size())
+    for k, v in c.model.items():
+        mc[k] = v
+    sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), **c.pretrain.to_dict())
+    sc.tokenizer = os.path.join(run_dir, "data", "tokenizer")
+    from r1jax.model import Transformer, init_params
+    import jax
+
+    model = Transformer(mc)
+    params = init_params(mc, jax.random.PRNGKey(c.pretrain.seed))
+    recs = [{"prompt": x["prompt"], "completion": " " + x["completion"]} for x in data["corpus"]]
+    run_sft(sc, recs, model=model, params=params, tokenizer=data["tokenizer"])
+    os.makedirs(cache_root, exist_ok=True)
+    tmp = cached + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(os.path.join(sc.run_dir, "final"), tmp)
+    save_tokenizer(data["tokenizer"], tmp)
+    os.replace(tmp, cached)
+    return cached
+
+
+def run(c: ml_collections.ConfigDict) -> dict:
+    import jax
+
+    from r1jax.checkpoint.hf import from_pretrained
+    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.eval.runner import evaluate
+    from r1jax.rl.trainer import grpo_config, run_grpo
+    from r1jax.runlog import RunLogger
+
+    t_start = time.time()
+    run_dir = c.run_dir
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"[r1-zero] run folder {run_dir}; JAX devices: {jax.device_count()} x {jax.devices()[0].platform}")
+    data = build_toy_data(c, os.path.join(run_dir, "data"))
+    base_dir = pretrain_toy(c, data, run_dir, c.cache_dir)
+    tok = load_tokenizer(os.path.join(run_dir, "data", "tokenizer"))
+    model, params = from_pretrained(base_dir)
+    heldout = data["heldout"][: c.eval.problems]
+    ev = dict(k=c.eval.k, temperature=c.eval.temperature, top_p=c.eval.top_p, max_new_tokens=c.grpo.max_new_tokens,
+              prompt_style=c.prompt_style, seed=c.eval.seed)
+    print("[r1-zero] evaluating the base model ...")
+    base = evaluate(model, params, tok, heldout, **ev)
+    print(f"[r1-zero] base: pass@1 {base['pass@1']:.3f}  cons@{c.eval.k} {base['cons@k']:.3f}  "
+          f"mean length {base['mean_length']:.1f}")
+    gc = grpo_config(run_dir=os.path.join(run_dir, "grpo"), prompt_style=c.prompt_style, seed=c.seed,
+                     **c.grpo.to_dict())
+    _, final_params = run_grpo(gc, model=model, params=params, tokenizer=tok, train_records=data["train"],
+                               eval_records=data["heldout"])
+    print("[r1-zero] evaluating the final model ...")
+    final = evaluate(model, final_params, tok, heldout, **ev)
+    minutes = (time.time() - t_start) / 60
+    keys = ("pass@1", "cons@k", "mean_length")
+    results = {"base": {k: base[k] for k in keys}, "final": {k: final[k] for k in keys}, "minutes": minutes,
+               "k": c.eval.k, "problems": len(heldout), "seed": c.seed,
+               "base_extra": {k: base[k] for k in ("format", "reflection", "truncated")},
+               "final_extra": {k: final[k] for k in ("format", "reflection", "truncated")},
+               "final_samples": final["samples"][:4]}
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table = results_table(results)
+    with open(os.path.join(run_dir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    log = RunLogger(gc.run_dir, resume_step=10**9, tensorboard=False)
+    png = log.plot(os.path.join(run_dir, "r1_zero.png"), [
+        ("eval/pass@1", "held-out pass@1 (T=0.6)"), ("rollout/response_length", "mean response length (tokens)"),
+        ("rollout/reflection", "share with wait/check/recheck"), ("reward/accuracy", "train accuracy reward")],
+        title="toy R1-Zero: GRPO with accuracy + format rewards")
+    print(table)
+    print(f"[r1-zero] wrote {os.path.join(run_dir, 'results.json')} and {png} ({minutes:.1f} min)")
+    return results
+
+
+def results_table(r: dict) -> str:
+    k = r["k"]
+    lines = [f"| model | pass@1 (k={k}, T=0.6, top-p 0.95) | cons@{k} | mean length (tokens) |",
+             "|---|---|---|---|"]
+    for name in ("base", "final"):
+        x = r[name]
+        lines.append(f"| {name} | {x['pass@1']:.3f} | {x['cons@k']:.3f} | {x['mean_length']:.1f} |")
+    lines.append(f"\n{r['problems']} held-out problems, seed {r['seed']}, {r['minutes']:.1f} minutes in all.")
+    return "\n".join(lines)

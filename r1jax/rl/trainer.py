@@ -1,0 +1,338 @@
+"""The GRPO trainer: prompts -> G samples each -> rule rewards -> group advantages -> clipped updates.
+
+    cfg = grpo_config(init="runs/base/final", train_data="train.jsonl", rewards={"accuracy": 1.0, "format": 0.5})
+    model, params = run_grpo(cfg)          # r1jax grpo --config experiments/....py
+
+One step (DeepSeekMath / R1 GRPO, with the options of TRL / verl / DAPO):
+  1. `prompts_per_step` records from a Grain pipeline over JSONL (resumable order);
+  2. `group_size` samples per prompt from the rollout engine (r1jax.generate: latent KV cache),
+     with the sampler's log-probs as the old policy's (or recomputed: `old_logp="recompute"`);
+  3. rewards named in `rewards` with weights (r1jax.rl.rewards), computed off the accelerator;
+     a sample whose gold answer does not parse (None) gets mask 0;
+  4. advantages `group_advantages(total, G, scale=adv_scale)`; optionally mask completions cut at
+     max_new_tokens (`mask_truncated`) and drop groups with zero reward spread
+     (`filter_zero_spread`, DAPO dynamic sampling; the fraction is logged);
+  5. `mu` passes over `minibatches` mini-batches with the compiled GRPO step (r1jax.train, the
+     loss from the registry `loss`, frozen reference params for the KL when kl_coef > 0);
+  6. the router-bias update (inside the step), logging, eval every `eval_every`, Orbax
+     checkpoint every `save_every` (a rerun resumes with the same data order and seeds, so a
+     killed run continues the same curve).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from r1jax import train
+from r1jax.rl import grpo
+
+
+def grpo_config(**kw) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict(dict(
+        run_dir="runs/grpo",
+        init="",  # HF checkpoint folder (policy and reference)
+        tokenizer="",  # default: the init folder
+        train_data="",  # JSONL with problem/answer (+ language / tests for those rewards)
+        prompt_style="r1_zero",
+        rewards=ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5}),
+        format_template="r1_zero",
+        language="en",  # default target language of the language reward (a record's "language" wins)
+        group_size=8,
+        prompts_per_step=16,
+        max_new_tokens=128,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        steps=100,
+        mu=1,
+        minibatches=1,
+        loss="grpo",  # a registered name, "module:function" or "file.py:function"
+        loss_kwargs=ml_collections.ConfigDict(dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0,
+                                                   loss_agg="token-mean", kl_estimator="k3")),
+        adv_scale="group",
+        mask_truncated=False,
+        filter_zero_spread=False,
+        old_logp="sampler",  # sampler | recompute
+        optimizer=train.optimizer_config(learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
+                                         grad_clip=1.0),
+        router_bias_update_rate=1e-3,
+        seed=0,
+        eval_data="",  # held-out JSONL; empty: no eval during training
+        eval_every=10,
+        eval_problems=64,
+        eval_k=4,
+        eval_temperature=0.6,
+        eval_top_p=0.95,
+        save_every=10,
+        save_hf=True,
+        log_every=1,
+        progress=True,
+        stop_after=0,  # stop (as if killed) after this many steps of this invocation; tests use it
+    ))
+    return override(c, kw)
+
+
+def override(c, kw):
+    for k, v in kw.items():
+        if k not in c:
+            raise KeyError(f"grpo config: unknown key {k!r}")
+        if isinstance(c[k], ml_collections.ConfigDict) and isinstance(v, dict):
+            if k == "rewards":
+                c[k] = ml_collections.ConfigDict(v)
+            else:
+                for kk, vv in v.items():
+                    c[k][kk] = vv
+        else:
+            c[k] = v
+    return c
+
+
+# ------------------------------------------------------------------------------ loss function
+
+
+def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict):
+    """The train-step loss: forward at `temperature`, token log-probs, then the policy loss."""
+
+    def loss_fn(params, batch, model):
+        logits, aux = model.apply({"params": params}, batch["input_ids"], return_aux=True, compute_mtp=False)
+        logits = logits.astype(jnp.float32) / temperature
+        logp = grpo.token_logprobs(logits, batch["targets"])
+        ent = grpo.token_entropy(logits)
+        loss, metrics = policy_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"],
+                                    batch["loss_mask"], entropy=ent, **loss_kwargs)
+        out = {"metrics": metrics}
+        if "load" in aux:
+            out["load"] = aux["load"]
+        return loss, out
+
+    return loss_fn
+
+
+def _forward_logp(model, temperature):
+    @jax.jit
+    def f(params, ids, targets):
+        logits = model.apply({"params": params}, ids).astype(jnp.float32) / temperature
+        return grpo.token_logprobs(logits, targets)
+
+    return f
+
+
+# --------------------------------------------------------------------------------- rewards
+
+
+def compute_rewards(c, texts: list[str], records: list[dict]) -> tuple[dict[str, list], list]:
+    """Per-reward scores for every completion (records aligned with texts) and the weighted total."""
+    from r1jax.rl.rewards import (accuracy_rewards, code_rewards, combine_rewards, format_reward,
+                                  language_consistency_reward)
+
+    scores: dict[str, list] = {}
+    weights = dict(c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else c.rewards)
+    for name in weights:
+        if name == "accuracy":
+            scores[name] = accuracy_rewards(texts, [str(r["answer"]) for r in records])
+        elif name == "format":
+            scores[name] = [format_reward(t, template=c.format_template) for t in texts]
+        elif name == "language":
+            scores[name] = [language_consistency_reward(t, r.get("language", c.language)) for t, r in
+                            zip(texts, records)]
+        elif name == "code":
+            scores[name] = code_rewards(texts, [r["tests"] for r in records],
+                                        prompts=[r.get("code_prompt") for r in records])
+        else:
+            raise KeyError(f"grpo config: unknown reward {name!r} (accuracy | format | language | code)")
+    totals, _ = combine_rewards(scores, weights)
+    return scores, totals
+
+
+# --------------------------------------------------------------------------------- batching
+
+
+def bucket(n: int, minimum: int = 32) -> int:
+    b = minimum
+    while b < n:
+        b *= 2
+    return b
+
+
+def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, seq_len: int):
+    """Rows = prompt + completion, right-padded to seq_len. Target t is token t+1; loss on completion."""
+    n = len(completions)
+    ids = np.full((n, seq_len), pad_id, np.int32)
+    targets = np.zeros((n, seq_len), np.int32)
+    mask = np.zeros((n, seq_len), np.float32)
+    old = np.zeros((n, seq_len), np.float32)
+    for i, (p, comp, lp) in enumerate(zip(prompt_ids, completions, sampler_logps)):
+        seq = list(p) + list(comp)
+        L = min(len(seq), seq_len)
+        ids[i, :L] = seq[:L]
+        targets[i, : L - 1] = seq[1:L]
+        a, b = len(p) - 1, min(len(p) - 1 + len(comp), seq_len - 1)
+        if b > a and sample_mask[i]:
+            mask[i, a:b] = 1.0
+            old[i, a:b] = lp[: b - a]
+    return {"input_ids": ids, "targets": targets, "loss_mask": mask, "old_logp": old,
+            "advantages": np.asarray(advantages, np.float32)}
+
+
+# ------------------------------------------------------------------------------------ loop
+
+
+def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, eval_records=None,
+             on_step=None):
+    """Runs GRPO as configured (see module doc); returns (model, params)."""
+    from tqdm import tqdm
+
+    from r1jax.checkpoint.orbax import Checkpointer
+    from r1jax.data.jsonl import read_jsonl
+    from r1jax.data.pipeline import PromptPipeline
+    from r1jax.data.templates import encode_prompt
+    from r1jax.data.tokenizer import load_tokenizer, special_ids
+    from r1jax.eval.runner import decode_completion, evaluate, has_reflection, make_prompt
+    from r1jax.generate.engine import generate
+    from r1jax.runlog import RunLogger
+    from r1jax.sft.trainer import load_model
+
+    os.makedirs(c.run_dir, exist_ok=True)
+    if model is None:
+        model, params = load_model(c.init, None, c.seed)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(c.tokenizer or c.init)
+    sid = special_ids(tokenizer)
+    eos, pad = sid["eos"], sid["pad"]
+    if train_records is None:
+        train_records = read_jsonl(c.train_data, required=("problem", "answer"))
+    if eval_records is None and c.eval_data:
+        eval_records = read_jsonl(c.eval_data, required=("problem", "answer"))
+    if eval_records is not None:
+        eval_records = eval_records[: c.eval_problems]
+    pipe = PromptPipeline(train_records, batch_size=c.prompts_per_step, seed=c.seed,
+                          shard_index=jax.process_index(), shard_count=jax.process_count())
+    G = c.group_size
+    n_rows = c.prompts_per_step * G
+    if n_rows % c.minibatches:
+        raise ValueError(f"grpo config: prompts_per_step x group_size = {n_rows} not divisible by minibatches")
+    lk = c.loss_kwargs.to_dict()
+    policy_loss = grpo.get_loss_fn(c.loss)
+    loss_fn = make_policy_loss(policy_loss, c.temperature, lk)
+    opt = ml_collections.ConfigDict(c.optimizer.to_dict())
+    opt.total_steps = c.steps * c.mu * c.minibatches
+    tx = train.make_optimizer(opt)
+    state = train.init_train_state(params, tx)
+    step_fn = train.make_train_step(model, loss_fn, tx, router_bias_update_rate=c.router_bias_update_rate)
+    ref_params = jax.tree.map(jnp.copy, params) if lk.get("kl_coef", 0.0) else None
+    logp_fn = _forward_logp(model, c.temperature)
+
+    ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
+    start = 0
+    restored, meta = ckpt.restore(state)
+    if restored is not None:
+        state, start = restored, int(meta["step"])
+        pipe.set_state(meta["data"])
+    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None)
+
+    def run_eval(step):
+        if eval_records is None:
+            return None
+        r = evaluate(model, state.params, tokenizer, eval_records, k=c.eval_k, temperature=c.eval_temperature,
+                     top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens, prompt_style=c.prompt_style,
+                     seed=12345, template=c.format_template)
+        log.scalars(step, {"eval/pass@1": r["pass@1"], "eval/cons@k": r["cons@k"], "eval/mean_length": r["mean_length"],
+                           "eval/format": r["format"], "eval/reflection": r["reflection"]})
+        return r
+
+    if start == 0 and c.eval_every:
+        run_eval(0)
+    bar = tqdm(range(start, c.steps), desc=f"grpo {os.path.basename(c.run_dir)}", disable=not c.progress,
+               dynamic_ncols=True, initial=start, total=c.steps)
+    done_here = 0
+    for step in bar:
+        t0 = time.perf_counter()
+        recs = next(pipe)
+        prompt_ids = [encode_prompt(tokenizer, make_prompt(r["problem"], c.prompt_style)) for r in recs]
+        gen = generate(model, state.params, prompt_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                       top_p=c.top_p, top_k=c.top_k, eos_id=eos, seed=c.seed * 1_000_003 + step, n=G)
+        t_gen = time.perf_counter() - t0
+        texts = [decode_completion(tokenizer, t, eos) for t in gen.tokens]
+        rec_n = [recs[i] for i in gen.prompt_index]
+        t1 = time.perf_counter()
+        scores, totals = compute_rewards(c, texts, rec_n)
+        t_rew = time.perf_counter() - t1
+        valid = np.array([t is not None for t in totals])
+        tot = np.array([t if t is not None else 0.0 for t in totals], np.float32)
+        adv = np.asarray(grpo.group_advantages(jnp.asarray(tot), G, scale=c.adv_scale))
+        spread = tot.reshape(-1, G).std(-1) > 0
+        sample_mask = valid.copy()
+        if c.mask_truncated:
+            sample_mask &= np.array([r != "length" for r in gen.finish_reason])
+        if c.filter_zero_spread:
+            sample_mask &= np.repeat(spread, G)
+        seq_len = bucket(max(len(p) for p in prompt_ids) + c.max_new_tokens)
+        prompts_n = [prompt_ids[i] for i in gen.prompt_index]
+        batch = build_batch(prompts_n, gen.tokens, gen.logprobs, adv, sample_mask, pad, seq_len)
+        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+        if c.old_logp == "recompute":
+            batch["old_logp"] = logp_fn(state.params, batch["input_ids"], batch["targets"]) * batch["loss_mask"]
+        if ref_params is not None:
+            batch["ref_logp"] = logp_fn(ref_params, batch["input_ids"], batch["targets"]) * batch["loss_mask"]
+        t2 = time.perf_counter()
+        mb = n_rows // c.minibatches
+        ms = []
+        for _ in range(c.mu):
+            for j in range(c.minibatches):
+                sub = jax.tree.map(lambda x: x[j * mb:(j + 1) * mb], batch)
+                state, m = step_fn(state, sub)
+                ms.append(m)
+        ms = jax.device_get(ms)
+        t_train = time.perf_counter() - t2
+        train_tokens = float(np.asarray(batch["loss_mask"]).sum()) * c.mu
+        lengths = [len(t) for t in gen.tokens]
+        vals = {f"train/{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
+        vals.update({f"reward/{k}": float(np.mean([s for s in v if s is not None])) if any(
+            s is not None for s in v) else math.nan for k, v in scores.items()})
+        vals.update({
+            "reward/total": float(tot[valid].mean()) if valid.any() else math.nan,
+            "rollout/response_length": float(np.mean(lengths)),
+            "rollout/reflection": float(np.mean([has_reflection(t) for t in texts])),
+            "rollout/truncated": float(np.mean([r == "length" for r in gen.finish_reason])),
+            "rollout/zero_spread_groups": float(1.0 - spread.mean()),
+            "rollout/tokens_per_s": gen.stats["tokens_per_s"],
+            "train/tokens_per_s": train_tokens / max(t_train, 1e-9),
+            "time/generate_s": t_gen, "time/reward_s": t_rew, "time/train_s": t_train,
+            "time/step_s": time.perf_counter() - t0,
+        })
+        log.scalars(step + 1, vals)
+        bar.set_postfix(acc=f"{vals.get('reward/accuracy', math.nan):.2f}", len=f"{vals['rollout/response_length']:.0f}",
+                        loss=f"{vals['train/loss']:.3f}")
+        if on_step is not None:
+            on_step(step + 1, vals)
+        if c.eval_every and (step + 1) % c.eval_every == 0:
+            run_eval(step + 1)
+        if c.save_every and (step + 1) % c.save_every == 0:
+            ckpt.save(step + 1, state, {"step": step + 1, "data": pipe.get_state()})
+        done_here += 1
+        if c.stop_after and done_here >= c.stop_after:
+            break
+    bar.close()
+    finished = state.step // max(c.mu * c.minibatches, 1) >= c.steps
+    if finished and (not c.save_every or c.steps % c.save_every):
+        ckpt.save(c.steps, state, {"step": c.steps, "data": pipe.get_state()})
+    log.plot(os.path.join(c.run_dir, "grpo_curves.png"), [
+        ("reward/accuracy", "train accuracy"), ("eval/pass@1", "held-out pass@1"),
+        ("rollout/response_length", "mean response length"), ("rollout/reflection", "reflection words")])
+    log.close()
+    ckpt.close()
+    if finished and c.save_hf:
+        from r1jax.checkpoint.hf import save_pretrained
+        from r1jax.sft.trainer import _copy_tokenizer
+
+        final = os.path.join(c.run_dir, "final")
+        save_pretrained(state.params, model.cfg, final)
+        _copy_tokenizer(c.tokenizer or c.init, final)
+    return model, state.params
