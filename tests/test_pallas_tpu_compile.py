@@ -7,12 +7,17 @@ picks the Mosaic branch because the lowering platform is "tpu") and compiles on 
 Skips only when libtpu cannot be imported.
 """
 import importlib.util
+import os
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                 reason="libtpu is not installed (pip install 'jax[tpu]==<jax version>')")
+
+# Compile-only use of libtpu: don't take its one-process-per-host lockfile (another process on
+# the machine, e.g. an AOT tool, may hold it).
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
