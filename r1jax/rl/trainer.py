@@ -145,8 +145,12 @@ def compute_rewards(c, texts: list[str], records: list[dict]) -> tuple[dict[str,
         elif name == "code":
             scores[name] = code_rewards(texts, [r["tests"] for r in records],
                                         prompts=[r.get("code_prompt") for r in records])
+        elif ":" in name:  # a researcher's reward: "module:function" or "file.py:function"
+            fn = grpo.get_loss_fn(name)  # same import rules as custom losses
+            scores[name] = list(fn(texts, records))
         else:
-            raise KeyError(f"grpo config: unknown reward {name!r} (accuracy | format | language | code)")
+            raise KeyError(f"grpo config: unknown reward {name!r} (accuracy | format | language | code | "
+                           "module:function(texts, records) -> list)")
     totals, _ = combine_rewards(scores, weights)
     return scores, totals
 
