@@ -63,7 +63,7 @@ def test_prefill_ragged_lengths_padding_segment(backend):
     _check_prefill(q, k, v, do, sm_scale=0.3, segment_ids=seg, causal=True, backend=backend)
 
 
-@pytest.mark.parametrize("backend", ["tpu", "gpu"])
+@pytest.mark.parametrize("backend", [pytest.param("tpu", marks=pytest.mark.slow), "gpu"])
 def test_prefill_packed_segments(backend):
     rng = np.random.default_rng(1)
     b, s, h, dqk, dv = 1, 40, 2, 24, 16
