@@ -19,7 +19,7 @@ def get_config():
     ))
     c.model = ml_collections.ConfigDict()  # overrides of r1jax.config.toy_moe
     c.pretrain = ml_collections.ConfigDict(dict(
-        seq_len=256, batch_size=16, epochs=1.0, loss_on_prompt=False, seed=0, log_every=20,
+        seq_len=128, batch_size=32, epochs=1.0, loss_on_prompt=False, seed=0, log_every=20,
         optimizer=dict(learning_rate=3e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine", min_lr_ratio=0.1),
     ))
     c.grpo = ml_collections.ConfigDict(dict(

@@ -52,9 +52,10 @@ def load_config(path: str, sets: list[str] | None = None):
 
 
 def _init_distributed():
+    """jax.distributed from the environment (TPU pod / SLURM / JAX_COORDINATOR_ADDRESS...); no-op alone."""
     from r1jax.parallel import distributed
 
-    distributed.maybe_initialize()
+    distributed.initialize()
 
 
 def main(argv=None):
