@@ -46,6 +46,7 @@ def optimizer_config(**kw) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(dict(
         learning_rate=3e-4, schedule="cosine", warmup_steps=0, total_steps=1000, min_lr_ratio=0.1,
         b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0,
+        moment_dtype="float32",  # Adam moments (and the update math) in this dtype, whatever the param dtype
     ))
     for k, v in kw.items():
         if k not in c:
@@ -84,8 +85,34 @@ def _labels(params):
     return jax.tree_util.tree_map_with_path(lab, params)
 
 
+def with_state_dtype(inner: optax.GradientTransformation, dtype) -> optax.GradientTransformation:
+    """Runs `inner` on gradients/params cast to `dtype`, so its state (Adam mu and nu) is `dtype`.
+
+    optax.adamw's `mu_dtype` covers only the first moment (nu follows the params), so bf16 params
+    would get a bf16 second moment; this keeps both moments fp32. The returned updates are in
+    `dtype`; `optax.apply_updates` casts the sum back to each param's dtype. A no-op for params
+    already in `dtype`.
+    """
+    if dtype is None:
+        return inner
+    dtype = jnp.dtype(dtype)
+
+    def cast(tree):
+        return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+    def init(params):
+        return inner.init(cast(params))
+
+    def update(updates, state, params=None):
+        return inner.update(cast(updates), state, None if params is None else cast(params))
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(c=None) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping and a schedule; no decay on norms/biases; router bias frozen."""
+    """AdamW with global-norm clipping and a schedule; no decay on norms/biases; router bias frozen.
+
+    Moments and update math in `c.moment_dtype` (fp32 by default, also for bf16 params)."""
     c = c or optimizer_config()
     sched = make_schedule(c)
 
@@ -95,8 +122,8 @@ def make_optimizer(c=None) -> optax.GradientTransformation:
     inner = optax.multi_transform(
         {"decay": adamw(c.weight_decay), "no_decay": adamw(0.0), "frozen": optax.set_to_zero()}, _labels)
     if c.grad_clip:
-        return optax.chain(optax.clip_by_global_norm(c.grad_clip), inner)
-    return inner
+        inner = optax.chain(optax.clip_by_global_norm(c.grad_clip), inner)
+    return with_state_dtype(inner, c.get("moment_dtype"))
 
 
 def init_train_state(params, tx) -> TrainState:

@@ -17,5 +17,5 @@ from r1jax.parallel.mesh import (  # noqa: F401
 from r1jax.parallel.rules import BATCH_AXES, LOGICAL_RULES, axis_rules, rules_for  # noqa: F401
 from r1jax.parallel.sharding import (  # noqa: F401
     MeshStep, abstract_state, batch_sharding, batch_spec, init_sharded_state, make_sharded_train_step,
-    param_shardings, process_batch_slice, replicated, shard_batch, shard_params, shard_state, state_shardings,
+    param_shardings, process_batch_slice, replicated, shard_batch, shard_local_batch, shard_params, shard_state, state_shardings,
 )

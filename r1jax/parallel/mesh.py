@@ -20,7 +20,10 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from r1jax.parallel import _flax_compat
 from r1jax.parallel.rules import LOGICAL_RULES, axis_rules, rules_for
+
+_flax_compat.install()
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
 

@@ -92,25 +92,38 @@ def batch_sharding(mesh, batch=None):
 
 
 def shard_batch(batch, mesh):
-    """Places a batch on the mesh, split over the batch axes.
+    """Places a global batch on the mesh, split over the batch axes.
 
-    Single process: `batch` is the global batch. Multi-process: `batch` is this process's part of
-    the global batch (its rows in process order: `process_batch_slice`), assembled into one global
-    array with `jax.make_array_from_process_local_data`.
+    `batch`: pytree of arrays (or array-likes such as np.memmap) with the *global* leading dim.
+    Multi-process: every process calls this with the same global view and reads only the rows
+    its devices hold (`jax.make_array_from_callback`), so data is sharded per process.
     """
     shardings = batch_sharding(mesh, batch)
     if jax.process_count() == 1:
         return jax.tree.map(lambda x, s: jax.device_put(jnp.asarray(x), s), batch, shardings)
-    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch, shardings)
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(tuple(x.shape), s, lambda idx, x=x: np.asarray(x[idx])),
+        batch, shardings)
 
 
-def process_batch_slice(global_batch_size: int, mesh=None) -> slice:
-    """The rows of the global batch this process feeds (data sharded per process)."""
-    n, i = jax.process_count(), jax.process_index()
-    if global_batch_size % n:
-        raise ValueError(f"global batch {global_batch_size} is not divisible by {n} processes")
-    per = global_batch_size // n
-    return slice(i * per, (i + 1) * per)
+def shard_local_batch(local_batch, mesh):
+    """Multi-process: each process passes only its rows (`process_batch_slice` of the global
+    batch); they are assembled into global arrays (`jax.make_array_from_process_local_data`)."""
+    shardings = batch_sharding(mesh, local_batch)
+    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), local_batch,
+                        shardings)
+
+
+def process_batch_slice(global_batch_size: int, mesh) -> slice:
+    """The rows of the global batch that this process's devices hold (what its loader must read)."""
+    idx = batch_sharding(mesh).addressable_devices_indices_map((global_batch_size,))
+    starts = [sl[0].start or 0 for sl in idx.values()]
+    stops = [global_batch_size if sl[0].stop is None else sl[0].stop for sl in idx.values()]
+    lo, hi = min(starts), max(stops)
+    covered = sum(b - a for a, b in {(a, b) for a, b in zip(starts, stops)})
+    if covered != hi - lo:
+        raise ValueError(f"this process's batch rows are not contiguous on mesh {dict(mesh.shape)}")
+    return slice(lo, hi)
 
 
 # ------------------------------------------------------------------------ optimizer / state
@@ -237,6 +250,6 @@ def make_sharded_train_step(model, loss_fn, tx, mesh, state_shardings_, *, grad_
 
 __all__ = [
     "param_shardings", "state_shardings", "abstract_state", "init_sharded_state", "batch_sharding",
-    "batch_spec", "shard_batch", "process_batch_slice", "replicated", "logical_to_shardings",
+    "batch_spec", "shard_batch", "shard_local_batch", "process_batch_slice", "replicated", "logical_to_shardings",
     "tree_shardings_like_params", "shard_params", "shard_state", "make_sharded_train_step", "MeshStep",
 ]

@@ -1,0 +1,186 @@
+"""Compile the full train step for a TPU topology without TPU hardware (like MaxText's train_compile).
+
+libtpu (`pip install 'jax[tpu]'`) provides the TPU compiler; `jax.experimental.topologies.
+get_topology_desc(platform="tpu", topology_name="v5p:8x8x8")` describes the chips, a mesh is built
+over them, the sharded train state and batch are given as ShapeDtypeStructs (nothing is
+allocated) and `jit(train_step).lower(...).compile()` runs the whole XLA:TPU pipeline (SPMD
+partitioning, fusion, scheduling, buffer assignment). `compiled.memory_analysis()` is the
+per-chip HBM the step needs.
+
+    python3 tools/aot_compile.py --config deepseek_v3_671b --topology v5p:8x8x8
+    python3 tools/aot_compile.py --config deepseek_v3_671b --topology v5p:8x8x8 --mesh fsdp=8,expert=64
+    python3 tools/aot_compile.py --config small_moe --topology v5p:2x2x1 --seq 512   # seconds
+
+The step is r1jax.train.train_step with r1jax.train.lm_loss (next-token CE + MTP + router-bias
+update), AdamW with fp32 moments (bf16 params by default), the state donated, in/out shardings
+from r1jax.parallel's rules, MoE experts under shard_map expert parallelism (moe_impl="ep").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host runs on CPU; the TPU compiler comes from libtpu
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+GIB = 1024 ** 3
+HBM_GIB = {"v5p": 95.0, "v5e": 16.0, "v5litepod": 16.0, "v4": 32.0, "v6e": 32.0}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="deepseek_v3_671b", help="model preset (r1jax.config.PRESETS)")
+    p.add_argument("--topology", default="v5p:8x8x8", help="TPU topology name, e.g. v5p:8x8x8 (512 chips)")
+    p.add_argument("--mesh", default=None,
+                   help="mesh sizes 'data=1,fsdp=8,expert=64,tensor=1' (-1 = rest); default: expert=min(E, chips), "
+                        "fsdp=rest")
+    p.add_argument("--seq", type=int, default=4096)
+    p.add_argument("--per-device-batch", type=int, default=1, help="sequences per batch shard")
+    p.add_argument("--batch", type=int, default=0, help="global batch (sequences); default per-device-batch x shards")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--layers", type=int, default=0, help="override num_hidden_layers (smaller variants)")
+    p.add_argument("--experts", type=int, default=0, help="override n_routed_experts (smaller variants)")
+    p.add_argument("--param-dtype", default="bfloat16")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--moment-dtype", default="float32")
+    p.add_argument("--remat", default="full", choices=("none", "full", "dots", "dots_no_batch"))
+    p.add_argument("--capacity-factor", type=float, default=None, help="default: the config's")
+    p.add_argument("--moe-impl", default="ep")
+    p.add_argument("--no-mtp", action="store_true", help="train without the MTP loss")
+    p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--dump-hlo", default=None, help="write the optimized HLO text here")
+    return p.parse_args(argv)
+
+
+def default_mesh(cfg, n: int) -> dict:
+    e = cfg.n_routed_experts or 1
+    expert = 1
+    while expert * 2 <= n and e % (expert * 2) == 0 and expert * 2 <= 64 and n % (expert * 2) == 0:
+        expert *= 2
+    return dict(data=1, fsdp=-1, expert=expert, tensor=1)
+
+
+def build(args):
+    """(mesh, cfg, step, state avals, batch avals, info) for the arguments."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import topologies
+
+    from r1jax import config as config_lib, parallel, train
+    from r1jax.model import Transformer
+
+    topo = topologies.get_topology_desc(platform="tpu", topology_name=args.topology)
+    devices = list(topo.devices)
+    over = dict(param_dtype=args.param_dtype, dtype=args.dtype, remat_policy=args.remat, moe_impl=args.moe_impl,
+                attention_impl="xla")
+    base = config_lib.get_preset(args.config)
+    if args.layers:
+        over["num_hidden_layers"] = args.layers
+        over["first_k_dense_replace"] = min(base.first_k_dense_replace, args.layers)
+    if args.experts:
+        over["n_routed_experts"] = args.experts
+    if args.capacity_factor is not None:
+        over["capacity_factor"] = args.capacity_factor
+    d = base.to_dict()
+    d.update(over)
+    if d["n_routed_experts"] and d["n_group"] > 1 and d["n_routed_experts"] // d["n_group"] < 2:
+        d["n_group"] = d["topk_group"] = 1
+    cfg = config_lib.make_config(**d)
+    mesh_spec = args.mesh or default_mesh(cfg, len(devices))
+    mesh = parallel.make_mesh(mesh_spec, devices=devices)
+    shards = parallel.batch_axis_size(mesh)
+    batch = args.batch or args.per_device_batch * shards * args.grad_accum
+    tx = train.make_optimizer(train.optimizer_config(moment_dtype=args.moment_dtype))
+    state_avals, st_sh = parallel.abstract_state(cfg, tx, mesh)
+    model = Transformer(cfg)
+    loss_fn = train.lm_loss
+    if args.no_mtp:
+        import functools
+
+        loss_fn = functools.partial(train.lm_loss, mtp_weight=0.0)
+    step = parallel.make_sharded_train_step(model, loss_fn, tx, mesh, st_sh, grad_accum=args.grad_accum,
+                                            router_bias_update_rate=cfg.router_bias_update_rate)
+    bsh = parallel.batch_sharding(mesh)
+    b_avals = {
+        "input_ids": jax.ShapeDtypeStruct((batch, args.seq), jnp.int32, sharding=bsh),
+        "targets": jax.ShapeDtypeStruct((batch, args.seq), jnp.int32, sharding=bsh),
+        "loss_mask": jax.ShapeDtypeStruct((batch, args.seq), jnp.float32, sharding=bsh),
+    }
+    counts = config_lib.count_params(cfg)
+    info = dict(config=args.config, topology=args.topology, chips=len(devices), device_kind=devices[0].device_kind,
+                mesh=dict(mesh.shape), batch=batch, seq=args.seq, tokens_per_step=batch * args.seq,
+                grad_accum=args.grad_accum, params_total=counts["total"] + counts["mtp"],
+                param_dtype=args.param_dtype, moment_dtype=args.moment_dtype, remat=args.remat,
+                capacity_factor=cfg.capacity_factor, layers=cfg.num_hidden_layers, experts=cfg.n_routed_experts)
+    return mesh, cfg, step, state_avals, b_avals, info
+
+
+def state_bytes_per_device(state_avals) -> int:
+    import jax
+
+    tot = 0
+    for a in jax.tree.leaves(state_avals):
+        shard = a.sharding.shard_shape(a.shape)
+        n = 1
+        for s in shard:
+            n *= s
+        tot += n * a.dtype.itemsize
+    return tot
+
+
+def run(args) -> dict:
+    t0 = time.time()
+    mesh, cfg, step, state_avals, b_avals, info = build(args)
+    from r1jax import parallel
+
+    t1 = time.time()
+    print(f"mesh: {parallel.describe(mesh)}", flush=True)
+    print(f"batch: {info['batch']} x {info['seq']} tokens ({info['tokens_per_step']} / step), "
+          f"params {info['params_total'] / 1e9:.1f}B {info['param_dtype']}, moments {info['moment_dtype']}", flush=True)
+    lowered = step.lower(state_avals, b_avals)
+    t2 = time.time()
+    print(f"lowered in {t2 - t1:.1f}s; compiling for {info['device_kind']} ...", flush=True)
+    compiled = lowered.compile()
+    t3 = time.time()
+    mem = compiled.memory_analysis()
+    gen = getattr(mem, "generated_code_size_in_bytes", 0) or 0
+    arg, out, tmp, alias = (mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.temp_size_in_bytes,
+                            mem.alias_size_in_bytes)
+    total = arg + out + tmp - alias  # what XLA reserves in HBM (code is reported apart)
+    kind = args.topology.split(":")[0]
+    hbm = HBM_GIB.get(kind)
+    info.update(
+        state_gib_per_device=state_bytes_per_device(state_avals) / GIB,
+        argument_gib=arg / GIB, output_gib=out / GIB, temp_gib=tmp / GIB, alias_gib=alias / GIB,
+        generated_code_gib=gen / GIB, total_gib_per_device=total / GIB, hbm_gib=hbm,
+        fits=(hbm is None or total / GIB <= hbm), build_s=t1 - t0, lower_s=t2 - t1, compile_s=t3 - t2,
+    )
+    print(f"compiled in {t3 - t2:.1f}s (lower {t2 - t1:.1f}s)")
+    print(f"per-device memory (compiled.memory_analysis()): arguments {arg / GIB:.2f} GiB (train state "
+          f"{info['state_gib_per_device']:.2f} GiB), outputs {out / GIB:.2f} GiB (aliased to donated args "
+          f"{alias / GIB:.2f} GiB), temporaries {tmp / GIB:.2f} GiB, code {gen / GIB:.3f} GiB")
+    print(f"per-device total {total / GIB:.2f} GiB" + (f" of {hbm:.0f} GiB HBM: {'fits' if info['fits'] else 'DOES NOT FIT'}"
+                                                       if hbm else ""))
+    if args.dump_hlo:
+        with open(args.dump_hlo, "w") as f:
+            f.write(compiled.as_text())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(info, f, indent=1)
+    return info
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    info = run(args)
+    print(json.dumps(info))
+    return info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""One process of a multi-process (multi-host) training run on CPU: the loopback test's worker.
+
+    # two shells (or the test): 4 CPU devices per process, process 0 hosts the coordinator
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12345 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
+        python3 tools/multihost_worker.py --devices 4 --mesh data=2,expert=4 --steps 5 --out /tmp/losses.json
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12345 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 \\
+        python3 tools/multihost_worker.py --devices 4 --mesh data=2,expert=4 --steps 5
+
+Each process: `r1jax.parallel.distributed.initialize()` from the environment, a global mesh over
+all processes' devices, the train state created already sharded, and per step the global batch
+(the same deterministic stream everywhere) of which each process transfers only the rows its
+devices hold. Process 0 writes the losses (and what it saw) as JSON.
+
+`train_losses(mesh_spec, steps)` is also the single-process reference (mesh_spec=None: one
+device, unsharded, the dense MoE reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+BATCH, SEQ, VOCAB = 8, 16, 97
+
+
+def make_batches(steps: int, seed: int = 0):
+    import numpy as np
+
+    rs = np.random.RandomState(seed)
+    out = []
+    for _ in range(steps):
+        ids = rs.randint(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
+        out.append({"input_ids": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": np.ones((BATCH, SEQ), np.float32)})
+    return out
+
+
+def setup(moe_impl: str):
+    from r1jax import config as config_lib, train
+
+    # capacity_factor = E / k: the dispatch buffer holds every token, nothing can be dropped
+    cfg = config_lib.tiny_moe(moe_impl=moe_impl, capacity_factor=8 / 2)
+    tx = train.make_optimizer(train.optimizer_config(learning_rate=1e-3, schedule="constant", weight_decay=0.01))
+    return cfg, tx
+
+
+def scalar(x) -> float:
+    """A replicated scalar as float, also when it spans other processes' devices."""
+    return float(x.addressable_data(0)) if hasattr(x, "addressable_data") else float(x)
+
+
+def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate: float = 1e-3) -> list[float]:
+    import jax
+    import jax.numpy as jnp
+
+    from r1jax import parallel, train
+    from r1jax.model import Transformer, init_params
+
+    batches = make_batches(steps, seed)
+    rng = jax.random.PRNGKey(seed)
+    losses = []
+    if mesh_spec is None:
+        cfg, tx = setup("dense")
+        state = train.init_train_state(init_params(cfg, rng), tx)
+        step = train.make_train_step(Transformer(cfg), train.lm_loss, tx, router_bias_update_rate=router_bias_rate)
+        for b in batches:
+            state, m = step(state, jax.tree.map(jnp.asarray, b))
+            losses.append(scalar(m["loss"]))
+        return losses
+    cfg, tx = setup("ep")
+    mesh = parallel.make_mesh(mesh_spec)
+    state, sh = parallel.init_sharded_state(cfg, tx, mesh, rng)
+    step = parallel.make_sharded_train_step(Transformer(cfg), train.lm_loss, tx, mesh, sh,
+                                            router_bias_update_rate=router_bias_rate)
+    for b in batches:
+        state, m = step(state, parallel.shard_batch(b, mesh))
+        losses.append(scalar(m["loss"]))
+    return losses
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--devices", type=int, default=4, help="CPU devices of this process")
+    p.add_argument("--mesh", default="data=2,expert=4")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    t0 = time.time()
+    from r1jax.parallel import distributed
+
+    info = distributed.initialize()
+    import jax
+
+    from r1jax import parallel
+
+    losses = train_losses(args.mesh, args.steps)
+    mesh = parallel.make_mesh(args.mesh)
+    rows = parallel.process_batch_slice(BATCH, mesh)
+    res = dict(info, losses=losses, rows=[rows.start, rows.stop], seconds=time.time() - t0,
+               mesh=parallel.describe(mesh), devices_per_process=[
+                   sum(1 for d in jax.devices() if d.process_index == i) for i in range(jax.process_count())])
+    print(json.dumps(res), flush=True)
+    if args.out and jax.process_index() == 0:
+        with open(args.out, "w") as f:
+            json.dump(res, f)
+    distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()
