@@ -44,6 +44,8 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         rewards=ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5}),
         format_template="r1_zero",
         language="en",  # default target language of the language reward (a record's "language" wins)
+        preference_model="",  # reward-model folder (`r1jax train-rm`) scoring the "preference" reward
+        preference_start_frac=0.0,  # "preference" scores 0 before this fraction of `steps` (R1: last part only)
         group_size=8,
         prompts_per_step=16,
         max_new_tokens=128,
@@ -127,8 +129,32 @@ def _forward_logp(model, temperature):
 # --------------------------------------------------------------------------------- rewards
 
 
-def compute_rewards(c, texts: list[str], records: list[dict]) -> tuple[dict[str, list], list]:
-    """Per-reward scores for every completion (records aligned with texts) and the weighted total."""
+_PREFERENCE_FNS: dict = {}
+
+
+def preference_active(c, step: int | None) -> bool:
+    """The "preference" reward counts from the 0-based step index `preference_start_frac * steps` on
+    (None: always)."""
+    return step is None or step >= c.preference_start_frac * c.steps
+
+
+def preference_scores(c, texts: list[str], records: list[dict], step: int | None = None) -> list:
+    """Reward-model scores in [0, 1] (r1jax.rl.reward_model.preference_reward_fn), 0.0 before the gate."""
+    if not preference_active(c, step):
+        return [0.0] * len(texts)
+    if not c.preference_model:
+        raise ValueError("grpo config: reward 'preference' needs preference_model (a `r1jax train-rm` folder)")
+    key = (os.path.abspath(c.preference_model), c.prompt_style)
+    if key not in _PREFERENCE_FNS:
+        from r1jax.rl.reward_model import preference_reward_fn
+
+        _PREFERENCE_FNS[key] = preference_reward_fn(c.preference_model, prompt_style=c.prompt_style)
+    return list(_PREFERENCE_FNS[key](texts, records))
+
+
+def compute_rewards(c, texts: list[str], records: list[dict], step: int | None = None) -> tuple[dict[str, list], list]:
+    """Per-reward scores for every completion (records aligned with texts) and the weighted total.
+    `step` (0-based) gates the "preference" reward (preference_start_frac)."""
     from r1jax.rl.rewards import (accuracy_rewards, code_rewards, combine_rewards, format_reward,
                                   language_consistency_reward)
 
@@ -145,11 +171,13 @@ def compute_rewards(c, texts: list[str], records: list[dict]) -> tuple[dict[str,
         elif name == "code":
             scores[name] = code_rewards(texts, [r["tests"] for r in records],
                                         prompts=[r.get("code_prompt") for r in records])
+        elif name == "preference":  # learned reward model (R1's general-data reward)
+            scores[name] = preference_scores(c, texts, records, step)
         elif ":" in name:  # a researcher's reward: "module:function" or "file.py:function"
             fn = grpo.get_loss_fn(name)  # same import rules as custom losses
             scores[name] = list(fn(texts, records))
         else:
-            raise KeyError(f"grpo config: unknown reward {name!r} (accuracy | format | language | code | "
+            raise KeyError(f"grpo config: unknown reward {name!r} (accuracy | format | language | code | preference | "
                            "module:function(texts, records) -> list)")
     totals, _ = combine_rewards(scores, weights)
     return scores, totals
@@ -264,7 +292,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         texts = [decode_completion(tokenizer, t, eos) for t in gen.tokens]
         rec_n = [recs[i] for i in gen.prompt_index]
         t1 = time.perf_counter()
-        scores, totals = compute_rewards(c, texts, rec_n)
+        scores, totals = compute_rewards(c, texts, rec_n, step=step)
         t_rew = time.perf_counter() - t1
         valid = np.array([t is not None for t in totals])
         tot = np.array([t if t is not None else 0.0 for t in totals], np.float32)
@@ -309,6 +337,8 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             "time/generate_s": t_gen, "time/reward_s": t_rew, "time/train_s": t_train,
             "time/step_s": time.perf_counter() - t0,
         })
+        if "preference" in scores:
+            vals["reward/preference_active"] = float(preference_active(c, step))
         log.scalars(step + 1, vals)
         bar.set_postfix(acc=f"{vals.get('reward/accuracy', math.nan):.2f}", len=f"{vals['rollout/response_length']:.0f}",
                         loss=f"{vals['train/loss']:.3f}")
