@@ -59,8 +59,12 @@ def _swiglu(g, u):
     return jax.nn.silu(g) * u
 
 
-def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None):
-    """Routed experts with expert parallelism (see the module docstring). Returns (y, stats)."""
+def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, identity_experts=False):
+    """Routed experts with expert parallelism (see the module docstring). Returns (y, stats).
+
+    `identity_experts=True` skips the expert matmuls (rows come back unchanged): the dispatch +
+    return all-to-all + combine alone, to measure the dispatch overhead (tools/bench_parallel.py).
+    """
     mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
     cf = cfg.capacity_factor if capacity_factor is None else capacity_factor
     n, d = x.shape
@@ -112,13 +116,16 @@ def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None):
         # dispatch: chunk j (experts of device j) goes to device j; received chunks are source-major
         recv = jax.lax.all_to_all(send, "expert", 0, 0, tiled=True)
         r = recv.reshape(x_ax, e_loc, c, d).transpose(1, 0, 2, 3).reshape(e_loc, x_ax * c, d)
-        h = _swiglu(jnp.einsum("ecd,edi->eci", r, wg), jnp.einsum("ecd,edi->eci", r, wu))
-        y = jnp.einsum("eci,eid->ecd", h, wd)
+        if identity_experts:
+            y = r
+        else:
+            h = _swiglu(jnp.einsum("ecd,edi->eci", r, wg), jnp.einsum("ecd,edi->eci", r, wu))
+            y = jnp.einsum("eci,eid->ecd", h, wd)
         y = y.reshape(e_loc, x_ax, c, d).transpose(1, 0, 2, 3).reshape(e * c, d)
         back = jax.lax.all_to_all(y, "expert", 0, 0, tiled=True)  # [e * c, d], row e*c+pos as sent
         rows = back.at[dest].get(mode="fill", fill_value=0)
         out = (rows.astype(jnp.float32).reshape(n_loc, k, d) * w.astype(jnp.float32)[..., None]).sum(1)
-        if tensor:  # partial sums over the I shards
+        if tensor and not identity_experts:  # partial sums over the I shards
             out = jax.lax.psum(out, tensor)
         dropped = jax.lax.psum(jnp.sum(ok & ~kept).astype(jnp.float32), batch_axes)
         return out.astype(x.dtype), dropped

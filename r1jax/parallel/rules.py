@@ -10,7 +10,8 @@ first rule for its name whose mesh axes are all still unused by that array, so a
 fallback entries. Example: an expert weight ("exp", "embed", "mlp") -> ("expert", "fsdp",
 "tensor") (embed falls back from (fsdp, expert) to fsdp because exp already took expert); a
 dense weight ("embed", "mlp") -> (("fsdp", "expert"), "tensor"); an activation ("batch", "seq",
-"embed") -> (("data", "fsdp", "expert"), None, None).
+"embed") -> (("data", "fsdp", "expert"), None, None); an MLA up-projection ("q_lora", "heads",
+"head_dim") -> (("fsdp", "expert"), "tensor", None).
 
 Logical names used by the model (r1jax.model): params -- vocab, embed, heads, kv_heads,
 head_dim, q_lora, kv_lora, mlp, exp, norm, mtp_in, layers (scanned stacks); activations --
@@ -44,9 +45,11 @@ LOGICAL_RULES: tuple[tuple[str, object], ...] = (
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
+    # MLA up-projections [q_lora | kv_lora, heads, head_dim]: ZeRO-shard the latent dim (the down
+    # projections [embed, q_lora | kv_lora] already use fsdp x expert on embed)
+    ("q_lora", PARAM_SHARD_AXES),
+    ("kv_lora", PARAM_SHARD_AXES),
     ("head_dim", None),
-    ("q_lora", None),
-    ("kv_lora", None),
     ("norm", None),
     ("layers", None),
 )
