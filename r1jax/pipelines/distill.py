@@ -1,0 +1,224 @@
+"""Distillation vs RL for a small dense student (DeepSeek-R1 §4.1, Table 6), at toy scale.
+
+    r1jax distill --config experiments/distill_toy.py        # after `r1jax r1 --config experiments/r1_toy.py`
+
+The student is a smaller dense Qwen2-architecture model (r1jax.config.toy_qwen2) with its own
+base: pretrained on the same mixed-language corpus as the R1 teacher's base (read from
+<r1_run_dir>/data/pretrain.jsonl; cached in cache_dir). From that base:
+
+  distilled   SFT on the teacher's stage-3 traces (<r1_run_dir>/rejection/sft.jsonl: the
+              rejection-sampled reasoning traces of the stage-2 model + non-reasoning records);
+  rl          GRPO directly from the student base (accuracy + format rewards, as R1-Zero-Qwen
+              in the paper) for the same compute as the distillation SFT.
+
+Same compute, in forward-token passes (a training token costs 3: forward + backward; a
+generated token 1): SFT = steps x batch_size x seq_len x 3; one GRPO step =
+rows x (prompt + max_new_tokens) for generation + mu x rows x train_seq_len x 3 with rows =
+prompts_per_step x group_size. With `rl.steps = 0` the RL student gets
+floor(SFT compute / GRPO step compute) steps (at least `min_rl_steps`). The base's pretraining
+is shared and the teacher's cost of making the traces is not charged to either student (as in
+the paper's comparison). Both students, the base and (if present) the teacher are measured by
+r1jax.eval.stage_eval.evaluate_stage on the teacher run's held-out problems. Writes results.json,
+results.md and distill_toy.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+
+import ml_collections
+
+LABELS = {"student_base": "student base (Qwen2 toy)", "distilled": "student: SFT on R1 traces (distilled)",
+          "rl": "student: GRPO from its base (same compute)", "teacher": "teacher: R1 (stage 5)"}
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _cfg_dict(x):
+    return x.to_dict() if hasattr(x, "to_dict") else dict(x)
+
+
+def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
+    """Trains (or reuses from cache_dir) the student's base on the corpus JSONL. Returns its HF folder."""
+    import jax
+
+    from r1jax import config as config_lib
+    from r1jax.data.jsonl import read_jsonl
+    from r1jax.model import Transformer, init_params
+    from r1jax.pipelines.r1_zero import _hash
+    from r1jax.sft.trainer import _copy_tokenizer, run_sft, sft_config
+
+    key = _hash(c.student, c.student_pretrain, _file_hash(corpus_path))
+    cached = os.path.join(c.cache_dir, f"toy_student_{key}")
+    if os.path.exists(os.path.join(cached, "model.safetensors")):
+        print(f"[distill] student base: cached {cached}")
+        return cached
+    mc = config_lib.toy_qwen2(vocab_size=tok.get_vocab_size())
+    for k, v in c.student.items():
+        mc[k] = v
+    sc = sft_config(run_dir=os.path.join(c.run_dir, "student_pretrain"), tokenizer=tok_dir,
+                    **_cfg_dict(c.student_pretrain))
+    model = Transformer(mc)
+    params = init_params(mc, jax.random.PRNGKey(c.student_pretrain.seed))
+    recs = [{"prompt": x["prompt"], "completion": " " + x["completion"]}
+            for x in read_jsonl(corpus_path, required=("prompt", "completion"))]
+    run_sft(sc, recs, model=model, params=params, tokenizer=tok)
+    os.makedirs(c.cache_dir, exist_ok=True)
+    tmp = cached + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(os.path.join(sc.run_dir, "final"), tmp)
+    _copy_tokenizer(tok_dir, tmp)
+    os.replace(tmp, cached)
+    return cached
+
+
+def sft_compute(steps: int, batch_size: int, seq_len: int) -> float:
+    """Forward-token passes of SFT: every packed token is trained on (x3)."""
+    return 3.0 * steps * batch_size * seq_len
+
+
+def grpo_step_compute(prompts_per_step: int, group_size: int, prompt_len: int, max_new_tokens: int, mu: int = 1,
+                      multiple: int = 32) -> float:
+    """Forward-token passes of one GRPO step: generation (x1) + mu training passes (x3) over
+    rows padded to a multiple of 32 (as the trainer pads them)."""
+    rows = prompts_per_step * group_size
+    train_len = int(math.ceil((prompt_len + max_new_tokens) / multiple) * multiple)
+    return rows * (prompt_len + max_new_tokens) + 3.0 * mu * rows * train_len
+
+
+def run(c: ml_collections.ConfigDict) -> dict:
+    import jax
+
+    from r1jax.data.jsonl import read_jsonl
+    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.eval.language_mixing import register_toy_languages
+    from r1jax.pipelines.r1 import _done, eval_dir, grpo_stage, sft_stage
+
+    t_start = time.time()
+    register_toy_languages()
+    rd = c.run_dir
+    os.makedirs(os.path.join(rd, "evals"), exist_ok=True)
+    src = c.r1_run_dir
+    tok_dir = os.path.join(src, "data", "tokenizer")
+    traces_path = c.traces or os.path.join(src, "rejection", "sft.jsonl")
+    for p, what in ((tok_dir, "tokenizer"), (traces_path, "stage-3 traces"),
+                    (os.path.join(src, "data", "pretrain.jsonl"), "pretraining corpus")):
+        if not os.path.exists(p):
+            raise SystemExit(f"distill: {what} {p} does not exist; run `r1jax r1 --config experiments/r1_toy.py "
+                             f"--run-dir {src}` first (or set r1_run_dir / traces)")
+    print(f"[distill] run folder {rd}; teacher run {src}; JAX devices: {jax.device_count()} x {jax.devices()[0].platform}")
+    tok = load_tokenizer(tok_dir)
+    heldout = read_jsonl(os.path.join(src, "data", "heldout.jsonl"))[: c.eval.problems]
+    train = read_jsonl(os.path.join(src, "data", "train.jsonl"))
+    traces = read_jsonl(traces_path, required=("prompt", "completion"))
+    minutes = {}
+    evals = {}
+    t0 = time.time()
+    base_dir = pretrain_student(c, os.path.join(src, "data", "pretrain.jsonl"), tok, tok_dir)
+    minutes["student_base"] = (time.time() - t0) / 60
+
+    def ev(name, d):
+        t = time.time()
+        r = eval_dir(c, d, tok, heldout, os.path.join(rd, "evals", f"{name}.json"))
+        minutes[f"eval_{name}"] = (time.time() - t) / 60
+        evals[name] = r
+        print(f"[distill] {name}: pass@1 {r['pass@1']:.3f}  length {r['mean_length']:.1f}  "
+              f"mixing {r['language_mixing']:.3f}")
+
+    ev("student_base", base_dir)
+    # distilled student: SFT on the teacher's traces
+    t0 = time.time()
+    dist_dir = sft_stage("distilled", c, c.distill_sft, base_dir, tok, tok_dir, traces, rd)
+    minutes["distilled"] = (time.time() - t0) / 60
+    ev("distilled", dist_dir)
+    with open(os.path.join(rd, "distilled", "metrics.jsonl")) as f:
+        sft_steps = max(json.loads(x)["step"] for x in f if x.strip())
+    s_comp = sft_compute(sft_steps, c.distill_sft.batch_size, c.distill_sft.seq_len)
+    # RL student: GRPO from the student base for the same compute
+    from r1jax.data.templates import encode_prompt
+    from r1jax.eval.runner import make_prompt
+
+    prompt_len = int(round(sum(len(encode_prompt(tok, make_prompt(r["problem"], c.prompt_style))) for r in train[:256])
+                           / min(len(train), 256)))
+    rl = c.rl
+    step_comp = grpo_step_compute(rl.prompts_per_step, rl.group_size, prompt_len, rl.max_new_tokens, rl.get("mu", 1))
+    rl_steps = int(rl.steps) or max(int(c.min_rl_steps), int(s_comp // step_comp))
+    print(f"[distill] compute: SFT {sft_steps} steps = {s_comp:.3g} token-passes; GRPO step {step_comp:.3g} "
+          f"-> {rl_steps} GRPO steps")
+    t0 = time.time()
+    rl_cfg = dict(_cfg_dict(rl), steps=rl_steps)
+    rl_dir = grpo_stage("rl", c, rl_cfg, base_dir, tok, tok_dir, train, rd)
+    minutes["rl"] = (time.time() - t0) / 60
+    ev("rl", rl_dir)
+    teacher = os.path.join(src, "alignment_rl", "final")
+    if _done(os.path.join(src, "alignment_rl")):
+        ev("teacher", teacher)
+    keys = ("pass@1", "cons@k", "mean_length", "language_mixing", "format_r1", "format_r1_zero", "pass@1/en", "pass@1/fr")
+    total = (time.time() - t_start) / 60
+    results = {"models": {n: {k: evals[n].get(k) for k in keys} for n in evals},
+               "compute": {"sft_steps": sft_steps, "sft_token_passes": s_comp, "grpo_steps": rl_steps,
+                           "grpo_token_passes": rl_steps * step_comp, "prompt_len": prompt_len},
+               "traces": len(traces), "minutes": total, "stage_minutes": minutes, "k": c.eval.k,
+               "problems": len(heldout), "seed": c.seed,
+               "samples": {n: evals[n]["samples"][:3] for n in evals}}
+    with open(os.path.join(rd, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table = results_table(results)
+    with open(os.path.join(rd, "results.md"), "w") as f:
+        f.write(table + "\n")
+    png = plot(results, os.path.join(rd, "distill_toy.png"))
+    print(table)
+    print(f"[distill] wrote {os.path.join(rd, 'results.json')} and {png} ({total:.1f} min)")
+    return results
+
+
+def results_table(r: dict) -> str:
+    k = r["k"]
+    lines = [f"| model | pass@1 (k={k}) | cons@{k} | mean length | language mixing | training compute (token-passes) |",
+             "|---|---|---|---|---|---|"]
+    comp = {"distilled": r["compute"]["sft_token_passes"], "rl": r["compute"]["grpo_token_passes"]}
+    for n, x in r["models"].items():
+        cp = f"{comp[n]:.3g}" if n in comp else "-"
+        lines.append(f"| {LABELS.get(n, n)} | {x['pass@1']:.3f} | {x['cons@k']:.3f} | {x['mean_length']:.1f} | "
+                     f"{x['language_mixing']:.3f} | {cp} |")
+    c = r["compute"]
+    return "\n".join(lines) + (
+        f"\n\nDistillation: SFT on {r['traces']} stage-3 records, {c['sft_steps']} steps; RL: {c['grpo_steps']} GRPO "
+        f"steps for the same compute. {r['problems']} held-out problems, k={k} at T=0.6 / top-p 0.95, seed "
+        f"{r['seed']}, {r['minutes']:.1f} minutes in all.")
+
+
+def plot(r: dict, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["models"])
+    labels = [LABELS.get(n, n).replace(": ", ":\n") for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, (key, title) in zip(axes, (("pass@1", "held-out pass@1"), ("mean_length", "mean response length"))):
+        vals = [r["models"][n][key] for n in names]
+        ax.bar(range(len(names)), vals, color=["#888888", "#1f77b4", "#d62728", "#2ca02c"][:len(names)])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(labels, fontsize=7, rotation=20, ha="right")
+        ax.set_title(title)
+        for i, v in enumerate(vals):
+            ax.text(i, v, f"{v:.2f}" if v < 10 else f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("toy distillation: small Qwen2 student, SFT on R1 traces vs GRPO (same compute)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

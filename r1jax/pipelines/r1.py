@@ -1,0 +1,389 @@
+"""The full DeepSeek-R1 recipe at toy scale, and R1-Zero on the same mixed-language base.
+
+    r1jax r1 --config experiments/r1_toy.py [--set seed=1] [--run-dir runs/r1_toy]
+
+Data: the arithmetic task posed in two toy languages ("en", "fr"); the pretraining corpus
+mixes them inside one chain of thought (`p_mix` of the worked chains switch language at a
+random step), so a model that reasons from it mixes languages, as R1-Zero did.
+
+Stages (each writes run_dir/<stage>/, an HF checkpoint in <stage>/final, and is skipped when
+its output exists, so a rerun resumes; GRPO/SFT also resume from their Orbax checkpoints):
+
+  base          tiny DeepSeek-V3-shaped model pretrained on the mixed corpus (cached in
+                cache_dir, r1jax.pipelines.r1_zero.pretrain_toy)
+  r1_zero       GRPO from the base with accuracy + format rewards only (the comparison)
+  1 cold_start  SFT of the base on a few hundred readable single-language long-CoT traces
+                with a summary at the end (r1jax.data.r1_toy: `<think> steps </think> summary
+                <answer> .. </answer>`)
+  2 reasoning_rl  GRPO with accuracy + format ("r1" template) + language-consistency rewards
+  3 rejection   samples from the stage-2 model on training prompts, kept if correct,
+                single-language and non-repetitive, plus non-reasoning records
+                (r1jax.pipelines.rejection_sample) -> rejection/sft.jsonl + counts
+  4 sft         SFT of the *base* on the stage-3 dataset
+    rm          a Bradley-Terry reward model (backbone: the stage-4 model) on toy preference
+                pairs (r1jax.pipelines.train_rm)
+  5 alignment_rl  GRPO from stage 4 on reasoning prompts (rule rewards) + general prompts
+                (echo / simple: judged by the reward model), the "preference" reward enabled
+                only after `preference_start_frac` of the steps, as R1 did
+
+Every model is measured by r1jax.eval.stage_eval.evaluate_stage on the same held-out problems
+(both languages): pass@1 over k samples, cons@k, mean response length, language-mixing rate.
+Writes results.json, results.md (the table) and r1_toy.png (pass@1, length, mixing per stage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ml_collections
+
+MODEL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "alignment_rl")
+STAGE_LABELS = {
+    "base": "base (mixed corpus)",
+    "r1_zero": "R1-Zero (GRPO acc+format)",
+    "cold_start": "1 cold-start SFT",
+    "reasoning_rl": "2 reasoning RL (+language)",
+    "sft": "4 SFT on rejection samples",
+    "alignment_rl": "5 alignment RL = R1",
+}
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def build_mixed_data(c, out_dir: str) -> dict:
+    """Tokenizer, train / held-out problems (half in each language) and the mixed corpus."""
+    from r1jax.data.corpus import make_pretrain_corpus
+    from r1jax.data.jsonl import write_jsonl
+    from r1jax.data.r1_toy import make_problems_multi
+    from r1jax.data.tokenizer import build_toy_tokenizer, save_tokenizer
+
+    d = c.data
+    os.makedirs(out_dir, exist_ok=True)
+    tok = build_toy_tokenizer()
+    save_tokenizer(tok, os.path.join(out_dir, "tokenizer"))
+    langs = tuple(d.languages)
+    train, heldout = [], []
+    for task in d.tasks:
+        train += make_problems_multi(task, d.n_train_problems, d.seed, levels=tuple(d.levels), split="train",
+                                     languages=langs)
+        heldout += make_problems_multi(task, d.n_heldout_problems, d.seed + 1, levels=tuple(d.levels),
+                                       split="heldout", languages=langs)
+    for r in train + heldout:
+        r["answer"] = str(r["answer"])
+    write_jsonl(os.path.join(out_dir, "train.jsonl"), train)
+    write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
+    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed, p_direct=d.p_direct, p_worked=d.p_worked,
+                                  p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks), languages=langs,
+                                  p_mix=d.p_mix, mix_style=d.mix_style, prompt_style=c.prompt_style)
+    write_jsonl(os.path.join(out_dir, "pretrain.jsonl"),
+                [{"prompt": x["prompt"], "completion": x["completion"], "mode": x["mode"], "language": x["language"]}
+                 for x in corpus])
+    return {"tokenizer": tok, "train": train, "heldout": heldout, "corpus": corpus,
+            "tokenizer_dir": os.path.join(out_dir, "tokenizer")}
+
+
+# ------------------------------------------------------------------ rule rewards of stage 5
+# Rule rewards apply to reasoning prompts; general prompts (kind == "general") get 0 from them
+# and are judged by the reward model ("preference") alone, as in R1's alignment stage.
+
+
+def _reasoning(records):
+    return [r.get("kind", "reasoning") != "general" for r in records]
+
+
+def reasoning_accuracy(texts, records):
+    from r1jax.rl.rewards import accuracy_rewards
+
+    acc = accuracy_rewards(list(texts), [str(r["answer"]) for r in records])
+    return [a if ok else 0.0 for a, ok in zip(acc, _reasoning(records))]
+
+
+def reasoning_format(texts, records):
+    from r1jax.rl.rewards import format_reward
+
+    return [format_reward(t, template="r1") if ok else 0.0 for t, ok in zip(texts, _reasoning(records))]
+
+
+def reasoning_language(texts, records):
+    from r1jax.pipelines.rejection_sample import reward_language
+    from r1jax.rl.rewards import language_consistency_reward
+
+    return [language_consistency_reward(t, reward_language(r.get("language"))) if ok else 0.0
+            for t, r, ok in zip(texts, records, _reasoning(records))]
+
+
+STAGE5_RULES = {f"{__name__}:reasoning_accuracy": 1.0, f"{__name__}:reasoning_format": 0.5,
+                f"{__name__}:reasoning_language": 0.5}
+
+
+def toy_language_records(records):
+    """Copies of `records` whose language is the language reward's toy name ("en" -> "toy_en")."""
+    from r1jax.pipelines.rejection_sample import reward_language
+
+    return [dict(r, language=reward_language(r.get("language"))) for r in records]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _done(d: str) -> bool:
+    return os.path.exists(os.path.join(d, "final", "model.safetensors"))
+
+
+def _cfg_dict(x):
+    return x.to_dict() if hasattr(x, "to_dict") else dict(x)
+
+
+class _Clock:
+    def __init__(self):
+        self.t = {}
+
+    def run(self, name, fn, *a, **kw):
+        t0 = time.time()
+        out = fn(*a, **kw)
+        self.t[name] = self.t.get(name, 0.0) + (time.time() - t0) / 60
+        return out
+
+
+def grpo_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, records, run_dir: str, **extra):
+    """GRPO from `init_dir` (skipped when <run_dir>/<name>/final exists). Returns the final dir."""
+    from r1jax.checkpoint.hf import from_pretrained
+    from r1jax.rl.trainer import grpo_config, run_grpo
+
+    d = os.path.join(run_dir, name)
+    if _done(d):
+        print(f"[r1] {name}: done before ({d}/final)")
+        return os.path.join(d, "final")
+    print(f"[r1] {name}: GRPO from {init_dir}")
+    gc = grpo_config(run_dir=d, init=init_dir, tokenizer=tok_dir, prompt_style=c.prompt_style, seed=c.seed,
+                     **dict(_cfg_dict(stage_cfg), **extra))
+    model, params = from_pretrained(init_dir)
+    run_grpo(gc, model=model, params=params, tokenizer=tok, train_records=records)
+    return os.path.join(d, "final")
+
+
+def sft_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, records, run_dir: str) -> str:
+    from r1jax.checkpoint.hf import from_pretrained
+    from r1jax.data.jsonl import write_jsonl
+    from r1jax.sft.trainer import run_sft, sft_config
+
+    d = os.path.join(run_dir, name)
+    if _done(d):
+        print(f"[r1] {name}: done before ({d}/final)")
+        return os.path.join(d, "final")
+    print(f"[r1] {name}: SFT of {init_dir} on {len(records)} records")
+    os.makedirs(d, exist_ok=True)
+    write_jsonl(os.path.join(d, "data.jsonl"), records)
+    sc = sft_config(run_dir=d, init=init_dir, tokenizer=tok_dir, seed=c.seed, **_cfg_dict(stage_cfg))
+    model, params = from_pretrained(init_dir)
+    run_sft(sc, [{"prompt": r["prompt"], "completion": " " + r["completion"]} for r in records], model=model,
+            params=params, tokenizer=tok)
+    return os.path.join(d, "final")
+
+
+def eval_dir(c, ckpt_dir: str, tok, heldout, cache_path: str) -> dict:
+    """evaluate_stage of an HF checkpoint (cached as JSON next to the run)."""
+    from r1jax.checkpoint.hf import from_pretrained
+    from r1jax.eval.stage_eval import evaluate_stage
+
+    if os.path.exists(cache_path):
+        with open(cache_path) as f:
+            return json.load(f)
+    model, params = from_pretrained(ckpt_dir)
+    e = c.eval
+    res = evaluate_stage(model, params, tok, heldout, k=e.k, temperature=e.temperature, top_p=e.top_p,
+                         max_new_tokens=e.max_new_tokens, prompt_style=c.prompt_style, seed=e.seed)
+    with open(cache_path, "w") as f:
+        json.dump(res, f, indent=2)
+    return res
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def run(c: ml_collections.ConfigDict) -> dict:
+    import jax
+
+    from r1jax.data.jsonl import read_jsonl, write_jsonl
+    from r1jax.data.r1_toy import make_cold_start_records, make_general_records
+    from r1jax.eval.language_mixing import register_toy_languages
+    from r1jax.pipelines import r1_zero
+    from r1jax.pipelines.rejection_sample import format_counts, rejection_sample
+    from r1jax.pipelines.train_rm import train_rm, train_rm_config
+
+    t_start = time.time()
+    register_toy_languages()
+    rd = c.run_dir
+    os.makedirs(rd, exist_ok=True)
+    os.makedirs(os.path.join(rd, "evals"), exist_ok=True)
+    print(f"[r1] run folder {rd}; JAX devices: {jax.device_count()} x {jax.devices()[0].platform}")
+    clock = _Clock()
+    data = clock.run("data", build_mixed_data, c, os.path.join(rd, "data"))
+    tok, tok_dir = data["tokenizer"], data["tokenizer_dir"]
+    base_dir = clock.run("base", r1_zero.pretrain_toy, c, data, rd, c.cache_dir)
+    heldout = data["heldout"][: c.eval.problems]
+    evals: dict[str, dict] = {}
+    ckpts = {"base": base_dir}
+    stages = tuple(c.stages)
+
+    def ev(name):
+        print(f"[r1] evaluating {name} ...")
+        r = clock.run(f"eval_{name}", eval_dir, c, ckpts[name], tok, heldout, os.path.join(rd, "evals", f"{name}.json"))
+        evals[name] = r
+        print(f"[r1] {name}: pass@1 {r['pass@1']:.3f}  length {r['mean_length']:.1f}  "
+              f"mixing {r['language_mixing']:.3f}  format(r1) {r['format_r1']:.2f}")
+
+    ev("base")
+    # R1-Zero on the mixed corpus (accuracy + format only)
+    if "r1_zero" in stages:
+        ckpts["r1_zero"] = clock.run("r1_zero", grpo_stage, "r1_zero", c, c.r1_zero, base_dir, tok, tok_dir,
+                                     data["train"], rd)
+        ev("r1_zero")
+    # 1. cold start
+    if "cold_start" in stages:
+        cs = c.cold_start
+        recs = make_cold_start_records(cs.n, c.seed, levels=tuple(c.data.levels), tasks=tuple(c.data.tasks),
+                                       languages=tuple(c.data.languages), p_check=cs.p_check,
+                                       prompt_style=c.prompt_style)
+        ckpts["cold_start"] = clock.run("cold_start", sft_stage, "cold_start", c, cs.sft, base_dir, tok, tok_dir,
+                                        recs, rd)
+        ev("cold_start")
+    # 2. reasoning RL
+    if "reasoning_rl" in stages:
+        ckpts["reasoning_rl"] = clock.run("reasoning_rl", grpo_stage, "reasoning_rl", c, c.reasoning_rl,
+                                          ckpts["cold_start"], tok, tok_dir, toy_language_records(data["train"]), rd)
+        ev("reasoning_rl")
+    # 3. rejection sampling
+    counts = None
+    rs_path = os.path.join(rd, "rejection", "sft.jsonl")
+    if "rejection" in stages:
+        if os.path.exists(rs_path + ".counts.json"):
+            print(f"[r1] rejection: done before ({rs_path})")
+            with open(rs_path + ".counts.json") as f:
+                counts = json.load(f)
+        else:
+            from r1jax.checkpoint.hf import from_pretrained
+
+            r = c.rejection
+            t0 = time.time()
+            model, params = from_pretrained(ckpts["reasoning_rl"])
+            prompts = data["train"][r.prompt_offset:r.prompt_offset + r.n_prompts]
+            out, counts = rejection_sample(
+                model, params, tok, prompts, n_samples=r.n_samples, temperature=r.temperature, top_p=r.top_p,
+                max_new_tokens=r.max_new_tokens, prompt_style=c.prompt_style, template="r1", ngram=r.ngram,
+                max_repeats=r.max_repeats, max_per_prompt=r.max_per_prompt, non_reasoning_frac=r.non_reasoning_frac,
+                non_reasoning_min=r.get("non_reasoning_min", 0), languages=tuple(c.data.languages), seed=c.seed)
+            os.makedirs(os.path.dirname(rs_path), exist_ok=True)
+            write_jsonl(rs_path, out)
+            counts["out"] = rs_path
+            with open(rs_path + ".counts.json", "w") as f:
+                json.dump(counts, f, indent=2)
+            clock.t["rejection"] = (time.time() - t0) / 60
+        print(format_counts(counts))
+    # 4. SFT of the base on the rejection-sampled data
+    if "sft" in stages:
+        recs = read_jsonl(rs_path, required=("prompt", "completion"))
+        ckpts["sft"] = clock.run("sft", sft_stage, "sft", c, c.sft, base_dir, tok, tok_dir, recs, rd)
+        ev("sft")
+    # reward model
+    rm_res = None
+    if "rm" in stages:
+        rm_dir = os.path.join(rd, "rm")
+        if os.path.exists(os.path.join(rm_dir, "rm_results.json")):
+            with open(os.path.join(rm_dir, "rm_results.json")) as f:
+                rm_res = json.load(f)
+        else:
+            init = ckpts.get("sft", base_dir)
+            rm_res = clock.run("rm", train_rm, train_rm_config(
+                run_dir=rm_dir, init=init, tokenizer=tok_dir, languages=tuple(c.data.languages),
+                levels=tuple(c.data.levels), prompt_style=c.prompt_style, seed=c.seed, **_cfg_dict(c.rm)))
+        print(f"[r1] reward model: held-out pairwise accuracy {rm_res['pair_acc']:.3f}")
+    # 5. alignment RL
+    if "alignment_rl" in stages:
+        a = c.alignment_rl
+        n_gen = int(round(a.general_frac / (1 - a.general_frac) * len(data["train"])))
+        general = make_general_records(n_gen, c.seed + 17, languages=tuple(c.data.languages),
+                                       prompt_style=c.prompt_style)
+        recs = [dict(r, kind="reasoning") for r in data["train"]] + [
+            {k: g[k] for k in ("problem", "answer", "language", "kind", "id", "general")} for g in general]
+        rewards = dict(STAGE5_RULES)
+        if "rm" in stages:
+            rewards["preference"] = a.preference_weight
+        gcfg = {k: v for k, v in _cfg_dict(a).items() if k not in ("general_frac", "preference_weight")}
+        ckpts["alignment_rl"] = clock.run(
+            "alignment_rl", grpo_stage, "alignment_rl", c, gcfg, ckpts["sft"], tok, tok_dir, recs, rd,
+            rewards=rewards, preference_model=os.path.join(rd, "rm", "final") if "rm" in stages else "",
+            format_template="r1")
+        ev("alignment_rl")
+
+    minutes = (time.time() - t_start) / 60
+    keys = ("pass@1", "cons@k", "mean_length", "language_mixing", "language_mixing_any", "format_r1", "summary",
+            "reflection", "pass@1/en", "pass@1/fr")
+    results = {"stages": {s: {k: evals[s].get(k) for k in keys} for s in MODEL_STAGES if s in evals},
+               "rejection": counts, "reward_model": rm_res and {k: rm_res[k] for k in ("pair_acc", "per_kind", "pairs")},
+               "minutes": minutes, "stage_minutes": clock.t, "k": c.eval.k, "problems": len(heldout), "seed": c.seed,
+               "samples": {s: evals[s]["samples"][:3] for s in evals}}
+    with open(os.path.join(rd, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table = results_table(results)
+    with open(os.path.join(rd, "results.md"), "w") as f:
+        f.write(table + "\n")
+    png = plot_stages(results, os.path.join(rd, "r1_toy.png"))
+    print(table)
+    print(f"[r1] wrote {os.path.join(rd, 'results.json')} and {png} ({minutes:.1f} min)")
+    return results
+
+
+def results_table(r: dict) -> str:
+    k = r["k"]
+    lines = [f"| stage | pass@1 (k={k}) | cons@{k} | mean length | language mixing | R1 format | summary | minutes |",
+             "|---|---|---|---|---|---|---|---|"]
+    sm = r.get("stage_minutes", {})
+    for s, x in r["stages"].items():
+        mins = sm.get(s, 0.0) + sm.get(f"eval_{s}", 0.0)
+        lines.append(f"| {STAGE_LABELS.get(s, s)} | {x['pass@1']:.3f} | {x['cons@k']:.3f} | {x['mean_length']:.1f} | "
+                     f"{x['language_mixing']:.3f} | {x['format_r1']:.2f} | {x['summary']:.2f} | {mins:.1f} |")
+    extra = []
+    if r.get("rejection"):
+        q = r["rejection"]
+        extra.append(f"3 rejection sampling: {q['samples']} samples -> format {q['passed_format']}, correct "
+                     f"{q['passed_correct']}, single-language {q['passed_single_language']}, non-repetitive "
+                     f"{q['passed_non_repetitive']}; kept {q['reasoning_kept']} (+{q['non_reasoning']} non-reasoning) "
+                     f"= {q['total']} SFT records.")
+    if r.get("reward_model"):
+        extra.append(f"Reward model: held-out pairwise accuracy {r['reward_model']['pair_acc']:.3f} "
+                     f"({r['reward_model']['pairs']} pairs).")
+    extra.append(f"{r['problems']} held-out problems (en + fr), k={k} samples at T=0.6 / top-p 0.95, seed {r['seed']}, "
+                 f"{r['minutes']:.1f} minutes in all.")
+    return "\n".join(lines) + "\n\n" + "\n".join(extra)
+
+
+def plot_stages(r: dict, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["stages"])
+    labels = [STAGE_LABELS.get(s, s).replace(" (", "\n(") for s in names]
+    panels = [("pass@1", "held-out pass@1"), ("mean_length", "mean response length (tokens)"),
+              ("language_mixing", "language-mixing rate")]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    colors = ["#888888" if s == "base" else "#d62728" if s == "r1_zero" else "#1f77b4" for s in names]
+    for ax, (key, title) in zip(axes, panels):
+        vals = [r["stages"][s][key] for s in names]
+        ax.bar(range(len(names)), vals, color=colors)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
+        ax.set_title(title)
+        for i, v in enumerate(vals):
+            ax.text(i, v, f"{v:.2f}" if v < 10 else f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("toy DeepSeek-R1: stages vs R1-Zero (red) on a two-language mixed corpus")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
