@@ -45,7 +45,8 @@ def load_config(path: str, sets: list[str] | None = None):
             if p not in node:
                 raise SystemExit(f"r1jax: {path}: unknown config key {key!r}")
             node = node[p]
-        if parts[-1] not in node:
+        if parts[-1] not in node and not (len(parts) > 1 and parts[-2] == "model"):
+            # (`model` holds overrides of a preset: any model config key, validated when built)
             raise SystemExit(f"r1jax: {path}: unknown config key {key!r}")
         node[parts[-1]] = val
     return cfg
