@@ -227,7 +227,8 @@ def test_preference_reward_gated_by_step_fraction(tmp_path):
 
 
 def test_stage5_rule_rewards_skip_general_prompts():
-    from r1jax.pipelines.r1 import reasoning_accuracy, reasoning_format, reasoning_language
+    from r1jax.pipelines.r1 import reasoning_accuracy, reasoning_format, reasoning_language, register_stage5_rewards
+    from r1jax.rl.trainer import compute_rewards, grpo_config, register_reward
 
     register_toy_languages()
     gen = make_general_records(2, 0)
@@ -236,6 +237,12 @@ def test_stage5_rule_rewards_skip_general_prompts():
     assert reasoning_accuracy(texts, recs) == [1.0, 0.0]
     assert reasoning_format(texts, recs) == [1.0, 0.0]
     assert reasoning_language([FR, FR], [REC_EN, REC_FR]) == [0.0, 1.0]
+    # registered with the trainer under dotless names (config keys cannot hold "pkg.mod:fn")
+    c = grpo_config(rewards=register_stage5_rewards())
+    scores, totals = compute_rewards(c, texts, recs)
+    assert totals == [2.0, 0.0] and scores["reasoning_language"] == [1.0, 0.0]
+    with pytest.raises(ValueError, match="dot"):
+        register_reward("a.b", reasoning_format)
 
 
 def test_distill_compute_accounting():

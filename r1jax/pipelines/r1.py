@@ -115,8 +115,17 @@ def reasoning_language(texts, records):
             for t, r, ok in zip(texts, records, _reasoning(records))]
 
 
-STAGE5_RULES = {f"{__name__}:reasoning_accuracy": 1.0, f"{__name__}:reasoning_format": 0.5,
-                f"{__name__}:reasoning_language": 0.5}
+def register_stage5_rewards() -> dict[str, float]:
+    """Registers the routed rule rewards with the GRPO trainer; returns their default weights."""
+    from r1jax.rl.trainer import register_reward
+
+    register_reward("reasoning_accuracy", reasoning_accuracy)
+    register_reward("reasoning_format", reasoning_format)
+    register_reward("reasoning_language", reasoning_language)
+    return dict(STAGE5_RULES)
+
+
+STAGE5_RULES = {"reasoning_accuracy": 1.0, "reasoning_format": 0.5, "reasoning_language": 0.5}
 
 
 def toy_language_records(records):
@@ -309,7 +318,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
                                        prompt_style=c.prompt_style)
         recs = [dict(r, kind="reasoning") for r in data["train"]] + [
             {k: g[k] for k in ("problem", "answer", "language", "kind", "id", "general")} for g in general]
-        rewards = dict(STAGE5_RULES)
+        rewards = register_stage5_rewards()
         if "rm" in stages:
             rewards["preference"] = a.preference_weight
         gcfg = {k: v for k, v in _cfg_dict(a).items() if k not in ("general_frac", "preference_weight")}

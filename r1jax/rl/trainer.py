@@ -130,6 +130,18 @@ def _forward_logp(model, temperature):
 
 
 _PREFERENCE_FNS: dict = {}
+REWARDS: dict = {}  # rewards registered by name: fn(texts, records) -> list (see register_reward)
+
+
+def register_reward(name: str, fn=None):
+    """Adds a batched reward `fn(texts, records) -> list` under `name` (usable in `rewards`; a
+    name without dots, which ml_collections config keys cannot hold). Works as a decorator."""
+    if fn is None:
+        return lambda f: register_reward(name, f)
+    if "." in name:
+        raise ValueError(f"register_reward: {name!r} has a dot (config keys cannot)")
+    REWARDS[name] = fn
+    return fn
 
 
 def preference_active(c, step: int | None) -> bool:
@@ -173,12 +185,14 @@ def compute_rewards(c, texts: list[str], records: list[dict], step: int | None =
                                         prompts=[r.get("code_prompt") for r in records])
         elif name == "preference":  # learned reward model (R1's general-data reward)
             scores[name] = preference_scores(c, texts, records, step)
+        elif name in REWARDS:
+            scores[name] = list(REWARDS[name](texts, records))
         elif ":" in name:  # a researcher's reward: "module:function" or "file.py:function"
             fn = grpo.get_loss_fn(name)  # same import rules as custom losses
             scores[name] = list(fn(texts, records))
         else:
             raise KeyError(f"grpo config: unknown reward {name!r} (accuracy | format | language | code | preference | "
-                           "module:function(texts, records) -> list)")
+                           "a register_reward name | module:function(texts, records) -> list)")
     totals, _ = combine_rewards(scores, weights)
     return scores, totals
 
