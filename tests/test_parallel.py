@@ -67,7 +67,7 @@ def test_rules_shard_every_param_and_fall_back_where_sizes_do_not_divide():
     assert moe["gate"].spec == P(None, "fsdp", "expert")  # router [embed, exp]: exp takes expert first
     assert sh["dense_layers"]["mlp"]["gate_proj"]["kernel"].spec == P(None, ("fsdp", "expert"), "tensor")
     attn = sh["moe_layers"]["self_attn"]
-    assert attn["q_b_proj"]["kernel"].spec == P(None, None, "tensor", None)  # q_lora, heads, head_dim
+    assert attn["q_b_proj"]["kernel"].spec == P(None, ("fsdp", "expert"), "tensor", None)  # q_lora, heads, head_dim
     # vocab 97 is not divisible by tensor=2: left whole; embed 64 over fsdp x expert = 4
     assert sh["embed_tokens"]["embedding"].spec == P(None, ("fsdp", "expert"))
     assert sh["lm_head"]["kernel"].spec == P(("fsdp", "expert"), None)
@@ -196,7 +196,7 @@ def test_logits_and_grads_on_the_mesh_equal_single_device(reference, name):
     assert capacity(n_loc, K, E, cf) == n_loc
     p = parallel.shard_params(params, cfg, mesh)
     b = parallel.shard_batch(batch, mesh)
-    assert b["input_ids"].sharding.spec == P(("data", "fsdp", "expert"))
+    assert b["input_ids"].sharding.spec == P(("data", "fsdp", "expert"), None)
     with parallel.use_mesh(mesh):
         logits, loss, grads = jax.jit(_logits_and_grads(Transformer(cfg)))(p, b)
     np.testing.assert_allclose(logits, logits0, rtol=1e-5, atol=1e-5)
@@ -219,7 +219,7 @@ def test_ten_train_steps_on_the_mesh_match_one_device():
     got = train_losses(MESHES["fsdp2_expert4"], steps=10)
     print("1 device:", ref, "\nmesh:    ", got)
     np.testing.assert_allclose(got, ref, rtol=2e-5)
-    assert ref[-1] != ref[0]
+    assert ref[-1] < ref[0] - 0.5  # a real curve: the loss falls on the repeated batches
 
     # the state is created sharded (init under jit with out_shardings) with the reference values
     cfg, tx = setup("ep")
@@ -230,8 +230,10 @@ def test_ten_train_steps_on_the_mesh_match_one_device():
     assert wg.addressable_shards[0].data.shape == (2, 2, 32, 32)  # [layers, 8/4 experts, 64/2, 32]
     ref_params = init_params(cfg, jax.random.PRNGKey(0))
     np.testing.assert_array_equal(wg, ref_params["moe_layers"]["mlp"]["experts_gate_proj"])
-    moments = [x for x in jax.tree.leaves(state.opt_state) if x.shape == wg.shape]
-    assert len(moments) == 2 and all(m.sharding.spec == wg.sharding.spec for m in moments)  # Adam mu, nu
+    moments = [x for path, x in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+               if "experts_gate_proj" in jax.tree_util.keystr(path)]
+    assert len(moments) == 2  # Adam mu, nu: sharded like the param
+    assert all(m.sharding.spec == wg.sharding.spec and m.dtype == jnp.float32 for m in moments)
 
 
 def test_adam_moments_are_fp32_for_bf16_params():
@@ -242,7 +244,12 @@ def test_adam_moments_are_fp32_for_bf16_params():
     dtypes = {str(x.dtype) for x in jax.tree.leaves(st.opt_state) if x.ndim > 0}
     assert dtypes == {"float32"}, dtypes
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
-    upd, _ = tx.update(grads, st.opt_state, params)
-    new = train.optax.apply_updates(params, upd)
+
+    @jax.jit
+    def apply(grads, opt_state, params):
+        upd, _ = tx.update(grads, opt_state, params)
+        return train.optax.apply_updates(params, upd)
+
+    new = apply(grads, st.opt_state, params)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):  # bf16 weights stay bf16
         assert a.dtype == b.dtype

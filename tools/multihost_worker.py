@@ -28,15 +28,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 BATCH, SEQ, VOCAB = 8, 16, 97
 
 
-def make_batches(steps: int, seed: int = 0):
+def make_batches(steps: int, seed: int = 0, distinct: int = 2):
+    """`steps` batches cycling over `distinct` fixed random ones (so the loss visibly falls)."""
     import numpy as np
 
     rs = np.random.RandomState(seed)
-    out = []
-    for _ in range(steps):
+    fixed = []
+    for _ in range(distinct):
         ids = rs.randint(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
-        out.append({"input_ids": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": np.ones((BATCH, SEQ), np.float32)})
-    return out
+        fixed.append({"input_ids": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": np.ones((BATCH, SEQ), np.float32)})
+    return [fixed[i % distinct] for i in range(steps)]
 
 
 def setup(moe_impl: str):
@@ -44,7 +45,7 @@ def setup(moe_impl: str):
 
     # capacity_factor = E / k: the dispatch buffer holds every token, nothing can be dropped
     cfg = config_lib.tiny_moe(moe_impl=moe_impl, capacity_factor=8 / 2)
-    tx = train.make_optimizer(train.optimizer_config(learning_rate=1e-3, schedule="constant", weight_decay=0.01))
+    tx = train.make_optimizer(train.optimizer_config(learning_rate=3e-3, schedule="constant", weight_decay=0.01))
     return cfg, tx
 
 
