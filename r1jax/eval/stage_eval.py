@@ -9,7 +9,7 @@ top-p 0.95; the accuracy reward judges), plus, over all k x problems completions
   language_mixing   share whose chain of thought mixes toy languages or uses another language
                     than the prompt's (r1jax.eval.language_mixing, record["language"]);
   format_r1         R1 format (`<think> T </think> A`, A non-empty);  format_r1_zero  R1-Zero format;
-  summary           share with text between </think> and <answer> (R1's summary for the reader);
+  summary           share in R1 format with text between </think> and <answer> (R1's summary);
   pass@1 per prompt language ("pass@1/en", "pass@1/fr").
 Every stage and both students are measured by this one function.
 """
@@ -79,6 +79,11 @@ _SUMMARY_RE = re.compile(r"</think>(.*?)<answer>", re.DOTALL)
 
 
 def _has_summary(text: str) -> bool:
+    """R1 format and text between </think> and <answer>."""
+    from r1jax.rl.rewards import format_reward
+
+    if format_reward(text, template="r1") != 1.0:
+        return False
     m = _SUMMARY_RE.search(text)
     return bool(m and m.group(1).strip())
 

@@ -147,13 +147,29 @@ def _cfg_dict(x):
 
 
 class _Clock:
-    def __init__(self):
-        self.t = {}
+    """Minutes per stage, kept in `path` (JSON) across reruns: a stage skipped because its output
+    exists keeps the minutes it took when it ran."""
 
-    def run(self, name, fn, *a, **kw):
+    def __init__(self, path: str | None = None):
+        self.path = path
+        self.t = {}
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.t = json.load(f)
+        self.here = set()
+
+    def add(self, name, minutes):
+        self.t[name] = (self.t.get(name, 0.0) if name in self.here else 0.0) + minutes
+        self.here.add(name)
+        if self.path:
+            with open(self.path, "w") as f:
+                json.dump(self.t, f, indent=2)
+
+    def run(self, name, fn, *a, skipped: bool = False, **kw):
         t0 = time.time()
         out = fn(*a, **kw)
-        self.t[name] = self.t.get(name, 0.0) + (time.time() - t0) / 60
+        if not skipped:
+            self.add(name, (time.time() - t0) / 60)
         return out
 
 
@@ -229,10 +245,12 @@ def run(c: ml_collections.ConfigDict) -> dict:
     os.makedirs(rd, exist_ok=True)
     os.makedirs(os.path.join(rd, "evals"), exist_ok=True)
     print(f"[r1] run folder {rd}; JAX devices: {jax.device_count()} x {jax.devices()[0].platform}")
-    clock = _Clock()
+    clock = _Clock(os.path.join(rd, "stage_minutes.json"))
     data = clock.run("data", build_mixed_data, c, os.path.join(rd, "data"))
     tok, tok_dir = data["tokenizer"], data["tokenizer_dir"]
-    base_dir = clock.run("base", r1_zero.pretrain_toy, c, data, rd, c.cache_dir)
+    base_cached = os.path.exists(os.path.join(
+        c.cache_dir, f"toy_base_{r1_zero._hash(c.data, c.model, c.pretrain, c.prompt_style)}", "model.safetensors"))
+    base_dir = clock.run("base", r1_zero.pretrain_toy, c, data, rd, c.cache_dir, skipped=base_cached)
     heldout = data["heldout"][: c.eval.problems]
     evals: dict[str, dict] = {}
     ckpts = {"base": base_dir}
@@ -240,7 +258,8 @@ def run(c: ml_collections.ConfigDict) -> dict:
 
     def ev(name):
         print(f"[r1] evaluating {name} ...")
-        r = clock.run(f"eval_{name}", eval_dir, c, ckpts[name], tok, heldout, os.path.join(rd, "evals", f"{name}.json"))
+        cache = os.path.join(rd, "evals", f"{name}.json")
+        r = clock.run(f"eval_{name}", eval_dir, c, ckpts[name], tok, heldout, cache, skipped=os.path.exists(cache))
         evals[name] = r
         print(f"[r1] {name}: pass@1 {r['pass@1']:.3f}  length {r['mean_length']:.1f}  "
               f"mixing {r['language_mixing']:.3f}  format(r1) {r['format_r1']:.2f}")
@@ -249,7 +268,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     # R1-Zero on the mixed corpus (accuracy + format only)
     if "r1_zero" in stages:
         ckpts["r1_zero"] = clock.run("r1_zero", grpo_stage, "r1_zero", c, c.r1_zero, base_dir, tok, tok_dir,
-                                     data["train"], rd)
+                                     data["train"], rd, skipped=_done(os.path.join(rd, "r1_zero")))
         ev("r1_zero")
     # 1. cold start
     if "cold_start" in stages:
@@ -258,12 +277,13 @@ def run(c: ml_collections.ConfigDict) -> dict:
                                        languages=tuple(c.data.languages), p_check=cs.p_check,
                                        prompt_style=c.prompt_style)
         ckpts["cold_start"] = clock.run("cold_start", sft_stage, "cold_start", c, cs.sft, base_dir, tok, tok_dir,
-                                        recs, rd)
+                                        recs, rd, skipped=_done(os.path.join(rd, "cold_start")))
         ev("cold_start")
     # 2. reasoning RL
     if "reasoning_rl" in stages:
         ckpts["reasoning_rl"] = clock.run("reasoning_rl", grpo_stage, "reasoning_rl", c, c.reasoning_rl,
-                                          ckpts["cold_start"], tok, tok_dir, toy_language_records(data["train"]), rd)
+                                          ckpts["cold_start"], tok, tok_dir, toy_language_records(data["train"]), rd,
+                                          skipped=_done(os.path.join(rd, "reasoning_rl")))
         ev("reasoning_rl")
     # 3. rejection sampling
     counts = None
@@ -290,12 +310,13 @@ def run(c: ml_collections.ConfigDict) -> dict:
             counts["out"] = rs_path
             with open(rs_path + ".counts.json", "w") as f:
                 json.dump(counts, f, indent=2)
-            clock.t["rejection"] = (time.time() - t0) / 60
+            clock.add("rejection", (time.time() - t0) / 60)
         print(format_counts(counts))
     # 4. SFT of the base on the rejection-sampled data
     if "sft" in stages:
         recs = read_jsonl(rs_path, required=("prompt", "completion"))
-        ckpts["sft"] = clock.run("sft", sft_stage, "sft", c, c.sft, base_dir, tok, tok_dir, recs, rd)
+        ckpts["sft"] = clock.run("sft", sft_stage, "sft", c, c.sft, base_dir, tok, tok_dir, recs, rd,
+                                 skipped=_done(os.path.join(rd, "sft")))
         ev("sft")
     # reward model
     rm_res = None
@@ -325,7 +346,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
         ckpts["alignment_rl"] = clock.run(
             "alignment_rl", grpo_stage, "alignment_rl", c, gcfg, ckpts["sft"], tok, tok_dir, recs, rd,
             rewards=rewards, preference_model=os.path.join(rd, "rm", "final") if "rm" in stages else "",
-            format_template="r1")
+            format_template="r1", skipped=_done(os.path.join(rd, "alignment_rl")))
         ev("alignment_rl")
 
     minutes = (time.time() - t_start) / 60
@@ -333,7 +354,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
             "reflection", "pass@1/en", "pass@1/fr")
     results = {"stages": {s: {k: evals[s].get(k) for k in keys} for s in MODEL_STAGES if s in evals},
                "rejection": counts, "reward_model": rm_res and {k: rm_res[k] for k in ("pair_acc", "per_kind", "pairs")},
-               "minutes": minutes, "stage_minutes": clock.t, "k": c.eval.k, "problems": len(heldout), "seed": c.seed,
+               "minutes": minutes, "minutes_all_stages": sum(clock.t.values()), "stage_minutes": clock.t, "k": c.eval.k, "problems": len(heldout), "seed": c.seed,
                "samples": {s: evals[s]["samples"][:3] for s in evals}}
     with open(os.path.join(rd, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
@@ -352,7 +373,7 @@ def results_table(r: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     sm = r.get("stage_minutes", {})
     for s, x in r["stages"].items():
-        mins = sm.get(s, 0.0) + sm.get(f"eval_{s}", 0.0)
+        mins = sm.get(s, 0.0) + sm.get(f"eval_{s}", 0.0)  # the stage's training + its eval
         lines.append(f"| {STAGE_LABELS.get(s, s)} | {x['pass@1']:.3f} | {x['cons@k']:.3f} | {x['mean_length']:.1f} | "
                      f"{x['language_mixing']:.3f} | {x['format_r1']:.2f} | {x['summary']:.2f} | {mins:.1f} |")
     extra = []
@@ -361,12 +382,13 @@ def results_table(r: dict) -> str:
         extra.append(f"3 rejection sampling: {q['samples']} samples -> format {q['passed_format']}, correct "
                      f"{q['passed_correct']}, single-language {q['passed_single_language']}, non-repetitive "
                      f"{q['passed_non_repetitive']}; kept {q['reasoning_kept']} (+{q['non_reasoning']} non-reasoning) "
-                     f"= {q['total']} SFT records.")
+                     f"= {q['total']} SFT records ({sm.get('rejection', 0.0):.1f} min).")
     if r.get("reward_model"):
         extra.append(f"Reward model: held-out pairwise accuracy {r['reward_model']['pair_acc']:.3f} "
-                     f"({r['reward_model']['pairs']} pairs).")
-    extra.append(f"{r['problems']} held-out problems (en + fr), k={k} samples at T=0.6 / top-p 0.95, seed {r['seed']}, "
-                 f"{r['minutes']:.1f} minutes in all.")
+                     f"({r['reward_model']['pairs']} pairs; {sm.get('rm', 0.0):.1f} min).")
+    extra.append(f"{r['problems']} held-out problems (en + fr), k={k} samples at T=0.6 / top-p 0.95, seed {r['seed']}; "
+                 f"{r['minutes_all_stages']:.1f} minutes over all stages (data, base pretraining, each stage and "
+                 f"eval; this invocation {r['minutes']:.1f}).")
     return "\n".join(lines) + "\n\n" + "\n".join(extra)
 
 
