@@ -135,7 +135,30 @@ def run(c: ml_collections.ConfigDict) -> dict:
         title="toy R1-Zero: GRPO with accuracy + format rewards")
     print(table)
     print(f"[r1-zero] wrote {os.path.join(run_dir, 'results.json')} and {png} ({minutes:.1f} min)")
+    if c.get("update_readme", True) and png:
+        update_readme(results, png)
     return results
+
+
+def update_readme(results: dict, png: str, readme: str = "README.md", image: str = "docs/r1_zero_toy.png") -> bool:
+    """Regenerates the README's results block (between RESULTS markers) and its PNG, when run from
+    the repository root."""
+    begin, end = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+    if not os.path.exists(readme):
+        return False
+    text = open(readme).read()
+    if begin not in text or end not in text:
+        return False
+    os.makedirs(os.path.dirname(image), exist_ok=True)
+    shutil.copy(png, image)
+    block = (f"{begin}\nMeasured by the command above ({time.strftime('%Y-%m-%d')}, "
+             f"{os.cpu_count()} CPU cores):\n\n{results_table(results)}\n\n![toy R1-Zero curves]({image})\n{end}")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    with open(readme, "w") as f:
+        f.write(head + block + tail)
+    print(f"[r1-zero] updated {readme} and {image}")
+    return True
 
 
 def results_table(r: dict) -> str:
