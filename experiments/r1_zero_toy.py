@@ -14,12 +14,15 @@ def get_config():
     c.seed = 0
     c.prompt_style = "r1_zero"
     c.data = ml_collections.ConfigDict(dict(
-        seed=0, tasks=("add",), levels=(2, 3, 4, 5), n_train_problems=4000, n_heldout_problems=200,
+        seed=0, tasks=("add",), levels=(2, 3, 4), n_train_problems=4000, n_heldout_problems=200,
         n_corpus=32000, p_direct=0.70, p_worked=0.24, p_check=0.06,
     ))
-    c.model = ml_collections.ConfigDict()  # overrides of r1jax.config.toy_moe
+    # overrides of r1jax.config.toy_moe: a wider decoupled rope key and latent, so that the
+    # digit-position lookups of the worked chains are learnable in a few minutes
+    c.model = ml_collections.ConfigDict(dict(qk_rope_head_dim=32, qk_nope_head_dim=32, kv_lora_rank=64,
+                                             q_lora_rank=96))
     c.pretrain = ml_collections.ConfigDict(dict(
-        seq_len=128, batch_size=32, epochs=1.0, loss_on_prompt=False, seed=0, log_every=20,
+        seq_len=128, batch_size=12, epochs=1.0, loss_on_prompt=False, seed=0, log_every=20,
         optimizer=dict(learning_rate=3e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine", min_lr_ratio=0.1),
     ))
     c.grpo = ml_collections.ConfigDict(dict(
