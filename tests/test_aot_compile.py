@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                 reason="libtpu is not installed (pip install 'jax[tpu]==<jax version>')")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # another process compiling for TPU holds the lockfile
 
 import aot_compile  # noqa: E402
 
@@ -47,4 +48,8 @@ def test_671b_state_fits_a_v5p_512_chip_mesh():
     assert 12.0 < per_chip < 13.0, per_chip
     moments = [a for a in __import__("jax").tree.leaves(state_avals.opt_state) if a.ndim > 0]
     assert {str(a.dtype) for a in moments} == {"float32"}
-    assert {str(a.dtype) for a in __import__("jax").tree.leaves(state_avals.params) if a.ndim > 1} == {"bfloat16"}
+    jax = __import__("jax")
+    for path, a in jax.tree_util.tree_flatten_with_path(state_avals.params)[0]:
+        name = jax.tree_util.keystr(path)
+        # weights bf16; the router's correction bias is kept in fp32 by the model
+        assert str(a.dtype) == ("float32" if "e_score_correction_bias" in name else "bfloat16"), name

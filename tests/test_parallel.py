@@ -231,7 +231,7 @@ def test_ten_train_steps_on_the_mesh_match_one_device():
     ref_params = init_params(cfg, jax.random.PRNGKey(0))
     np.testing.assert_array_equal(wg, ref_params["moe_layers"]["mlp"]["experts_gate_proj"])
     moments = [x for path, x in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
-               if "experts_gate_proj" in jax.tree_util.keystr(path)]
+               if "'moe_layers']['mlp']['experts_gate_proj'" in jax.tree_util.keystr(path)]
     assert len(moments) == 2  # Adam mu, nu: sharded like the param
     assert all(m.sharding.spec == wg.sharding.spec and m.dtype == jnp.float32 for m in moments)
 

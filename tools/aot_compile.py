@@ -25,6 +25,8 @@ import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host runs on CPU; the TPU compiler comes from libtpu
+# libtpu takes /tmp/libtpu_lockfile per process; compiling needs no chip, so let several processes load it
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 

@@ -28,15 +28,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 BATCH, SEQ, VOCAB = 8, 16, 97
 
 
-def make_batches(steps: int, seed: int = 0, distinct: int = 2):
+def make_batches(steps: int, seed: int = 0, distinct: int = 2, batch: int = BATCH):
     """`steps` batches cycling over `distinct` fixed random ones (so the loss visibly falls)."""
     import numpy as np
 
     rs = np.random.RandomState(seed)
     fixed = []
     for _ in range(distinct):
-        ids = rs.randint(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
-        fixed.append({"input_ids": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": np.ones((BATCH, SEQ), np.float32)})
+        ids = rs.randint(0, VOCAB, (batch, SEQ + 1)).astype(np.int32)
+        fixed.append({"input_ids": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": np.ones((batch, SEQ), np.float32)})
     return [fixed[i % distinct] for i in range(steps)]
 
 
@@ -54,14 +54,15 @@ def scalar(x) -> float:
     return float(x.addressable_data(0)) if hasattr(x, "addressable_data") else float(x)
 
 
-def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate: float = 1e-3) -> list[float]:
+def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate: float = 1e-3,
+                 batch: int = BATCH) -> list[float]:
     import jax
     import jax.numpy as jnp
 
     from r1jax import parallel, train
     from r1jax.model import Transformer, init_params
 
-    batches = make_batches(steps, seed)
+    batches = make_batches(steps, seed, batch=batch)
     rng = jax.random.PRNGKey(seed)
     losses = []
     if mesh_spec is None:
@@ -85,13 +86,16 @@ def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--devices", type=int, default=4, help="CPU devices of this process")
+    p.add_argument("--devices", type=int, default=4,
+                   help="fake CPU devices of this process; 0 = the machine's own accelerators (TPU/GPU)")
     p.add_argument("--mesh", default="data=2,expert=4")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=BATCH, help="global batch (a multiple of data x fsdp x expert)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    if args.devices:
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
     t0 = time.time()
     from r1jax.parallel import distributed
 
@@ -100,9 +104,9 @@ def main(argv=None):
 
     from r1jax import parallel
 
-    losses = train_losses(args.mesh, args.steps)
+    losses = train_losses(args.mesh, args.steps, batch=args.batch)
     mesh = parallel.make_mesh(args.mesh)
-    rows = parallel.process_batch_slice(BATCH, mesh)
+    rows = parallel.process_batch_slice(args.batch, mesh)
     res = dict(info, losses=losses, rows=[rows.start, rows.stop], seconds=time.time() - t0,
                mesh=parallel.describe(mesh), devices_per_process=[
                    sum(1 for d in jax.devices() if d.process_index == i) for i in range(jax.process_count())])
