@@ -4,42 +4,54 @@ alignment RL with a reward model), and R1-Zero on the same two-language mixed ba
     r1jax r1 --config experiments/r1_toy.py
     r1jax r1 --config experiments/r1_toy.py --set seed=1 --set run_dir=runs/r1_toy_s1
 
-Budget (2 CPU cores, target <= 45 minutes from nothing; see each stage's comment): the base
-pretraining is the R1-Zero main job's (same corpus size and model), the RL stages are short
-because the cold start / SFT already teach the readable single-language format.
+Data, model, base pretraining and GRPO settings come from experiments/r1_zero_toy.py (the main
+job), with the corpus posed in two languages. Budget (2 CPU cores, target <= 45 minutes from
+nothing; see each stage's comment): the RL stages are short because the cold start / SFT
+already teach the readable single-language format.
 """
+
+import copy
+import importlib.util
+import os
 
 import ml_collections
 
 
+def _r1_zero_config():
+    """experiments/r1_zero_toy.py: the validated base recipe (data sizes, model, pretraining) and
+    GRPO settings that this experiment shares with the R1-Zero main job."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r1_zero_toy.py")
+    spec = importlib.util.spec_from_file_location("r1_zero_toy_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
 def get_config():
+    z = _r1_zero_config()
     c = ml_collections.ConfigDict()
     c.run_dir = "runs/r1_toy"
-    c.cache_dir = "runs/cache"
+    c.cache_dir = z.cache_dir
     c.seed = 0
-    c.prompt_style = "r1_zero"
+    c.prompt_style = z.prompt_style
     c.stages = ("r1_zero", "cold_start", "reasoning_rl", "rejection", "sft", "rm", "alignment_rl")
-    # Two toy languages; p_mix of the worked chains switch language at a random step.
-    c.data = ml_collections.ConfigDict(dict(
-        seed=0, tasks=("add",), levels=(2, 3, 4, 5), languages=("en", "fr"), n_train_problems=4000,
-        n_heldout_problems=200, n_corpus=32000, p_direct=0.70, p_worked=0.24, p_check=0.06, p_mix=0.3,
-        mix_style="switch",
-    ))
-    c.model = ml_collections.ConfigDict()  # overrides of r1jax.config.toy_moe
-    # base: ~7 min (the R1-Zero main job's pretraining; cached in cache_dir)
-    c.pretrain = ml_collections.ConfigDict(dict(
-        seq_len=128, batch_size=32, epochs=1.0, loss_on_prompt=False, seed=0, log_every=20,
-        optimizer=dict(learning_rate=3e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine", min_lr_ratio=0.1),
-    ))
+    # The main job's task and corpus, posed in two toy languages; p_mix of the worked chains
+    # switch language at a random step (so the base, and R1-Zero, mix languages).
+    c.data = copy.deepcopy(z.data)
+    c.data.languages = ("en", "fr")
+    c.data.p_mix = 0.3
+    c.data.mix_style = "switch"
+    c.model = copy.deepcopy(z.model)  # overrides of r1jax.config.toy_moe (the main job's)
+    # base: the main job's pretraining on the mixed corpus (cached in cache_dir)
+    c.pretrain = copy.deepcopy(z.pretrain)
     # every model: the same held-out problems (both languages), k samples at T=0.6 / top-p 0.95
+    max_new = 128  # longest R1-format trace at level 4: check step + summary ~110 tokens
     c.eval = ml_collections.ConfigDict(dict(problems=128, k=4, temperature=0.6, top_p=0.95, seed=7,
-                                            max_new_tokens=160))
-    rl = dict(group_size=8, prompts_per_step=16, max_new_tokens=160, temperature=1.0, mu=1, minibatches=1,
-              loss_kwargs=dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0, loss_agg="token-mean"),
-              optimizer=dict(learning_rate=2e-4, schedule="constant", weight_decay=0.0),
-              eval_every=0, save_every=10)
-    # R1-Zero on the mixed base: accuracy + format only (~8 min)
-    c.r1_zero = ml_collections.ConfigDict(dict(rl, rewards={"accuracy": 1.0, "format": 0.5}, steps=40))
+                                            max_new_tokens=max_new))
+    rl = {k: v for k, v in z.grpo.to_dict().items() if k not in ("eval_problems", "eval_k", "rewards", "steps")}
+    rl.update(max_new_tokens=max_new, eval_every=0, save_every=10)
+    # R1-Zero on the mixed base: the main job's GRPO (accuracy + format only)
+    c.r1_zero = ml_collections.ConfigDict(dict(rl, rewards=z.grpo.rewards.to_dict(), steps=z.grpo.steps))
     # 1. cold start: a few hundred readable single-language long-CoT traces with a summary (~1 min)
     c.cold_start = ml_collections.ConfigDict(dict(
         n=400, p_check=0.3,
@@ -52,17 +64,17 @@ def get_config():
         rl, rewards={"accuracy": 1.0, "format": 0.5, "language": 0.5}, format_template="r1", steps=20))
     # 3. rejection sampling from the stage-2 model (~2 min)
     c.rejection = ml_collections.ConfigDict(dict(
-        prompt_offset=0, n_prompts=256, n_samples=8, temperature=0.8, top_p=0.95, max_new_tokens=160, ngram=8,
+        prompt_offset=0, n_prompts=256, n_samples=8, temperature=0.8, top_p=0.95, max_new_tokens=max_new, ngram=8,
         max_repeats=3, max_per_prompt=4, non_reasoning_frac=0.1, non_reasoning_min=0))
     # 4. SFT of the base on the rejection-sampled set (~2 min)
     c.sft = ml_collections.ConfigDict(dict(
         seq_len=256, batch_size=16, epochs=2.0, log_every=10,
         optimizer=dict(learning_rate=1e-3, warmup_steps=10, weight_decay=0.0, schedule="cosine", min_lr_ratio=0.1)))
-    # reward model on toy preference pairs, backbone = the stage-4 model (~1 min)
+    # reward model on toy preference pairs, backbone = the stage-4 model (~2 min)
     c.rm = ml_collections.ConfigDict(dict(n_train=1024, n_heldout=256, steps=150, batch_pairs=32, learning_rate=1e-3,
                                           eval_every=50, progress=True))
-    # 5. alignment RL: rule rewards on reasoning prompts, reward model on general prompts from
-    #    preference_start_frac of the steps on (~3 min)
+    # 5. alignment RL: rule rewards on reasoning prompts, the reward model on every response
+    #    (general prompts: the reward model only) from preference_start_frac of the steps on (~3 min)
     c.alignment_rl = ml_collections.ConfigDict(dict(
         rl, steps=12, general_frac=0.2, preference_weight=1.0, preference_start_frac=0.5))
     return c

@@ -280,6 +280,39 @@ def _tiny_r1_config(tmp_path):
     return c
 
 
+def test_experiment_configs_build_every_stage_config():
+    """experiments/r1_toy.py and distill_toy.py: every stage's block is a valid stage config."""
+    from r1jax.cli import load_config
+    from r1jax.pipelines.r1 import MODEL_STAGES
+    from r1jax.pipelines.rejection_sample import rejection_sample_config
+    from r1jax.pipelines.train_rm import train_rm_config
+    from r1jax.rl.trainer import grpo_config
+    from r1jax.sft.trainer import sft_config
+
+    here = os.path.join(os.path.dirname(__file__), "..", "experiments")
+    c = load_config(os.path.join(here, "r1_toy.py"))
+    assert set(c.stages) == set(MODEL_STAGES[1:]) | {"rejection", "rm"}
+    assert tuple(c.data.languages) == ("en", "fr") and c.data.p_mix > 0
+    for k in ("r1_zero", "reasoning_rl"):
+        grpo_config(**c[k].to_dict())
+    a = {k: v for k, v in c.alignment_rl.to_dict().items() if k not in ("general_frac", "preference_weight")}
+    assert 0 < grpo_config(**a).preference_start_frac < 1
+    for k in ("pretrain",):
+        sft_config(**c[k].to_dict())
+    sft_config(**c.cold_start.sft.to_dict())
+    sft_config(**c.sft.to_dict())
+    train_rm_config(**c.rm.to_dict())
+    r = {k: v for k, v in c.rejection.to_dict().items() if k != "prompt_offset"}
+    rejection_sample_config(**r)
+    d = load_config(os.path.join(here, "distill_toy.py"))
+    sft_config(**d.student_pretrain.to_dict())
+    sft_config(**d.distill_sft.to_dict())
+    grpo_config(**d.rl.to_dict())
+    assert d.r1_run_dir == c.run_dir and d.eval.to_dict() == c.eval.to_dict()
+    for f in ("rejection_sample_toy.py", "train_rm_toy.py"):
+        load_config(os.path.join(here, f))
+
+
 @pytest.mark.slow
 def test_r1_pipeline_smoke(tmp_path):
     from r1jax.pipelines import r1
@@ -340,3 +373,18 @@ def test_rejection_sample_and_train_rm_cli(tmp_path):
                  "--run-dir", str(tmp_path / "rm")]) == 0
     res = json.load(open(tmp_path / "rm" / "rm_results.json"))
     assert 0.0 <= res["pair_acc"] <= 1.0 and res["pairs"] == 16
+
+
+@pytest.mark.slow
+def test_reward_model_heldout_accuracy_on_the_toy_pairs():
+    """All seven degenerate kinds, a random-init tiny Qwen2 backbone: >= 90% on held-out pairs
+    (measured 0.922: every kind 1.0 except 'inconsistent', which stays near chance at this size)."""
+    from r1jax.rl.reward_model import RewardModel, pairwise_accuracy, train_reward_model
+
+    tok = build_toy_tokenizer()
+    model, params = _tiny_model(tok)
+    rm = RewardModel(model)
+    train, held = make_preference_pairs(1024, 0), make_preference_pairs(256, 1, split="heldout")
+    p, _ = train_reward_model(rm, rm.init_params(params), tok, train, steps=300, batch_pairs=32, learning_rate=3e-3)
+    res = pairwise_accuracy(rm, p, tok, held)
+    assert res["pair_acc"] >= 0.9, res
