@@ -50,6 +50,46 @@ def attend(q, k, v, mask, scale, *, num_kv_groups: int = 1):
     return o.reshape(b, s, h, v.shape[-1]).astype(q.dtype)
 
 
+CAUSAL_CHUNK = 128  # query rows per block of `attend_causal`
+
+
+def attend_causal(q, k, v, segment_ids, scale, *, num_kv_groups: int = 1, chunk: int = CAUSAL_CHUNK):
+    """Causal (+ segment) attention, the same math as `attend` with `causal_segment_mask`, faster.
+
+    q: [b, s, h, d], k: [b, s, h // g, d], v: [b, s, h // g, dv], segment_ids: [b, s] or None
+    -> [b, s, h, dv] in q.dtype. Speed-ups that leave the result unchanged (up to f32 rounding):
+      - queries go in blocks of `chunk` rows; block [i, i + chunk) only computes scores against
+        keys [0, i + chunk): the skipped keys are masked for all its rows (exp gives exactly 0),
+        so about half of the s x s score/probability work and memory is never done;
+      - heads-major layout [b, k, g, s, d] for the batched matmuls, the causal mask from iota (no
+        [b, 1, s, s] mask in memory), and the softmax normalised after the PV matmul
+        (o = (exp(S - max) V) / sum exp(S - max), one pass less over the s x t matrix; the max
+        is a constant shift, so it carries no gradient).
+    Every row sees at least its own key (the diagonal), so no row is empty.
+    """
+    b, s, h, d = q.shape
+    g = num_kv_groups
+    kvh = h // g
+    qh = q.reshape(b, s, kvh, g, d).transpose(0, 2, 3, 1, 4)  # [b, kvh, g, s, d]
+    kh = k.transpose(0, 2, 1, 3)  # [b, kvh, t, d]
+    vh = v.transpose(0, 2, 1, 3)
+    outs = []
+    for i in range(0, s, chunk):
+        e = min(i + chunk, s)
+        sc = jnp.einsum("bkgsd,bktd->bkgst", qh[:, :, :, i:e], kh[:, :, :e],
+                        preferred_element_type=jnp.float32) * scale
+        m = jnp.arange(e)[None, :] <= jnp.arange(i, e)[:, None]  # [rows, keys]
+        if segment_ids is not None:
+            m = m[None] & (segment_ids[:, i:e, None] == segment_ids[:, None, :e])  # [b, rows, keys]
+            m = m[:, None, None]
+        sc = jnp.where(m, sc, NEG_INF)
+        p = jnp.exp(sc - jax.lax.stop_gradient(sc.max(-1, keepdims=True)))
+        o = jnp.einsum("bkgst,bktd->bkgsd", p.astype(v.dtype), vh[:, :, :e], preferred_element_type=jnp.float32)
+        outs.append(o / p.sum(-1, keepdims=True))
+    o = jnp.concatenate(outs, axis=3) if len(outs) > 1 else outs[0]  # [b, kvh, g, s, dv]
+    return o.transpose(0, 3, 1, 2, 4).reshape(b, s, h, v.shape[-1]).astype(q.dtype)
+
+
 def write_cache(cache: jnp.ndarray, new: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
     """cache: [b, max_len, ...], new: [b, s, ...], positions: [b, s] -> cache with new at its slots."""
     b = cache.shape[0]
@@ -80,15 +120,13 @@ class GQAttention(nn.Module):
         scale = hd**-0.5
         new_cache = None
         if cache is None:
-            mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
-            o = attend(q, k, v, mask, scale, num_kv_groups=h // kvh)
+            o = attend_causal(q, k, v, segment_ids, scale, num_kv_groups=h // kvh)
         else:
             kc = write_cache(cache["k"], k, positions)
             vc = write_cache(cache["v"], v, positions)
             new_cache = {"k": kc, "v": vc}
             if self.mode == "prefill":
-                mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
-                o = attend(q, k, v, mask, scale, num_kv_groups=h // kvh)
+                o = attend_causal(q, k, v, segment_ids, scale, num_kv_groups=h // kvh)
             else:
                 mask = cache_mask(positions, kc.shape[1])
                 o = attend(q, kc.astype(q.dtype), vc.astype(q.dtype), mask, scale, num_kv_groups=h // kvh)

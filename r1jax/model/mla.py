@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from r1jax.model import rope as rope_lib
-from r1jax.model.attention import NEG_INF, attend, cache_mask, causal_segment_mask, write_cache
+from r1jax.model.attention import NEG_INF, attend_causal, cache_mask, causal_segment_mask, write_cache
 from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype, rms_norm
 
 
@@ -120,8 +120,7 @@ class MLA(nn.Module):
                 o = mla_prefill(qf, k.astype(qf.dtype), v.astype(qf.dtype), sm_scale=scale,
                                 segment_ids=segment_ids, causal=True)
             else:
-                mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
-                o = attend(qf, k.astype(qf.dtype), v.astype(qf.dtype), mask, scale)
+                o = attend_causal(qf, k.astype(qf.dtype), v.astype(qf.dtype), segment_ids, scale)
         o = nn.with_logical_constraint(o, ("batch", "seq", "heads", "head_dim"))
         out = nn.DenseGeneral(
             cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=compute_dtype(cfg),
