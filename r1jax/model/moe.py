@@ -14,9 +14,9 @@ L = alpha * sum_i f_i P_i (per sequence, averaged) is returned too.
 
 Routed experts are evaluated by one of three dispatches of identical math:
   - "ragged": sort assignments by expert, `jax.lax.ragged_dot` (dropless; the fast path on GPU/TPU)
-  - "blocked": sort by expert, pad each expert's group to a multiple of a row block, one batched
-    matmul over blocks with the block's expert weights gathered (dropless; fast on CPU, where
-    XLA's ragged_dot loops over all experts)
+  - "blocked": sort by expert; each expert's first C = 1.25 x mean-load rows in one [E, C, d]
+    batched matmul, the rows beyond C (if any) in an exact loop over expert blocks (dropless;
+    fast on CPU, where XLA's ragged_dot loops over all experts)
   - "dense": every expert on every token, combined with the routing weights (the test reference)
   - "ep": expert parallelism with shard_map over the mesh's `expert` axis (r1jax.parallel.moe_ep)
 """
@@ -108,28 +108,130 @@ def experts_ragged(x, idx, w, wg, wu, wd):
     return out.astype(x.dtype)
 
 
-def experts_blocked(x, idx, w, wg, wu, wd, block: int = 64):
-    """Dropless: each expert's rows padded to a multiple of `block`; one batched matmul over blocks."""
+MAIN_CAPACITY_FACTOR = 1.25  # experts_blocked: rows per expert in the batched pass, x mean load
+OVERFLOW_BLOCK = 64  # experts_blocked: rows per block of the overflow loop
+
+
+def experts_blocked(x, idx, w, wg, wu, wd, capacity_factor: float = MAIN_CAPACITY_FACTOR,
+                    block: int = OVERFLOW_BLOCK):
+    """Dropless on CPU: a batched matmul over an [E, C, d] buffer plus an exact overflow loop.
+
+    Assignments are sorted by expert. The first C = capacity_factor * n*k/E (rounded up to 8)
+    rows of every expert go to one [E, C, d] buffer evaluated with batched matmuls against the
+    expert weights as they are (no per-block weight gather, plain batched weight gradients).
+    The rows beyond C (none when the load is balanced) are not dropped: they are grouped by
+    expert in blocks of `block` rows and evaluated by `_overflow_experts`, a loop over blocks that
+    skips the unused ones. Same result as `experts_dense` (f32 rounding aside).
+    """
     n, k = idx.shape
     e, d, inter = wg.shape
     nk = n * k
-    block = int(max(8, min(block, pl2(nk // max(e, 1)))))
+    cap = min(-(-int(capacity_factor * nk) // e), n)  # an expert gets at most n rows (top-k is distinct)
+    cap = max((cap + 7) // 8 * 8, 8)
     flat, order, tok, sizes = _sort_assignments(idx, e)
-    padded = (sizes + block - 1) // block * block
-    pstart = jnp.cumsum(padded) - padded
     start = jnp.cumsum(sizes) - sizes
     sorted_e = flat[order]
-    dest = pstart[sorted_e] + jnp.arange(nk) - start[sorted_e]  # row of each sorted assignment
-    rows = (nk + e * (block - 1) + block - 1) // block * block  # static upper bound
-    nb = rows // block
-    buf = jnp.zeros((rows, d), x.dtype).at[dest].set(x[tok])
-    bexp = jnp.clip(jnp.searchsorted(jnp.cumsum(padded), jnp.arange(nb) * block, side="right"), 0, e - 1)
-    xb = buf.reshape(nb, block, d)
-    h = _swiglu(jnp.einsum("nbd,ndi->nbi", xb, wg[bexp]), jnp.einsum("nbd,ndi->nbi", xb, wu[bexp]))
-    y = jnp.einsum("nbi,nid->nbd", h, wd[bexp]).reshape(rows, d)
-    wt = w.reshape(-1)[order][:, None]
-    out = jnp.zeros((n, d), jnp.float32).at[tok].add(y[dest].astype(jnp.float32) * wt)
+    rank = jnp.arange(nk, dtype=jnp.int32) - start[sorted_e]  # position of each sorted assignment in its expert
+    w_sorted = w.reshape(-1)[order]
+    in_main = rank < cap
+    # batched pass: slot e * cap + rank; slot e * cap (out of range) is the dump for overflow rows
+    slot = jnp.where(in_main, sorted_e * cap + rank, e * cap)
+    src = jnp.full((e * cap + 1,), n, jnp.int32).at[slot].set(tok)[:-1]  # token of each slot, n = empty
+    wt = jnp.zeros((e * cap + 1,), w.dtype).at[slot].set(w_sorted)[:-1]
+    xpad = jnp.concatenate([x, jnp.zeros((1, d), x.dtype)])
+    xb = xpad[src].reshape(e, cap, d)
+    h = _swiglu(jnp.einsum("ecd,edi->eci", xb, wg), jnp.einsum("ecd,edi->eci", xb, wu))
+    y = jnp.einsum("eci,eid->ecd", h, wd).reshape(e * cap, d)
+    out = jnp.zeros((n + 1, d), jnp.float32).at[src].add(y.astype(jnp.float32) * wt[:, None].astype(jnp.float32))
+    out = out[:n]
+    if cap < n:  # overflow is possible
+        block = int(max(8, min(block, pl2(max(n - cap, 1)))))
+        over = jnp.maximum(sizes - cap, 0)
+        padded = (over + block - 1) // block * block
+        pend = jnp.cumsum(padded)
+        pstart = pend - padded
+        rows = (k * (n - cap) + e * (block - 1) + block - 1) // block * block  # static bound
+        oslot = jnp.where(in_main, rows, pstart[sorted_e] + rank - cap)
+        osrc = jnp.full((rows + 1,), n, jnp.int32).at[oslot].set(tok)[:-1].reshape(rows // block, block)
+        owt = jnp.zeros((rows + 1,), w.dtype).at[oslot].set(w_sorted)[:-1].reshape(rows // block, block)
+        bexp = jnp.clip(jnp.searchsorted(pend, jnp.arange(rows // block) * block, side="right"), 0, e - 1)
+        used = pend[-1] // block
+        args = (x, owt.astype(jnp.float32), osrc, bexp.astype(jnp.int32), used, wg, wu, wd)
+        # skipped as a whole (forward and backward) when no expert overflows, the usual case
+        out = out + jax.lax.cond(used > 0, lambda a: _overflow_experts(*a), lambda a: jnp.zeros((n, d), jnp.float32),
+                                 args)
     return out.astype(x.dtype)
+
+
+def _expert_mlp(xb, wg, wu, wd):
+    g, u = xb @ wg, xb @ wu
+    return _swiglu(g, u) @ wd
+
+
+@jax.custom_vjp
+def _overflow_experts(x, wt, src, bexp, used, wg, wu, wd):
+    """sum over overflow rows r: wt[r] * mlp_{bexp}(x[src[r]]) added at row src[r] -> [n, d] f32.
+
+    x: [n, d], wt/src: [nb, B] (src == n: empty row), bexp: [nb] expert of each block, used:
+    blocks in use (the rest are skipped). A loop over blocks: no [nb, d, I] weight gather; the
+    backward accumulates the weight gradients in place and recomputes the activations.
+    """
+    return _overflow_fwd(x, wt, src, bexp, used, wg, wu, wd)[0]
+
+
+def _overflow_fwd(x, wt, src, bexp, used, wg, wu, wd):
+    n, d = x.shape
+    xpad = jnp.concatenate([x, jnp.zeros((1, d), x.dtype)])
+
+    def body(out, t):
+        s, w_, ei, j = t
+
+        def add(out):
+            y = _expert_mlp(xpad[s], wg[ei], wu[ei], wd[ei])
+            return out.at[s].add(y.astype(jnp.float32) * w_[:, None])
+
+        return jax.lax.cond(j < used, add, lambda o: o, out), None
+
+    out, _ = jax.lax.scan(body, jnp.zeros((n + 1, d), jnp.float32), (src, wt, bexp, jnp.arange(src.shape[0])))
+    return out[:n], (x, wt, src, bexp, used, wg, wu, wd)
+
+
+def _overflow_bwd(res, dout):
+    x, wt, src, bexp, used, wg, wu, wd = res
+    n, d = x.shape
+    xpad = jnp.concatenate([x, jnp.zeros((1, d), x.dtype)])
+    dpad = jnp.concatenate([dout, jnp.zeros((1, d), dout.dtype)])
+
+    def body(acc, t):
+        s, w_, ei, j = t
+
+        def grads(acc):
+            dx, dwg, dwu, dwd = acc
+            xb = xpad[s]
+            g, u = xb @ wg[ei], xb @ wu[ei]
+            sg = jax.nn.silu(g)
+            h = sg * u
+            y = h @ wd[ei]
+            dyw = dpad[s]  # [B, d] f32
+            dwt = (dyw * y.astype(jnp.float32)).sum(-1)
+            dy = (dyw * w_[:, None]).astype(y.dtype)
+            dh = dy @ wd[ei].T
+            sig = jax.nn.sigmoid(g)
+            dg = dh * u * (sig * (1 + g * (1 - sig)))
+            du = dh * sg
+            dxb = dg @ wg[ei].T + du @ wu[ei].T
+            upd = lambda a, v: jax.lax.dynamic_update_index_in_dim(a, a[ei] + v.astype(a.dtype), ei, 0)  # noqa: E731
+            acc = (dx.at[s].add(dxb.astype(dx.dtype)), upd(dwg, xb.T @ dg), upd(dwu, xb.T @ du), upd(dwd, h.T @ dy))
+            return acc, dwt
+
+        return jax.lax.cond(j < used, grads, lambda a: (a, jnp.zeros(s.shape, jnp.float32)), acc)
+
+    acc = (jnp.zeros((n + 1, d), x.dtype), jnp.zeros_like(wg), jnp.zeros_like(wu), jnp.zeros_like(wd))
+    (dx, dwg, dwu, dwd), dwt = jax.lax.scan(body, acc, (src, wt, bexp, jnp.arange(src.shape[0])))
+    return dx[:n], dwt.astype(wt.dtype), None, None, None, dwg, dwu, dwd
+
+
+_overflow_experts.defvjp(_overflow_fwd, _overflow_bwd)
 
 
 def pl2(v: int) -> int:
