@@ -99,7 +99,8 @@ def _decode(params, cache, first_tok, first_lp, done, lengths, rng, eos, *, mode
 
     st = (jnp.int32(1), cache, out_tok, out_lp, done, n_gen, rng)
     i, cache, out_tok, out_lp, done, n_gen, _ = jax.lax.while_loop(cond, body, st)
-    return out_tok, out_lp, done, n_gen, i
+    # The cache is returned so that its donated input buffer is updated in place (aliased).
+    return out_tok, out_lp, done, n_gen, i, cache
 
 
 @functools.lru_cache(maxsize=64)
@@ -144,7 +145,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     cache, first_tok, first_lp, done0 = pre(params, jnp.asarray(tokens), jnp.asarray(lengths), r_pre,
                                             jnp.asarray(idx), jnp.asarray(active), eos_arr)
     lens_n = jnp.asarray(lengths[idx])
-    out_tok, out_lp, done, n_gen, steps = dec(params, cache, first_tok, first_lp, done0, lens_n, r_dec, eos_arr)
+    out_tok, out_lp, done, n_gen, steps, _ = dec(params, cache, first_tok, first_lp, done0, lens_n, r_dec, eos_arr)
     out_tok, out_lp, done, n_gen = jax.device_get((out_tok, out_lp, done, n_gen))
     dt = time.perf_counter() - t0
     res_t, res_lp, reasons, pidx = [], [], [], []
