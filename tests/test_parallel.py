@@ -216,15 +216,15 @@ def test_ten_train_steps_on_the_mesh_match_one_device():
     from multihost_worker import setup, train_losses
 
     ref = train_losses(None, steps=10)
-    got = train_losses(MESHES["fsdp2_expert4"], steps=10)
+    init = []
+    got = train_losses(MESHES["fsdp2_expert4"], steps=10, initial_state=init)
     print("1 device:", ref, "\nmesh:    ", got)
     np.testing.assert_allclose(got, ref, rtol=2e-5)
     assert ref[-1] < ref[0] - 0.5  # a real curve: the loss falls on the repeated batches
 
     # the state is created sharded (init under jit with out_shardings) with the reference values
-    cfg, tx = setup("ep")
-    mesh = parallel.make_mesh(MESHES["fsdp2_expert4"])
-    state, sh = parallel.init_sharded_state(cfg, tx, mesh, jax.random.PRNGKey(0))
+    cfg, _ = setup("ep")
+    state = init[0]
     wg = state.params["moe_layers"]["mlp"]["experts_gate_proj"]
     assert wg.sharding.spec == P(None, "expert", "fsdp", "tensor")
     assert wg.addressable_shards[0].data.shape == (2, 2, 32, 32)  # [layers, 8/4 experts, 64/2, 32]
@@ -253,3 +253,19 @@ def test_adam_moments_are_fp32_for_bf16_params():
     new = apply(grads, st.opt_state, params)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):  # bf16 weights stay bf16
         assert a.dtype == b.dtype
+
+
+def test_from_pretrained_loads_into_the_sharded_layout(tmp_path):
+    import r1jax
+
+    cfg = config_lib.tiny_moe()
+    params = init_params(cfg, jax.random.PRNGKey(3))
+    r1jax.save_pretrained(params, cfg, tmp_path)
+    mesh = parallel.make_mesh(MESHES["fsdp2_expert4"])
+    _, loaded = r1jax.from_pretrained(tmp_path, mesh=mesh)
+    want = parallel.param_shardings(cfg, mesh)
+    for (path, a), sh in zip(jax.tree_util.tree_flatten_with_path(loaded)[0], jax.tree.leaves(want)):
+        assert a.sharding == sh, jax.tree_util.keystr(path)
+    wg = loaded["moe_layers"]["mlp"]["experts_gate_proj"]
+    assert wg.addressable_shards[0].data.shape == (2, 2, 32, 32)
+    np.testing.assert_array_equal(wg, params["moe_layers"]["mlp"]["experts_gate_proj"])

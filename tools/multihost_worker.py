@@ -55,7 +55,9 @@ def scalar(x) -> float:
 
 
 def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate: float = 1e-3,
-                 batch: int = BATCH) -> list[float]:
+                 batch: int = BATCH, initial_state: list | None = None) -> list[float]:
+    """Losses of `steps` train steps. `initial_state`: a list that receives the (sharded) state
+    as created, before the first step donates it (tests inspect its layout)."""
     import jax
     import jax.numpy as jnp
 
@@ -76,6 +78,8 @@ def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate
     cfg, tx = setup("ep")
     mesh = parallel.make_mesh(mesh_spec)
     state, sh = parallel.init_sharded_state(cfg, tx, mesh, rng)
+    if initial_state is not None:
+        initial_state.append(jax.tree.map(lambda x: x.copy(), state))
     step = parallel.make_sharded_train_step(Transformer(cfg), train.lm_loss, tx, mesh, sh,
                                             router_bias_update_rate=router_bias_rate)
     for b in batches:
