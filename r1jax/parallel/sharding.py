@@ -100,7 +100,8 @@ def shard_batch(batch, mesh):
     """
     shardings = batch_sharding(mesh, batch)
     if jax.process_count() == 1:
-        return jax.tree.map(lambda x, s: jax.device_put(jnp.asarray(x), s), batch, shardings)
+        return jax.tree.map(lambda x, s: jax.device_put(x if isinstance(x, jax.Array) else np.asarray(x), s),
+                            batch, shardings)
     return jax.tree.map(
         lambda x, s: jax.make_array_from_callback(tuple(x.shape), s, lambda idx, x=x: np.asarray(x[idx])),
         batch, shardings)
