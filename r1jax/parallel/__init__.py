@@ -19,3 +19,4 @@ from r1jax.parallel.sharding import (  # noqa: F401
     MeshStep, abstract_state, batch_sharding, batch_spec, init_sharded_state, make_sharded_train_step,
     param_shardings, process_batch_slice, replicated, shard_batch, shard_local_batch, shard_params, shard_state, state_shardings,
 )
+from r1jax.parallel import distributed, moe_ep, rules  # noqa: F401,E402

@@ -15,11 +15,9 @@ A param dimension whose size is not divisible by its mesh axes is left unsharded
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
