@@ -12,10 +12,12 @@ def get_config():
     c.run_dir = "runs/r1_zero_toy"
     c.cache_dir = "runs/cache"
     c.seed = 0
+    c.mesh = ""  # one device; e.g. "data=2,fsdp=2,expert=2" runs pretraining, rollouts and GRPO on that mesh
     c.prompt_style = "r1_zero"
+    c.update_readme = True  # rewrite the README results block and docs/r1_zero_toy.png at the end
     c.data = ml_collections.ConfigDict(dict(
         seed=0, tasks=("add",), levels=(2, 3, 4), n_train_problems=4000, n_heldout_problems=200,
-        n_corpus=32000, p_direct=0.70, p_worked=0.24, p_check=0.06,
+        n_corpus=32000, p_direct=0.70, p_worked=0.24, p_check=0.06, restate=True,
     ))
     # overrides of r1jax.config.toy_moe: a wider decoupled rope key and latent, so that the
     # digit-position lookups of the worked chains are learnable in a few minutes
@@ -26,7 +28,7 @@ def get_config():
         optimizer=dict(learning_rate=3e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine", min_lr_ratio=0.1),
     ))
     c.grpo = ml_collections.ConfigDict(dict(
-        rewards={"accuracy": 1.0, "format": 0.5}, group_size=8, prompts_per_step=16, max_new_tokens=112,
+        rewards={"accuracy": 1.0, "format": 0.5}, group_size=8, prompts_per_step=16, max_new_tokens=128,
         temperature=1.0, steps=40, mu=1, minibatches=1,
         loss_kwargs=dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0, loss_agg="token-mean"),
         optimizer=dict(learning_rate=2e-4, schedule="constant", weight_decay=0.0),

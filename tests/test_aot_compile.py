@@ -37,6 +37,13 @@ def test_small_topology_train_step_compiles_for_tpu(tmp_path):
     assert "all-gather" in text or "all-reduce" in text  # fsdp
 
 
+def test_grpo_step_compiles_for_tpu(tmp_path):
+    info = aot_compile.main(["--config", "tiny_moe", "--topology", "v5p:2x2x2", "--mesh", "data=2,expert=4",
+                             "--seq", "64", "--step", "grpo", "--json", str(tmp_path / "aot.json")])
+    assert info["step"] == "grpo" and info["chips"] == 8 and info["fits"]
+    assert info["alias_gib"] >= 0.9 * info["state_gib_per_device"]
+
+
 def test_671b_state_fits_a_v5p_512_chip_mesh():
     """Shapes only: bf16 params + fp32 Adam moments of the 671B model, sharded by the rules."""
     args = aot_compile.parse_args(["--config", "deepseek_v3_671b", "--topology", "v5p:8x8x8"])

@@ -95,6 +95,36 @@ def test_check_mode_slip_is_corrected(task):
     assert n_slip > 100
 
 
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_restated_steps_carry_the_remaining_operands(task):
+    """restate=True: each step starts with the columns not yet done, so its digits are the ones
+    just before the operator and the colon; the chain is otherwise the plain worked chain."""
+    rng = random.Random(3)
+    for p in make_problems(task, 200, seed=2, levels=(1, 2, 3, 4, 5)):
+        a, b = p["a"], p["b"]
+        plain = parse_steps(worked_think(task, a, b))
+        steps = parse_steps(worked_think(task, a, b, restate=True))
+        assert [{k: v for k, v in s.items() if k != "operands"} for s in steps] == \
+            [{k: v for k, v in s.items() if k != "operands"} for s in plain]
+        n = len(str(a))
+        sym = get_task(task).symbol
+        for i, s in enumerate(steps):
+            lhs, rhs = s["operands"].split(f" {sym} ")
+            assert lhs.replace(" ", "") == str(a)[: n - i]
+            if task == "add":
+                assert rhs.replace(" ", "") == str(b).rjust(n, "0")[: n - i]
+            else:
+                assert rhs == str(b)
+            assert int(lhs.split()[-1]) == s["x"] and int(rhs.split()[-1]) == s["y"]
+        assert steps[0]["operands"] == get_task(task).expression(a, b)
+        think, info = check_think(task, a, b, rng, restate=True)
+        chk = parse_steps(think)
+        written, slips = _check_chain(task, a, b, chk)
+        assert int(written) == p["answer"] and slips == int(info["slipped"])
+        redo = [s for s in chk if s["checked"]][0]
+        assert redo["operands"] == steps[info["step"]]["operands"]
+
+
 def test_corpus_modes_and_answers():
     docs = C.make_pretrain_corpus(3000, seed=0)
     modes = collections.Counter(d["mode"] for d in docs)

@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--capacity-factor", type=float, default=None, help="default: the config's")
     p.add_argument("--moe-impl", default="ep")
     p.add_argument("--no-mtp", action="store_true", help="train without the MTP loss")
+    p.add_argument("--step", default="lm", choices=("lm", "grpo"),
+                   help="lm: next-token CE (+MTP); grpo: the GRPO policy step of r1jax.rl.trainer (clipped "
+                        "surrogate + k3 KL to a reference, old/ref log-probs and advantages in the batch)")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--dump-hlo", default=None, help="write the optimized HLO text here")
     return p.parse_args(argv)
@@ -101,7 +104,13 @@ def build(args):
     state_avals, st_sh = parallel.abstract_state(cfg, tx, mesh)
     model = Transformer(cfg)
     loss_fn = train.lm_loss
-    if args.no_mtp:
+    if args.step == "grpo":
+        from r1jax.rl import grpo
+        from r1jax.rl.trainer import make_policy_loss
+
+        loss_fn = make_policy_loss(grpo.get_loss_fn("grpo"), 1.0, dict(clip_eps=0.2, clip_eps_high=0.28,
+                                                                        kl_coef=0.001, loss_agg="token-mean"))
+    elif args.no_mtp:
         import functools
 
         loss_fn = functools.partial(train.lm_loss, mtp_weight=0.0)
@@ -113,8 +122,12 @@ def build(args):
         "targets": jax.ShapeDtypeStruct((batch, args.seq), jnp.int32, sharding=bsh),
         "loss_mask": jax.ShapeDtypeStruct((batch, args.seq), jnp.float32, sharding=bsh),
     }
+    if args.step == "grpo":
+        for k in ("old_logp", "ref_logp"):
+            b_avals[k] = jax.ShapeDtypeStruct((batch, args.seq), jnp.float32, sharding=bsh)
+        b_avals["advantages"] = jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=bsh)
     counts = config_lib.count_params(cfg)
-    info = dict(config=args.config, topology=args.topology, chips=len(devices), device_kind=devices[0].device_kind,
+    info = dict(step=args.step, config=args.config, topology=args.topology, chips=len(devices), device_kind=devices[0].device_kind,
                 mesh=dict(mesh.shape), batch=batch, seq=args.seq, tokens_per_step=batch * args.seq,
                 grad_accum=args.grad_accum, params_total=counts["total"] + counts["mtp"],
                 param_dtype=args.param_dtype, moment_dtype=args.moment_dtype, remat=args.remat,

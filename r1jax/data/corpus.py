@@ -90,7 +90,7 @@ def _step_languages(n_steps: int, primary: str, languages: Sequence[str], p_mix:
 def solution(problem: Mapping, mode: str, rng: random.Random, *,
              direct_error_rate: float | Mapping[int, float] = DEFAULT_DIRECT_ERROR_RATE,
              check_confirm_rate: float = 0.25, languages: Sequence[str] | None = None,
-             p_mix: float = 0.0, mix_style: str = "switch") -> dict:
+             p_mix: float = 0.0, mix_style: str = "switch", restate: bool = False) -> dict:
     """The completion of `problem` (a make_problems dict) in `mode`, and what it claims:
     dict(completion, answer_given, correct, mode, step_languages, check (info or None))."""
     task = get_task(problem["task"])
@@ -106,9 +106,9 @@ def solution(problem: Mapping, mode: str, rng: random.Random, *,
     n_steps = len(task.steps(a, b))
     langs = _step_languages(n_steps, primary, languages, p_mix, mix_style, rng)
     if mode == "worked":
-        think, info = worked_think(task, a, b, langs), None
+        think, info = worked_think(task, a, b, langs, restate), None
     elif mode == "check":
-        think, info = check_think(task, a, b, rng, langs, slip=rng.random() >= check_confirm_rate)
+        think, info = check_think(task, a, b, rng, langs, slip=rng.random() >= check_confirm_rate, restate=restate)
     else:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return dict(completion=format_completion(think, answer), answer_given=answer, correct=True, mode=mode,
@@ -132,6 +132,7 @@ def make_pretrain_corpus(
     mix_style: str = "switch",
     split: str | None = "train",
     prompt_style: str = "r1_zero",
+    restate: bool = False,
 ) -> list[dict]:
     """n pretraining documents: dict(prompt, completion, text, problem, answer, mode, task,
     level, language, id, correct). `text` = prompt + " " + completion. Problems come from the
@@ -164,7 +165,8 @@ def make_pretrain_corpus(
         u = rng.random()
         mode = MODES[0] if u < cum[0] else MODES[1] if u < cum[1] else MODES[2]
         sol = solution(problem, mode, rng, direct_error_rate=direct_error_rate,
-                       check_confirm_rate=check_confirm_rate, languages=languages, p_mix=p_mix, mix_style=mix_style)
+                       check_confirm_rate=check_confirm_rate, languages=languages, p_mix=p_mix, mix_style=mix_style,
+                       restate=restate)
         prompt = prompt_of(problem["problem"])
         docs.append(dict(prompt=prompt, completion=sol["completion"], text=prompt + " " + sol["completion"],
                          problem=problem["problem"], answer=problem["answer"], mode=mode, task=problem["task"],
@@ -183,6 +185,7 @@ def make_sft_records(
     check_confirm_rate: float = 0.25,
     prompt_style: str = "r1_zero",
     split: str = "train",
+    restate: bool = False,
 ) -> list[dict]:
     """n SFT records dict(prompt, completion, problem, answer, task, level, language, id, mode),
     all correct (mode "worked" or "check"; "mixed" = 80% worked / 20% check), prompts in the
@@ -204,7 +207,7 @@ def make_sft_records(
     out = []
     for p in problems:
         m = mode if mode != "mixed" else ("check" if rng.random() < 0.2 else "worked")
-        sol = solution(p, m, rng, check_confirm_rate=check_confirm_rate)
+        sol = solution(p, m, rng, check_confirm_rate=check_confirm_rate, restate=restate)
         if prompt_style == "r1_zero":
             prompt, completion = r1_zero_prompt(p["problem"]), sol["completion"]
         else:

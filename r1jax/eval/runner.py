@@ -35,6 +35,15 @@ def has_reflection(text: str) -> bool:
     return bool(_REFLECT_RE.search(text))
 
 
+_THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def reasons(text: str) -> bool:
+    """True when the response's first <think> block has content (it reasoned before answering)."""
+    m = _THINK_RE.search(text)
+    return bool(m and m.group(1).strip())
+
+
 def decode_completion(tokenizer, tokens: Sequence[int], eos_id: int) -> str:
     toks = list(tokens)
     if toks and toks[-1] == eos_id:
@@ -53,7 +62,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
 
     eos = special_ids(tokenizer)["eos"]
     t0 = time.perf_counter()
-    texts, lengths, reasons = [], [], []
+    texts, lengths, finish = [], [], []
     for s in range(0, len(records), batch_prompts):
         chunk = records[s:s + batch_prompts]
         prompts = [encode_prompt(tokenizer, make_prompt(r["problem"], prompt_style)) for r in chunk]
@@ -61,7 +70,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
                        eos_id=eos, seed=seed + s, n=k)
         texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
         lengths += [len(t) for t in out.tokens]
-        reasons += out.finish_reason
+        finish += out.finish_reason
     answers = [str(r["answer"]) for r in records for _ in range(k)]
     acc = accuracy_rewards(texts, answers)
     valid = [i for i in range(len(records)) if all(acc[i * k + j] is not None for j in range(k))]
@@ -81,9 +90,16 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
         "mean_length": float(np.mean(lengths)),
         "format": float(np.mean([format_reward(t, template=template) for t in texts])),
         "reflection": float(np.mean([has_reflection(t) for t in texts])),
-        "truncated": float(np.mean([r == "length" for r in reasons])),
+        "truncated": float(np.mean([r == "length" for r in finish])),
         "seconds": time.perf_counter() - t0,
     }
+    # How the model answers: the share of responses that reason (non-empty <think>), and the accuracy of
+    # those and of the direct ones (the base model's pass@1 decomposes into these).
+    thought = np.array([reasons(t) for t in texts], bool)
+    ok = np.array([a == 1.0 for a in acc], bool)
+    res["reasoning_share"] = float(thought.mean()) if len(texts) else float("nan")
+    res["reasoning_accuracy"] = float(ok[thought].mean()) if thought.any() else float("nan")
+    res["direct_accuracy"] = float(ok[~thought].mean()) if (~thought).any() else float("nan")
     res["samples"] = [{"problem": records[i // k]["problem"], "answer": str(records[i // k]["answer"]),
                        "completion": texts[i], "correct": acc[i]} for i in range(min(len(texts), 4 * k))]
     return res

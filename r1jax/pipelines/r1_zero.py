@@ -20,6 +20,10 @@ import time
 import ml_collections
 
 
+# What results.json adds per model beyond the three headline keys (see r1jax.eval.runner.evaluate).
+EXTRA_KEYS = ("format", "reflection", "truncated", "reasoning_share", "reasoning_accuracy", "direct_accuracy")
+
+
 def _hash(*cfgs) -> str:
     s = json.dumps([c.to_dict() if hasattr(c, "to_dict") else c for c in cfgs], sort_keys=True, default=str)
     return hashlib.sha1(s.encode()).hexdigest()[:12]
@@ -48,7 +52,7 @@ def build_toy_data(c, out_dir: str) -> dict:
     write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
     corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed, p_direct=d.p_direct, p_worked=d.p_worked,
                                   p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks),
-                                  prompt_style=c.prompt_style)
+                                  prompt_style=c.prompt_style, restate=bool(d.get("restate", False)))
     write_jsonl(os.path.join(out_dir, "pretrain.jsonl"),
                 [{"prompt": x["prompt"], "completion": x["completion"], "mode": x["mode"]} for x in corpus])
     return {"tokenizer": tok, "train": train, "heldout": heldout, "corpus": corpus}
@@ -68,7 +72,7 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     mc = config_lib.toy_moe(vocab_size=data["tokenizer"].get_vocab_size())
     for k, v in c.model.items():
         mc[k] = v
-    sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), **c.pretrain.to_dict())
+    sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), mesh=c.get("mesh", ""), **c.pretrain.to_dict())
     sc.tokenizer = os.path.join(run_dir, "data", "tokenizer")
     from r1jax.model import Transformer, init_params
     import jax
@@ -92,6 +96,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     from r1jax.checkpoint.hf import from_pretrained
     from r1jax.data.tokenizer import load_tokenizer
     from r1jax.eval.runner import evaluate
+    from r1jax.parallel.placement import Placement
     from r1jax.rl.trainer import grpo_config, run_grpo
     from r1jax.runlog import RunLogger
 
@@ -106,22 +111,26 @@ def run(c: ml_collections.ConfigDict) -> dict:
     heldout = data["heldout"][: c.eval.problems]
     ev = dict(k=c.eval.k, temperature=c.eval.temperature, top_p=c.eval.top_p, max_new_tokens=c.grpo.max_new_tokens,
               prompt_style=c.prompt_style, seed=c.eval.seed)
-    print("[r1-zero] evaluating the base model ...")
-    base = evaluate(model, params, tok, heldout, **ev)
+    place = Placement(c.get("mesh", ""))
+    print(f"[r1-zero] evaluating the base model ... ({place})")
+    with place.context():
+        base = evaluate(model, place.params(model.cfg, params), tok, heldout, **ev)
     print(f"[r1-zero] base: pass@1 {base['pass@1']:.3f}  cons@{c.eval.k} {base['cons@k']:.3f}  "
-          f"mean length {base['mean_length']:.1f}")
+          f"mean length {base['mean_length']:.1f}  (reasons in {base['reasoning_share']:.0%} of samples, "
+          f"right in {base['reasoning_accuracy']:.0%} of those; direct answers right in {base['direct_accuracy']:.0%})")
     gc = grpo_config(run_dir=os.path.join(run_dir, "grpo"), prompt_style=c.prompt_style, seed=c.seed,
-                     **c.grpo.to_dict())
+                     mesh=c.get("mesh", ""), **c.grpo.to_dict())
     _, final_params = run_grpo(gc, model=model, params=params, tokenizer=tok, train_records=data["train"],
                                eval_records=data["heldout"])
     print("[r1-zero] evaluating the final model ...")
-    final = evaluate(model, final_params, tok, heldout, **ev)
+    with place.context():
+        final = evaluate(model, final_params, tok, heldout, **ev)
     minutes = (time.time() - t_start) / 60
     keys = ("pass@1", "cons@k", "mean_length")
     results = {"base": {k: base[k] for k in keys}, "final": {k: final[k] for k in keys}, "minutes": minutes,
                "k": c.eval.k, "problems": len(heldout), "seed": c.seed,
-               "base_extra": {k: base[k] for k in ("format", "reflection", "truncated")},
-               "final_extra": {k: final[k] for k in ("format", "reflection", "truncated")},
+               "base_extra": {k: base[k] for k in EXTRA_KEYS},
+               "final_extra": {k: final[k] for k in EXTRA_KEYS},
                "final_samples": final["samples"][:4]}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)

@@ -65,6 +65,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         optimizer=train.optimizer_config(learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
                                          grad_clip=1.0),
         router_bias_update_rate=1e-3,
+        mesh="",  # "" (one device) or mesh axis sizes, e.g. "data=2,fsdp=2,expert=2" (r1jax.parallel.placement)
         seed=0,
         eval_data="",  # held-out JSONL; empty: no eval during training
         eval_every=10,
@@ -82,18 +83,10 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
 
 
 def override(c, kw):
-    for k, v in kw.items():
-        if k not in c:
-            raise KeyError(f"grpo config: unknown key {k!r}")
-        if isinstance(c[k], ml_collections.ConfigDict) and isinstance(v, dict):
-            if k == "rewards":
-                c[k] = ml_collections.ConfigDict(v)
-            else:
-                for kk, vv in v.items():
-                    c[k][kk] = vv
-        else:
-            c[k] = v
-    return c
+    """grpo_config's key=value overrides (`rewards` is replaced as a whole, other dicts are merged)."""
+    from r1jax.config import override as override_config
+
+    return override_config(c, kw, "grpo config", replace=("rewards",))
 
 
 # ------------------------------------------------------------------------------ loss function
@@ -240,6 +233,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     from r1jax.data.tokenizer import load_tokenizer, special_ids
     from r1jax.eval.runner import decode_completion, evaluate, has_reflection, make_prompt
     from r1jax.generate.engine import generate
+    from r1jax.parallel.placement import Placement
     from r1jax.runlog import RunLogger
     from r1jax.sft.trainer import load_model
 
@@ -268,9 +262,13 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     opt = ml_collections.ConfigDict(c.optimizer.to_dict())
     opt.total_steps = c.steps * c.mu * c.minibatches
     tx = train.make_optimizer(opt)
-    state = train.init_train_state(params, tx)
-    step_fn = train.make_train_step(model, loss_fn, tx, router_bias_update_rate=c.router_bias_update_rate)
-    ref_params = jax.tree.map(jnp.copy, params) if lk.get("kl_coef", 0.0) else None
+    place = Placement(c.mesh)
+    if (n_rows // c.minibatches) % place.batch_multiple:
+        raise ValueError(f"grpo config: a minibatch of {n_rows // c.minibatches} rows does not split over mesh "
+                         f"{c.mesh!r} ({place.batch_multiple} ways)")
+    state = place.train_state(model.cfg, params, tx)
+    step_fn = place.train_step(model, loss_fn, tx, router_bias_update_rate=c.router_bias_update_rate)
+    ref_params = jax.tree.map(jnp.copy, state.params) if lk.get("kl_coef", 0.0) else None
     logp_fn = _forward_logp(model, c.temperature)
 
     ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
@@ -284,9 +282,10 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     def run_eval(step):
         if eval_records is None:
             return None
-        r = evaluate(model, state.params, tokenizer, eval_records, k=c.eval_k, temperature=c.eval_temperature,
-                     top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens, prompt_style=c.prompt_style,
-                     seed=12345, template=c.format_template)
+        with place.context():
+            r = evaluate(model, state.params, tokenizer, eval_records, k=c.eval_k, temperature=c.eval_temperature,
+                         top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens, prompt_style=c.prompt_style,
+                         seed=12345, template=c.format_template)
         log.scalars(step, {"eval/pass@1": r["pass@1"], "eval/cons@k": r["cons@k"], "eval/mean_length": r["mean_length"],
                            "eval/format": r["format"], "eval/reflection": r["reflection"]})
         return r
@@ -300,8 +299,10 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         t0 = time.perf_counter()
         recs = next(pipe)
         prompt_ids = [encode_prompt(tokenizer, make_prompt(r["problem"], c.prompt_style)) for r in recs]
-        gen = generate(model, state.params, prompt_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                       top_p=c.top_p, top_k=c.top_k, eos_id=eos, seed=c.seed * 1_000_003 + step, n=G)
+        with place.context():
+            gen = generate(model, state.params, prompt_ids, max_new_tokens=c.max_new_tokens,
+                           temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_id=eos,
+                           seed=c.seed * 1_000_003 + step, n=G)
         t_gen = time.perf_counter() - t0
         texts = [decode_completion(tokenizer, t, eos) for t in gen.tokens]
         rec_n = [recs[i] for i in gen.prompt_index]
@@ -319,23 +320,27 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             sample_mask &= np.repeat(spread, G)
         seq_len = bucket(max(len(p) for p in prompt_ids) + c.max_new_tokens)
         prompts_n = [prompt_ids[i] for i in gen.prompt_index]
-        batch = build_batch(prompts_n, gen.tokens, gen.logprobs, adv, sample_mask, pad, seq_len)
-        batch = {k: jnp.asarray(v) for k, v in batch.items()}
-        if c.old_logp == "recompute":
-            batch["old_logp"] = logp_fn(state.params, batch["input_ids"], batch["targets"]) * batch["loss_mask"]
-        if ref_params is not None:
-            batch["ref_logp"] = logp_fn(ref_params, batch["input_ids"], batch["targets"]) * batch["loss_mask"]
+        host = build_batch(prompts_n, gen.tokens, gen.logprobs, adv, sample_mask, pad, seq_len)
+        if c.old_logp == "recompute" or ref_params is not None:
+            full = place.batch(host)
+            with place.context():
+                if c.old_logp == "recompute":
+                    host["old_logp"] = np.asarray(
+                        logp_fn(state.params, full["input_ids"], full["targets"]) * full["loss_mask"])
+                if ref_params is not None:
+                    host["ref_logp"] = np.asarray(
+                        logp_fn(ref_params, full["input_ids"], full["targets"]) * full["loss_mask"])
         t2 = time.perf_counter()
         mb = n_rows // c.minibatches
+        subs = [place.batch({k: v[j * mb:(j + 1) * mb] for k, v in host.items()}) for j in range(c.minibatches)]
         ms = []
         for _ in range(c.mu):
-            for j in range(c.minibatches):
-                sub = jax.tree.map(lambda x: x[j * mb:(j + 1) * mb], batch)
+            for sub in subs:
                 state, m = step_fn(state, sub)
                 ms.append(m)
         ms = jax.device_get(ms)
         t_train = time.perf_counter() - t2
-        train_tokens = float(np.asarray(batch["loss_mask"]).sum()) * c.mu
+        train_tokens = float(host["loss_mask"].sum()) * c.mu
         lengths = [len(t) for t in gen.tokens]
         vals = {f"train/{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
         vals.update({f"reward/{k}": float(np.mean([s for s in v if s is not None])) if any(

@@ -17,7 +17,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -41,24 +40,13 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         seed=0,
         optimizer=train.optimizer_config(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01),
         router_bias_update_rate=1e-3,
+        mesh="",  # "" (one device) or mesh axis sizes, e.g. "data=2,fsdp=2,expert=2" (r1jax.parallel.placement)
         log_every=10,
         save_every=0,  # orbax checkpoint period (0: only at the end)
         save_hf=True,
         progress=True,
     ))
-    return _override(c, kw)
-
-
-def _override(c, kw):
-    for k, v in kw.items():
-        if k not in c:
-            raise KeyError(f"sft config: unknown key {k!r}")
-        if isinstance(c[k], ml_collections.ConfigDict) and isinstance(v, dict):
-            for kk, vv in v.items():
-                c[k][kk] = vv
-        else:
-            c[k] = v
-    return c
+    return config_lib.override(c, kw, "sft config")
 
 
 def tokenize_records(records, tokenizer, eos_id: int):
@@ -92,6 +80,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
     from r1jax.checkpoint.orbax import Checkpointer
     from r1jax.data.jsonl import read_jsonl
     from r1jax.data.tokenizer import load_tokenizer, special_ids
+    from r1jax.parallel.placement import Placement
     from r1jax.runlog import RunLogger
 
     os.makedirs(c.run_dir, exist_ok=True)
@@ -112,8 +101,11 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
     opt = ml_collections.ConfigDict(c.optimizer.to_dict())
     opt.total_steps = steps
     tx = train.make_optimizer(opt)
-    state = train.init_train_state(params, tx)
-    step_fn = train.make_train_step(model, train.lm_loss, tx, router_bias_update_rate=c.router_bias_update_rate)
+    place = Placement(c.mesh)
+    if c.batch_size % place.batch_multiple:
+        raise ValueError(f"sft: batch_size {c.batch_size} must be a multiple of {place.batch_multiple} on mesh {c.mesh!r}")
+    state = place.train_state(model.cfg, params, tx)
+    step_fn = place.train_step(model, train.lm_loss, tx, router_bias_update_rate=c.router_bias_update_rate)
     ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
     start = 0
     restored, meta = ckpt.restore(state)
@@ -125,7 +117,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
         epoch, i = divmod(step, per_epoch)
         perm = np.random.default_rng([c.seed, epoch]).permutation(n_rows)
         sel = perm[i * c.batch_size:(i + 1) * c.batch_size]
-        return {k: jnp.asarray(v[sel]) for k, v in rows.items()}
+        return place.batch({k: v[sel] for k, v in rows.items()})
 
     bar = tqdm(range(start, steps), desc=f"sft {os.path.basename(c.run_dir)}", disable=not c.progress,
                dynamic_ncols=True, initial=start, total=steps)

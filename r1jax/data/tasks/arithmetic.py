@@ -146,10 +146,12 @@ class Step:
     value: int
     written: str  # digits without spaces, e.g. "12"
     carry_out: int | None
+    operands: str = ""  # the operands' columns not yet done, e.g. "4 5 + 1 5" (rendered with restate=True)
 
-    def render(self, op_word: str, lang: dict[str, str]) -> str:
+    def render(self, op_word: str, lang: dict[str, str], restate: bool = False) -> str:
+        lead = f"{self.operands} : " if restate and self.operands else ""
         head = (
-            f"{self.x} {op_word} {self.y} {lang['plus']} {self.carry_in} {lang['equals']} "
+            f"{lead}{self.x} {op_word} {self.y} {lang['plus']} {self.carry_in} {lang['equals']} "
             f"{digits_text(self.value)} , {lang['write']} {' '.join(self.written)}"
         )
         if self.carry_out is not None:
@@ -157,9 +159,10 @@ class Step:
         return head + " ;"
 
 
-def _steps_columns(xs: Sequence[int], y_of, combine) -> list[Step]:
+def _steps_columns(xs: Sequence[int], y_of, combine, operands_of=None) -> list[Step]:
     """Right-to-left column steps. xs: digits of the first operand (most significant first);
-    y_of(i): the second operand's digit in column i (0 = units); combine(x, y, c) -> value."""
+    y_of(i): the second operand's digit in column i (0 = units); combine(x, y, c) -> value;
+    operands_of(i): the text of the operands' columns i.. (the restated problem before step i)."""
     n = len(xs)
     steps: list[Step] = []
     carry, written = 0, ""
@@ -169,10 +172,10 @@ def _steps_columns(xs: Sequence[int], y_of, combine) -> list[Step]:
         last = i == n - 1
         if last:
             written = str(value) + written
-            steps.append(Step(x, y, carry, value, written, None))
+            steps.append(Step(x, y, carry, value, written, None, operands_of(i) if operands_of else ""))
         else:
             written = str(value % 10) + written
-            steps.append(Step(x, y, carry, value, written, value // 10))
+            steps.append(Step(x, y, carry, value, written, value // 10, operands_of(i) if operands_of else ""))
             carry = value // 10
     return steps
 
@@ -218,15 +221,18 @@ class Task:
         deduplication use it."""
         return f"{self.name}:{a}{self.symbol}{b}"
 
-    def render_steps(self, steps: Sequence[Step], lang: str | Sequence[str] = "en") -> list[str]:
-        """Render each step in `lang` (one language, or one language per step)."""
+    def render_steps(self, steps: Sequence[Step], lang: str | Sequence[str] = "en", restate: bool = False) -> list[str]:
+        """Render each step in `lang` (one language, or one language per step). restate=True puts the
+        operands' remaining columns before each step ("4 5 + 1 5 : 5 plus 5 ..."), so the digits a
+        step adds are always the ones just before `+` and `:` (a local copy, not a lookup by
+        column position in the prompt)."""
         langs = [lang] * len(steps) if isinstance(lang, str) else list(lang)
         if len(langs) != len(steps):
             raise ValueError(f"{len(langs)} languages for {len(steps)} steps")
         out = []
         for st, ln in zip(steps, langs):
             table = get_language(ln)
-            out.append(st.render(table[self.op_key], table))
+            out.append(st.render(table[self.op_key], table, restate))
         return out
 
 
@@ -251,7 +257,9 @@ class AddTask(Task):
         ys = [int(c) for c in str(b).rjust(len(xs), "0")]
         if len(str(b)) > len(xs):
             raise ValueError(f"add steps need len(b) <= len(a): {a} + {b}")
-        return _steps_columns(xs, lambda i: ys[len(ys) - 1 - i], self.combine)
+        n = len(xs)
+        return _steps_columns(xs, lambda i: ys[len(ys) - 1 - i], self.combine,
+                              lambda i: f"{' '.join(map(str, xs[: n - i]))} + {' '.join(map(str, ys[: n - i]))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +282,8 @@ class Mul1Task(Task):
         if not 0 <= b <= 9:
             raise ValueError(f"mul1 needs a one-digit multiplier: {a} * {b}")
         xs = [int(c) for c in str(a)]
-        return _steps_columns(xs, lambda i: b, self.combine)
+        n = len(xs)
+        return _steps_columns(xs, lambda i: b, self.combine, lambda i: f"{' '.join(map(str, xs[: n - i]))} * {b}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,12 +373,13 @@ def make_problems(
 # --------------------------------------------------------------------------------------------
 
 
-def worked_think(task: str | Task, a: int, b: int, lang: str | Sequence[str] = "en") -> str:
-    """The worked steps (content of <think>), in one language or one language per step."""
+def worked_think(task: str | Task, a: int, b: int, lang: str | Sequence[str] = "en", restate: bool = False) -> str:
+    """The worked steps (content of <think>), in one language or one language per step
+    (restate: see Task.render_steps)."""
     from r1jax.data.tasks import get_task
 
     t = get_task(task) if isinstance(task, str) else task
-    return " ".join(t.render_steps(t.steps(a, b), lang))
+    return " ".join(t.render_steps(t.steps(a, b), lang, restate))
 
 
 def format_completion(think: str, answer: int | str) -> str:
@@ -403,6 +413,7 @@ def check_think(
     *,
     slip: bool = True,
     step_index: int | None = None,
+    restate: bool = False,
 ) -> tuple[str, dict]:
     """Worked steps with one check: at step j the writer slips (wrong column value, with the
     write/carry that follow from it), then says `wait , check :` and redoes step j correctly,
@@ -424,9 +435,9 @@ def check_think(
             bad = dataclasses.replace(good, value=v, written=str(v % 10) + prev_written, carry_out=v // 10)
     else:
         v, bad = good.value, good
-    rendered = t.render_steps(steps, langs)
+    rendered = t.render_steps(steps, langs, restate)
     table = get_language(langs[j])
-    bad_text = bad.render(table[t.op_key], table)
+    bad_text = bad.render(table[t.op_key], table, restate)
     check = f"{table['wait']} , {table['check']} : {rendered[j]}"
     parts = rendered[:j] + [bad_text, check] + rendered[j + 1 :]
     return " ".join(parts), dict(step=j, slip_value=v, true_value=good.value, slipped=bool(slip))
@@ -451,7 +462,8 @@ def wrong_answer(answer: int, rng: random.Random) -> int:
 
 def parse_steps(think: str) -> list[dict]:
     """Parse a worked chain (any language) back into steps: dicts with x, y, carry_in, value,
-    written, carry_out (None if absent), checked (True for a `wait , check :` redo)."""
+    written, carry_out (None if absent), checked (True for a `wait , check :` redo), operands (the
+    restated operands before the step, "" when not restated)."""
     out = []
     for chunk in think.split(";"):
         toks = chunk.split()
@@ -461,6 +473,10 @@ def parse_steps(think: str) -> list[dict]:
         if len(toks) >= 3 and toks[1] == "," and toks[2] in {get_language(n)["check"] for n in LANGUAGES}:
             checked = True
             toks = toks[4:]  # wait , check :
+        operands = ""
+        if ":" in toks and any(tk in ("+", "*") for tk in toks[: toks.index(":")]):  # restated operands
+            operands = " ".join(toks[: toks.index(":")])
+            toks = toks[toks.index(":") + 1 :]
         # x OP y PLUS c IS v... , WRITE w... [CARRY c]
         x, y, c = int(toks[0]), int(toks[2]), int(toks[4])
         comma = toks.index(",")
@@ -470,5 +486,6 @@ def parse_steps(think: str) -> list[dict]:
         if len(rest) >= 2 and not rest[-2].isdigit():
             carry_out = int(rest[-1])
             rest = rest[:-2]
-        out.append(dict(x=x, y=y, carry_in=c, value=value, written="".join(rest), carry_out=carry_out, checked=checked))
+        out.append(dict(x=x, y=y, carry_in=c, value=value, written="".join(rest), carry_out=carry_out, checked=checked,
+                        operands=operands))
     return out

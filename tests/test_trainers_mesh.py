@@ -1,0 +1,99 @@
+"""The SFT and GRPO trainers and the toy R1-Zero job run unchanged on a sharded mesh (the fake
+8-device CPU mesh of conftest), and compute what they compute on one device."""
+
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from r1jax import config as config_lib
+from r1jax.data.tokenizer import build_toy_tokenizer
+from r1jax.model import Transformer, init_params
+from r1jax.parallel.placement import Placement
+from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.sft.trainer import run_sft, sft_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MESH = "data=2,fsdp=2,expert=2"
+RECORDS = [{"problem": f"what is {a} + {b}", "answer": str(a + b)} for a in range(1, 9) for b in range(1, 5)]
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs the 8 fake CPU devices of tests/conftest.py")
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in open(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def test_placement_shards_state_and_batches():
+    cfg = config_lib.tiny_moe(vocab_size=64)
+    from r1jax import train
+
+    tx = train.make_optimizer(train.optimizer_config(learning_rate=1e-3))
+    place = Placement(MESH)
+    assert place.batch_multiple == 8
+    state = place.train_state(cfg, init_params(cfg, jax.random.PRNGKey(0)), tx)
+    experts = state.params["moe_layers"]["mlp"]["experts_up_proj"]
+    assert "expert" in str(experts.sharding.spec), experts.sharding
+    b = place.batch({"x": np.zeros((8, 4), np.int32)})
+    assert len(b["x"].sharding.device_set) == 8
+    with pytest.raises(ValueError, match="multiple of 8"):
+        place.batch({"x": np.zeros((6, 4), np.int32)})
+
+
+def test_sft_on_mesh_matches_one_device(tmp_path):
+    tok = build_toy_tokenizer()
+    cfg = config_lib.tiny_moe(vocab_size=tok.get_vocab_size())
+    recs = [{"prompt": f"what is {a} + {b}", "completion": f" <answer> {a + b} </answer>"} for a in range(10)
+            for b in range(10)]
+    losses = {}
+    for name, mesh in (("one", ""), ("mesh", MESH)):
+        c = sft_config(run_dir=str(tmp_path / name), seq_len=64, batch_size=8, steps=3, log_every=1, save_hf=False,
+                       progress=False, mesh=mesh)
+        run_sft(c, recs, model=Transformer(cfg), params=init_params(cfg, jax.random.PRNGKey(0)), tokenizer=tok)
+        losses[name] = [r["sft/loss"] for r in _metrics(c.run_dir) if "sft/loss" in r]
+    assert len(losses["one"]) == 3
+    np.testing.assert_allclose(losses["mesh"], losses["one"], rtol=2e-4)
+
+
+def test_grpo_on_mesh_matches_one_device(tmp_path):
+    tok = build_toy_tokenizer()
+    cfg = config_lib.tiny_moe(vocab_size=tok.get_vocab_size())
+    rows = {}
+    for name, mesh in (("one", ""), ("mesh", MESH)):
+        c = grpo_config(run_dir=str(tmp_path / name), rewards={"format": 1.0}, group_size=4, prompts_per_step=4,
+                        max_new_tokens=8, steps=2, eval_every=0, save_every=0, save_hf=False, progress=False,
+                        old_logp="recompute", loss_kwargs=dict(kl_coef=0.01), mesh=mesh)
+        run_grpo(c, model=Transformer(cfg), params=init_params(cfg, jax.random.PRNGKey(0)), tokenizer=tok,
+                 train_records=RECORDS)
+        rows[name] = _metrics(c.run_dir)
+    # the first step's rollouts come from identical params and seeds: same lengths, same loss
+    a, b = rows["one"][0], rows["mesh"][0]
+    assert a["rollout/response_length"] == b["rollout/response_length"]
+    np.testing.assert_allclose(b["train/loss"], a["train/loss"], rtol=1e-3, atol=1e-6)
+    assert all(np.isfinite(r["train/loss"]) for r in rows["mesh"])
+
+
+def test_r1_zero_experiment_config_runs_on_a_mesh(tmp_path):
+    """experiments/r1_zero_toy.py as is, with `mesh` set and its sizes shrunk (the short variant)."""
+    from r1jax.pipelines import r1_zero
+
+    spec = importlib.util.spec_from_file_location("r1_zero_toy", os.path.join(ROOT, "experiments", "r1_zero_toy.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    c.mesh = MESH
+    c.run_dir, c.cache_dir, c.update_readme = str(tmp_path / "run"), str(tmp_path / "cache"), False
+    c.data.n_train_problems, c.data.n_heldout_problems, c.data.n_corpus = 64, 16, 200
+    c.pretrain.update(dict(steps=4, batch_size=8, log_every=2))
+    c.grpo.update(dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, eval_every=0, save_every=0))
+    c.eval.update(dict(problems=8, k=2))
+    res = r1_zero.run(c)
+    saved = json.load(open(os.path.join(c.run_dir, "results.json")))
+    for side in ("base", "final"):
+        assert set(saved[side]) == {"pass@1", "cons@k", "mean_length"}
+        assert 0.0 <= saved[side]["pass@1"] <= 1.0 and saved[side]["mean_length"] > 0
+    assert res["final"] == saved["final"]
+    assert os.path.exists(os.path.join(c.run_dir, "r1_zero.png"))
