@@ -29,10 +29,10 @@ def get_config():
     ))
     c.grpo = ml_collections.ConfigDict(dict(
         rewards={"accuracy": 1.0, "format": 0.5}, group_size=8, prompts_per_step=16, max_new_tokens=128,
-        temperature=1.0, steps=40, mu=1, minibatches=1,
+        temperature=1.0, steps=25, mu=1, minibatches=1,
         loss_kwargs=dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0, loss_agg="token-mean"),
         optimizer=dict(learning_rate=2e-4, schedule="constant", weight_decay=0.0),
-        eval_every=10, eval_problems=64, eval_k=2, save_every=10,
+        eval_every=5, eval_problems=64, eval_k=2, save_every=5,
     ))
     c.eval = ml_collections.ConfigDict(dict(problems=200, k=4, temperature=0.6, top_p=0.95, seed=7))
     return c

@@ -7,6 +7,10 @@ base model, HF format; reused from the cache when the same data+model+pretrain c
 before), grpo/ (TensorBoard logs, checkpoints, final/ HF checkpoint), r1_zero.png (held-out
 pass@1, mean response length and reflection-word frequency per step), results.json
 {"base": {"pass@1", "cons@k", "mean_length"}, "final": {...}, "minutes"} and results.md.
+
+`seed` is the run's seed: it changes the base model's init, its pretraining corpus and data order,
+and GRPO's sampling (so a new seed pretrains a new base model); the train / held-out problems stay
+those of `data.seed`, so runs with different seeds are scored on the same held-out set.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def build_toy_data(c, out_dir: str) -> dict:
         r["answer"] = str(r["answer"])
     write_jsonl(os.path.join(out_dir, "train.jsonl"), train)
     write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
-    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed, p_direct=d.p_direct, p_worked=d.p_worked,
+    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed + 7919 * c.seed, p_direct=d.p_direct, p_worked=d.p_worked,
                                   p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks),
                                   prompt_style=c.prompt_style, restate=bool(d.get("restate", False)))
     write_jsonl(os.path.join(out_dir, "pretrain.jsonl"),
@@ -64,7 +68,7 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     from r1jax.data.tokenizer import save_tokenizer
     from r1jax.sft.trainer import run_sft, sft_config
 
-    key = _hash(c.data, c.model, c.pretrain, c.prompt_style)
+    key = _hash(c.data, c.model, c.pretrain, c.prompt_style, c.seed)
     cached = os.path.join(cache_root, f"toy_base_{key}")
     if os.path.exists(os.path.join(cached, "model.safetensors")):
         print(f"[r1-zero] base model: cached {cached}")
@@ -72,13 +76,15 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     mc = config_lib.toy_moe(vocab_size=data["tokenizer"].get_vocab_size())
     for k, v in c.model.items():
         mc[k] = v
-    sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), mesh=c.get("mesh", ""), **c.pretrain.to_dict())
+    pre = c.pretrain.to_dict()
+    pre["seed"] = c.pretrain.seed + c.seed  # data order
+    sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), mesh=c.get("mesh", ""), **pre)
     sc.tokenizer = os.path.join(run_dir, "data", "tokenizer")
     from r1jax.model import Transformer, init_params
     import jax
 
     model = Transformer(mc)
-    params = init_params(mc, jax.random.PRNGKey(c.pretrain.seed))
+    params = init_params(mc, jax.random.PRNGKey(c.pretrain.seed + c.seed))
     recs = [{"prompt": x["prompt"], "completion": " " + x["completion"]} for x in data["corpus"]]
     run_sft(sc, recs, model=model, params=params, tokenizer=data["tokenizer"])
     os.makedirs(cache_root, exist_ok=True)
