@@ -138,3 +138,32 @@ def test_empty_file(tmp_path):
     p.write_text("\n")
     with pytest.raises(benchmarks.BenchmarkFormatError, match="empty"):
         benchmarks.load_benchmark(p)
+
+
+def test_evaluate_scores_its_own_samples():
+    """evaluate()'s figures recomputed from the completions it returns (random tiny model), and
+    evaluate_stage() reporting the same samples' figures plus its own."""
+    import jax
+
+    from r1jax import config as C
+    from r1jax.data.tokenizer import build_toy_tokenizer
+    from r1jax.eval.runner import evaluate, reasons
+    from r1jax.eval.stage_eval import evaluate_stage
+    from r1jax.model import Transformer, init_params
+    from r1jax.rl.rewards import accuracy_reward
+
+    tok = build_toy_tokenizer()
+    cfg = C.tiny_moe(vocab_size=tok.get_vocab_size())
+    model, params = Transformer(cfg), init_params(cfg, jax.random.PRNGKey(0))
+    recs = [{"problem": f"what is {a} + {b}", "answer": str(a + b), "language": "en"} for a, b in ((1, 2), (3, 4), (5, 6))]
+    k = 3
+    r = evaluate(model, params, tok, recs, k=k, max_new_tokens=10, seed=1, keep_texts=True)
+    texts = r["texts"]
+    assert len(texts) == k * len(recs) and r["accuracy"] == [accuracy_reward(t, x["answer"]) for t, x in
+                                                             zip(texts, [x for x in recs for _ in range(k)])]
+    assert r["pass@1"] == np.mean([a == 1.0 for a in r["accuracy"]])
+    assert r["reasoning_share"] == np.mean([reasons(t) for t in texts])
+    assert reasons("<think> 1 plus 2 </think> <answer> 3 </answer>") and not reasons("<think> </think> <answer> 3 </answer>")
+    s = evaluate_stage(model, params, tok, recs, k=k, max_new_tokens=10, seed=1)
+    assert s["pass@1"] == r["pass@1"] and s["mean_length"] == r["mean_length"]  # same samples
+    assert s["pass@1/en"] == r["pass@1"] and 0.0 <= s["language_mixing"] <= 1.0

@@ -53,7 +53,10 @@ def decode_completion(tokenizer, tokens: Sequence[int], eos_id: int) -> str:
 
 def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: float = 0.6, top_p: float = 0.95,
              max_new_tokens: int = 256, prompt_style: str = "r1_zero", seed: int = 0, batch_prompts: int = 64,
-             template: str = "r1_zero") -> dict:
+             template: str = "r1_zero", keep_texts: bool = False) -> dict:
+    """Samples k completions per record and scores them (see module doc). keep_texts=True adds every
+    completion ("texts", record-major: record i's samples are texts[i*k:(i+1)*k]), its accuracy
+    reward ("accuracy", None where the gold answer could not be parsed) and finish reason ("finish")."""
     from r1jax.data.templates import encode_prompt
     from r1jax.data.tokenizer import special_ids
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
@@ -102,6 +105,8 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     res["direct_accuracy"] = float(ok[~thought].mean()) if (~thought).any() else float("nan")
     res["samples"] = [{"problem": records[i // k]["problem"], "answer": str(records[i // k]["answer"]),
                        "completion": texts[i], "correct": acc[i]} for i in range(min(len(texts), 4 * k))]
+    if keep_texts:
+        res.update(texts=texts, accuracy=acc, finish=finish)
     return res
 
 

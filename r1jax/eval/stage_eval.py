@@ -16,7 +16,6 @@ Every stage and both students are measured by this one function.
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 
@@ -24,52 +23,26 @@ import numpy as np
 def evaluate_stage(model, params, tokenizer, records, *, k: int = 4, temperature: float = 0.6, top_p: float = 0.95,
                    max_new_tokens: int = 160, prompt_style: str = "r1_zero", seed: int = 0,
                    batch_prompts: int = 64) -> dict:
-    from r1jax.data.templates import encode_prompt
-    from r1jax.data.tokenizer import special_ids
     from r1jax.eval.language_mixing import is_mixed
-    from r1jax.eval.metrics import cons_at_k, pass1_over_k
-    from r1jax.eval.runner import decode_completion, has_reflection, make_prompt
-    from r1jax.generate.engine import generate
-    from r1jax.rl.rewards import accuracy_rewards, extract_answer, format_reward
+    from r1jax.eval.runner import evaluate
+    from r1jax.rl.rewards import format_reward
 
-    eos = special_ids(tokenizer)["eos"]
-    t0 = time.perf_counter()
-    texts, lengths, reasons = [], [], []
-    for s in range(0, len(records), batch_prompts):
-        chunk = records[s:s + batch_prompts]
-        prompts = [encode_prompt(tokenizer, make_prompt(r["problem"], prompt_style)) for r in chunk]
-        out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                       eos_id=eos, seed=seed + s, n=k)
-        texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
-        lengths += [len(t) for t in out.tokens]
-        reasons += out.finish_reason
-    n = len(records)
-    acc = accuracy_rewards(texts, [str(r["answer"]) for r in records for _ in range(k)])
-    correct = np.array([[acc[i * k + j] == 1.0 for j in range(k)] for i in range(n)], bool)
-    preds = [[_norm(extract_answer(texts[i * k + j])) for j in range(k)] for i in range(n)]
-
-    def judge(pred, g):
-        return accuracy_rewards([f"<answer> {pred} </answer>"], [g])[0] == 1.0
-
+    res = evaluate(model, params, tokenizer, records, k=k, temperature=temperature, top_p=top_p,
+                   max_new_tokens=max_new_tokens, prompt_style=prompt_style, seed=seed, batch_prompts=batch_prompts,
+                   template="r1_zero", keep_texts=True)
+    texts, acc = res.pop("texts"), res.pop("accuracy")
+    res.pop("finish")
     langs = [r.get("language") for r in records for _ in range(k)]
-    res = {
-        "pass@1": pass1_over_k(correct),
-        "cons@k": cons_at_k(preds, [str(r["answer"]) for r in records], judge=judge),
-        "k": k,
-        "problems": n,
-        "mean_length": float(np.mean(lengths)),
+    res["format_r1_zero"] = res.pop("format")
+    res.update({
         "language_mixing": float(np.mean([is_mixed(t, lg) for t, lg in zip(texts, langs)])),
         "language_mixing_any": float(np.mean([is_mixed(t) for t in texts])),
         "format_r1": float(np.mean([format_reward(t, template="r1") for t in texts])),
-        "format_r1_zero": float(np.mean([format_reward(t, template="r1_zero") for t in texts])),
         "summary": float(np.mean([_has_summary(t) for t in texts])),
-        "reflection": float(np.mean([has_reflection(t) for t in texts])),
-        "truncated": float(np.mean([r == "length" for r in reasons])),
-        "seconds": time.perf_counter() - t0,
-    }
+    })
     for lang in sorted({r.get("language") for r in records if r.get("language")}):
-        rows = [i for i, r in enumerate(records) if r.get("language") == lang]
-        res[f"pass@1/{lang}"] = float(correct[rows].mean())
+        rows = [i * k + j for i, r in enumerate(records) if r.get("language") == lang for j in range(k)]
+        res[f"pass@1/{lang}"] = float(np.mean([acc[i] == 1.0 for i in rows]))
     res["samples"] = [{"problem": records[i // k]["problem"], "language": records[i // k].get("language"),
                        "completion": texts[i], "correct": acc[i]} for i in range(0, min(len(texts), 8 * k), k)]
     return res
@@ -87,6 +60,3 @@ def _has_summary(text: str) -> bool:
     m = _SUMMARY_RE.search(text)
     return bool(m and m.group(1).strip())
 
-
-def _norm(a):
-    return None if a is None else re.sub(r"\s+", "", a)
