@@ -107,6 +107,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     from r1jax.runlog import RunLogger
 
     t_start = time.time()
+    load_start = os.getloadavg()[0]
     run_dir = c.run_dir
     os.makedirs(run_dir, exist_ok=True)
     print(f"[r1-zero] run folder {run_dir}; JAX devices: {jax.device_count()} x {jax.devices()[0].platform}")
@@ -135,6 +136,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     keys = ("pass@1", "cons@k", "mean_length")
     results = {"base": {k: base[k] for k in keys}, "final": {k: final[k] for k in keys}, "minutes": minutes,
                "k": c.eval.k, "problems": len(heldout), "seed": c.seed,
+               "load_start": load_start, "load_end": os.getloadavg()[0],
                "base_extra": {k: base[k] for k in EXTRA_KEYS},
                "final_extra": {k: final[k] for k in EXTRA_KEYS},
                "final_samples": final["samples"][:4]}
@@ -183,5 +185,14 @@ def results_table(r: dict) -> str:
     for name in ("base", "final"):
         x = r[name]
         lines.append(f"| {name} | {x['pass@1']:.3f} | {x['cons@k']:.3f} | {x['mean_length']:.1f} |")
-    lines.append(f"\n{r['problems']} held-out problems, seed {r['seed']}, {r['minutes']:.1f} minutes in all.")
+    lines.append(f"\n{r['problems']} held-out problems, seed {r['seed']}, {r['minutes']:.1f} minutes in all"
+                 + (f" (load average {r['load_start']:.1f} at the start, {r['load_end']:.1f} at the end)"
+                    if "load_start" in r else "") + ".")
+    b, f = r.get("base_extra", {}), r.get("final_extra", {})
+    if "reasoning_share" in b and "reasoning_share" in f:
+        lines.append(
+            f"The base model reasons (non-empty `<think>`) in {b['reasoning_share']:.0%} of its samples, right "
+            f"{b['reasoning_accuracy']:.0%} of the time, and otherwise answers directly "
+            f"({b['direct_accuracy']:.0%} right); after GRPO it reasons in {f['reasoning_share']:.0%}"
+            + (f", right {f['reasoning_accuracy']:.0%} of the time." if f['reasoning_share'] else "."))
     return "\n".join(lines)
