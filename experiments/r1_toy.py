@@ -35,8 +35,10 @@ def get_config():
     c.seed = 0
     c.prompt_style = z.prompt_style
     c.stages = ("r1_zero", "cold_start", "reasoning_rl", "rejection", "sft", "rm", "alignment_rl")
-    # The main job's task and corpus, posed in two toy languages; p_mix of the worked chains
-    # switch language at a random step (so the base, and R1-Zero, mix languages).
+    # The main job's task and corpus (data.restate: its restated-operand chain format, used by
+    # every stage: corpus, cold-start traces, preference pairs), posed in two toy languages;
+    # p_mix of the worked chains switch language at a random step (so the base, and R1-Zero, mix
+    # languages).
     c.data = copy.deepcopy(z.data)
     c.data.languages = ("en", "fr")
     c.data.p_mix = 0.3
@@ -45,7 +47,11 @@ def get_config():
     # base: the main job's pretraining on the mixed corpus (cached in cache_dir)
     c.pretrain = copy.deepcopy(z.pretrain)
     # every model: the same held-out problems (both languages), k samples at T=0.6 / top-p 0.95
-    max_new = 128  # longest R1-format trace at level 4: check step + summary ~110 tokens
+    # Response budget: R1-format traces in the main job's chain format (restate=True: each step
+    # restates the operands' remaining columns) are, with the toy tokenizer, 53/80/111 tokens
+    # (worked) and up to 79/109/142 (with a check step) at levels 2/3/4, summary included; 160
+    # leaves room for a second check. Generation stops when every sequence has ended.
+    max_new = 160
     c.eval = ml_collections.ConfigDict(dict(problems=128, k=4, temperature=0.6, top_p=0.95, seed=7,
                                             max_new_tokens=max_new))
     rl = {k: v for k, v in z.grpo.to_dict().items() if k not in ("eval_problems", "eval_k", "rewards", "steps")}
@@ -62,9 +68,11 @@ def get_config():
     # 2. reasoning RL: accuracy + format (R1 format) + language consistency (~4 min)
     c.reasoning_rl = ml_collections.ConfigDict(dict(
         rl, rewards={"accuracy": 1.0, "format": 0.5, "language": 0.5}, format_template="r1", steps=20))
-    # 3. rejection sampling from the stage-2 model (~2 min)
+    # 3. rejection sampling from the stage-2 model (~2 min). ngram 12: a restated chain with a
+    #    check of its first step legitimately repeats the 8-token restated problem 3 times
+    #    (step, check, summary); a looped step (>= 14 tokens) still repeats its 12-grams.
     c.rejection = ml_collections.ConfigDict(dict(
-        prompt_offset=0, n_prompts=256, n_samples=8, temperature=0.8, top_p=0.95, max_new_tokens=max_new, ngram=8,
+        prompt_offset=0, n_prompts=256, n_samples=8, temperature=0.8, top_p=0.95, max_new_tokens=max_new, ngram=12,
         max_repeats=3, max_per_prompt=4, non_reasoning_frac=0.1, non_reasoning_min=0))
     # 4. SFT of the base on the rejection-sampled set (~2 min)
     c.sft = ml_collections.ConfigDict(dict(

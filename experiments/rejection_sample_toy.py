@@ -15,5 +15,5 @@ def get_config():
         checkpoint="runs/r1_toy/reasoning_rl/final",
         data="runs/r1_toy/data/train.jsonl",
         n_prompts=256, n_samples=8, temperature=0.8, top_p=0.95, max_new_tokens=160,
-        template="r1", ngram=8, max_repeats=3, max_per_prompt=4, non_reasoning_frac=0.1,
+        template="r1", ngram=12, max_repeats=3, max_per_prompt=4, non_reasoning_frac=0.1,
     )

@@ -13,5 +13,5 @@ def get_config():
     return train_rm_config(
         run_dir="runs/train_rm_toy",
         init="runs/r1_toy/sft/final",
-        n_train=1024, n_heldout=256, steps=150, batch_pairs=32, learning_rate=1e-3, eval_every=50,
+        n_train=1024, n_heldout=256, levels=(2, 3, 4), restate=True, steps=150, batch_pairs=32, learning_rate=1e-3, eval_every=50,
     )

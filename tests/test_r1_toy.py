@@ -78,6 +78,31 @@ def test_cold_start_and_general_records_are_readable_and_correct():
     assert all(g["completion"].startswith("<think> </think>") for g in gen)
 
 
+def test_r1_traces_in_the_main_jobs_chain_format_fit_the_budget_and_pass_the_filters():
+    """experiments/r1_toy.py uses the main job's restated chains (data.restate): cold-start traces
+    restate the operands before each step, fit max_new_tokens with the check step and summary,
+    and gold traces survive the rejection filters (the n-gram filter sees restated problems)."""
+    from r1jax.cli import load_config
+    from r1jax.data.tasks import get_task
+    from r1jax.data.tasks.arithmetic import parse_steps
+
+    register_toy_languages()
+    c = load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "r1_toy.py"))
+    assert c.data.restate
+    tok = build_toy_tokenizer()
+    cs = make_cold_start_records(240, 0, levels=tuple(c.data.levels), p_check=0.5, restate=True)
+    expr = lambda r: get_task(r["task"]).expression(r["a"], r["b"])  # noqa: E731
+    assert all(r["completion"].startswith(f"<think> {expr(r)} : ") for r in cs)
+    assert all(st["operands"] for r in cs for st in parse_steps(r["completion"].split("</think>")[0][8:]))
+    longest = max(len(tok.encode(" " + r["completion"]).ids) for r in cs)
+    assert longest <= c.eval.max_new_tokens and longest <= c.rejection.max_new_tokens, longest
+    reasons, counts = filter_samples([r["completion"] for r in cs], cs, ngram=c.rejection.ngram,
+                                     max_repeats=c.rejection.max_repeats)
+    assert counts["passed_all"] == len(cs), counts
+    pairs = make_preference_pairs(14, 0, levels=tuple(c.data.levels), restate=True)
+    assert any(" : " in p["chosen"].split("</think>")[0] for p in pairs)
+
+
 def test_preference_pairs_cover_every_degenerate_kind():
     pairs = make_preference_pairs(70, 0)
     assert sorted({p["kind"] for p in pairs}) == sorted(DEGENERATE_KINDS)

@@ -101,13 +101,14 @@ def think_of(completion: str) -> str:
 
 def make_cold_start_records(n: int, seed: int, *, levels=DEFAULT_LEVELS, tasks=("add",),
                             languages: Sequence[str] = ("en", "fr"), p_check: float = 0.3,
-                            prompt_style: str = "r1_zero", split: str = "train") -> list[dict]:
+                            prompt_style: str = "r1_zero", split: str = "train", restate: bool = False) -> list[dict]:
     """R1's cold-start set: n readable single-language long-CoT traces with a summary at the end.
 
     Each record: prompt, completion (R1 format above), problem, answer, language, task, level,
     id, kind="reasoning", mode ("worked", or "check" with probability p_check: a slip caught by
     `wait , check :`, the reflection R1 wants in its cold-start data). All correct; the chain
-    and the summary are in the prompt's language."""
+    and the summary are in the prompt's language. restate: the chain format of the pretraining
+    corpus (each step restates the operands' remaining columns, r1jax.data.corpus.solution)."""
     rng = random.Random(f"cold_start/{seed}")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     problems = []
@@ -118,7 +119,7 @@ def make_cold_start_records(n: int, seed: int, *, levels=DEFAULT_LEVELS, tasks=(
     out = []
     for p in problems:
         mode = "check" if rng.random() < p_check else "worked"
-        sol = solution(p, mode, rng, check_confirm_rate=0.25, languages=[p["language"]], p_mix=0.0)
+        sol = solution(p, mode, rng, check_confirm_rate=0.25, languages=[p["language"]], p_mix=0.0, restate=restate)
         completion = r1_completion(think_of(sol["completion"]), summary_text(p), p["answer"])
         out.append(dict(prompt=prompt_for(p["problem"], prompt_style), completion=completion, problem=p["problem"],
                         answer=str(p["answer"]), language=p["language"], task=p["task"], level=p["level"], id=p["id"],
@@ -228,7 +229,7 @@ def degenerate_completion(rec: dict, kind: str, rng: random.Random, languages: S
 
 def make_preference_pairs(n: int, seed: int, *, languages: Sequence[str] = ("en", "fr"), levels=DEFAULT_LEVELS,
                           p_general: float = 0.3, kinds: Iterable[str] = DEGENERATE_KINDS, split: str = "train",
-                          prompt_style: str = "r1_zero") -> list[dict]:
+                          prompt_style: str = "r1_zero", restate: bool = False) -> list[dict]:
     """n preference pairs dict(prompt, chosen, rejected, kind, language, problem): chosen is the
     helpful R1-format response, rejected a degenerate one (kinds cycled in order, so every kind
     has n / len(kinds) pairs). Prompts: reasoning problems of `split` and general prompts."""
@@ -236,7 +237,7 @@ def make_preference_pairs(n: int, seed: int, *, languages: Sequence[str] = ("en"
     rng = random.Random(f"prefs/{seed}/{split}")
     n_gen = int(round(n * p_general))
     recs = make_cold_start_records(n - n_gen, rng.randrange(2**31), levels=levels, languages=languages,
-                                   prompt_style=prompt_style, split=split)
+                                   prompt_style=prompt_style, split=split, restate=restate)
     recs += make_general_records(n_gen, rng.randrange(2**31) + (0 if split == "train" else 7919),
                                  languages=languages, prompt_style=prompt_style)
     rng.shuffle(recs)

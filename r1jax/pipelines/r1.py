@@ -75,9 +75,10 @@ def build_mixed_data(c, out_dir: str) -> dict:
         r["answer"] = str(r["answer"])
     write_jsonl(os.path.join(out_dir, "train.jsonl"), train)
     write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
-    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed, p_direct=d.p_direct, p_worked=d.p_worked,
+    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed + 7919 * c.seed, p_direct=d.p_direct, p_worked=d.p_worked,
                                   p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks), languages=langs,
-                                  p_mix=d.p_mix, mix_style=d.mix_style, prompt_style=c.prompt_style)
+                                  p_mix=d.p_mix, mix_style=d.mix_style, prompt_style=c.prompt_style,
+                                  restate=bool(d.get("restate", False)))
     write_jsonl(os.path.join(out_dir, "pretrain.jsonl"),
                 [{"prompt": x["prompt"], "completion": x["completion"], "mode": x["mode"], "language": x["language"]}
                  for x in corpus])
@@ -249,7 +250,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     data = clock.run("data", build_mixed_data, c, os.path.join(rd, "data"))
     tok, tok_dir = data["tokenizer"], data["tokenizer_dir"]
     base_cached = os.path.exists(os.path.join(
-        c.cache_dir, f"toy_base_{r1_zero._hash(c.data, c.model, c.pretrain, c.prompt_style)}", "model.safetensors"))
+        c.cache_dir, f"toy_base_{r1_zero._hash(c.data, c.model, c.pretrain, c.prompt_style, c.seed)}", "model.safetensors"))
     base_dir = clock.run("base", r1_zero.pretrain_toy, c, data, rd, c.cache_dir, skipped=base_cached)
     heldout = data["heldout"][: c.eval.problems]
     evals: dict[str, dict] = {}
@@ -275,7 +276,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
         cs = c.cold_start
         recs = make_cold_start_records(cs.n, c.seed, levels=tuple(c.data.levels), tasks=tuple(c.data.tasks),
                                        languages=tuple(c.data.languages), p_check=cs.p_check,
-                                       prompt_style=c.prompt_style)
+                                       prompt_style=c.prompt_style, restate=bool(c.data.get("restate", False)))
         ckpts["cold_start"] = clock.run("cold_start", sft_stage, "cold_start", c, cs.sft, base_dir, tok, tok_dir,
                                         recs, rd, skipped=_done(os.path.join(rd, "cold_start")))
         ev("cold_start")
@@ -329,7 +330,8 @@ def run(c: ml_collections.ConfigDict) -> dict:
             init = ckpts.get("sft", base_dir)
             rm_res = clock.run("rm", train_rm, train_rm_config(
                 run_dir=rm_dir, init=init, tokenizer=tok_dir, languages=tuple(c.data.languages),
-                levels=tuple(c.data.levels), prompt_style=c.prompt_style, seed=c.seed, **_cfg_dict(c.rm)))
+                levels=tuple(c.data.levels), restate=bool(c.data.get("restate", False)), prompt_style=c.prompt_style,
+                seed=c.seed, **_cfg_dict(c.rm)))
         print(f"[r1] reward model: held-out pairwise accuracy {rm_res['pair_acc']:.3f}")
     # 5. alignment RL
     if "alignment_rl" in stages:

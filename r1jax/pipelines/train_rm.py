@@ -35,6 +35,7 @@ def train_rm_config(**kw) -> ml_collections.ConfigDict:
         n_heldout=512,
         languages=("en", "fr"),
         levels=(2, 3, 4, 5),
+        restate=False,  # chain format of the toy pairs' reasoning (r1jax.data.corpus.solution)
         prompt_style="r1_zero",
         steps=200,
         batch_pairs=32,
@@ -89,13 +90,13 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
         train_pairs = read_jsonl(c.train_data, required=req)
     else:
         train_pairs = make_preference_pairs(c.n_train, c.seed, languages=tuple(c.languages), levels=tuple(c.levels),
-                                            prompt_style=c.prompt_style, split="train")
+                                            prompt_style=c.prompt_style, split="train", restate=c.restate)
         write_jsonl(os.path.join(c.run_dir, "pairs_train.jsonl"), train_pairs)
     if c.heldout_data:
         held = read_jsonl(c.heldout_data, required=req)
     else:
         held = make_preference_pairs(c.n_heldout, c.seed + 1, languages=tuple(c.languages), levels=tuple(c.levels),
-                                     prompt_style=c.prompt_style, split="heldout")
+                                     prompt_style=c.prompt_style, split="heldout", restate=c.restate)
         write_jsonl(os.path.join(c.run_dir, "pairs_heldout.jsonl"), held)
     rm = RewardModel(model)
     rparams = rm.init_params(params, seed=c.seed)
