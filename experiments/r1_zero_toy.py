@@ -24,7 +24,7 @@ def get_config():
     c.model = ml_collections.ConfigDict(dict(qk_rope_head_dim=32, qk_nope_head_dim=32, kv_lora_rank=64,
                                              q_lora_rank=96))
     c.pretrain = ml_collections.ConfigDict(dict(
-        seq_len=128, batch_size=12, epochs=1.0, loss_on_prompt=False, seed=0, log_every=20,
+        seq_len=128, batch_size=12, epochs=1.5, loss_on_prompt=False, seed=0, log_every=20,
         optimizer=dict(learning_rate=3e-3, warmup_steps=50, weight_decay=0.01, schedule="cosine", min_lr_ratio=0.1),
     ))
     c.grpo = ml_collections.ConfigDict(dict(

@@ -64,7 +64,8 @@ class Placement:
             return jax.jit(lambda p: train.init_train_state(p, tx), out_shardings=self._state_sh)(params)
 
     def params(self, cfg, params):
-        """Params moved to their sharded layout (unchanged without a mesh)."""
+        """Params moved to their sharded layout (unchanged without a mesh). Call it outside `context()`:
+        the shardings come from tracing the model's init, which must not run under the mesh."""
         if self.mesh is None:
             return params
         from r1jax.parallel.sharding import param_shardings

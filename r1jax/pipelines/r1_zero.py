@@ -120,8 +120,9 @@ def run(c: ml_collections.ConfigDict) -> dict:
               prompt_style=c.prompt_style, seed=c.eval.seed)
     place = Placement(c.get("mesh", ""))
     print(f"[r1-zero] evaluating the base model ... ({place})")
+    params = place.params(model.cfg, params)  # (outside the mesh context: it traces the init)
     with place.context():
-        base = evaluate(model, place.params(model.cfg, params), tok, heldout, **ev)
+        base = evaluate(model, params, tok, heldout, **ev)
     print(f"[r1-zero] base: pass@1 {base['pass@1']:.3f}  cons@{c.eval.k} {base['cons@k']:.3f}  "
           f"mean length {base['mean_length']:.1f}  (reasons in {base['reasoning_share']:.0%} of samples, "
           f"right in {base['reasoning_accuracy']:.0%} of those; direct answers right in {base['direct_accuracy']:.0%})")
