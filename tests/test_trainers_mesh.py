@@ -76,8 +76,10 @@ def test_grpo_on_mesh_matches_one_device(tmp_path):
     assert all(np.isfinite(r["train/loss"]) for r in rows["mesh"])
 
 
+@pytest.mark.slow
 def test_r1_zero_experiment_config_runs_on_a_mesh(tmp_path):
-    """experiments/r1_zero_toy.py as is, with `mesh` set and its sizes shrunk (the short variant)."""
+    """experiments/r1_zero_toy.py as is, with `mesh` set and its sizes shrunk (the short variant).
+    Slow: it compiles the SFT step, the GRPO step and generation for the 8-device mesh."""
     from r1jax.pipelines import r1_zero
 
     spec = importlib.util.spec_from_file_location("r1_zero_toy", os.path.join(ROOT, "experiments", "r1_zero_toy.py"))
