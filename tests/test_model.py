@@ -304,3 +304,33 @@ def test_hf_config_round_trip_of_presets():
                   "tie_word_embeddings", "head_dim"):
             assert back[k] == cfg[k], (name, k)
         assert back.rope_scaling.to_dict() == cfg.rope_scaling.to_dict(), name
+
+
+def test_lm_head_cpu_backward_equals_reference_and_params_unchanged():
+    """LMHead: the CPU custom-backward matmul has the reference's value and gradients, and the
+    param ("lm_head"/"kernel" [hidden, vocab]) is initialised exactly as nn.DenseGeneral did."""
+    import flax.linen as nn
+
+    from r1jax.model import layers
+
+    rng = np.random.RandomState(0)
+    x = jnp.asarray(rng.randn(24, 16).astype(np.float32))
+    k = jnp.asarray(rng.randn(16, 40).astype(np.float32))
+    g = jnp.asarray(rng.randn(24, 40).astype(np.float32))
+    y, vjp = jax.vjp(layers.head_matmul_cpu, x, k)
+    y_ref, vjp_ref = jax.vjp(layers.head_matmul_reference, x, k)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-6, atol=1e-5)
+    for a, b in zip(vjp(g), vjp_ref(g)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
+
+    cfg = config_lib.tiny_moe()
+    h = jnp.asarray(rng.randn(2, 3, cfg.hidden_size).astype(np.float32))
+    new = layers.LMHead(cfg).init(jax.random.PRNGKey(3), h)
+    old = nn.DenseGeneral(cfg.vocab_size, use_bias=False, kernel_init=layers.normal_init(cfg, ("embed", "vocab"))).init(
+        jax.random.PRNGKey(3), h)
+    np.testing.assert_array_equal(np.asarray(nn.unbox(new)["params"]["kernel"]),
+                                  np.asarray(nn.unbox(old)["params"]["kernel"]))
+    assert new["params"]["kernel"].names == ("embed", "vocab")
+    np.testing.assert_allclose(np.asarray(layers.LMHead(cfg).apply(new, h)),
+                               np.asarray(h @ nn.unbox(new)["params"]["kernel"]), rtol=1e-5, atol=1e-5)

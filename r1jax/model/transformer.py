@@ -23,7 +23,7 @@ import ml_collections
 
 from r1jax.config import is_moe, num_dense_layers, num_moe_layers
 from r1jax.model.attention import GQAttention, init_gqa_cache
-from r1jax.model.layers import MLP, compute_dtype, normal_init, param_dtype, rms_norm
+from r1jax.model.layers import MLP, LMHead, compute_dtype, normal_init, param_dtype, rms_norm
 from r1jax.model.mla import MLA, init_mla_cache
 from r1jax.model.moe import MoE
 
@@ -191,8 +191,7 @@ class Transformer(nn.Module):
         cfg = self.cfg
         if cfg.tie_word_embeddings:
             return lambda x: embed.attend(x)
-        return nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg),
-                               kernel_init=normal_init(cfg, ("embed", "vocab")), name="lm_head")
+        return LMHead(cfg, name="lm_head")
 
 
 def init_cache(cfg, batch: int, max_len: int, dtype=None) -> dict:
