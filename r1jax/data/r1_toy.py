@@ -6,8 +6,8 @@ summary for the reader. In the toy, a completion is
 
     <think> {worked steps in one language} </think> {summary} <answer> {answer digits} </answer>
 
-with the summary `{so} {a} {op} {b} {equals} {answer}` in the prompt's language, e.g.
-"so 4 5 6 + 1 5 6 is 6 1 2" / "donc 4 5 6 + 1 5 6 font 6 1 2". It is scored by the "r1"
+with the summary `{so} {answer}` in the prompt's language, e.g. "so 6 1 2" / "donc 6 1 2"
+(summary_text says why not the restated problem). It is scored by the "r1"
 format template (`<think> T </think> A`, T and A non-empty); the accuracy reward reads the
 <answer> block, so R1-Zero-style completions (no summary) are judged by the same eval.
 
@@ -15,7 +15,7 @@ Record kinds:
   reasoning  the arithmetic problems (r1jax.data.tasks), prompt in "en" or "fr";
   general    the toy's "general prompts", which need no reasoning:
              echo     "write 4 5 6" / "écris 4 5 6" -> `<think> </think> so 4 5 6 <answer> 4 5 6 </answer>`
-             simple   one-digit sums "what is 3 + 4" -> `<think> </think> so 3 + 4 is 7 <answer> 7 </answer>`
+             simple   one-digit sums "what is 3 + 4" -> `<think> </think> so 7 <answer> 7 </answer>`
              They answer without a chain of thought, as R1 does for simple queries; they are the
              non-reasoning part of the rejection-sampling SFT set and the prompts judged by the
              reward model in alignment RL.
@@ -77,11 +77,16 @@ def make_problems_multi(task: str, n: int, seed: int, *, levels=DEFAULT_LEVELS, 
 
 
 def summary_text(problem: dict, lang: str | None = None, answer: int | None = None) -> str:
-    """`{so} {a} {op} {b} {equals} {answer}` in `lang` (default: the problem's language)."""
+    """`{so} {answer}` in `lang` (default: the problem's language), e.g. "so 6 1 2" / "donc 6 1 2".
+
+    Not `{so} {a} + {b} {is} {answer}`: restating the problem after </think> makes the toy model
+    copy both operands from the prompt (a long-range lookup it does badly) right before the
+    answer, and measured, the answer then follows the garbled restatement: after cold-start SFT on
+    that format the chains were right but held-out pass@1 was 0.05 (the summary's operands and sum
+    were wrong). `{so} {answer}` copies the chain's last `write` (a few tokens back)."""
     table = get_language(lang or problem.get("language", "en"))
-    t = get_task(problem["task"])
     ans = problem["answer"] if answer is None else answer
-    return f"{table['so']} {t.expression(int(problem['a']), int(problem['b']))} {table['equals']} {answer_text(int(ans))}"
+    return f"{table['so']} {answer_text(int(ans))}"
 
 
 def r1_completion(think: str, summary: str, answer) -> str:
