@@ -36,9 +36,10 @@ def get_config():
     c.student = ml_collections.ConfigDict()  # overrides of r1jax.config.toy_qwen2
     c.student_pretrain = copy.deepcopy(t.pretrain)  # cached in cache_dir
     c.eval = copy.deepcopy(t.eval)
-    # distilled student: SFT on the traces (~2 min)
+    # distilled student: SFT on the traces (~2 min); epochs as the teacher's stage-4 SFT (8: the
+    #    set is ~450 records, and 2 epochs did not teach the summary + <answer> format)
     c.distill_sft = ml_collections.ConfigDict(dict(
-        seq_len=256, batch_size=16, epochs=2.0, log_every=10,
+        seq_len=256, batch_size=16, epochs=t.sft.epochs, log_every=10,
         optimizer=dict(learning_rate=1e-3, warmup_steps=10, weight_decay=0.0, schedule="cosine", min_lr_ratio=0.1)))
     # RL student: GRPO from the student base with the R1-Zero rewards (accuracy + format);
     # steps=0: as many steps as the distillation SFT's compute buys (at least min_rl_steps)
