@@ -16,7 +16,6 @@ base model), `tiny_moe` / `tiny_moe_no_qlora` (tests), `tiny_qwen2`, `tiny_llama
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 

@@ -35,13 +35,11 @@ def has_reflection(text: str) -> bool:
     return bool(_REFLECT_RE.search(text))
 
 
-_THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-
-
 def reasons(text: str) -> bool:
-    """True when the response's first <think> block has content (it reasoned before answering)."""
-    m = _THINK_RE.search(text)
-    return bool(m and m.group(1).strip())
+    """True when the response's <think> block has content (it reasoned before answering)."""
+    from r1jax.data.r1_toy import think_of
+
+    return bool(think_of(text))
 
 
 def decode_completion(tokenizer, tokens: Sequence[int], eos_id: int) -> str:
@@ -56,7 +54,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
              template: str = "r1_zero", keep_texts: bool = False) -> dict:
     """Samples k completions per record and scores them (see module doc). keep_texts=True adds every
     completion ("texts", record-major: record i's samples are texts[i*k:(i+1)*k]), its accuracy
-    reward ("accuracy", None where the gold answer could not be parsed) and finish reason ("finish")."""
+    reward ("accuracy", None where the gold answer could not be parsed)."""
     from r1jax.data.templates import encode_prompt
     from r1jax.data.tokenizer import special_ids
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
@@ -106,7 +104,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     res["samples"] = [{"problem": records[i // k]["problem"], "answer": str(records[i // k]["answer"]),
                        "completion": texts[i], "correct": acc[i]} for i in range(min(len(texts), 4 * k))]
     if keep_texts:
-        res.update(texts=texts, accuracy=acc, finish=finish)
+        res.update(texts=texts, accuracy=acc)
     return res
 
 

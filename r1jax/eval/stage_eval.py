@@ -31,7 +31,6 @@ def evaluate_stage(model, params, tokenizer, records, *, k: int = 4, temperature
                    max_new_tokens=max_new_tokens, prompt_style=prompt_style, seed=seed, batch_prompts=batch_prompts,
                    template="r1_zero", keep_texts=True)
     texts, acc = res.pop("texts"), res.pop("accuracy")
-    res.pop("finish")
     langs = [r.get("language") for r in records for _ in range(k)]
     res["format_r1_zero"] = res.pop("format")
     res.update({

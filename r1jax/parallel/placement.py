@@ -59,7 +59,7 @@ class Placement:
         from r1jax.parallel.sharding import state_shardings
 
         self._state_sh = state_shardings(cfg, tx, self.mesh)
-        params = self.params(cfg, params)
+        params = jax.device_put(params, self._state_sh.params)
         with self.context():
             return jax.jit(lambda p: train.init_train_state(p, tx), out_shardings=self._state_sh)(params)
 
@@ -68,9 +68,9 @@ class Placement:
         the shardings come from tracing the model's init, which must not run under the mesh."""
         if self.mesh is None:
             return params
-        from r1jax.parallel.sharding import param_shardings
+        from r1jax.parallel.sharding import shard_params
 
-        return jax.device_put(params, param_shardings(cfg, self.mesh))
+        return shard_params(params, cfg, self.mesh)
 
     def train_step(self, model, loss_fn, tx, **kw):
         """`r1jax.train.make_train_step`, or its sharded form (call `train_state` first)."""

@@ -59,6 +59,7 @@ def build_mixed_data(c, out_dir: str) -> dict:
     from r1jax.data.jsonl import write_jsonl
     from r1jax.data.r1_toy import make_problems_multi
     from r1jax.data.tokenizer import build_toy_tokenizer, save_tokenizer
+    from r1jax.pipelines.r1_zero import corpus_seed
 
     d = c.data
     os.makedirs(out_dir, exist_ok=True)
@@ -75,7 +76,7 @@ def build_mixed_data(c, out_dir: str) -> dict:
         r["answer"] = str(r["answer"])
     write_jsonl(os.path.join(out_dir, "train.jsonl"), train)
     write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
-    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed + 7919 * c.seed, p_direct=d.p_direct, p_worked=d.p_worked,
+    corpus = make_pretrain_corpus(d.n_corpus, seed=corpus_seed(c), p_direct=d.p_direct, p_worked=d.p_worked,
                                   p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks), languages=langs,
                                   p_mix=d.p_mix, mix_style=d.mix_style, prompt_style=c.prompt_style,
                                   restate=bool(d.get("restate", False)))
@@ -249,8 +250,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     clock = _Clock(os.path.join(rd, "stage_minutes.json"))
     data = clock.run("data", build_mixed_data, c, os.path.join(rd, "data"))
     tok, tok_dir = data["tokenizer"], data["tokenizer_dir"]
-    base_cached = os.path.exists(os.path.join(
-        c.cache_dir, f"toy_base_{r1_zero._hash(c.data, c.model, c.pretrain, c.prompt_style, c.seed)}", "model.safetensors"))
+    base_cached = os.path.exists(os.path.join(r1_zero.base_cache_dir(c, c.cache_dir), "model.safetensors"))
     base_dir = clock.run("base", r1_zero.pretrain_toy, c, data, rd, c.cache_dir, skipped=base_cached)
     heldout = data["heldout"][: c.eval.problems]
     evals: dict[str, dict] = {}

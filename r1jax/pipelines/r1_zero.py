@@ -33,6 +33,16 @@ def _hash(*cfgs) -> str:
     return hashlib.sha1(s.encode()).hexdigest()[:12]
 
 
+def corpus_seed(c) -> int:
+    """Seed of the pretraining corpus: `data.seed`, moved by the run's `seed`."""
+    return c.data.seed + 7919 * c.seed
+
+
+def base_cache_dir(c, cache_root: str) -> str:
+    """Where the base model of this data + model + pretraining config and seed is cached."""
+    return os.path.join(cache_root, f"toy_base_{_hash(c.data, c.model, c.pretrain, c.prompt_style, c.seed)}")
+
+
 def build_toy_data(c, out_dir: str) -> dict:
     """Tokenizer + train/held-out problem JSONL + the pretraining corpus records."""
     from r1jax.data.corpus import make_pretrain_corpus
@@ -54,7 +64,7 @@ def build_toy_data(c, out_dir: str) -> dict:
         r["answer"] = str(r["answer"])
     write_jsonl(os.path.join(out_dir, "train.jsonl"), train)
     write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
-    corpus = make_pretrain_corpus(d.n_corpus, seed=d.seed + 7919 * c.seed, p_direct=d.p_direct, p_worked=d.p_worked,
+    corpus = make_pretrain_corpus(d.n_corpus, seed=corpus_seed(c), p_direct=d.p_direct, p_worked=d.p_worked,
                                   p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks),
                                   prompt_style=c.prompt_style, restate=bool(d.get("restate", False)))
     write_jsonl(os.path.join(out_dir, "pretrain.jsonl"),
@@ -68,8 +78,7 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     from r1jax.data.tokenizer import save_tokenizer
     from r1jax.sft.trainer import run_sft, sft_config
 
-    key = _hash(c.data, c.model, c.pretrain, c.prompt_style, c.seed)
-    cached = os.path.join(cache_root, f"toy_base_{key}")
+    cached = base_cache_dir(c, cache_root)
     if os.path.exists(os.path.join(cached, "model.safetensors")):
         print(f"[r1-zero] base model: cached {cached}")
         return cached

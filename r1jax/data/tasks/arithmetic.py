@@ -170,12 +170,13 @@ def _steps_columns(xs: Sequence[int], y_of, combine, operands_of=None) -> list[S
         x, y = xs[n - 1 - i], y_of(i)
         value = combine(x, y, carry)
         last = i == n - 1
+        operands = operands_of(i) if operands_of else ""
         if last:
             written = str(value) + written
-            steps.append(Step(x, y, carry, value, written, None, operands_of(i) if operands_of else ""))
+            steps.append(Step(x, y, carry, value, written, None, operands))
         else:
             written = str(value % 10) + written
-            steps.append(Step(x, y, carry, value, written, value // 10, operands_of(i) if operands_of else ""))
+            steps.append(Step(x, y, carry, value, written, value // 10, operands))
             carry = value // 10
     return steps
 
