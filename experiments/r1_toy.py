@@ -46,7 +46,7 @@ def get_config():
     c.model = copy.deepcopy(z.model)  # overrides of r1jax.config.toy_moe (the main job's)
     # base: the main job's pretraining on the mixed corpus (cached in cache_dir)
     c.pretrain = copy.deepcopy(z.pretrain)
-    # 1 epoch, not the main job's 1.5 (raised for seed 1, whose 1-epoch base reasoned right only
+    # 1 epoch, not the main job's 2 (raised for seed 1, whose 1-epoch base reasoned right only
     # 45% of the time): on this mixed corpus the 1-epoch base's chains are right 90% of the time
     # (seed 0: R1-Zero 0.992 held-out pass@1), and the 45-minute budget of the whole recipe
     # cannot spare the extra half epoch (~4-5 min on 2 cores).
