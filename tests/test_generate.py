@@ -108,7 +108,7 @@ def test_top_k_top_p_frequencies_match_renormalized_distribution():
     n = 20000
     rngs = jax.random.split(jax.random.PRNGKey(0), n)
     p = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
-    for top_p, top_k, keep in ((0.75, 0, 3), (1.0, 2, 2), (0.9, 3, 3), (0.5, 0, 2)):
+    for top_p, top_k, keep in ((1.0, 0, 6), (0.75, 0, 3), (1.0, 2, 2), (0.9, 3, 3), (0.5, 0, 2)):
         toks, _ = jax.vmap(lambda r: sample(logits, r, 1.0, top_p, top_k))(rngs)
         freq = np.bincount(np.asarray(toks)[:, 0], minlength=6) / n
         expect = np.r_[p[:keep] / p[:keep].sum(), np.zeros(6 - keep)]
@@ -116,3 +116,60 @@ def test_top_k_top_p_frequencies_match_renormalized_distribution():
         assert np.all(np.abs(freq - expect) <= 5 * np.sqrt(expect * (1 - expect) / n) + 1e-9), (top_p, top_k, freq)
     kept = np.isfinite(np.asarray(filter_logits(logits, 0.75, 0))) & (np.asarray(filter_logits(logits, 0.75)) > -1e29)
     assert kept.sum() == 3
+
+
+def test_inverse_cdf_draw_matches_distribution_across_blocks():
+    """The blocked inverse-CDF draw over a vocabulary of several blocks (with a partial last block
+    and zero-probability entries) has the frequencies of the distribution: chi-square at a fixed seed."""
+    from r1jax.generate.sampling import categorical_inverse_cdf
+
+    rs = np.random.RandomState(0)
+    v = 300  # blocks of 128: 3 blocks, the last one partial
+    p = rs.gamma(0.5, size=v)
+    p[rs.rand(v) < 0.3] = 0.0  # filtered tokens (e.g. outside top-p)
+    p[200:260] = 0.0  # a whole empty stretch across a block boundary
+    n = 200000
+    rows = jnp.asarray(np.tile(p, (8, 1)), jnp.float32)  # 8 rows per draw, unnormalized
+    draws = jax.vmap(lambda r: categorical_inverse_cdf(rows, r))(jax.random.split(jax.random.PRNGKey(3), n // 8))
+    freq = np.bincount(np.asarray(draws).reshape(-1), minlength=v)
+    assert freq[p == 0].sum() == 0, "a zero-probability token was drawn"
+    expect = n * p / p.sum()
+    big = expect >= 5
+    chi2 = ((freq[big] - expect[big]) ** 2 / expect[big]).sum()
+    dof = big.sum() - 1
+    assert chi2 < dof + 6 * np.sqrt(2 * dof), (chi2, dof)  # ~6 sigma of the chi-square; a draw shifted by one index fails
+    # a row whose mass sits in one token always returns it, and a leading zero block is skipped
+    one = np.zeros((2, v), np.float32)
+    one[0, 299] = 1.0
+    one[1, 130] = 2.0
+    toks = categorical_inverse_cdf(jnp.asarray(one), jax.random.PRNGKey(0))
+    assert np.asarray(toks).tolist() == [299, 130]
+
+
+@pytest.mark.parametrize("preset", ["tiny_moe", "tiny_qwen2"])
+def test_unstacked_layers_give_the_stacked_models_samples(preset):
+    """generate with per-layer params and caches (the CPU default) samples exactly what the
+    stacked (nn.scan) model samples, with the same log-probs: greedy and at T=1 from one seed."""
+    cfg = getattr(config_lib, preset)()
+    model = Transformer(cfg)
+    params = init_params(cfg, jax.random.PRNGKey(5))
+    prompts = _prompts(4)
+    for temp in (0.0, 1.0):
+        a = r1jax.generate(model, params, prompts, max_new_tokens=16, temperature=temp, seed=2, n=2,
+                           unstack_layers=False)
+        b = r1jax.generate(model, params, prompts, max_new_tokens=16, temperature=temp, seed=2, n=2,
+                           unstack_layers=True)
+        assert a.tokens == b.tokens
+        for x, y in zip(a.logprobs, b.logprobs):
+            np.testing.assert_allclose(x, y, atol=1e-5)
+    # the unstacked params are the stacked layers' slices
+    from r1jax.model import unstack_layers
+
+    u = unstack_layers(params, cfg)
+    stack = "moe_layers" if "moe_layers" in params else "dense_layers"
+    n = jax.tree.leaves(params[stack])[0].shape[0]
+    for i in range(n):
+        jax.tree.map(lambda s, l, i=i: np.testing.assert_array_equal(np.asarray(s[i]), np.asarray(l)), params[stack],
+                     u[f"{stack}_{i}"])
+    with pytest.raises(KeyError, match="dense_layers"):
+        unstack_layers({"embed_tokens": params["embed_tokens"]}, cfg)

@@ -5,6 +5,10 @@ The returned log-prob is the token's log-probability under the temperature-scale
 distribution, log_softmax(logits / T) — exactly what the trainer's forward pass computes for the
 same token at the same temperature, so GRPO's importance ratios start at 1. (Top-p/top-k only
 restrict which tokens may be drawn.) At T = 0 it is log_softmax(logits).
+
+The draw is an inverse-CDF lookup with one uniform number per row (`categorical_inverse_cdf`),
+not a Gumbel-max over the vocabulary: on CPU, generating [batch, 32000] Gumbel noise was ~30 ms
+of a ~160 ms decode step of the small MoE, the lookup ~1 ms.
 """
 
 from __future__ import annotations
@@ -36,6 +40,31 @@ def filter_logits(logits: jnp.ndarray, top_p: float = 1.0, top_k: int = 0) -> jn
     return logits
 
 
+def categorical_inverse_cdf(probs: jnp.ndarray, rng, block: int = 128) -> jnp.ndarray:
+    """One index per row of probs [b, V] (>= 0, unnormalized; every row needs a positive entry),
+    drawn with probability probs / probs.sum(-1) by inverse CDF: u ~ U[0, total) picks the first
+    index whose cumulative mass exceeds u, found block by block (cumsum over V / block block sums,
+    then within one block: two short scans instead of one over V). Zero-probability entries are
+    never returned (float rounding at a boundary falls back to the last positive entry). -> [b] int32."""
+    b, v = probs.shape
+    pad = (-v) % block
+    if pad:
+        probs = jnp.pad(probs, ((0, 0), (0, pad)))
+    nb = (v + pad) // block
+    pb = probs.reshape(b, nb, block)
+    s = pb.sum(-1)  # [b, nb]
+    cs = jnp.cumsum(s, axis=-1)
+    u = jax.random.uniform(rng, (b,), jnp.float32) * cs[:, -1]
+    last_block = jnp.max(jnp.where(s > 0, jnp.arange(nb), -1), axis=-1)
+    j = jnp.minimum(jnp.sum(cs <= u[:, None], axis=-1), last_block)
+    r = u - jnp.take_along_axis(cs - s, j[:, None], axis=1)[:, 0]
+    pj = jnp.take_along_axis(pb, j[:, None, None], axis=1)[:, 0]  # [b, block]
+    cw = jnp.cumsum(pj, axis=-1)
+    last = jnp.max(jnp.where(pj > 0, jnp.arange(block), -1), axis=-1)
+    i = jnp.minimum(jnp.sum(cw <= r[:, None], axis=-1), last)
+    return (j * block + i).astype(jnp.int32)
+
+
 def sample(logits: jnp.ndarray, rng, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0):
     """logits [b, V] (any float dtype) -> (tokens [b] int32, logprobs [b] float32)."""
     logits = logits.astype(jnp.float32)
@@ -45,5 +74,6 @@ def sample(logits: jnp.ndarray, rng, temperature: float = 1.0, top_p: float = 1.
     else:
         scaled = logits / temperature
         lp = jax.nn.log_softmax(scaled, axis=-1)
-        tok = jax.random.categorical(rng, filter_logits(scaled, top_p, top_k), axis=-1).astype(jnp.int32)
+        kept = filter_logits(scaled, top_p, top_k)
+        tok = categorical_inverse_cdf(jnp.exp(kept - kept.max(-1, keepdims=True)), rng)
     return tok, jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]

@@ -12,6 +12,13 @@ params); `remat_policy` wraps the scanned block in `nn.remat`.
 Cache mode (generation): `cache` is the pytree of `init_cache(cfg, batch, max_len)` with a
 leading layer axis per stack; `mode="prefill"` writes the prompt (which starts at slot 0) and
 `mode="decode"` attends over the cache (absorbed MLA). `positions` [batch, seq] are the slots.
+
+Unstacked layers (`Transformer(cfg, unstacked=True)`, generation on CPU): each layer is its own
+module `<stack>_<i>` taking the params of `unstack_layers(params)` (a copy of each layer's slice,
+made once) and its own cache (`init_cache(..., unstacked=True)` / `unstack_cache`: a tuple of
+per-layer caches per stack). Same math as the stacked model; it exists because XLA:CPU copies
+each layer's weights out of the stacked [n, ...] arrays on every use, which in a decode loop
+re-copies all the weights at every generated token.
 """
 
 from __future__ import annotations
@@ -129,6 +136,7 @@ class Transformer(nn.Module):
     mode: str = "train"  # train | prefill | decode
     absorb: bool = False  # MLA absorbed path without a cache (tests)
     moe_impl: str | None = None  # override cfg.moe_impl
+    unstacked: bool = False  # per-layer modules and params (see unstack_layers), per-layer caches
 
     def __post_init__(self):
         # A frozen config makes the module hashable (usable as a static jit argument / cache key).
@@ -152,13 +160,26 @@ class Transformer(nn.Module):
         n_dense, n_moe = num_dense_layers(cfg), num_moe_layers(cfg)
         new_cache, loads, bal = {}, None, jnp.zeros((), jnp.float32)
         cache = cache or {}
+
+        def run_stack(x, moe, n, name):
+            if not self.unstacked:
+                return _stack(cfg, moe, n, self.mode, self.absorb, self.moe_impl, name)(
+                    x, positions, segment_ids, token_mask, cache.get(name))
+            layer_cache = cache.get(name)
+            caches, auxes = [], []
+            for i in range(n):
+                x, (c, a) = Block(cfg, moe, self.mode, self.absorb, self.moe_impl, name=f"{name}_{i}")(
+                    x, positions, segment_ids, token_mask, None if layer_cache is None else layer_cache[i])
+                caches.append(c)
+                auxes.append(a)
+            aux = jax.tree.map(lambda *v: jnp.stack(v), *auxes)  # [n, ...] as the scan stacks it
+            return x, (None if layer_cache is None else tuple(caches), aux)
+
         if n_dense:
-            x, (c, _) = _stack(cfg, False, n_dense, self.mode, self.absorb, self.moe_impl, "dense_layers")(
-                x, positions, segment_ids, token_mask, cache.get("dense_layers"))
+            x, (c, _) = run_stack(x, False, n_dense, "dense_layers")
             new_cache["dense_layers"] = c
         if n_moe:
-            x, (c, aux) = _stack(cfg, True, n_moe, self.mode, self.absorb, self.moe_impl, "moe_layers")(
-                x, positions, segment_ids, token_mask, cache.get("moe_layers"))
+            x, (c, aux) = run_stack(x, True, n_moe, "moe_layers")
             new_cache["moe_layers"] = c
             loads = aux["load"]  # [n_moe, E]
             bal = aux["balance_loss"].mean()
@@ -194,17 +215,46 @@ class Transformer(nn.Module):
         return LMHead(cfg, name="lm_head")
 
 
-def init_cache(cfg, batch: int, max_len: int, dtype=None) -> dict:
-    """Empty KV cache pytree: MLA latent [n, b, L, kv_lora + rope] or GQA {k, v} [n, b, L, kvh, hd] per stack."""
+def _layer_stacks(cfg):
+    return [(name, n) for name, n in (("dense_layers", num_dense_layers(cfg)), ("moe_layers", num_moe_layers(cfg)))
+            if n]
+
+
+def init_cache(cfg, batch: int, max_len: int, dtype=None, unstacked: bool = False) -> dict:
+    """Empty KV cache pytree: MLA latent [n, b, L, kv_lora + rope] or GQA {k, v} [n, b, L, kvh, hd] per stack
+    (unstacked: a tuple of n per-layer caches [b, L, ...] per stack, for Transformer(unstacked=True))."""
     dtype = dtype or compute_dtype(cfg)
     out = {}
-    for name, n in (("dense_layers", num_dense_layers(cfg)), ("moe_layers", num_moe_layers(cfg))):
-        if not n:
-            continue
+    for name, n in _layer_stacks(cfg):
         if cfg.model_type == "deepseek_v3":
             one = init_mla_cache(cfg, batch, max_len, dtype)
         else:
             one = init_gqa_cache(cfg, batch, max_len, dtype)
-        out[name] = jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), one)
+        if unstacked:
+            out[name] = tuple(jax.tree.map(jnp.copy, one) for _ in range(n))
+        else:
+            out[name] = jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), one)
+    return out
+
+
+def unstack_layers(params: dict, cfg) -> dict:
+    """Stacked params {"dense_layers": tree [n, ...], "moe_layers": ...} -> the params of
+    Transformer(cfg, unstacked=True): {"dense_layers_0": tree, ...}, each layer's slice (a copy
+    under jit). The other params are shared as they are."""
+    out = {k: v for k, v in params.items() if k not in ("dense_layers", "moe_layers")}
+    for name, n in _layer_stacks(cfg):
+        if name not in params:
+            raise KeyError(f"unstack_layers: params have no {name!r} (keys: {sorted(params)})")
+        for i in range(n):
+            out[f"{name}_{i}"] = jax.tree.map(lambda a, i=i: a[i], params[name])
+    return out
+
+
+def unstack_cache(cache: dict) -> dict:
+    """A stacked cache (init_cache) -> per-layer tuples (init_cache(..., unstacked=True) layout)."""
+    out = {}
+    for name, c in cache.items():
+        n = jax.tree.leaves(c)[0].shape[0]
+        out[name] = tuple(jax.tree.map(lambda a, i=i: a[i], c) for i in range(n))
     return out
 
