@@ -33,7 +33,13 @@ def get_config():
     c.traces = ""  # default: <r1_run_dir>/rejection/sft.jsonl
     c.seed = 0
     c.prompt_style = t.prompt_style
-    c.student = ml_collections.ConfigDict()  # overrides of r1jax.config.toy_qwen2
+    # overrides of r1jax.config.toy_qwen2 (d=96, 3 layers, head_dim 24: 0.31M parameters, which
+    # learned nothing usable from the corpus in one epoch, distilled or not: pass@1 0 for both
+    # students). d=128, 4 layers, 4 heads of 32 (all rotary: as wide a position key as the
+    # teacher's 32-dim decoupled rope key), 2 KV heads, MLP 256: ~0.6M parameters, under the
+    # teacher's 0.93M activated / 1.83M total.
+    c.student = ml_collections.ConfigDict(dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                                               num_key_value_heads=2, head_dim=32, intermediate_size=256))
     c.student_pretrain = copy.deepcopy(t.pretrain)  # cached in cache_dir
     c.eval = copy.deepcopy(t.eval)
     # distilled student: SFT on the traces (~2 min); epochs as the teacher's stage-4 SFT (8: the
