@@ -143,6 +143,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
     if cfg.model_type not in MODEL_TYPES:
         bad("model_type", f"is not one of {MODEL_TYPES}")
+    if cfg.model_type in ("qwen2", "llama") and cfg.rope_interleave:
+        bad("rope_interleave", f"is not representable for model_type={cfg.model_type!r}: its HF checkpoints use "
+                               "the half-split rotary layout (rope_interleave=False)")
     if cfg.num_attention_heads % max(cfg.num_key_value_heads, 1):
         bad("num_key_value_heads", f"does not divide num_attention_heads={cfg.num_attention_heads}")
     if cfg.n_routed_experts:
@@ -316,6 +319,7 @@ def toy_qwen2(vocab_size: int = 128) -> ml_collections.ConfigDict:
         tie_word_embeddings=True,
         max_position_embeddings=512,
         rope_theta=10000.0,
+        rope_interleave=False,  # Qwen2 checkpoints are half-split (a saved student reloads as such)
     )
 
 
@@ -537,6 +541,9 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
 
 def to_hf_config(cfg) -> dict:
     """The HF `config.json` dict transformers loads for this config (inverse of `from_hf_config`)."""
+    if cfg.model_type != "deepseek_v3" and cfg.rope_interleave:
+        raise ValueError(f"to_hf_config: rope_interleave=True cannot be saved as model_type={cfg.model_type!r} (its "
+                         "checkpoints are half-split: the model would reload with another rotary layout)")
     rs = cfg.rope_scaling
     rope = None
     if rs.rope_type == "yarn":

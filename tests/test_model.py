@@ -334,3 +334,17 @@ def test_lm_head_cpu_backward_equals_reference_and_params_unchanged():
     assert new["params"]["kernel"].names == ("embed", "vocab")
     np.testing.assert_allclose(np.asarray(layers.LMHead(cfg).apply(new, h)),
                                np.asarray(h @ nn.unbox(new)["params"]["kernel"]), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_configs_refuse_interleaved_rope_that_their_checkpoints_cannot_hold():
+    """Qwen2/Llama checkpoints are half-split: a config with rope_interleave=True would save and
+    reload as another model (the toy student once did: trained CE 0.19, reloaded CE 6)."""
+    from r1jax import config as config_lib
+
+    assert not config_lib.toy_qwen2().rope_interleave
+    with pytest.raises(ValueError, match="rope_interleave"):
+        config_lib.tiny_qwen2(rope_interleave=True)
+    cfg = config_lib.toy_qwen2()
+    cfg.rope_interleave = True  # set after validation, as an experiment override would
+    with pytest.raises(ValueError, match="rope_interleave"):
+        config_lib.to_hf_config(cfg)
