@@ -59,14 +59,16 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     from r1jax.pipelines.r1_zero import _hash
     from r1jax.sft.trainer import _copy_tokenizer, run_sft, sft_config
 
-    key = _hash(c.student, c.student_pretrain, _file_hash(corpus_path))
+    mc = config_lib.toy_qwen2(vocab_size=tok.get_vocab_size())
+    for k, v in c.student.items():
+        mc[k] = v
+    config_lib.validate(mc)
+    # the whole model config is in the key (not only the overrides): a changed preset retrains
+    key = _hash(mc, c.student_pretrain, _file_hash(corpus_path))
     cached = os.path.join(c.cache_dir, f"toy_student_{key}")
     if os.path.exists(os.path.join(cached, "model.safetensors")):
         print(f"[distill] student base: cached {cached}")
         return cached
-    mc = config_lib.toy_qwen2(vocab_size=tok.get_vocab_size())
-    for k, v in c.student.items():
-        mc[k] = v
     sc = sft_config(run_dir=os.path.join(c.run_dir, "student_pretrain"), tokenizer=tok_dir,
                     **_cfg_dict(c.student_pretrain))
     model = Transformer(mc)
