@@ -541,9 +541,7 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
 
 def to_hf_config(cfg) -> dict:
     """The HF `config.json` dict transformers loads for this config (inverse of `from_hf_config`)."""
-    if cfg.model_type != "deepseek_v3" and cfg.rope_interleave:
-        raise ValueError(f"to_hf_config: rope_interleave=True cannot be saved as model_type={cfg.model_type!r} (its "
-                         "checkpoints are half-split: the model would reload with another rotary layout)")
+    validate(cfg)  # a config edited after make_config (e.g. rope_interleave on a dense model) must not be saved
     rs = cfg.rope_scaling
     rope = None
     if rs.rope_type == "yarn":

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.model.moe import update_router_bias  # noqa: F401
-from r1jax.model.transformer import Transformer, init_cache, unstack_cache, unstack_layers  # noqa: F401
+from r1jax.model.transformer import Transformer, init_cache, unstack_layers  # noqa: F401
 
 
 def build_model(cfg, **kw) -> Transformer:

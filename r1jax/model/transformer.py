@@ -15,8 +15,8 @@ leading layer axis per stack; `mode="prefill"` writes the prompt (which starts a
 
 Unstacked layers (`Transformer(cfg, unstacked=True)`, generation on CPU): each layer is its own
 module `<stack>_<i>` taking the params of `unstack_layers(params)` (a copy of each layer's slice,
-made once) and its own cache (`init_cache(..., unstacked=True)` / `unstack_cache`: a tuple of
-per-layer caches per stack). Same math as the stacked model; it exists because XLA:CPU copies
+made once) and its own cache (`init_cache(..., unstacked=True)`: a tuple of per-layer caches
+per stack). Same math as the stacked model; it exists because XLA:CPU copies
 each layer's weights out of the stacked [n, ...] arrays on every use, which in a decode loop
 re-copies all the weights at every generated token.
 """
@@ -247,14 +247,5 @@ def unstack_layers(params: dict, cfg) -> dict:
             raise KeyError(f"unstack_layers: params have no {name!r} (keys: {sorted(params)})")
         for i in range(n):
             out[f"{name}_{i}"] = jax.tree.map(lambda a, i=i: a[i], params[name])
-    return out
-
-
-def unstack_cache(cache: dict) -> dict:
-    """A stacked cache (init_cache) -> per-layer tuples (init_cache(..., unstacked=True) layout)."""
-    out = {}
-    for name, c in cache.items():
-        n = jax.tree.leaves(c)[0].shape[0]
-        out[name] = tuple(jax.tree.map(lambda a, i=i: a[i], c) for i in range(n))
     return out
 
