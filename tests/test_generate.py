@@ -173,3 +173,31 @@ def test_unstacked_layers_give_the_stacked_models_samples(preset):
                      u[f"{stack}_{i}"])
     with pytest.raises(KeyError, match="dense_layers"):
         unstack_layers({"embed_tokens": params["embed_tokens"]}, cfg)
+
+
+def test_decode_attention_over_a_cache_prefix_equals_the_whole_cache():
+    """over_cache_prefix picks the smallest of L, L/2, L/4, L/8 slots that holds every query and
+    gives what attention over all L slots gives (MLA absorbed and GQA), for maxima in each bucket."""
+    from r1jax.model.attention import attend, cache_mask, over_cache_prefix
+    from r1jax.model.mla import absorbed_attention
+
+    rs = np.random.RandomState(0)
+    f = lambda *s: jnp.asarray(rs.randn(*s).astype(np.float32))  # noqa: E731
+    b, h, nope, rope_d, r, vd, L = 3, 4, 8, 4, 16, 8, 128
+    q_nope, q_rope, latent = f(b, 1, h, nope), f(b, 1, h, rope_d), f(b, L, r + rope_d)
+    w_uk, w_uv = f(r, h, nope), f(r, h, vd)
+    q, k, v = f(b, 1, h, 8), f(b, L, 2, 8), f(b, L, 2, 8)
+    mla = lambda pos, t: absorbed_attention(q_nope, q_rope, latent[:, :t], cache_mask(pos, t), w_uk, w_uv, 0.3, r)  # noqa: E731
+    gqa = lambda pos, t: attend(q, k[:, :t], v[:, :t], cache_mask(pos, t), 0.3, num_kv_groups=2)  # noqa: E731
+    used = []
+    for top in (3, 15, 16, 40, 70, 127):  # buckets 16, 16, 32, 64, 128, 128
+        pos = jnp.asarray([[top], [0], [top // 2]], jnp.int32)
+        for fn in (mla, gqa):
+            whole = fn(pos, L)
+            got = jax.jit(lambda p, fn=fn: over_cache_prefix(lambda t: fn(p, t), L, p))(pos)
+            np.testing.assert_allclose(np.asarray(got), np.asarray(whole), rtol=1e-5, atol=1e-6)
+            sizes = []
+            over_cache_prefix(lambda t: sizes.append(t) or fn(pos, t), L, pos)
+            used.append(sizes)
+    assert used[0] == [16, 32, 64, 128]  # the branches traced: at most 4, down to L/8
+    assert over_cache_prefix(lambda t: jnp.float32(t), 16, jnp.zeros((1, 1), jnp.int32)) == 16  # too short to split

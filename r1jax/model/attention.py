@@ -32,6 +32,35 @@ def cache_mask(positions: jnp.ndarray, max_len: int) -> jnp.ndarray:
     return jnp.arange(max_len)[None, None, None, :] <= positions[:, None, :, None]
 
 
+DECODE_PREFIX_BUCKETS = 4  # decode attends over the first L, L/2, L/4 or L/8 cache slots
+MIN_DECODE_PREFIX = 16
+
+
+def over_cache_prefix(fn, cache_len: int, positions: jnp.ndarray, *, buckets: int | None = None,
+                      minimum: int = MIN_DECODE_PREFIX):
+    """fn(t) -> attention over the first t cache slots; calls it with the smallest prefix that
+    holds every query's slot.
+
+    positions: [batch, q] slots of the queries (= positions). Decode attends over `cache_len`
+    slots, but slots after the longest sequence's position are masked for every query (exp gives
+    exactly 0), so attending over a prefix t > max(positions) gives the same output. The prefix
+    lengths are static (cache_len, cache_len / 2, ... down to `minimum`; at most `buckets`) and
+    `lax.switch` picks one at run time, so a generation that has filled half its cache does half
+    the attention work. Same result as fn(cache_len). buckets: None -> DECODE_PREFIX_BUCKETS
+    (read at trace time; 1 turns the split off).
+    """
+    buckets = DECODE_PREFIX_BUCKETS if buckets is None else buckets
+    sizes = [cache_len]
+    while len(sizes) < buckets and sizes[-1] % 2 == 0 and sizes[-1] // 2 >= minimum:
+        sizes.append(sizes[-1] // 2)
+    if len(sizes) == 1:
+        return fn(cache_len)
+    sizes = sizes[::-1]  # ascending
+    need = jnp.max(positions) + 1
+    index = jnp.sum(jnp.asarray(sizes[:-1]) < need)  # first size >= need (the last when none)
+    return jax.lax.switch(index, [lambda t=t: fn(t) for t in sizes])
+
+
 def attend(q, k, v, mask, scale, *, num_kv_groups: int = 1):
     """Plain softmax attention in float32.
 
@@ -128,8 +157,9 @@ class GQAttention(nn.Module):
             if self.mode == "prefill":
                 o = attend_causal(q, k, v, segment_ids, scale, num_kv_groups=h // kvh)
             else:
-                mask = cache_mask(positions, kc.shape[1])
-                o = attend(q, kc.astype(q.dtype), vc.astype(q.dtype), mask, scale, num_kv_groups=h // kvh)
+                o = over_cache_prefix(
+                    lambda t: attend(q, kc[:, :t].astype(q.dtype), vc[:, :t].astype(q.dtype), cache_mask(positions, t),
+                                     scale, num_kv_groups=h // kvh), kc.shape[1], positions)
         out = nn.DenseGeneral(
             cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=compute_dtype(cfg),
             param_dtype=jnp.dtype(cfg.param_dtype),

@@ -19,7 +19,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from r1jax.model import rope as rope_lib
-from r1jax.model.attention import NEG_INF, attend_causal, cache_mask, causal_segment_mask, write_cache
+from r1jax.model.attention import (NEG_INF, attend_causal, cache_mask, causal_segment_mask, over_cache_prefix,
+                                   write_cache)
 from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype, rms_norm
 
 
@@ -38,15 +39,18 @@ def absorbed_attention(q_nope, q_rope, latent, mask, w_uk, w_uv, scale, kv_lora_
     q_nope: [b, s, h, nope], q_rope: [b, s, h, rope], latent: [b, t, kv_lora + rope],
     mask: [b, 1, s, t], w_uk: [kv_lora, h, nope], w_uv: [kv_lora, h, v] -> [b, s, h, v]
     """
-    c_kv, k_rope = latent[..., :kv_lora_rank], latent[..., kv_lora_rank:]
+    # One query [q_lat | q_rope] against the whole latent row: q_lat . c_kv + q_rope . k_rope in one
+    # matmul, and p @ latent then keeps its first kv_lora_rank columns (no strided copies of the
+    # c_kv / k_rope slices of the cache).
     q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk.astype(q_nope.dtype), preferred_element_type=jnp.float32)
-    s = jnp.einsum("bshr,btr->bhst", q_lat, c_kv.astype(jnp.float32), preferred_element_type=jnp.float32)
-    s = s + jnp.einsum("bshd,btd->bhst", q_rope.astype(jnp.float32), k_rope.astype(jnp.float32))
-    s = jnp.where(mask, s * scale, NEG_INF)
+    q_full = jnp.concatenate([q_lat, q_rope.astype(jnp.float32)], axis=-1) * scale
+    lat = latent.astype(jnp.float32)
+    s = jnp.einsum("bshr,btr->bhst", q_full, lat, preferred_element_type=jnp.float32)
+    s = jnp.where(mask, s, NEG_INF)
     p = jnp.exp(s - s.max(-1, keepdims=True))
     p = jnp.where(mask, p, 0.0)
     p = p / jnp.maximum(p.sum(-1, keepdims=True), 1e-30)
-    o_lat = jnp.einsum("bhst,btr->bshr", p, c_kv.astype(jnp.float32))
+    o_lat = jnp.einsum("bhst,btr->bshr", p, lat)[..., :kv_lora_rank]
     o = jnp.einsum("bshr,rhv->bshv", o_lat, w_uv.astype(jnp.float32))
     return o.astype(q_nope.dtype)
 
@@ -103,8 +107,9 @@ class MLA(nn.Module):
                                    kv_lora_rank=r)
                 o = jnp.einsum("bshr,rhv->bshv", o_lat.astype(w_uv.dtype), w_uv)
             else:
-                mask = cache_mask(positions, new_cache.shape[1])
-                o = absorbed_attention(q_nope, q_rope, new_cache, mask, w_uk, w_uv, scale, r)
+                o = over_cache_prefix(
+                    lambda t: absorbed_attention(q_nope, q_rope, new_cache[:, :t], cache_mask(positions, t), w_uk,
+                                                 w_uv, scale, r), new_cache.shape[1], positions)
         elif self.absorb:
             mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
             o = absorbed_attention(q_nope, q_rope, latent, mask, w_uk, w_uv, scale, r)
