@@ -332,6 +332,8 @@ def test_experiment_configs_build_every_stage_config():
     d = load_config(os.path.join(here, "distill_toy.py"))
     sft_config(**d.student_pretrain.to_dict())
     sft_config(**d.distill_sft.to_dict())
+    rejection_sample_config(**{k: v for k, v in d.teacher_traces.to_dict().items() if k != "prompt_offset"})
+    assert d.teacher_traces.prompt_offset >= c.rejection.prompt_offset + c.rejection.n_prompts  # new problems
     grpo_config(**d.rl.to_dict())
     assert d.r1_run_dir == c.run_dir and d.eval.to_dict() == c.eval.to_dict()
     for f in ("rejection_sample_toy.py", "train_rm_toy.py"):
@@ -369,8 +371,16 @@ def test_r1_pipeline_smoke(tmp_path):
     d.eval.update(dict(problems=2, k=1, max_new_tokens=8))
     d.distill_sft.update(dict(seq_len=64, batch_size=2, epochs=1.0, log_every=1, progress=False))
     d.rl.update(dict(group_size=2, prompts_per_step=2, max_new_tokens=8, save_every=0, progress=False))
+    d.teacher_traces.update(dict(n_prompts=4, prompt_offset=2, n_samples=2, max_new_tokens=8))
     out = distill.run(d)
     assert set(out["models"]) == {"student_base", "distilled", "rl", "teacher"}
+    tt = out["teacher_traces"]
+    assert tt["samples"] == 8 and tt["prompts"] == 4
+    assert out["traces"] == out["stage3_traces"] + tt["total"]
+    assert os.path.exists(os.path.join(d.run_dir, "teacher_traces", "sft.jsonl"))
+    d.teacher_traces.update(dict(n_prompts=64, prompt_offset=0))
+    with pytest.raises(SystemExit, match="train.jsonl has 16"):  # more problems than the teacher run has
+        distill.teacher_traces(d.teacher_traces, "unused", None, [{}] * 16, "r1_zero", str(tmp_path / "x.jsonl"), 0)
     assert out["compute"]["grpo_steps"] >= 1
     assert out["compute"]["grpo_token_passes"] <= max(out["compute"]["sft_token_passes"],
                                                       distill.grpo_step_compute(2, 2, out["compute"]["prompt_len"], 8))

@@ -7,7 +7,10 @@ base: pretrained on the same mixed-language corpus as the R1 teacher's base (rea
 <r1_run_dir>/data/pretrain.jsonl; cached in cache_dir). From that base:
 
   distilled   SFT on the teacher's stage-3 traces (<r1_run_dir>/rejection/sft.jsonl: the
-              rejection-sampled reasoning traces of the stage-2 model + non-reasoning records);
+              rejection-sampled reasoning traces of the stage-2 model + non-reasoning records),
+              plus, with `teacher_traces.n_prompts` > 0, traces of the final R1 model on more
+              training problems kept by the same filters (the paper distilled ~800k samples
+              "curated with DeepSeek-R1"; the toy's stage 3 keeps ~1k);
   rl          GRPO directly from the student base (accuracy + format rewards, as R1-Zero-Qwen
               in the paper) for the same compute as the distillation SFT.
 
@@ -85,6 +88,42 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     return cached
 
 
+def teacher_traces(tc, teacher_dir: str, tok, train: list, prompt_style: str, out_path: str, seed: int):
+    """More R1 traces for the distillation set: rejection sampling (the stage-3 filters: R1
+    format, correct, single-language, non-repetitive; `tc.non_reasoning_frac` general records) of
+    the final R1 model on train[prompt_offset : prompt_offset + n_prompts], cached at out_path.
+    Returns (records, counts)."""
+    from r1jax.data.jsonl import read_jsonl, write_jsonl
+    from r1jax.pipelines.rejection_sample import format_counts, rejection_sample
+
+    if os.path.exists(out_path + ".counts.json"):
+        print(f"[distill] teacher traces: done before ({out_path})")
+        with open(out_path + ".counts.json") as f:
+            return read_jsonl(out_path), json.load(f)
+    prompts = train[tc.prompt_offset:tc.prompt_offset + tc.n_prompts]
+    if len(prompts) < tc.n_prompts:
+        raise SystemExit(f"distill: teacher_traces wants train problems {tc.prompt_offset}..{tc.prompt_offset + tc.n_prompts}"
+                         f" but the teacher run's train.jsonl has {len(train)}")
+    if not os.path.exists(os.path.join(teacher_dir, "config.json")):
+        raise SystemExit(f"distill: teacher_traces needs the R1 model {teacher_dir} (stage 5 of `r1jax r1`)")
+    from r1jax.checkpoint.hf import from_pretrained
+
+    model, params = from_pretrained(teacher_dir)
+    print(f"[distill] teacher traces: {len(prompts)} prompts x {tc.n_samples} samples from {teacher_dir}")
+    recs, counts = rejection_sample(
+        model, params, tok, prompts, n_samples=tc.n_samples, temperature=tc.temperature, top_p=tc.top_p,
+        max_new_tokens=tc.max_new_tokens, prompt_style=prompt_style, template="r1", ngram=tc.ngram,
+        max_repeats=tc.max_repeats, max_per_prompt=tc.max_per_prompt, non_reasoning_frac=tc.non_reasoning_frac,
+        languages=tuple(tc.languages), seed=seed + 1)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    write_jsonl(out_path, recs)
+    counts["out"] = out_path
+    with open(out_path + ".counts.json", "w") as f:
+        json.dump(counts, f, indent=2)
+    print(format_counts(counts))
+    return recs, counts
+
+
 def sft_compute(steps: int, batch_size: int, seq_len: int) -> float:
     """Forward-token passes of SFT: every packed token is trained on (x3)."""
     return 3.0 * steps * batch_size * seq_len
@@ -129,6 +168,16 @@ def run(c: ml_collections.ConfigDict) -> dict:
     t0 = time.time()
     base_dir = pretrain_student(c, os.path.join(src, "data", "pretrain.jsonl"), tok, tok_dir)
     minutes["student_base"] = (time.time() - t0) / 60
+    n_stage3 = len(traces)
+    teacher = os.path.join(src, "alignment_rl", "final")
+    tt_counts = None
+    if c.get("teacher_traces") and c.teacher_traces.n_prompts:
+        t0 = time.time()
+        extra, tt_counts = teacher_traces(c.teacher_traces, teacher, tok, train, c.prompt_style,
+                                          os.path.join(rd, "teacher_traces", "sft.jsonl"), c.seed)
+        traces = traces + extra
+        minutes["teacher_traces"] = (time.time() - t0) / 60
+        print(f"[distill] SFT set: {n_stage3} stage-3 records + {len(extra)} R1 traces = {len(traces)}")
 
     def ev(name, d):
         t = time.time()
@@ -163,7 +212,6 @@ def run(c: ml_collections.ConfigDict) -> dict:
     rl_dir = grpo_stage("rl", c, rl_cfg, base_dir, tok, tok_dir, train, rd)
     minutes["rl"] = (time.time() - t0) / 60
     ev("rl", rl_dir)
-    teacher = os.path.join(src, "alignment_rl", "final")
     if _done(os.path.join(src, "alignment_rl")):
         ev("teacher", teacher)
     keys = ("pass@1", "cons@k", "mean_length", "language_mixing", "format_r1", "format_r1_zero", "pass@1/en", "pass@1/fr")
@@ -171,7 +219,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     results = {"models": {n: {k: evals[n].get(k) for k in keys} for n in evals},
                "compute": {"sft_steps": sft_steps, "sft_token_passes": s_comp, "grpo_steps": rl_steps,
                            "grpo_token_passes": rl_steps * step_comp, "prompt_len": prompt_len},
-               "traces": len(traces), "minutes": total, "stage_minutes": minutes, "k": c.eval.k,
+               "traces": len(traces), "stage3_traces": n_stage3, "teacher_traces": tt_counts, "minutes": total, "stage_minutes": minutes, "k": c.eval.k,
                "problems": len(heldout), "seed": c.seed,
                "samples": {n: evals[n]["samples"][:3] for n in evals}}
     with open(os.path.join(rd, "results.json"), "w") as f:
@@ -196,7 +244,8 @@ def results_table(r: dict) -> str:
                      f"{x['language_mixing']:.3f} | {cp} |")
     c = r["compute"]
     return "\n".join(lines) + (
-        f"\n\nDistillation: SFT on {r['traces']} stage-3 records, {c['sft_steps']} steps; RL: {c['grpo_steps']} GRPO "
+        f"\n\nDistillation: SFT on {r['traces']} records ({r.get('stage3_traces', r['traces'])} from stage 3, the rest "
+        f"sampled from R1 with the stage-3 filters), {c['sft_steps']} steps; RL: {c['grpo_steps']} GRPO "
         f"steps for the same compute. {r['problems']} held-out problems, k={k} at T=0.6 / top-p 0.95, seed "
         f"{r['seed']}, {r['minutes']:.1f} minutes in all.")
 
