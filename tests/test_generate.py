@@ -56,14 +56,18 @@ def test_sampler_logprobs_equal_training_forward():
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(2))
     prompts = _prompts(1)
+    forward = jax.jit(lambda ids: model.apply({"params": params}, ids))
     for temp in (1.0, 0.7):
         out = r1jax.generate(model, params, prompts, max_new_tokens=12, temperature=temp, top_p=0.9, seed=3, n=2)
+        # every prompt + completion, right-padded into one batch (causal: padding after a sequence
+        # does not change its logits), scored by one training forward pass
+        seqs = [prompts[out.prompt_index[j]] + toks for j, toks in enumerate(out.tokens)]
+        width = max(len(x) for x in seqs)
+        ids = jnp.asarray([x + [0] * (width - len(x)) for x in seqs])
+        lp_all = token_logprobs(forward(ids)[:, :-1] / temp, ids[:, 1:])
         for j, (toks, lps) in enumerate(zip(out.tokens, out.logprobs)):
-            seq = prompts[out.prompt_index[j]] + toks
-            ids = jnp.asarray([seq])
-            logits = model.apply({"params": params}, ids) / temp
-            ref = token_logprobs(logits[:, :-1], ids[:, 1:])[0, len(seq) - len(toks) - 1:]
-            np.testing.assert_allclose(lps, np.asarray(ref), atol=1e-5)
+            start = len(seqs[j]) - len(toks) - 1
+            np.testing.assert_allclose(lps, np.asarray(lp_all[j, start:start + len(toks)]), atol=1e-5)
 
 
 def test_n_samples_share_prefill_and_are_reproducible():

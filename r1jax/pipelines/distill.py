@@ -102,8 +102,9 @@ def teacher_traces(tc, teacher_dir: str, tok, train: list, prompt_style: str, ou
             return read_jsonl(out_path), json.load(f)
     prompts = train[tc.prompt_offset:tc.prompt_offset + tc.n_prompts]
     if len(prompts) < tc.n_prompts:
-        raise SystemExit(f"distill: teacher_traces wants train problems {tc.prompt_offset}..{tc.prompt_offset + tc.n_prompts}"
-                         f" but the teacher run's train.jsonl has {len(train)}")
+        end = tc.prompt_offset + tc.n_prompts
+        raise SystemExit(f"distill: teacher_traces wants train problems {tc.prompt_offset}..{end} but the teacher "
+                         f"run's train.jsonl has {len(train)}")
     if not os.path.exists(os.path.join(teacher_dir, "config.json")):
         raise SystemExit(f"distill: teacher_traces needs the R1 model {teacher_dir} (stage 5 of `r1jax r1`)")
     from r1jax.checkpoint.hf import from_pretrained
@@ -219,7 +220,8 @@ def run(c: ml_collections.ConfigDict) -> dict:
     results = {"models": {n: {k: evals[n].get(k) for k in keys} for n in evals},
                "compute": {"sft_steps": sft_steps, "sft_token_passes": s_comp, "grpo_steps": rl_steps,
                            "grpo_token_passes": rl_steps * step_comp, "prompt_len": prompt_len},
-               "traces": len(traces), "stage3_traces": n_stage3, "teacher_traces": tt_counts, "minutes": total, "stage_minutes": minutes, "k": c.eval.k,
+               "traces": len(traces), "stage3_traces": n_stage3, "teacher_traces": tt_counts, "minutes": total,
+               "stage_minutes": minutes, "k": c.eval.k,
                "problems": len(heldout), "seed": c.seed,
                "samples": {n: evals[n]["samples"][:3] for n in evals}}
     with open(os.path.join(rd, "results.json"), "w") as f:
