@@ -51,8 +51,9 @@ def get_config():
         n_prompts=2048, prompt_offset=r.prompt_offset + r.n_prompts, n_samples=2, temperature=r.temperature,
         top_p=r.top_p, max_new_tokens=r.max_new_tokens, ngram=r.ngram, max_repeats=r.max_repeats,
         max_per_prompt=r.max_per_prompt, non_reasoning_frac=r.non_reasoning_frac, languages=t.data.languages))
-    # distilled student: SFT on the traces (~3 min); 3 epochs over the ~3.4k records: about the
-    #    steps (compute) of the stage-3 set alone at the teacher's stage-4 8 epochs
+    # distilled student: SFT on the traces (~4 min); 3 epochs over the ~4.5k records (stage 3 + R1
+    #    traces): ~300 steps, 1.6x the 192 of the stage-3 set alone at the teacher's stage-4 8 epochs
+    #    (the RL student gets the same compute: 38 GRPO steps instead of 24; it reached 0.586 at both)
     c.distill_sft = ml_collections.ConfigDict(dict(
         seq_len=256, batch_size=16, epochs=3.0, log_every=10,
         optimizer=dict(learning_rate=1e-3, warmup_steps=10, weight_decay=0.0, schedule="cosine", min_lr_ratio=0.1)))
