@@ -1,5 +1,6 @@
 """Toy distillation (DeepSeek-R1 Table 6): a small dense Qwen2 student SFT'd on the R1 toy's
-stage-3 traces (plus more traces of the final R1) vs the same student trained with GRPO from its own base for the same compute.
+stage-3 traces (plus more traces of the final R1) vs the same student trained with GRPO from its
+own base for the same compute.
 
     r1jax r1 --config experiments/r1_toy.py              # first: the teacher run (runs/r1_toy)
     r1jax distill --config experiments/distill_toy.py

@@ -93,8 +93,8 @@ def teacher_traces(tc, teacher_dir: str, tok, train: list, prompt_style: str, ou
     format, correct, single-language, non-repetitive; `tc.non_reasoning_frac` general records) of
     the final R1 model on train[prompt_offset : prompt_offset + n_prompts], cached at out_path.
     Returns (records, counts)."""
-    from r1jax.data.jsonl import read_jsonl, write_jsonl
-    from r1jax.pipelines.rejection_sample import format_counts, rejection_sample
+    from r1jax.data.jsonl import read_jsonl
+    from r1jax.pipelines.rejection_sample import sample_checkpoint
 
     if os.path.exists(out_path + ".counts.json"):
         print(f"[distill] teacher traces: done before ({out_path})")
@@ -107,22 +107,10 @@ def teacher_traces(tc, teacher_dir: str, tok, train: list, prompt_style: str, ou
                          f"run's train.jsonl has {len(train)}")
     if not os.path.exists(os.path.join(teacher_dir, "config.json")):
         raise SystemExit(f"distill: teacher_traces needs the R1 model {teacher_dir} (stage 5 of `r1jax r1`)")
-    from r1jax.checkpoint.hf import from_pretrained
-
-    model, params = from_pretrained(teacher_dir)
     print(f"[distill] teacher traces: {len(prompts)} prompts x {tc.n_samples} samples from {teacher_dir}")
-    recs, counts = rejection_sample(
-        model, params, tok, prompts, n_samples=tc.n_samples, temperature=tc.temperature, top_p=tc.top_p,
-        max_new_tokens=tc.max_new_tokens, prompt_style=prompt_style, template="r1", ngram=tc.ngram,
-        max_repeats=tc.max_repeats, max_per_prompt=tc.max_per_prompt, non_reasoning_frac=tc.non_reasoning_frac,
-        languages=tuple(tc.languages), seed=seed + 1)
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    write_jsonl(out_path, recs)
-    counts["out"] = out_path
-    with open(out_path + ".counts.json", "w") as f:
-        json.dump(counts, f, indent=2)
-    print(format_counts(counts))
-    return recs, counts
+    counts = sample_checkpoint(teacher_dir, tok, prompts, out_path, tc, prompt_style=prompt_style,
+                               languages=tc.languages, seed=seed + 1)
+    return read_jsonl(out_path), counts
 
 
 def sft_compute(steps: int, batch_size: int, seq_len: int) -> float:

@@ -234,11 +234,11 @@ def eval_dir(c, ckpt_dir: str, tok, heldout, cache_path: str) -> dict:
 def run(c: ml_collections.ConfigDict) -> dict:
     import jax
 
-    from r1jax.data.jsonl import read_jsonl, write_jsonl
+    from r1jax.data.jsonl import read_jsonl
     from r1jax.data.r1_toy import make_cold_start_records, make_general_records
     from r1jax.eval.language_mixing import register_toy_languages
     from r1jax.pipelines import r1_zero
-    from r1jax.pipelines.rejection_sample import format_counts, rejection_sample
+    from r1jax.pipelines.rejection_sample import format_counts, sample_checkpoint
     from r1jax.pipelines.train_rm import train_rm, train_rm_config
 
     t_start = time.time()
@@ -294,25 +294,14 @@ def run(c: ml_collections.ConfigDict) -> dict:
             print(f"[r1] rejection: done before ({rs_path})")
             with open(rs_path + ".counts.json") as f:
                 counts = json.load(f)
+            print(format_counts(counts))
         else:
-            from r1jax.checkpoint.hf import from_pretrained
-
             r = c.rejection
             t0 = time.time()
-            model, params = from_pretrained(ckpts["reasoning_rl"])
             prompts = data["train"][r.prompt_offset:r.prompt_offset + r.n_prompts]
-            out, counts = rejection_sample(
-                model, params, tok, prompts, n_samples=r.n_samples, temperature=r.temperature, top_p=r.top_p,
-                max_new_tokens=r.max_new_tokens, prompt_style=c.prompt_style, template="r1", ngram=r.ngram,
-                max_repeats=r.max_repeats, max_per_prompt=r.max_per_prompt, non_reasoning_frac=r.non_reasoning_frac,
-                non_reasoning_min=r.get("non_reasoning_min", 0), languages=tuple(c.data.languages), seed=c.seed)
-            os.makedirs(os.path.dirname(rs_path), exist_ok=True)
-            write_jsonl(rs_path, out)
-            counts["out"] = rs_path
-            with open(rs_path + ".counts.json", "w") as f:
-                json.dump(counts, f, indent=2)
+            counts = sample_checkpoint(ckpts["reasoning_rl"], tok, prompts, rs_path, r, prompt_style=c.prompt_style,
+                                       languages=c.data.languages, seed=c.seed)
             clock.add("rejection", (time.time() - t0) / 60)
-        print(format_counts(counts))
     # 4. SFT of the base on the rejection-sampled data
     if "sft" in stages:
         recs = read_jsonl(rs_path, required=("prompt", "completion"))

@@ -218,31 +218,46 @@ def format_counts(counts: dict) -> str:
     return "\n".join(lines)
 
 
+def sample_checkpoint(checkpoint: str, tokenizer, records: Sequence[dict], out: str, rc, *, prompt_style: str,
+                      languages, seed: int, template: str = "r1") -> dict:
+    """Rejection-samples the HF model in `checkpoint` on `records` with the settings of `rc` (a
+    rejection-sample config block: n_samples, temperature, top_p, max_new_tokens, ngram,
+    max_repeats, max_per_prompt, non_reasoning_frac, optional non_reasoning_min / batch_prompts),
+    writes the SFT JSONL `out` and `out`.counts.json, prints the counts. Returns the counts."""
+    from r1jax.checkpoint.hf import from_pretrained
+    from r1jax.data.jsonl import write_jsonl
+
+    model, params = from_pretrained(checkpoint)
+    out_recs, counts = rejection_sample(
+        model, params, tokenizer, records, n_samples=rc.n_samples, temperature=rc.temperature, top_p=rc.top_p,
+        max_new_tokens=rc.max_new_tokens, prompt_style=prompt_style, template=template, ngram=rc.ngram,
+        max_repeats=rc.max_repeats, max_per_prompt=rc.max_per_prompt, non_reasoning_frac=rc.non_reasoning_frac,
+        non_reasoning_min=rc.get("non_reasoning_min", 0), languages=tuple(languages),
+        batch_prompts=rc.get("batch_prompts", 64), seed=seed)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_jsonl(out, out_recs)
+    counts["out"] = out
+    with open(out + ".counts.json", "w") as f:
+        json.dump(counts, f, indent=2)
+    print(format_counts(counts))
+    return counts
+
+
 def run(c) -> dict:
     """`r1jax rejection-sample`: reads the prompts and the model, writes the SFT JSONL + counts."""
-    from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.data.jsonl import read_jsonl, write_jsonl
+    from r1jax.data.jsonl import read_jsonl
     from r1jax.data.tokenizer import load_tokenizer
 
     c = rejection_sample_config(**(c.to_dict() if hasattr(c, "to_dict") else dict(c)))
     if not c.checkpoint:
         raise SystemExit("rejection-sample: set checkpoint (an HF folder), e.g. --set checkpoint=runs/r1_toy/stage2/final")
     os.makedirs(c.run_dir, exist_ok=True)
-    model, params = from_pretrained(c.checkpoint)
     tok = load_tokenizer(c.tokenizer or c.checkpoint)
     records = read_jsonl(c.data, required=("problem", "answer"))
     if c.n_prompts:
         records = records[: c.n_prompts]
-    out_recs, counts = rejection_sample(
-        model, params, tok, records, n_samples=c.n_samples, temperature=c.temperature, top_p=c.top_p,
-        max_new_tokens=c.max_new_tokens, prompt_style=c.prompt_style, template=c.template, ngram=c.ngram,
-        max_repeats=c.max_repeats, max_per_prompt=c.max_per_prompt, non_reasoning_frac=c.non_reasoning_frac,
-        non_reasoning_min=c.non_reasoning_min, languages=tuple(c.languages), batch_prompts=c.batch_prompts, seed=c.seed)
     out = c.out or os.path.join(c.run_dir, "sft.jsonl")
-    write_jsonl(out, out_recs)
-    counts["out"] = out
-    with open(out + ".counts.json", "w") as f:
-        json.dump(counts, f, indent=2)
-    print(format_counts(counts))
-    print(f"[rejection-sample] wrote {out} ({len(out_recs)} records) and {out}.counts.json")
+    counts = sample_checkpoint(c.checkpoint, tok, records, out, c, prompt_style=c.prompt_style,
+                               languages=c.languages, seed=c.seed, template=c.template)
+    print(f"[rejection-sample] wrote {out} ({counts['total']} records) and {out}.counts.json")
     return counts
