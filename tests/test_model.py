@@ -1,5 +1,6 @@
 """The DeepSeek-V3 / Qwen2 / Llama model against transformers, and its parts against numpy."""
 
+import functools
 import json
 import os
 
@@ -117,7 +118,7 @@ def test_router_matches_numpy():
     assert not np.array_equal(_np_route(x, w, 0 * bias, cfg)[0], ridx)
 
 
-@pytest.mark.parametrize("impl", ["ragged", "blocked"])
+@pytest.mark.parametrize("impl", ["ragged", "blocked", "grouped", "grouped_block8", "blocked_overflow"])
 def test_moe_dispatch_equals_dense_reference(impl):
     cfg = config_lib.tiny_moe()
     rs = np.random.RandomState(1)
@@ -127,7 +128,9 @@ def test_moe_dispatch_equals_dense_reference(impl):
     w = jnp.asarray(rs.rand(n, 2), jnp.float32)
     wg, wu = (jnp.asarray(rs.randn(e, d, i) * 0.1, jnp.float32) for _ in range(2))
     wd = jnp.asarray(rs.randn(e, i, d) * 0.1, jnp.float32)
-    fn = moe_lib.EXPERT_FNS[impl]
+    fn = {"grouped_block8": functools.partial(moe_lib.experts_grouped, block=8),  # several blocks per expert
+          "blocked_overflow": functools.partial(moe_lib.experts_blocked, capacity_factor=0.5, block=8),
+          }.get(impl) or moe_lib.EXPERT_FNS[impl]
 
     def loss(f, *a):
         return (f(*a) ** 2).sum()
@@ -146,11 +149,11 @@ def test_model_moe_impls_agree_and_load_counts_tokens():
     ids = jnp.asarray(_ids(2, 16))
     mask = jnp.asarray(np.r_[[1] * 16, [1] * 10 + [0] * 6].reshape(2, 16).astype(bool))
     outs = {}
-    for impl in ("dense", "ragged", "blocked"):
+    for impl in ("dense", "ragged", "blocked", "grouped", "cpu"):
         logits, aux = Transformer(cfg, moe_impl=impl).apply({"params": params}, ids, token_mask=mask,
                                                             return_aux=True)
         outs[impl] = (logits, aux)
-    for impl in ("ragged", "blocked"):
+    for impl in ("ragged", "blocked", "grouped", "cpu"):
         assert rel_err(outs[impl][0], outs["dense"][0]) < 1e-5
     load = np.asarray(outs["dense"][1]["load"])
     assert load.shape == (2, 8)

@@ -12,11 +12,15 @@ expert); `update_router_bias(bias, load, rate)` (bias += rate * sign(mean_load -
 by the train step outside the gradient. The complementary sequence-wise balance loss
 L = alpha * sum_i f_i P_i (per sequence, averaged) is returned too.
 
-Routed experts are evaluated by one of three dispatches of identical math:
+Routed experts are evaluated by one of these dispatches of identical math:
   - "ragged": sort assignments by expert, `jax.lax.ragged_dot` (dropless; the fast path on GPU/TPU)
+  - "grouped": sort by expert; all rows in per-expert blocks of 128 through a loop over the blocks
+    in use (dropless; the CPU path for training and prefill, where XLA's ragged_dot loops over
+    all experts at full size)
   - "blocked": sort by expert; each expert's first C = 1.25 x mean-load rows in one [E, C, d]
-    batched matmul, the rows beyond C (if any) in an exact loop over expert blocks (dropless;
-    fast on CPU, where XLA's ragged_dot loops over all experts)
+    batched matmul, the rows beyond C (if any) through the same block loop (dropless; the CPU
+    path for decode, a few rows per expert)
+  - "cpu": "grouped" or "blocked" by the token count (what "ragged" resolves to on CPU)
   - "dense": every expert on every token, combined with the routing weights (the test reference)
   - "ep": expert parallelism with shard_map over the mesh's `expert` axis (r1jax.parallel.moe_ep)
 """
@@ -110,6 +114,7 @@ def experts_ragged(x, idx, w, wg, wu, wd):
 
 MAIN_CAPACITY_FACTOR = 1.25  # experts_blocked: rows per expert in the batched pass, x mean load
 OVERFLOW_BLOCK = 64  # experts_blocked: rows per block of the overflow loop
+GROUPED_BLOCK = 128  # experts_grouped: rows per block
 
 
 def experts_blocked(x, idx, w, wg, wu, wd, capacity_factor: float = MAIN_CAPACITY_FACTOR,
@@ -145,22 +150,66 @@ def experts_blocked(x, idx, w, wg, wu, wd, capacity_factor: float = MAIN_CAPACIT
     out = jnp.zeros((n + 1, d), jnp.float32).at[src].add(y.astype(jnp.float32) * wt[:, None].astype(jnp.float32))
     out = out[:n]
     if cap < n:  # overflow is possible
-        block = int(max(8, min(block, pl2(max(n - cap, 1)))))
-        over = jnp.maximum(sizes - cap, 0)
-        padded = (over + block - 1) // block * block
-        pend = jnp.cumsum(padded)
-        pstart = pend - padded
-        rows = (k * (n - cap) + e * (block - 1) + block - 1) // block * block  # static bound
-        oslot = jnp.where(in_main, rows, pstart[sorted_e] + rank - cap)
-        osrc = jnp.full((rows + 1,), n, jnp.int32).at[oslot].set(tok)[:-1].reshape(rows // block, block)
-        owt = jnp.zeros((rows + 1,), w.dtype).at[oslot].set(w_sorted)[:-1].reshape(rows // block, block)
-        bexp = jnp.clip(jnp.searchsorted(pend, jnp.arange(rows // block) * block, side="right"), 0, e - 1)
-        used = pend[-1] // block
-        args = (x, owt.astype(jnp.float32), osrc, bexp.astype(jnp.int32), used, wg, wu, wd)
-        # skipped as a whole (forward and backward) when no expert overflows, the usual case
-        out = out + jax.lax.cond(used > 0, lambda a: _overflow_experts(*a), lambda a: jnp.zeros((n, d), jnp.float32),
-                                 args)
+        out = out + _rows_in_expert_blocks(x, tok, w_sorted, sorted_e, rank, sizes, wg, wu, wd, cap, block)
     return out.astype(x.dtype)
+
+
+def experts_grouped(x, idx, w, wg, wu, wd, block: int = GROUPED_BLOCK):
+    """Dropless on CPU for many tokens: every expert's rows in blocks of `block`, one loop.
+
+    Assignments are sorted by expert and laid out in per-expert blocks of `block` rows (the last
+    block of each expert zero-padded); `_overflow_experts` loops over the blocks in use, each a
+    [block, d] x [d, I] SwiGLU MLP against one expert's weights, with a hand-written backward that
+    accumulates the weight gradients in place. Compared to `experts_blocked` there is no [E, C, d]
+    buffer sized for the mean load, so an unbalanced router costs nothing extra; with a mean load of
+    at least a block per expert this is the faster CPU path (docs/PERF_CPU.md). Same result as
+    `experts_dense` (f32 rounding aside).
+    """
+    n, k = idx.shape
+    e = wg.shape[0]
+    flat, order, tok, sizes = _sort_assignments(idx, e)
+    sorted_e = flat[order]
+    rank = jnp.arange(n * k, dtype=jnp.int32) - (jnp.cumsum(sizes) - sizes)[sorted_e]
+    out = _rows_in_expert_blocks(x, tok, w.reshape(-1)[order], sorted_e, rank, sizes, wg, wu, wd, 0, block)
+    return out.astype(x.dtype)
+
+
+def experts_cpu(x, idx, w, wg, wu, wd):
+    """The CPU dispatch: `experts_grouped` when the mean load fills a block per expert (training,
+    prefill), else `experts_blocked` (decode: a few rows per expert, one batched matmul)."""
+    n, k = idx.shape
+    if n * k >= wg.shape[0] * GROUPED_BLOCK:
+        return experts_grouped(x, idx, w, wg, wu, wd)
+    return experts_blocked(x, idx, w, wg, wu, wd)
+
+
+def _rows_in_expert_blocks(x, tok, w_sorted, sorted_e, rank, sizes, wg, wu, wd, cap: int, block: int):
+    """The sorted assignments with rank >= cap in each expert, as per-expert blocks through
+    `_overflow_experts` -> [n, d] f32 (zero when no expert has more than `cap` rows).
+
+    x: [n, d]; tok, w_sorted, sorted_e, rank: [n*k] assignments sorted by expert (token, weight,
+    expert, position within the expert); sizes: [E] rows per expert; wg/wu: [E, d, I], wd: [E, I, d];
+    cap, block: static ints.
+    """
+    n, d = x.shape
+    nk = tok.shape[0]
+    k = nk // n
+    e = sizes.shape[0]
+    block = int(max(8, min(block, pl2(max(n - cap, 1)))))
+    in_blocks = rank >= cap
+    over = jnp.maximum(sizes - cap, 0)
+    padded = (over + block - 1) // block * block
+    pend = jnp.cumsum(padded)
+    pstart = pend - padded
+    rows = (k * (n - cap) + e * (block - 1) + block - 1) // block * block  # static bound
+    oslot = jnp.where(in_blocks, pstart[sorted_e] + rank - cap, rows)
+    osrc = jnp.full((rows + 1,), n, jnp.int32).at[oslot].set(tok)[:-1].reshape(rows // block, block)
+    owt = jnp.zeros((rows + 1,), w_sorted.dtype).at[oslot].set(w_sorted)[:-1].reshape(rows // block, block)
+    bexp = jnp.clip(jnp.searchsorted(pend, jnp.arange(rows // block) * block, side="right"), 0, e - 1)
+    used = pend[-1] // block
+    args = (x, owt.astype(jnp.float32), osrc, bexp.astype(jnp.int32), used, wg, wu, wd)
+    # skipped as a whole (forward and backward) when no row is beyond cap (experts_blocked's usual case)
+    return jax.lax.cond(used > 0, lambda a: _overflow_experts(*a), lambda a: jnp.zeros((n, d), jnp.float32), args)
 
 
 def _expert_mlp(xb, wg, wu, wd):
@@ -243,17 +292,18 @@ def pl2(v: int) -> int:
 def resolve_moe_impl(cfg) -> str:
     if cfg.moe_impl != "ragged":
         return cfg.moe_impl
-    return "blocked" if jax.default_backend() == "cpu" else "ragged"
+    return "cpu" if jax.default_backend() == "cpu" else "ragged"
 
 
-EXPERT_FNS = {"dense": experts_dense, "ragged": experts_ragged, "blocked": experts_blocked}
+EXPERT_FNS = {"dense": experts_dense, "ragged": experts_ragged, "blocked": experts_blocked,
+              "grouped": experts_grouped, "cpu": experts_cpu}
 
 
 class MoE(nn.Module):
     """x: [b, s, hidden] -> (y [b, s, hidden], aux {"load": [E], "balance_loss": scalar}).
 
     `token_mask` [b, s] excludes padding from the load and the balance loss.
-    `impl` overrides cfg.moe_impl ("dense" | "ragged" | "blocked" | "ep").
+    `impl` overrides cfg.moe_impl ("dense" | "ragged" | "grouped" | "blocked" | "cpu" | "ep").
     """
 
     cfg: object

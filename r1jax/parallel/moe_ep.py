@@ -51,8 +51,7 @@ def capacity(tokens_per_device: int, k: int, n_experts: int, capacity_factor: fl
 def _local_experts(cfg):
     from r1jax.model import moe as moe_lib
 
-    impl = "blocked" if jax.default_backend() == "cpu" else "ragged"
-    return moe_lib.EXPERT_FNS[impl]
+    return moe_lib.EXPERT_FNS["cpu" if jax.default_backend() == "cpu" else "ragged"]
 
 
 def _swiglu(g, u):
