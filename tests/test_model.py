@@ -143,6 +143,23 @@ def test_moe_dispatch_equals_dense_reference(impl):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_cpu_dispatch_picks_grouped_for_many_tokens_and_stays_exact():
+    rs = np.random.RandomState(3)
+    e, d, i = 8, 32, 16
+    wg, wu = (jnp.asarray(rs.randn(e, d, i) * 0.1, jnp.float32) for _ in range(2))
+    wd = jnp.asarray(rs.randn(e, i, d) * 0.1, jnp.float32)
+    for n in (40, 600):  # mean load 10 (blocked) and 150 >= one 128-row block per expert (grouped)
+        x = jnp.asarray(rs.randn(n, d), jnp.float32)
+        p = np.r_[np.full(2, 0.3), np.full(e - 2, 0.4 / (e - 2))]  # two hot experts: several blocks each
+        idx = jnp.asarray(np.stack([rs.choice(e, 2, replace=False, p=p) for _ in range(n)]), jnp.int32)
+        w = jnp.asarray(rs.rand(n, 2), jnp.float32)
+        want = moe_lib.experts_grouped if n * 2 >= e * moe_lib.GROUPED_BLOCK else moe_lib.experts_blocked
+        assert (n == 600) == (want is moe_lib.experts_grouped)
+        got = jax.jit(moe_lib.experts_cpu)(x, idx, w, wg, wu, wd)
+        np.testing.assert_allclose(got, moe_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got, jax.jit(want)(x, idx, w, wg, wu, wd))
+
+
 def test_model_moe_impls_agree_and_load_counts_tokens():
     cfg = config_lib.tiny_moe()
     params = init_params(cfg, jax.random.PRNGKey(1))
