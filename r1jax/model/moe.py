@@ -125,7 +125,7 @@ def experts_blocked(x, idx, w, wg, wu, wd, capacity_factor: float = MAIN_CAPACIT
     rows of every expert go to one [E, C, d] buffer evaluated with batched matmuls against the
     expert weights as they are (no per-block weight gather, plain batched weight gradients).
     The rows beyond C (none when the load is balanced) are not dropped: they are grouped by
-    expert in blocks of `block` rows and evaluated by `_overflow_experts`, a loop over blocks that
+    expert in blocks of `block` rows and evaluated by `_block_loop_experts`, a loop over blocks that
     skips the unused ones. Same result as `experts_dense` (f32 rounding aside).
     """
     n, k = idx.shape
@@ -158,7 +158,7 @@ def experts_grouped(x, idx, w, wg, wu, wd, block: int = GROUPED_BLOCK):
     """Dropless on CPU for many tokens: every expert's rows in blocks of `block`, one loop.
 
     Assignments are sorted by expert and laid out in per-expert blocks of `block` rows (the last
-    block of each expert zero-padded); `_overflow_experts` loops over the blocks in use, each a
+    block of each expert zero-padded); `_block_loop_experts` loops over the blocks in use, each a
     [block, d] x [d, I] SwiGLU MLP against one expert's weights, with a hand-written backward that
     accumulates the weight gradients in place. Compared to `experts_blocked` there is no [E, C, d]
     buffer sized for the mean load, so an unbalanced router costs nothing extra; with a mean load of
@@ -185,7 +185,7 @@ def experts_cpu(x, idx, w, wg, wu, wd):
 
 def _rows_in_expert_blocks(x, tok, w_sorted, sorted_e, rank, sizes, wg, wu, wd, cap: int, block: int):
     """The sorted assignments with rank >= cap in each expert, as per-expert blocks through
-    `_overflow_experts` -> [n, d] f32 (zero when no expert has more than `cap` rows).
+    `_block_loop_experts` -> [n, d] f32 (zero when no expert has more than `cap` rows).
 
     x: [n, d]; tok, w_sorted, sorted_e, rank: [n*k] assignments sorted by expert (token, weight,
     expert, position within the expert); sizes: [E] rows per expert; wg/wu: [E, d, I], wd: [E, I, d];
@@ -209,7 +209,7 @@ def _rows_in_expert_blocks(x, tok, w_sorted, sorted_e, rank, sizes, wg, wu, wd, 
     used = pend[-1] // block
     args = (x, owt.astype(jnp.float32), osrc, bexp.astype(jnp.int32), used, wg, wu, wd)
     # skipped as a whole (forward and backward) when no row is beyond cap (experts_blocked's usual case)
-    return jax.lax.cond(used > 0, lambda a: _overflow_experts(*a), lambda a: jnp.zeros((n, d), jnp.float32), args)
+    return jax.lax.cond(used > 0, lambda a: _block_loop_experts(*a), lambda a: jnp.zeros((n, d), jnp.float32), args)
 
 
 def _expert_mlp(xb, wg, wu, wd):
@@ -218,17 +218,17 @@ def _expert_mlp(xb, wg, wu, wd):
 
 
 @jax.custom_vjp
-def _overflow_experts(x, wt, src, bexp, used, wg, wu, wd):
+def _block_loop_experts(x, wt, src, bexp, used, wg, wu, wd):
     """sum over overflow rows r: wt[r] * mlp_{bexp}(x[src[r]]) added at row src[r] -> [n, d] f32.
 
     x: [n, d], wt/src: [nb, B] (src == n: empty row), bexp: [nb] expert of each block, used:
     blocks in use (the rest are skipped). A loop over blocks: no [nb, d, I] weight gather; the
     backward accumulates the weight gradients in place and recomputes the activations.
     """
-    return _overflow_fwd(x, wt, src, bexp, used, wg, wu, wd)[0]
+    return _block_loop_fwd(x, wt, src, bexp, used, wg, wu, wd)[0]
 
 
-def _overflow_fwd(x, wt, src, bexp, used, wg, wu, wd):
+def _block_loop_fwd(x, wt, src, bexp, used, wg, wu, wd):
     n, d = x.shape
     xpad = jnp.concatenate([x, jnp.zeros((1, d), x.dtype)])
 
@@ -245,7 +245,7 @@ def _overflow_fwd(x, wt, src, bexp, used, wg, wu, wd):
     return out[:n], (x, wt, src, bexp, used, wg, wu, wd)
 
 
-def _overflow_bwd(res, dout):
+def _block_loop_bwd(res, dout):
     x, wt, src, bexp, used, wg, wu, wd = res
     n, d = x.shape
     xpad = jnp.concatenate([x, jnp.zeros((1, d), x.dtype)])
@@ -280,7 +280,7 @@ def _overflow_bwd(res, dout):
     return dx[:n], dwt.astype(wt.dtype), None, None, None, dwg, dwu, dwd
 
 
-_overflow_experts.defvjp(_overflow_fwd, _overflow_bwd)
+_block_loop_experts.defvjp(_block_loop_fwd, _block_loop_bwd)
 
 
 def pl2(v: int) -> int:
