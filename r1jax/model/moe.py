@@ -219,7 +219,7 @@ def _expert_mlp(xb, wg, wu, wd):
 
 @jax.custom_vjp
 def _block_loop_experts(x, wt, src, bexp, used, wg, wu, wd):
-    """sum over overflow rows r: wt[r] * mlp_{bexp}(x[src[r]]) added at row src[r] -> [n, d] f32.
+    """sum over the block rows r: wt[r] * mlp_{bexp}(x[src[r]]) added at row src[r] -> [n, d] f32.
 
     x: [n, d], wt/src: [nb, B] (src == n: empty row), bexp: [nb] expert of each block, used:
     blocks in use (the rest are skipped). A loop over blocks: no [nb, d, I] weight gather; the
