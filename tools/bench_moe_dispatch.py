@@ -61,9 +61,9 @@ def bench_step(args, log):
              "loss_mask": jnp.ones((b, s), jnp.float32)}
     tx = train.make_optimizer(train.optimizer_config(learning_rate=1e-4, schedule="constant", weight_decay=0.1,
                                                      grad_clip=1.0))
+    loss = lambda p, bb, m: train.lm_loss(p, bb, m, mtp_weight=0.0)  # noqa: E731
     runs = {}
     for impl in VARIANTS:
-        loss = lambda p, bb, m: train.lm_loss(p, bb, m, mtp_weight=0.0)  # noqa: E731
         step = train.make_train_step(Transformer(cfg, moe_impl=impl), loss, tx,
                                      router_bias_update_rate=cfg.router_bias_update_rate)
         holder = {"state": train.init_train_state(jax.tree.map(jnp.array, params), tx)}

@@ -99,6 +99,15 @@ def _sort_assignments(idx, e):
     return flat, order, order // k, sizes
 
 
+def _sorted_with_ranks(idx, w, e):
+    """Assignments sorted by expert -> (tok, w_sorted, sorted_e, rank) [n*k] each, sizes [E]:
+    token, routing weight, expert and position within its expert of each sorted assignment."""
+    flat, order, tok, sizes = _sort_assignments(idx, e)
+    sorted_e = flat[order]
+    rank = jnp.arange(flat.shape[0], dtype=jnp.int32) - (jnp.cumsum(sizes) - sizes)[sorted_e]
+    return tok, w.reshape(-1)[order], sorted_e, rank, sizes
+
+
 def experts_ragged(x, idx, w, wg, wu, wd):
     """Dropless grouped matmul with jax.lax.ragged_dot over assignments sorted by expert."""
     n, k = idx.shape
@@ -133,11 +142,7 @@ def experts_blocked(x, idx, w, wg, wu, wd, capacity_factor: float = MAIN_CAPACIT
     nk = n * k
     cap = min(-(-int(capacity_factor * nk) // e), n)  # an expert gets at most n rows (top-k is distinct)
     cap = max((cap + 7) // 8 * 8, 8)
-    flat, order, tok, sizes = _sort_assignments(idx, e)
-    start = jnp.cumsum(sizes) - sizes
-    sorted_e = flat[order]
-    rank = jnp.arange(nk, dtype=jnp.int32) - start[sorted_e]  # position of each sorted assignment in its expert
-    w_sorted = w.reshape(-1)[order]
+    tok, w_sorted, sorted_e, rank, sizes = _sorted_with_ranks(idx, w, e)
     in_main = rank < cap
     # batched pass: slot e * cap + rank; slot e * cap (out of range) is the dump for overflow rows
     slot = jnp.where(in_main, sorted_e * cap + rank, e * cap)
@@ -165,12 +170,8 @@ def experts_grouped(x, idx, w, wg, wu, wd, block: int = GROUPED_BLOCK):
     at least a block per expert this is the faster CPU path (docs/PERF_CPU.md). Same result as
     `experts_dense` (f32 rounding aside).
     """
-    n, k = idx.shape
-    e = wg.shape[0]
-    flat, order, tok, sizes = _sort_assignments(idx, e)
-    sorted_e = flat[order]
-    rank = jnp.arange(n * k, dtype=jnp.int32) - (jnp.cumsum(sizes) - sizes)[sorted_e]
-    out = _rows_in_expert_blocks(x, tok, w.reshape(-1)[order], sorted_e, rank, sizes, wg, wu, wd, 0, block)
+    tok, w_sorted, sorted_e, rank, sizes = _sorted_with_ranks(idx, w, wg.shape[0])
+    out = _rows_in_expert_blocks(x, tok, w_sorted, sorted_e, rank, sizes, wg, wu, wd, 0, block)
     return out.astype(x.dtype)
 
 
@@ -289,10 +290,13 @@ def pl2(v: int) -> int:
     return 1 << (v.bit_length() - 1)
 
 
-def resolve_moe_impl(cfg) -> str:
-    if cfg.moe_impl != "ragged":
-        return cfg.moe_impl
+def local_impl() -> str:
+    """The dropless single-device dispatch for this backend: "cpu" on CPU, else "ragged"."""
     return "cpu" if jax.default_backend() == "cpu" else "ragged"
+
+
+def resolve_moe_impl(cfg) -> str:
+    return local_impl() if cfg.moe_impl == "ragged" else cfg.moe_impl
 
 
 EXPERT_FNS = {"dense": experts_dense, "ragged": experts_ragged, "blocked": experts_blocked,

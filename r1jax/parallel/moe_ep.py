@@ -51,7 +51,7 @@ def capacity(tokens_per_device: int, k: int, n_experts: int, capacity_factor: fl
 def _local_experts(cfg):
     from r1jax.model import moe as moe_lib
 
-    return moe_lib.EXPERT_FNS["cpu" if jax.default_backend() == "cpu" else "ragged"]
+    return moe_lib.EXPERT_FNS[moe_lib.local_impl()]
 
 
 def _swiglu(g, u):
