@@ -205,3 +205,20 @@ def test_decode_attention_over_a_cache_prefix_equals_the_whole_cache():
             used.append(sizes)
     assert used[0] == [16, 32, 64, 128]  # the branches traced: at most 4, down to L/8
     assert over_cache_prefix(lambda t: jnp.float32(t), 16, jnp.zeros((1, 1), jnp.int32)) == 16  # too short to split
+
+
+@pytest.mark.parametrize("preset", ["tiny_moe", "tiny_qwen2"])
+def test_prefill_logits_at_one_position_per_row(preset):
+    """Transformer(..., logits_at=[b]) gives the full forward's logits at those positions only
+    ([b, 1, vocab]) and writes the same cache (what generate's prefill uses)."""
+    cfg = getattr(config_lib, preset)()
+    params = init_params(cfg, jax.random.PRNGKey(3))
+    model = Transformer(cfg, mode="prefill")
+    ids = jnp.asarray(np.random.RandomState(1).randint(2, cfg.vocab_size, (3, 12)), jnp.int32)
+    at = jnp.asarray([11, 0, 6], jnp.int32)
+    cache = init_cache(cfg, 3, 16)
+    full, c_full = model.apply({"params": params}, ids, cache=cache)
+    some, c_some = model.apply({"params": params}, ids, cache=cache, logits_at=at)
+    assert some.shape == (3, 1, cfg.vocab_size)
+    np.testing.assert_allclose(np.asarray(some[:, 0]), np.asarray(full[jnp.arange(3), at]), rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), c_full, c_some)

@@ -64,8 +64,9 @@ def _prefill(params, tokens, lengths, rng, idx, active, eos, *, model, max_len, 
     _TRACES["prefill"] += 1
     b, p = tokens.shape
     cache = init_cache(model.cfg, b, max_len, unstacked=model.unstacked)
-    logits, cache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=cache)
-    last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    logits, cache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=cache,
+                                                      logits_at=lengths - 1)
+    last = logits[:, 0]  # [b, vocab] at each prompt's last position
     batch_axis = 0 if model.unstacked else 1  # per-layer [b, L, ...] or stacked [n, b, L, ...]
     cache = jax.tree.map(lambda c: jnp.take(c, idx, axis=batch_axis), cache)
     tok, lp = sample(jnp.take(last, idx, axis=0), rng, temperature, top_p, top_k)

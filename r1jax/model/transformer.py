@@ -146,7 +146,11 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, positions=None, segment_ids=None, *, token_mask=None, cache=None,
-                 return_aux=False, compute_mtp=None, return_hidden=False):
+                 return_aux=False, compute_mtp=None, return_hidden=False, logits_at=None):
+        """logits_at: optional [batch] int, one position per row: the logits are then computed at
+        that position only ([batch, 1, vocab]). Generation's prefill needs only each prompt's last
+        position; small_moe, 32 prompts of 128 tokens: 3.7 s with the head over every position
+        (a [4096, 32000] logits array), 1.7 s with it at the last ones."""
         cfg = self.cfg
         b, s = input_ids.shape
         if positions is None:
@@ -184,6 +188,8 @@ class Transformer(nn.Module):
             loads = aux["load"]  # [n_moe, E]
             bal = aux["balance_loss"].mean()
         hidden = x
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[:, None, None].astype(jnp.int32), axis=1)  # [b, 1, d]
         x = rms_norm(cfg, cfg.hidden_size, "norm")(x)
         head = self._head(embed)
         logits = head(x)
