@@ -222,3 +222,16 @@ def test_prefill_logits_at_one_position_per_row(preset):
     assert some.shape == (3, 1, cfg.vocab_size)
     np.testing.assert_allclose(np.asarray(some[:, 0]), np.asarray(full[jnp.arange(3), at]), rtol=1e-5, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), c_full, c_some)
+
+
+def test_decode_compiler_options_and_their_fallback():
+    """The decode program's XLA:CPU options are used when the jaxlib knows them; an unknown option
+    falls back to the plain program (same result) instead of failing generation."""
+    f = lambda x: jnp.tanh(x) @ x.T  # noqa: E731
+    x = jnp.asarray(np.random.RandomState(0).randn(8, 8).astype(np.float32))
+    ref = np.asarray(jax.jit(f)(x))
+    for opts in (engine.CPU_DECODE_COMPILER_OPTIONS, {"xla_r1jax_no_such_option": True}, None):
+        np.testing.assert_allclose(np.asarray(engine._jit_with_cpu_options(f, opts)(x)), ref, rtol=1e-6, atol=1e-6)
+    bad = engine._jit_with_cpu_options(lambda x: x.reshape(3, -1), {"xla_r1jax_no_such_option": True})
+    with pytest.raises(TypeError):  # other errors are not swallowed
+        bad(x)

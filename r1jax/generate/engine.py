@@ -18,6 +18,10 @@ How it runs:
     array per layer (`r1jax.model.transformer.unstack_layers`) and the cache is one array per
     layer: XLA:CPU would otherwise copy every layer's weight slice out of the stacked params at
     every decode step (measured on small_moe: ~20% of a decode step);
+  - on CPU the decode loop is compiled with XLA's YNNPACK dot rewrite off
+    (`CPU_DECODE_COMPILER_OPTIONS`): Eigen runs the decode's small batched matmuls (per-expert
+    [8, 512] x [512, 352], attention [8, 160] x [160, T] per sequence) faster; small_moe batch 32:
+    ~15% more tokens/s (docs/PERF_CPU.md);
   - batch, prompt and cache lengths are bucketed to powers of two (min 8/16) so that recompiles
     are rare; `compile_count()` reports how many prefill/decode programs were traced.
 """
@@ -109,12 +113,37 @@ def _decode(params, cache, first_tok, first_lp, done, lengths, rng, eos, *, mode
     return out_tok, out_lp, done, n_gen, i, cache
 
 
+# XLA:CPU options for the decode program (None: none). An empty ynn fusion type list turns off the
+# YNNPACK rewrite of dots; a jaxlib that does not know an option gets the program without them.
+CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _jit_with_cpu_options(fn, options, **kw):
+    """jax.jit(fn, **kw), compiled with `options` on the CPU backend when this jaxlib accepts them."""
+    plain = jax.jit(fn, **kw)
+    if not options or jax.default_backend() != "cpu":
+        return plain
+    chosen = [jax.jit(fn, compiler_options=options, **kw)]
+
+    def call(*args):
+        try:
+            return chosen[0](*args)
+        except jax.errors.JaxRuntimeError as e:  # raised at compile time, before any buffer is donated
+            if chosen[0] is plain or "compile option" not in str(e):
+                raise
+            chosen[0] = plain
+            return plain(*args)
+
+    return call
+
+
 @functools.lru_cache(maxsize=64)
 def _jitted(model, max_len, max_new, temperature, top_p, top_k):
     pre = jax.jit(functools.partial(_prefill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
                                     top_k=top_k))
-    dec = jax.jit(functools.partial(_decode, model=model, max_new=max_new, temperature=temperature, top_p=top_p,
-                                    top_k=top_k), donate_argnums=(1,))
+    dec = _jit_with_cpu_options(functools.partial(_decode, model=model, max_new=max_new, temperature=temperature,
+                                                  top_p=top_p, top_k=top_k), CPU_DECODE_COMPILER_OPTIONS,
+                                donate_argnums=(1,))
     return pre, dec
 
 
