@@ -2,11 +2,14 @@
 
     JAX_PLATFORMS=cpu python3 tools/bench_generate.py                 # small MoE, batch 32, prompt 128, 256 new
     python3 tools/bench_generate.py --batch 8 --new 64 --hf-batch 8     # quicker
+    python3 tools/bench_generate.py --compare-decode-options 3          # A/B of the decode's XLA:CPU options
 
 Both sides sample (temperature 1.0, top-p 1.0) from the same random weights (r1jax writes an HF
 checkpoint that transformers loads), with no EOS so every sequence makes `--new` tokens. Prints
 new tokens/s of each and the ratio, and the KV-cache bytes of r1jax's latent cache versus a full
-per-head K/V cache of the same model.
+per-head K/V cache of the same model. `--compare-decode-options N` instead alternates r1jax's
+decode program compiled with and without `engine.CPU_DECODE_COMPILER_OPTIONS`, N rounds in one
+process (the only figures that compare on a noisy machine), and prints both medians.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main():
     ap.add_argument("--hf-batch", type=int, default=8, help="transformers batch (it is slow; 8 as measured before)")
     ap.add_argument("--hf-new", type=int, default=32, help="new tokens for the transformers side")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--compare-decode-options", type=int, default=0, metavar="ROUNDS")
     args = ap.parse_args()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
@@ -45,6 +49,9 @@ def main():
     params = init_params(cfg, jax.random.PRNGKey(0))
     rs = np.random.RandomState(0)
     prompts = [list(rs.randint(2, cfg.vocab_size, args.prompt)) for _ in range(args.batch)]
+
+    if args.compare_decode_options:
+        return compare_decode_options(model, params, prompts, args)
 
     # r1jax: one warm-up call (compiles), then the timed call
     r1jax.generate(model, params, prompts, max_new_tokens=args.new, temperature=1.0, seed=0)
@@ -78,6 +85,40 @@ def main():
     qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
     full = cfg.num_hidden_layers * cfg.num_attention_heads * (qk + cfg.v_head_dim) * 4
     print(f"KV cache per token (fp32, all layers): latent {lat} B vs full K/V {full} B ({full / lat:.1f}x smaller)")
+
+
+def compare_decode_options(model, params, prompts, args):
+    """Alternate generate with the decode program compiled with / without the CPU options."""
+    import functools
+
+    import r1jax
+    from r1jax.generate import engine
+
+    options, jitted = engine.CPU_DECODE_COMPILER_OPTIONS, engine._jitted
+    build = jitted.__wrapped__
+    variants = {"without": functools.lru_cache(maxsize=8)(build), "with": functools.lru_cache(maxsize=8)(build)}
+
+    def run(name, seed):
+        # each variant keeps its own compiled programs; the options are read when they are built
+        engine.CPU_DECODE_COMPILER_OPTIONS = options if name == "with" else None
+        engine._jitted = variants[name]
+        t = time.perf_counter()
+        out = r1jax.generate(model, params, prompts, max_new_tokens=args.new, temperature=1.0, seed=seed)
+        return sum(len(x) for x in out.tokens) / (time.perf_counter() - t)
+
+    try:
+        for name in variants:
+            run(name, 0)  # compiles
+        rates = {name: [] for name in variants}
+        for r in range(args.compare_decode_options):
+            for name in variants:
+                rates[name].append(run(name, 1))
+                print(f"round {r}: {name:7s} the options: {rates[name][-1]:7.1f} new tokens/s", flush=True)
+    finally:
+        engine.CPU_DECODE_COMPILER_OPTIONS, engine._jitted = options, jitted
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    print(f"median new tokens/s, batch {args.batch}, {args.new} new: without {med['without']:.1f}, "
+          f"with {med['with']:.1f} ({options}) = {med['with'] / med['without']:.2f}x")
 
 
 if __name__ == "__main__":
