@@ -21,7 +21,7 @@ How it runs:
   - on CPU the decode loop is compiled with XLA's YNNPACK dot rewrite off
     (`CPU_DECODE_COMPILER_OPTIONS`): Eigen runs the decode's small batched matmuls (per-expert
     [8, 512] x [512, 352], attention [8, 160] x [160, T] per sequence) faster; small_moe batch 32:
-    ~15% more tokens/s (docs/PERF_CPU.md);
+    1.18x tokens/s in a same-process A/B (tools/bench_generate.py --compare-decode-options);
   - batch, prompt and cache lengths are bucketed to powers of two (min 8/16) so that recompiles
     are rare; `compile_count()` reports how many prefill/decode programs were traced.
 """
