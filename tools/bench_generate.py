@@ -89,19 +89,15 @@ def main():
 
 def compare_decode_options(model, params, prompts, args):
     """Alternate generate with the decode program compiled with / without the CPU options."""
-    import functools
-
     import r1jax
     from r1jax.generate import engine
 
-    options, jitted = engine.CPU_DECODE_COMPILER_OPTIONS, engine._jitted
-    build = jitted.__wrapped__
-    variants = {"without": functools.lru_cache(maxsize=8)(build), "with": functools.lru_cache(maxsize=8)(build)}
+    options = engine.CPU_DECODE_COMPILER_OPTIONS
+    variants = {"without": None, "with": options}
 
     def run(name, seed):
-        # each variant keeps its own compiled programs; the options are read when they are built
-        engine.CPU_DECODE_COMPILER_OPTIONS = options if name == "with" else None
-        engine._jitted = variants[name]
+        # generate compiles (once) and caches a decode program per options value
+        engine.CPU_DECODE_COMPILER_OPTIONS = variants[name]
         t = time.perf_counter()
         out = r1jax.generate(model, params, prompts, max_new_tokens=args.new, temperature=1.0, seed=seed)
         return sum(len(x) for x in out.tokens) / (time.perf_counter() - t)
@@ -115,7 +111,7 @@ def compare_decode_options(model, params, prompts, args):
                 rates[name].append(run(name, 1))
                 print(f"round {r}: {name:7s} the options: {rates[name][-1]:7.1f} new tokens/s", flush=True)
     finally:
-        engine.CPU_DECODE_COMPILER_OPTIONS, engine._jitted = options, jitted
+        engine.CPU_DECODE_COMPILER_OPTIONS = options
     med = {k: float(np.median(v)) for k, v in rates.items()}
     print(f"median new tokens/s, batch {args.batch}, {args.new} new: without {med['without']:.1f}, "
           f"with {med['with']:.1f} ({options}) = {med['with'] / med['without']:.2f}x")

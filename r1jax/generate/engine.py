@@ -113,8 +113,9 @@ def _decode(params, cache, first_tok, first_lp, done, lengths, rng, eos, *, mode
     return out_tok, out_lp, done, n_gen, i, cache
 
 
-# XLA:CPU options for the decode program (None: none). An empty ynn fusion type list turns off the
-# YNNPACK rewrite of dots; a jaxlib that does not know an option gets the program without them.
+# XLA:CPU options for the decode program (None: none), read by each generate call (the compiled
+# programs are cached per options). An empty ynn fusion type list turns off the YNNPACK rewrite of
+# dots; a jaxlib that does not know an option gets the program without them.
 CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -138,11 +139,12 @@ def _jit_with_cpu_options(fn, options, **kw):
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(model, max_len, max_new, temperature, top_p, top_k):
+def _jitted(model, max_len, max_new, temperature, top_p, top_k, decode_options: tuple):
+    """decode_options: the (key, value) items of the decode's CPU compiler options (hashable)."""
     pre = jax.jit(functools.partial(_prefill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
                                     top_k=top_k))
     dec = _jit_with_cpu_options(functools.partial(_decode, model=model, max_new=max_new, temperature=temperature,
-                                                  top_p=top_p, top_k=top_k), CPU_DECODE_COMPILER_OPTIONS,
+                                                  top_p=top_p, top_k=top_k), dict(decode_options),
                                 donate_argnums=(1,))
     return pre, dec
 
@@ -180,7 +182,8 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
         unstack_layers = jax.default_backend() == "cpu"
     if unstack_layers:
         model = model.clone(unstacked=True)
-    pre, dec = _jitted(model, max_len, max_new_tokens, float(temperature), float(top_p), int(top_k))
+    pre, dec = _jitted(model, max_len, max_new_tokens, float(temperature), float(top_p), int(top_k),
+                       tuple(sorted((CPU_DECODE_COMPILER_OPTIONS or {}).items())))
     rng = jax.random.PRNGKey(seed)
     r_pre, r_dec = jax.random.split(rng)
     t0 = time.perf_counter()
