@@ -53,6 +53,7 @@ def _rope(rope_type: str = "default", **kw) -> ml_collections.ConfigDict:
         low_freq_factor=1.0,
         high_freq_factor=4.0,
         truncate=True,
+        attention_factor=0.0,  # YaRN cos/sin factor; 0: derived from factor / mscale (as transformers)
     )
     for k, v in kw.items():
         if k not in d:
@@ -115,8 +116,8 @@ def base_config() -> ml_collections.ConfigDict:
             aux_loss_alpha=0.0,
             router_bias_update_rate=1e-3,
             initializer_range=0.02,
-            bos_token_id=0,
-            eos_token_id=1,
+            bos_token_id=-1,  # -1: none
+            eos_token_id=(),  # every id that ends generation (HF config.json: an int or a list)
             pad_token_id=-1,
         )
     )
@@ -130,9 +131,20 @@ def make_config(**overrides) -> ml_collections.ConfigDict:
             raise KeyError(f"model config: unknown key {k!r}")
         if k == "rope_scaling":
             v = _rope(**dict(v)) if v is not None else _rope()
+        if k == "eos_token_id":
+            v = eos_ids(v)
         cfg[k] = v
     validate(cfg)
     return cfg
+
+
+def eos_ids(v) -> tuple:
+    """An HF `eos_token_id` (None, an int or a list of ints) as a tuple of ids."""
+    if v is None:
+        return ()
+    if isinstance(v, (list, tuple)):
+        return tuple(int(x) for x in v)
+    return (int(v),)
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -189,6 +201,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         bad("moe_impl", "must be ragged | dense | ep")
     if cfg.remat_policy not in ("none", "full", "dots", "dots_no_batch"):
         bad("remat_policy", "must be none | full | dots | dots_no_batch")
+    if cfg.hidden_act not in ("silu", "swish"):
+        bad("hidden_act", "is not supported (the gated MLP is SwiGLU: silu)")
 
 
 def is_moe(cfg) -> bool:
@@ -243,7 +257,7 @@ def deepseek_v3_671b() -> ml_collections.ConfigDict:
         ),
         num_nextn_predict_layers=1,
         bos_token_id=0,
-        eos_token_id=1,
+        eos_token_id=(1,),
         dtype="bfloat16",
         param_dtype="bfloat16",
         remat_policy="full",
@@ -415,18 +429,36 @@ def get_preset(name: str) -> ml_collections.ConfigDict:
 
 # ------------------------------------------------------------------------------ HF config.json
 
-# HF keys that carry no meaning for the forward pass (ignored on read).
+# Keys of released config.json files that carry no meaning for the forward pass (read and ignored).
 _HF_IGNORED = {
     "architectures", "auto_map", "transformers_version", "torch_dtype", "dtype", "use_cache", "model_type",
-    "initializer_range", "attention_dropout", "pretraining_tp", "aux_loss_alpha", "seq_aux", "ep_size",
-    "quantization_config", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
-    "max_window_layers", "use_sliding_window", "sliding_window", "layer_types", "qk_head_dim", "mlp_bias",
-    "output_router_logits", "router_aux_loss_coef", "num_experts", "num_local_experts", "rope_scaling",
-    "rope_parameters", "rope_theta", "head_dim", "_name_or_path", "id2label", "label2id", "return_dict",
-    "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16", "tf_legacy_loss", "pruned_heads",
-    "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size",
+    "initializer_range", "aux_loss_alpha", "seq_aux", "ep_size", "_name_or_path", "id2label", "label2id",
+    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16", "tf_legacy_loss",
+    "pruned_heads", "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size",
     "add_cross_attention", "tie_encoder_decoder", "problem_type", "tokenizer_class", "prefix", "sep_token_id",
-    "decoder_start_token_id", "task_specific_params", "finetuning_task", "embedding_multiplier",
+    "decoder_start_token_id", "task_specific_params", "finetuning_task", "output_router_logits",
+    "router_aux_loss_coef", "qk_head_dim", "max_window_layers", "sliding_window", "bos_token_id", "eos_token_id",
+    "pad_token_id", "tie_word_embeddings", "rope_scaling", "rope_parameters", "rope_theta", "head_dim",
+    "quantization_config", "num_nextn_predict_layers",
+    # pretraining_tp only split the matmuls of the original Llama training code; transformers ignores it
+    "pretraining_tp",
+}
+
+
+def _false(v):
+    return not v
+
+
+# Keys accepted only at the value r1jax computes (others change the math): key -> (test, what is supported).
+_HF_CHECKED = {
+    "use_mrope": (_false, "false (multimodal rotary positions are not supported)"),
+    "use_sliding_window": (_false, "false (sliding-window attention is not supported)"),
+    "mlp_bias": (_false, "false (biases on the MLP are not supported)"),
+    "attention_dropout": (_false, "0.0 (r1jax has no dropout)"),
+    "hidden_dropout": (_false, "0.0 (r1jax has no dropout)"),
+    "layer_types": (lambda v: all(t == "full_attention" for t in (v or [])), "only 'full_attention' layers"),
+    "use_qk_norm": (_false, "false"),
+    "embedding_multiplier": (lambda v: v in (None, 1, 1.0), "1.0"),
 }
 _HF_COPIED = {
     "deepseek_v3": (
@@ -435,7 +467,7 @@ _HF_COPIED = {
         "routed_scaling_factor", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "v_head_dim",
         "qk_nope_head_dim", "topk_method", "n_group", "topk_group", "num_experts_per_tok", "moe_layer_freq",
         "first_k_dense_replace", "norm_topk_prob", "scoring_func", "hidden_act", "max_position_embeddings",
-        "rms_norm_eps", "attention_bias", "rope_interleave", "num_nextn_predict_layers",
+        "rms_norm_eps", "attention_bias", "rope_interleave",
     ),
     "qwen2": (
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -447,14 +479,54 @@ _HF_COPIED = {
     ),
 }
 _HF_TYPES = {"deepseek_v3": "deepseek_v3", "deepseek_v2": "deepseek_v3", "qwen2": "qwen2", "llama": "llama"}
+# What transformers' config classes take when a key is absent (where r1jax's own default differs).
+_HF_DEFAULTS = {
+    "deepseek_v3": dict(rms_norm_eps=1e-6, attention_bias=False, rope_interleave=True, q_lora_rank=1536,
+                        n_routed_experts=256, n_shared_experts=1, num_experts_per_tok=8, n_group=8, topk_group=4,
+                        first_k_dense_replace=3, norm_topk_prob=True, routed_scaling_factor=2.5,
+                        topk_method="noaux_tc", scoring_func="sigmoid", moe_layer_freq=1, hidden_act="silu"),
+    "qwen2": dict(rms_norm_eps=1e-6, hidden_act="silu"),
+    "llama": dict(rms_norm_eps=1e-6, attention_bias=False, hidden_act="silu"),
+}
+FP8_QUANT = dict(quant_method="fp8", fmt="e4m3", weight_block_size=[128, 128])
+
+
+def _read_json(src: str, what: str) -> dict:
+    try:
+        with open(src) as f:
+            out = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{src}: no {what}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{src}: not valid JSON ({e})") from None
+    if not isinstance(out, dict):
+        raise ValueError(f"{src}: expected a JSON object, got {type(out).__name__}")
+    return out
+
+
+def _check_quantization(q, src):
+    """Only the DeepSeek-V3 release's FP8 (e4m3, 128x128 block scales) is read (dequantized on load)."""
+    if not q:
+        return
+    if not isinstance(q, dict) or q.get("quant_method") != "fp8":
+        raise ValueError(f"{src}: quantization_config={q!r} is not supported (only quant_method='fp8' with "
+                         "128x128 block scales, as the DeepSeek-V3 release; dequantize the checkpoint first)")
+    if q.get("fmt", "e4m3") != "e4m3" or list(q.get("weight_block_size", [128, 128])) != [128, 128]:
+        raise ValueError(f"{src}: quantization_config fmt={q.get('fmt')!r}, weight_block_size="
+                         f"{q.get('weight_block_size')!r} is not supported (e4m3, [128, 128])")
 
 
 def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_collections.ConfigDict:
-    """Reads an HF `config.json` (path to the file or its folder, or the parsed dict).
+    """Reads an HF `config.json` (path to the file or its folder, or the parsed dict) as transformers does.
 
-    Supports DeepseekV3 (and DeepseekV2-style configs without q_lora), Qwen2 and Llama (incl. llama3
-    rope scaling). An unknown key, or a contradictory one, fails naming the key and the file.
-    `overrides` set r1jax keys (dtype, attention_impl, ...).
+    Supports DeepseekV3 (and DeepseekV2-layout configs without q_lora, with V3's sigmoid router, e.g.
+    Moonlight), Qwen2 / Qwen2.5 (incl. Math and R1-Distill variants) and Llama 3.x (llama3 rope
+    scaling). Keys that carry no meaning for the forward pass (`auto_map`, `torch_dtype`, `use_cache`,
+    `_name_or_path`, ...) are ignored; keys that change the math are accepted only at the values r1jax
+    computes (`use_mrope: false`, `use_sliding_window: false`, `mlp_bias: false`, ...) and otherwise
+    fail naming the key; an unknown key fails naming the key and the file. Absent keys take
+    transformers' defaults (e.g. `tie_word_embeddings` false for all three architectures).
+    `eos_token_id` may be an int or a list. `overrides` set r1jax keys (dtype, attention_impl, ...).
     """
     src = "<dict>"
     if isinstance(path_or_dict, dict):
@@ -463,13 +535,7 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
         src = os.fspath(path_or_dict)
         if os.path.isdir(src):
             src = os.path.join(src, "config.json")
-        try:
-            with open(src) as f:
-                hf = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{src}: no config.json") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{src}: not valid JSON ({e})") from None
+        hf = _read_json(src, "config.json")
     hf_type = hf.get("model_type")
     if hf_type not in _HF_TYPES:
         raise ValueError(f"{src}: model_type={hf_type!r} is not supported (one of {sorted(_HF_TYPES)})")
@@ -480,24 +546,21 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
             "supported; only its MLA layout (no q_lora) with V3's sigmoid router"
         )
     copied = _HF_COPIED[mt]
-    d: dict[str, Any] = {"model_type": mt}
+    d: dict[str, Any] = {"model_type": mt, **_HF_DEFAULTS[mt]}
     for k, v in hf.items():
         if k in copied:
-            if k == "q_lora_rank" and v is None:
-                v = 0
-            if k == "n_routed_experts" and v is None:
+            if k in ("q_lora_rank", "n_routed_experts") and v is None:
                 v = 0
             d[k] = v
-        elif k in _HF_IGNORED:
-            continue
-        elif k in ("num_nextn_predict_layers",):
-            continue
-        else:
+        elif k in _HF_CHECKED:
+            ok, supported = _HF_CHECKED[k]
+            if not ok(v):
+                raise ValueError(f"{src}: {k}={v!r} is not supported (r1jax computes {supported})")
+        elif k not in _HF_IGNORED:
             raise ValueError(f"{src}: unknown config key {k!r} for model_type={hf_type!r}")
-    # head dim / biases
+    _check_quantization(hf.get("quantization_config"), src)
     if mt == "deepseek_v3":
         if hf_type == "deepseek_v2":
-            d.setdefault("rope_interleave", True)
             d.setdefault("topk_method", "noaux_tc")
     else:
         hd = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
@@ -505,37 +568,41 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
         d["rope_interleave"] = False
         if mt == "qwen2":
             d["qkv_bias"] = True
-            if hf.get("use_sliding_window"):
-                raise ValueError(f"{src}: use_sliding_window=true is not supported")
-    d["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings", mt == "qwen2"))
-    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+    d["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings", False))
+    for k in ("bos_token_id", "pad_token_id"):
         v = hf.get(k)
         if isinstance(v, list):
-            v = v[0]
+            v = v[0] if v else None
         d[k] = -1 if v is None else int(v)
-    # rope: transformers 5 writes `rope_parameters` (with rope_theta inside); older files `rope_scaling`.
+    d["eos_token_id"] = eos_ids(hf.get("eos_token_id"))
+    # rope: transformers 5 writes `rope_parameters` (with rope_theta inside); older files `rope_scaling`
+    # (legacy `type` for `rope_type`).
     rp = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rp = dict(rp)
     theta = rp.pop("rope_theta", None) or hf.get("rope_theta", 10000.0)
     d["rope_theta"] = float(theta)
     rtype = rp.pop("rope_type", None) or rp.pop("type", None) or "default"
-    rp.pop("partial_rotary_factor", None)
+    prf = rp.pop("partial_rotary_factor", None)
+    if prf not in (None, 1, 1.0):
+        raise ValueError(f"{src}: rope partial_rotary_factor={prf!r} is not supported (1.0)")
     known = set(_rope().keys()) - {"rope_type"}
     for k in list(rp):
-        if k == "attention_factor" and rp[k] is None:
+        if rp[k] is None:
             rp.pop(k)
         elif k not in known:
             raise ValueError(f"{src}: unknown rope_scaling key {k!r}")
     if rtype == "yarn" and not rp.get("original_max_position_embeddings"):
         raise ValueError(f"{src}: rope_scaling (yarn) needs original_max_position_embeddings")
-    d["rope_scaling"] = dict(rope_type=rtype, **{k: v for k, v in rp.items() if v is not None})
+    if rtype == "yarn" and "factor" not in rp:  # transformers: max_position_embeddings / original
+        rp["factor"] = hf["max_position_embeddings"] / rp["original_max_position_embeddings"]
+    d["rope_scaling"] = dict(rope_type=rtype, **rp)
     if mt == "deepseek_v3" and hf.get("num_nextn_predict_layers") is not None:
         d["num_nextn_predict_layers"] = int(hf["num_nextn_predict_layers"])
     for k, v in overrides.items():
         d[k] = v
     try:
         return make_config(**d)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{src}: {e}") from None
 
 
@@ -549,6 +616,8 @@ def to_hf_config(cfg) -> dict:
             rope_type="yarn", factor=rs.factor, original_max_position_embeddings=rs.original_max_position_embeddings,
             beta_fast=rs.beta_fast, beta_slow=rs.beta_slow, mscale=rs.mscale, mscale_all_dim=rs.mscale_all_dim,
         )
+        if rs.attention_factor:
+            rope["attention_factor"] = rs.attention_factor
     elif rs.rope_type == "llama3":
         rope = dict(
             rope_type="llama3", factor=rs.factor, low_freq_factor=rs.low_freq_factor,
@@ -563,7 +632,8 @@ def to_hf_config(cfg) -> dict:
         max_position_embeddings=cfg.max_position_embeddings, rms_norm_eps=cfg.rms_norm_eps,
         rope_theta=cfg.rope_theta, rope_scaling=rope, tie_word_embeddings=cfg.tie_word_embeddings,
         bos_token_id=None if cfg.bos_token_id < 0 else cfg.bos_token_id,
-        eos_token_id=None if cfg.eos_token_id < 0 else cfg.eos_token_id,
+        eos_token_id=(None if not cfg.eos_token_id else cfg.eos_token_id[0] if len(cfg.eos_token_id) == 1
+                      else list(cfg.eos_token_id)),
         pad_token_id=None if cfg.pad_token_id < 0 else cfg.pad_token_id,
         torch_dtype=cfg.param_dtype,
     )

@@ -247,12 +247,14 @@ def _get(tree: dict, path: tuple):
     return tree
 
 
-def load_params(path: str, cfg, dtype=None, shardings=None) -> dict:
-    """Reads the params pytree of `cfg` from an HF checkpoint folder (see module doc)."""
+def load_params(path: str, cfg, shardings=None) -> dict:
+    """Reads the params pytree of `cfg` from an HF checkpoint folder (see module doc).
+
+    Each param is stored in the dtype `cfg` gives it: `cfg.param_dtype` for the weights, float32
+    for the norm weights and the router's correction bias (whatever the checkpoint holds)."""
     from r1jax.model import abstract_params
     import flax.linen as nn
 
-    dtype = np.dtype(dtype) if dtype is not None else np.dtype(config_lib.dtype_of(cfg.param_dtype))
     reader = _Reader(path)
     specs = tensor_specs(cfg)
     present = set(reader.where)
@@ -261,6 +263,8 @@ def load_params(path: str, cfg, dtype=None, shardings=None) -> dict:
     scale_keys = {k for k in present if k.endswith(".weight_scale_inv")}
     shared = _mtp_shared_keys(cfg)
     ignorable = {k for k in present if k.endswith("rotary_emb.inv_freq")} | set(shared)
+    if cfg.tie_word_embeddings:  # a tied checkpoint may still ship the head (transformers ties it to the embedding)
+        ignorable.add("lm_head.weight")
     missing = sorted(expected - present)
     if missing:
         raise ValueError(f"{path}: checkpoint is missing tensor {missing[0]!r}"
@@ -290,7 +294,7 @@ def load_params(path: str, cfg, dtype=None, shardings=None) -> dict:
         try:
             arr = _get(out, s.path)
         except KeyError:
-            arr = np.empty(full.shape, dtype)
+            arr = np.empty(full.shape, full.dtype)
             _set(out, s.path, arr)
         if s.index:
             arr[s.index] = val
@@ -320,9 +324,14 @@ def _try_get(tree, keypath):
 def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, **overrides):
     """Loads an HF checkpoint folder -> (model, params).
 
-    dtype: param and compute dtype (e.g. jnp.bfloat16); default the config's float32.
+    dtype: param and compute dtype (e.g. jnp.bfloat16 for inference); default float32. For training
+      keep float32 master weights and compute in bf16: `param_dtype="float32", dtype="bfloat16"`
+      (norm weights and the router bias are float32 either way).
     mesh: a `jax.sharding.Mesh`; params are placed straight into their sharded layout.
-    overrides: r1jax config keys (attention_impl, moe_impl, remat_policy, ...).
+    overrides: r1jax config keys (param_dtype, attention_impl, moe_impl, remat_policy, ...).
+
+    The config's `eos_token_id` becomes the set that ends generation: config.json's ids, then those
+    of generation_config.json (an int or a list, e.g. Llama 3's three) when the folder has one.
     """
     from r1jax.model import Transformer
 
@@ -332,6 +341,9 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, **overrides)
         overrides.setdefault("param_dtype", name)
         overrides.setdefault("dtype", name)
     cfg = config_lib.from_hf_config(path, **overrides)
+    gen_eos = generation_eos_ids(path)
+    if gen_eos:
+        cfg.eos_token_id = tuple(dict.fromkeys(tuple(cfg.eos_token_id) + gen_eos))
     if cfg.num_nextn_predict_layers:
         L = cfg.num_hidden_layers
         probe = _Reader(path).where
@@ -345,23 +357,43 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, **overrides)
         from r1jax.parallel.sharding import param_shardings
 
         shardings = param_shardings(cfg, mesh)
-    params = load_params(path, cfg, dtype=config_lib.dtype_of(cfg.param_dtype), shardings=shardings)
+    params = load_params(path, cfg, shardings=shardings)
     return Transformer(cfg), params
+
+
+def generation_eos_ids(path: str) -> tuple:
+    """`eos_token_id` of the folder's generation_config.json (int or list) as a tuple; () if none."""
+    p = os.path.join(path, "generation_config.json")
+    if not os.path.exists(p):
+        return ()
+    try:
+        with open(p) as f:
+            g = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: cannot read generation config ({e})") from None
+    try:
+        return config_lib.eos_ids(g.get("eos_token_id") if isinstance(g, dict) else None)
+    except (TypeError, ValueError):
+        raise ValueError(f"{p}: eos_token_id={g.get('eos_token_id')!r} is not an int or a list of ints") from None
 
 
 # ------------------------------------------------------------------------------------ writing
 
 
 def save_pretrained(params, cfg, path: str | os.PathLike, *, dtype=None, max_shard_bytes: int = 4 << 30,
-                    fp8: bool = False) -> None:
+                    fp8: bool = False, tokenizer=None) -> None:
     """Writes `config.json` + safetensors (sharded with an index above `max_shard_bytes`).
 
     dtype: storage dtype (default the params'). fp8=True writes 2-D projection weights as
     float8_e4m3fn with `weight_scale_inv`, as the DeepSeek-V3 release does (norms, embeddings,
-    router and head stay in `dtype`).
+    router and head stay in `dtype`). tokenizer: an `r1jax.data.tokenizer.Tokenizer` whose files
+    (tokenizer.json, tokenizer_config.json, chat template, generation_config.json) are written beside
+    the weights, so transformers and vLLM load the folder as it is.
     """
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
+    if tokenizer is not None:
+        tokenizer.save(path)
     host = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), params)
     tensors: dict[str, np.ndarray] = {}
     for s in tensor_specs(cfg):

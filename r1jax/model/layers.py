@@ -44,8 +44,11 @@ class RMSNorm(nn.Module):
         return (w.astype(jnp.float32) * y).astype(self.dtype) if self.dtype != jnp.float32 else w * y
 
 
-def rms_norm(cfg, dim: int, name: str) -> RMSNorm:
-    return RMSNorm(dim, eps=cfg.rms_norm_eps, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg), name=name)
+def rms_norm(cfg, dim: int, name: str, eps: float | None = None) -> RMSNorm:
+    """RMSNorm with eps `cfg.rms_norm_eps` (or `eps`). Its weight is float32 whatever `cfg.param_dtype`
+    (a norm weight is tiny and its updates must not round away in bf16); output in the compute dtype."""
+    return RMSNorm(dim, eps=cfg.rms_norm_eps if eps is None else eps, dtype=compute_dtype(cfg),
+                   param_dtype=jnp.float32, name=name)
 
 
 def dense(cfg, features, in_axis: str, out_axes: Sequence[str], name: str, use_bias: bool = False):
@@ -115,6 +118,18 @@ def _head_bwd(res, g):
 head_matmul_cpu.defvjp(_head_fwd, _head_bwd)
 
 
+def head_logits(x, kernel):
+    """logits = x @ kernel, x: [..., hidden], kernel: [hidden, vocab], in their (common) dtype.
+
+    On CPU the tokens are flattened and go through `head_matmul_cpu` (its backward is laid out for
+    XLA:CPU); elsewhere the plain einsum. Used by `LMHead` and by the chunked log-probs
+    (r1jax.model.logprobs), so both compute the same logits."""
+    if jax.default_backend() == "cpu":
+        y = head_matmul_cpu(x.reshape(-1, x.shape[-1]), kernel)
+        return y.reshape(x.shape[:-1] + (kernel.shape[-1],))
+    return head_matmul_reference(x, kernel)
+
+
 class LMHead(nn.Module):
     """The untied output projection: logits = x @ kernel, kernel [hidden, vocab].
 
@@ -131,8 +146,4 @@ class LMHead(nn.Module):
         kernel = self.param("kernel", normal_init(cfg, ("embed", "vocab")), (cfg.hidden_size, cfg.vocab_size),
                             param_dtype(cfg))
         dt = compute_dtype(cfg)
-        x, kernel = x.astype(dt), kernel.astype(dt)
-        if jax.default_backend() == "cpu":
-            y = head_matmul_cpu(x.reshape(-1, x.shape[-1]), kernel)
-            return y.reshape(x.shape[:-1] + (kernel.shape[-1],))
-        return head_matmul_reference(x, kernel)
+        return head_logits(x.astype(dt), kernel.astype(dt))

@@ -24,6 +24,11 @@ from r1jax.model.attention import (NEG_INF, attend_causal, cache_mask, causal_se
 from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype, rms_norm
 
 
+# The latent norms (q_a_layernorm, kv_a_layernorm) use 1e-6 whatever rms_norm_eps says, as DeepSeek's
+# reference code and transformers do (a V3-architecture config may set rms_norm_eps 1e-5, e.g. Moonlight).
+LATENT_NORM_EPS = 1e-6
+
+
 def latent_dim(cfg) -> int:
     return cfg.kv_lora_rank + cfg.qk_rope_head_dim
 
@@ -75,14 +80,14 @@ class MLA(nn.Module):
         qk = nope + rope_d
         if cfg.q_lora_rank:
             cq = dense(cfg, cfg.q_lora_rank, "embed", ("q_lora",), "q_a_proj", cfg.attention_bias)(x)
-            cq = rms_norm(cfg, cfg.q_lora_rank, "q_a_layernorm")(cq)
+            cq = rms_norm(cfg, cfg.q_lora_rank, "q_a_layernorm", eps=LATENT_NORM_EPS)(cq)
             q = dense(cfg, (h, qk), "q_lora", ("heads", "head_dim"), "q_b_proj")(cq)
         else:
             q = dense(cfg, (h, qk), "embed", ("heads", "head_dim"), "q_proj")(x)
         q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "head_dim"))
         q_nope, q_rope = q[..., :nope], q[..., nope:]
         kv = dense(cfg, r + rope_d, "embed", ("kv_lora",), "kv_a_proj_with_mqa", cfg.attention_bias)(x)
-        c_kv = rms_norm(cfg, r, "kv_a_layernorm")(kv[..., :r])
+        c_kv = rms_norm(cfg, r, "kv_a_layernorm", eps=LATENT_NORM_EPS)(kv[..., :r])
         k_rope = kv[..., r:]
         cos, sin = rope_lib.rope_tables(cfg, positions, rope_d)
         q_rope = rope_lib.apply_rope(q_rope, cos, sin, cfg.rope_interleave)

@@ -38,7 +38,9 @@ def inv_frequencies(cfg, dim: int) -> tuple[np.ndarray, float]:
         return (inv / rs.factor).astype(np.float32), 1.0
     if t == "yarn":
         factor = rs.factor
-        if rs.mscale and rs.mscale_all_dim:
+        if rs.attention_factor:
+            att = rs.attention_factor
+        elif rs.mscale and rs.mscale_all_dim:
             att = _yarn_mscale(factor, rs.mscale) / _yarn_mscale(factor, rs.mscale_all_dim)
         else:
             att = _yarn_mscale(factor)

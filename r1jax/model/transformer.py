@@ -146,11 +146,17 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, positions=None, segment_ids=None, *, token_mask=None, cache=None,
-                 return_aux=False, compute_mtp=None, return_hidden=False, logits_at=None):
+                 return_aux=False, compute_mtp=None, return_hidden=False, logits_at=None, head=True):
         """logits_at: optional [batch] int, one position per row: the logits are then computed at
         that position only ([batch, 1, vocab]). Generation's prefill needs only each prompt's last
         position; small_moe, 32 prompts of 128 tokens: 3.7 s with the head over every position
-        (a [4096, 32000] logits array), 1.7 s with it at the last ones."""
+        (a [4096, 32000] logits array), 1.7 s with it at the last ones.
+
+        token_mask: [batch, seq] bool, the real (non-padding) tokens: only they count in the MoE
+        expert load and balance loss (default: every token, or segment_ids > 0).
+        head=False: return the final-normed hidden states [batch, seq, hidden] in place of the
+        logits (and the MTP module's as aux["mtp_hidden"]) for a caller that applies the LM head
+        itself a block at a time (r1jax.model.logprobs)."""
         cfg = self.cfg
         b, s = input_ids.shape
         if positions is None:
@@ -191,8 +197,12 @@ class Transformer(nn.Module):
         if logits_at is not None:
             x = jnp.take_along_axis(x, logits_at[:, None, None].astype(jnp.int32), axis=1)  # [b, 1, d]
         x = rms_norm(cfg, cfg.hidden_size, "norm")(x)
-        head = self._head(embed)
-        logits = head(x)
+        lm_head = self._head(embed)
+        if not head and not self.is_initializing():
+            logits = x
+            lm_head = lambda h: h  # noqa: E731
+        else:
+            logits = lm_head(x)
         if self.mode != "train":
             return logits, new_cache
         if not return_aux:
@@ -207,7 +217,7 @@ class Transformer(nn.Module):
             if want_mtp:
                 hm, maux = MTP(cfg, moe_impl=self.moe_impl, name="mtp")(hidden, embed(next_ids), positions,
                                                                         segment_ids, token_mask)
-                out_aux["mtp_logits"] = head(hm)
+                out_aux["mtp_logits" if head else "mtp_hidden"] = lm_head(hm)
                 if "load" in maux:
                     out_aux["mtp_load"] = maux["load"]
         if return_hidden:
