@@ -5,7 +5,9 @@
 * :func:`format_reward` - ``<think>..</think><answer>..</answer>`` (R1-Zero) or R1 chat format.
 * :func:`language_consistency_reward` - share of CoT words in the target language;
   :func:`register_language` adds languages.
-* :func:`code_reward` / :func:`code_rewards` - fraction of tests passed in a sandbox.
+* :func:`code_reward` / :func:`code_rewards` - fraction of tests passed in a sandbox; a sandbox
+  that cannot start raises :class:`SandboxError` (a verifier pool that cannot start:
+  :class:`VerifierError`), it is never scored.
 * :func:`combine_rewards` and :data:`REWARD_FNS` - weighted sums of rewards named in configs.
 """
 from r1jax.rl.rewards.accuracy import accuracy_reward, accuracy_rewards
@@ -14,7 +16,8 @@ from r1jax.rl.rewards.combine import BATCHED_REWARD_FNS, REWARD_FNS, combine_rew
 from r1jax.rl.rewards.extract import extract_answer, extract_code
 from r1jax.rl.rewards.format import format_reward
 from r1jax.rl.rewards.language import language_consistency_reward, register_language
-from r1jax.rl.rewards.sandbox import run_sandboxed, sandbox_capabilities
+from r1jax.rl.rewards.pool import VerifierError
+from r1jax.rl.rewards.sandbox import SandboxError, run_sandboxed, sandbox_capabilities
 
 __all__ = [
     "accuracy_reward",
@@ -31,4 +34,6 @@ __all__ = [
     "extract_code",
     "run_sandboxed",
     "sandbox_capabilities",
+    "SandboxError",
+    "VerifierError",
 ]

@@ -14,8 +14,25 @@ and recorded in the returned report, so callers can tell what was enforced.
    and ``/dev`` **read-only**, cover ``/dev/shm`` with an empty read-only tmpfs, cover the
    directories that hide the Python installation from unprivileged users (e.g. ``/root`` with
    mode 0700 when Python lives in ``/root/.pyenv``) with a tmpfs and bind the installation back
-   read-only, and optionally mount a fresh size-limited tmpfs at ``/tmp`` holding the work
-   directory ``/tmp/work`` (owned by the sandbox uid, mode 0700) - the only writable place.
+   read-only, and optionally (``workdir=True``) mount a fresh size-limited tmpfs at ``/tmp``
+   holding the work directory ``/tmp/work`` (owned by the sandbox uid, mode 0700) - the only
+   writable place.
+
+Interpreters under ``/tmp`` (``python -m venv /tmp/venv``, a conda env or pyenv root there):
+the fresh ``/tmp`` tmpfs would hide them, so before mounting it :func:`enter_jail` opens an
+``O_PATH`` fd of each piece of the installation that lies under ``/tmp`` (see
+:func:`interpreter_paths`: ``sys.executable`` and every link of its symlink chain, the venv
+directory holding ``pyvenv.cfg``, the prefixes, stdlib, site-packages and the shared libraries
+the interpreter has mapped), and after mounting it recreates their parent directories (root-owned, mode
+0755: not writable by the sandbox uid) and bind-mounts each piece back at its old path,
+read-only, ``nosuid``, ``nodev``; symlinks on the way (``bin/python -> python3``, a symlinked
+directory) are recreated as symlinks. ``/tmp`` itself stays root-owned 0755, so ``/tmp/work``
+is still the only writable place. An installation that *is* ``/tmp`` or lies inside
+``/tmp/work`` cannot be confined this way: :class:`JailError` (nothing mounted over ``/tmp``).
+
+Errors: a step the OS refuses is skipped and recorded (``mount_error``), except failures that
+would leave the confined process unable to run its interpreter (the ``/tmp`` re-exposure
+above), which raise :class:`JailError`.
 
 :func:`drop_privileges` then sets rlimits, ``setgroups([])``, ``setgid``/``setuid`` to the
 unprivileged ids, and ``PR_SET_PDEATHSIG(SIGKILL)`` (after the uid change, which clears it).
@@ -57,6 +74,11 @@ _OPT_FLAGS = {
 }
 
 WORKDIR = "/tmp/work"
+TMP = "/tmp"
+
+
+class JailError(RuntimeError):
+    """The jail cannot be set up so that the confined interpreter can still run (see module doc)."""
 
 _libc = None
 
@@ -107,17 +129,183 @@ def _others_can_traverse(path: str) -> bool:
 
 
 def _python_paths() -> list[str]:
-    paths = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, sys.exec_prefix}
-    try:
-        import site
-
-        extra = list(site.getsitepackages()) + [site.getusersitepackages()]
-    except Exception:  # noqa: BLE001
-        extra = []
-    for p in list(sys.path) + extra:
+    paths = set(interpreter_paths())
+    for p in sys.path:
         if p and os.path.isabs(p) and os.path.exists(p):
             paths.add(os.path.realpath(p))
     return sorted(paths)
+
+
+def _symlink_chain(path: str) -> list[str]:
+    """``path`` and every symlink it leads through (final component only), then its realpath."""
+    out = []
+    p = os.path.normpath(os.path.abspath(path))
+    for _ in range(40):
+        out.append(p)
+        if not os.path.islink(p):
+            break
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    out.append(os.path.realpath(path))
+    return out
+
+
+def _mapped_libraries() -> list[str]:
+    """Shared libraries mapped into this process (``libpython`` found through an absolute RUNPATH,
+    a conda env's ``lib/``): the interpreter cannot start without them."""
+    out = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].startswith("/") and ".so" in parts[5]:
+                    p = parts[5].strip()
+                    if not p.endswith(" (deleted)"):
+                        out.add(p)
+    except OSError:
+        pass
+    return sorted(out)
+
+
+def interpreter_paths() -> list[str]:
+    """What a fresh ``python -I`` of this installation needs to start (not resolved, no duplicates).
+
+    ``sys.executable`` with its symlink chain (a venv's ``bin/python -> python3 -> /base/python3``),
+    the venv directory holding ``pyvenv.cfg`` beside or above the executable (found the way
+    Python's getpath finds it: under ``-S`` ``sys.prefix`` is the base installation's),
+    ``sys.prefix``, ``exec_prefix``, ``base_prefix``,
+    ``base_exec_prefix``, the stdlib directory, the site-packages directories, and the entries of
+    ``sys.path`` that lie inside one of the prefixes (``lib-dynload``, the stdlib zip) - not the
+    running script's own directory - and the shared libraries mapped into this process.
+    """
+    paths = []
+    prefixes = [p for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix} if p]
+    if sys.executable:
+        chain = _symlink_chain(sys.executable)
+        paths += chain
+        for exe in chain:  # a venv: pyvenv.cfg beside or one above the executable (as getpath looks;
+            for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):  # under -S,
+                if os.path.isfile(os.path.join(d, "pyvenv.cfg")):  # sys.prefix is the base's)
+                    prefixes.append(d)
+                    paths.append(os.path.join(d, "pyvenv.cfg"))  # (for _expose of a mode-0700 venv)
+                    break
+    paths += prefixes
+    if getattr(os, "__file__", None):
+        paths.append(os.path.dirname(os.__file__))
+    try:
+        import site
+
+        paths += list(site.getsitepackages(prefixes))  # with the venv's (not in sys.path under -S)
+    except Exception:  # noqa: BLE001
+        pass
+    for p in sys.path:
+        if p and os.path.isabs(p) and any(p == q or p.startswith(q.rstrip("/") + "/") for q in prefixes):
+            paths.append(p)
+    paths += _mapped_libraries()
+    out, seen = [], set()
+    for p in paths:
+        p = os.path.normpath(p)
+        if p not in seen and os.path.isabs(p) and os.path.lexists(p):
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _tmp_plan(paths: list[str], root: str = TMP, workdir: str = WORKDIR) -> tuple[list[str], dict[str, str]]:
+    """(real paths under ``root`` to bind back, {symlink path: link text} to recreate there).
+
+    Each path under ``root`` is walked component by component; a symlink on the way is recorded
+    and its target followed, so the binds are real, non-nested paths (a bind inside another is
+    dropped: it comes with it). Raises :class:`JailError` for ``root`` itself or ``workdir``.
+    """
+    binds, links, seen = set(), {}, set()
+    todo = [os.path.normpath(p) for p in paths if _under(os.path.normpath(p), root)]
+    while todo:
+        p = todo.pop()
+        if p in seen or len(seen) > 1000:
+            continue
+        seen.add(p)
+        if p == root or _under(p, workdir):
+            raise JailError(_bad_location(p, root, workdir))
+        rel = p[len(root.rstrip("/")) + 1 :].split("/")
+        cur = root.rstrip("/")
+        for i, part in enumerate(rel):
+            cur = cur + "/" + part
+            if os.path.islink(cur):
+                text = os.readlink(cur)
+                links[cur] = text
+                target = os.path.normpath(os.path.join(os.path.dirname(cur), text, *rel[i + 1 :]))
+                if _under(target, root):
+                    todo.append(target)
+                break
+        else:
+            if os.path.exists(p):
+                binds.add(p)
+    binds = sorted(b for b in binds if not any(o != b and _under(b, o) for o in binds))
+    links = {k: v for k, v in links.items() if not any(_under(k, b) for b in binds)}
+    for k in list(binds) + list(links):
+        if k == root or _under(k, workdir):
+            raise JailError(_bad_location(k, root, workdir))
+    return binds, links
+
+
+def _bad_location(p: str, root: str, workdir: str) -> str:
+    where = f"is {root} itself" if p == root else f"lies inside the sandbox work dir {workdir}"
+    return (
+        f"the Python installation path {p} {where}, which the sandbox replaces with an empty private "
+        f"directory, so the sandboxed interpreter could not start; install Python / create the venv "
+        f"elsewhere (another directory under {root}, or $HOME)"
+    )
+
+
+def _makedirs_root(path: str) -> None:
+    """mkdir -p with mode 0755 (whatever the umask) for directories created here."""
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        os.mkdir(d)
+        os.chmod(d, 0o755)
+
+
+def _mount_tmp(paths: list[str], uid: int, gid: int, size_mb: int, report: dict) -> None:
+    """Fresh tmpfs on /tmp with the work dir; bind the interpreter pieces under /tmp back read-only."""
+    binds, links = _tmp_plan(paths)
+    fds = []
+    try:
+        for b in binds:
+            fds.append((b, os.open(b, os.O_PATH)))
+        _mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={int(size_mb)}m")
+        os.mkdir(WORKDIR, 0o700)
+        os.chown(WORKDIR, uid, gid)
+        report["workdir"] = WORKDIR
+        try:
+            for b, fd in fds:
+                _makedirs_root(os.path.dirname(b))
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.mkdir(b)
+                else:
+                    os.close(os.open(b, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                _mount(f"/proc/self/fd/{fd}", b, None, MS_BIND | MS_REC)
+                _mount(None, b, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            for k, text in sorted(links.items()):
+                _makedirs_root(os.path.dirname(k))
+                if not os.path.lexists(k):
+                    os.symlink(text, k)
+        except OSError as e:
+            raise JailError(f"could not bind the Python installation under {TMP} back into the sandbox: {e}") from e
+        if binds or links:
+            report["tmp_binds"] = binds
+            if links:
+                report["tmp_links"] = sorted(links)
+    finally:
+        for _, fd in fds:
+            os.close(fd)
 
 
 def _expose(paths: list[str], report: dict) -> None:
@@ -171,7 +359,10 @@ def python_reachable() -> bool:
 
 def enter_jail(*, new_pid: bool = False, new_net: bool = True, workdir: bool = True, uid: int = 65534,
                gid: int = 65534, tmp_size_mb: int = 64) -> dict:
-    """Namespaces + read-only filesystem (see module docstring). Returns a report dict."""
+    """Namespaces + read-only filesystem (see module docstring). Returns a report dict.
+
+    Raises :class:`JailError` when the interpreter under ``/tmp`` cannot be kept reachable.
+    """
     report = {"netns": False, "mountns": False, "pidns": False, "readonly_fs": False, "workdir": None}
     want = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     want |= (CLONE_NEWPID if new_pid else 0) | (CLONE_NEWNET if new_net else 0)
@@ -202,10 +393,7 @@ def enter_jail(*, new_pid: bool = False, new_net: bool = True, workdir: bool = T
         _expose(_python_paths(), report)
         report["readonly_fs"] = True
         if workdir:
-            _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={int(tmp_size_mb)}m")
-            os.mkdir(WORKDIR, 0o700)
-            os.chown(WORKDIR, uid, gid)
-            report["workdir"] = WORKDIR
+            _mount_tmp(interpreter_paths(), uid, gid, tmp_size_mb, report)
     except OSError as e:
         report["mount_error"] = str(e)
     return report

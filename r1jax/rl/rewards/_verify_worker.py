@@ -2,9 +2,13 @@
 
 Protocol: one JSON object per line on stdin ``{"id": int, "gold": str, "pred": str | null}``,
 one JSON line per task on the original stdout ``{"id": int, "r": 1.0 | 0.0 | null}``
-(null = the gold answer does not parse). The first line written is ``{"ready": true, "jail": {..}}`` (or
-``{"error": "..."}`` when the imports fail). The parent enforces a hard wall-clock limit per task
-and SIGKILLs this process on overrun, so nothing here needs to be interruptible.
+(null = the gold answer does not parse). The first line written is ``{"ready": true, "jail": {..}}``,
+or ``{"error": "..."}`` when the worker cannot work: the imports fail, the confinement below
+raises, or the self-test run *after* confinement (``\\frac{3}{4}`` vs ``0.75`` must score 1.0)
+fails - e.g. because the jail hid a module sympy imports lazily, which would otherwise make
+every task score 0.0 silently. The pool raises on that line. The parent enforces a hard
+wall-clock limit per task and SIGKILLs this process on overrun, so nothing here needs to be
+interruptible.
 
 Hardening (the input is untrusted model output; sympy's ``parse_expr`` uses ``eval``): after the
 imports, when started as root, the worker enters :func:`_jail.enter_jail` (new mount + network
@@ -91,7 +95,19 @@ def main() -> None:
     except BaseException as e:  # noqa: BLE001
         out.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
         return
-    report = _harden(mem_mb)
+    try:
+        report = _harden(mem_mb)
+    except BaseException as e:  # noqa: BLE001
+        out.write(json.dumps({"error": f"confinement failed: {type(e).__name__}: {e}"}) + "\n")
+        return
+    try:  # the confined worker must still score (lazy imports, reachable files): never silent zeros
+        ok = score("\\frac{3}{4}", "0.75")
+    except BaseException as e:  # noqa: BLE001
+        ok = f"{type(e).__name__}: {e}"
+    if ok != 1.0:
+        out.write(json.dumps({"error": f"self-test after confinement failed: got {ok!r} for 3/4 == 0.75 "
+                                       f"(jail: {report})"}) + "\n")
+        return
     out.write(json.dumps({"ready": True, "jail": report}) + "\n")
     for line in sys.stdin:
         try:

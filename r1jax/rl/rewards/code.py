@@ -18,6 +18,12 @@ The candidate and the tests run in their own globals (``__name__ == "__candidate
 gets nothing. Limitation (as in the official HumanEval harness): candidate and tests share one
 interpreter, so a deliberately adversarial program could tamper with the harness in memory; the
 sandbox (:mod:`r1jax.rl.rewards.sandbox`) bounds what that can achieve to its own reward.
+
+Errors: a sandbox that cannot run the program at all (its setup fails - e.g. the interpreter is
+unreachable inside the jail - or the launcher crashes) raises
+:class:`~r1jax.rl.rewards.sandbox.SandboxError` from :func:`code_reward`, :func:`code_rewards`
+and :func:`run_tests`; such a run is never scored 0.0, so an RL run cannot silently train on
+zeros. Only programs that ran are scored.
 """
 from __future__ import annotations
 
@@ -28,7 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence, Union
 
 from r1jax.rl.rewards.extract import extract_code
-from r1jax.rl.rewards.sandbox import run_sandboxed
+from r1jax.rl.rewards.sandbox import SandboxError, run_sandboxed
+
+__all__ = ["SandboxError", "build_program", "code_reward", "code_rewards", "run_tests"]
 
 Tests = Union[Sequence[str], dict]
 
@@ -79,7 +87,10 @@ def build_program(code: str, tests: Tests, nonce: str) -> str:
 
 
 def run_tests(code: str, tests: Tests, **sandbox_kwargs) -> tuple[list[bool], "object"]:
-    """Run ``code`` against ``tests``; returns (per-test pass flags, SandboxResult)."""
+    """Run ``code`` against ``tests``; returns (per-test pass flags, SandboxResult).
+
+    Raises :class:`SandboxError` when the sandbox could not start the program.
+    """
     srcs = _test_sources(tests)
     nonce = secrets.token_hex(16)
     res = run_sandboxed(build_program(code, tests, nonce), keep_lines_with=nonce, **sandbox_kwargs)
@@ -104,7 +115,10 @@ def code_reward(
     memory_mb: int = 1024,
     **sandbox_kwargs,
 ) -> float:
-    """Fraction of ``tests`` passed by the last fenced code block of ``completion`` (module docstring)."""
+    """Fraction of ``tests`` passed by the last fenced code block of ``completion`` (module docstring).
+
+    Raises :class:`SandboxError` (never returns 0.0) when the sandbox could not run the program.
+    """
     code = extract_code(completion or "")
     n = len(_test_sources(tests))
     if code is None or n == 0:
@@ -123,7 +137,10 @@ def code_rewards(
     max_workers: int | None = None,
     **kwargs,
 ) -> list[float]:
-    """:func:`code_reward` over a batch, ``max_workers`` sandboxes at a time (default: cpu count)."""
+    """:func:`code_reward` over a batch, ``max_workers`` sandboxes at a time (default: cpu count).
+
+    A :class:`SandboxError` from any item propagates (the batch is not scored).
+    """
     if len(completions) != len(tests_list):
         raise ValueError(f"code_rewards: {len(completions)} completions but {len(tests_list)} test suites")
     if prompts is not None and len(prompts) != len(completions):

@@ -10,6 +10,12 @@ worker is SIGKILLed and replaced (the replacement starts in the background; task
 to workers that reported ready, so start-up time never counts against a task). A worker that dies
 (crash, MemoryError outside the handler) also scores 0.0 and is replaced.
 
+Start-up failures are not scores: a worker that reports ``{"error": ..}`` as its first line
+(imports failed, its jail failed, or its post-jail self-test failed - see
+:mod:`r1jax.rl.rewards._verify_worker`), exits before reporting ready, or where no worker is
+ready after ``start_timeout`` raises :class:`VerifierError` from :meth:`VerifierPool.map` (the
+pool is closed). Only tasks that reached a started worker can time out to ``timeout_value``.
+
 Workers are started in their own session (terminal Ctrl-C does not reach them), die with the
 parent (PR_SET_PDEATHSIG) and are killed by an ``atexit`` hook. A pool created before a ``fork``
 is not used by the child: :func:`get_pool` makes a fresh one per pid.
@@ -26,6 +32,10 @@ import threading
 import time
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_verify_worker.py")
+
+
+class VerifierError(RuntimeError):
+    """A math-verify worker could not start (module docstring): the batch is not scored."""
 
 
 class _Worker:
@@ -157,7 +167,7 @@ class VerifierPool:
                 now - w.t0 > self.start_timeout for w in self._workers
             ):
                 self.close()
-                raise RuntimeError(f"math-verify workers did not start within {self.start_timeout:.0f} s")
+                raise VerifierError(f"math-verify workers did not start within {self.start_timeout:.0f} s")
             fds = [w.fd for w in busy]
             if fds and wait > 0:
                 try:
@@ -173,7 +183,7 @@ class VerifierPool:
                         self.jail_report = m.get("jail", {})
                     elif "error" in m:
                         self.close()
-                        raise RuntimeError(f"math-verify worker failed to start: {m['error']}")
+                        raise VerifierError(f"math-verify worker failed to start: {m['error']}")
                     elif w.task is not None and m.get("id") == w.task[0]:
                         results[w.task[0]] = m.get("r")
                         w.task = None
@@ -186,8 +196,17 @@ class VerifierPool:
                     self._replace(i)
                 elif eof:
                     if not w.ready:
+                        rc = w.proc.poll()
+                        if rc is None:
+                            try:
+                                rc = w.proc.wait(timeout=5)
+                            except subprocess.TimeoutExpired:
+                                rc = "still running"
                         self.close()
-                        raise RuntimeError("math-verify worker exited during start-up")
+                        raise VerifierError(
+                            f"math-verify worker exited during start-up (exit status {rc}) without reporting "
+                            f"ready or an error; command: {sys.executable} -I {_WORKER}"
+                        )
                     self._replace(i)
         return results
 
@@ -201,12 +220,14 @@ def default_num_workers() -> int:
 
 
 def get_pool(num_workers: int | None = None) -> VerifierPool:
-    """The process-wide pool (created on first use; re-created after fork or on a size change)."""
+    """The process-wide pool (created on first use; re-created after fork, on a size change, or once closed)."""
     global _POOL
     n = num_workers or (_POOL.num_workers if _POOL is not None else default_num_workers())
     with _POOL_LOCK:
         if _POOL is not None and _POOL.pid != os.getpid():
             _POOL = None  # inherited across fork: the pipes belong to the parent
+        if _POOL is not None and not _POOL._workers:
+            _POOL = None  # closed (e.g. after a start-up failure): try afresh
         if _POOL is not None and _POOL.num_workers != n:
             _POOL.close()
             _POOL = None

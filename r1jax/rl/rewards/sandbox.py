@@ -24,6 +24,21 @@ What is enforced, when the trainer runs as root on Linux (as here):
 
 Where the OS refuses a step (not root, no namespaces), the run still happens with what is left
 and :attr:`SandboxResult.report` / :func:`sandbox_capabilities` say what was enforced.
+
+**Interpreter location.** The program runs under the trainer's own interpreter
+(``sys.executable``), wherever it lives: the system Python, pyenv under a mode-0700 ``$HOME``
+(the hiding directory is covered by a tmpfs and the installation bound back read-only), or a
+venv / conda env under ``/tmp``, which the fresh ``/tmp`` would hide: its pieces (the venv
+directory with ``pyvenv.cfg``, ``bin/python`` and its symlink chain, stdlib, site-packages) are
+bind-mounted back at the same paths, read-only, nosuid, nodev, in root-owned 0755 directories,
+so ``/tmp/work`` stays the only writable place (:mod:`r1jax.rl.rewards._jail`). An interpreter
+inside ``/tmp/work`` itself is refused with a :class:`SandboxError` saying so.
+
+**Errors.** A program that runs and fails (exception, non-zero exit, timeout, killed by a
+limit) is a normal result. A sandbox that cannot *start* the program - the jail cannot be set
+up, the interpreter cannot be exec'd or its files are unreadable by the sandbox uid, the
+launcher crashes or prints no report line, or hangs past the backstop - raises
+:class:`SandboxError` (with the launcher's ``setup_error`` message) and is never scored.
 """
 from __future__ import annotations
 
@@ -45,6 +60,10 @@ _LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_l
 UID_BASE = 1_900_000_000  # far from any real account; one uid per concurrent sandbox slot
 NUM_SLOTS = 1024
 _SLOT_DIR = "/tmp/r1jax-sandbox-slots"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not run the program at all (setup failure, launcher crash): not a score."""
 
 
 @dataclasses.dataclass
@@ -110,12 +129,18 @@ def run_sandboxed(
     max_output: int = 1 << 20,
     isolate: bool = True,
     keep_lines_with: str | None = None,
+    python: str | None = None,
     _pid_namespace: bool = True,
 ) -> SandboxResult:
     """Run ``program`` (Python source) under the limits above; never raises for program errors.
 
     ``keep_lines_with``: every output line containing this string is kept in
     ``SandboxResult.marked_lines`` even past ``max_output`` (how the code reward reads results).
+    ``python``: the interpreter that runs the program inside the jail (default: this process's
+    ``sys.executable``, whose installation the jail keeps reachable; another path must be visible
+    inside the jail as it is). Tests use a nonexistent path to exercise the setup-failure path.
+
+    Raises :class:`SandboxError` when the program could not be started (module docstring).
     """
     marker_b = keep_lines_with.encode() if keep_lines_with else None
     marked: list[str] = []
@@ -131,21 +156,25 @@ def run_sandboxed(
         "gid": slot.uid,
         "isolate": bool(isolate),
         "pidns": bool(_pid_namespace),  # tests turn it off to exercise the uid sweep
+        "python": os.fspath(python) if python is not None else sys.executable,
     }
     t0 = time.monotonic()
     head = bytearray()  # the first max_output bytes: the program's output
     tail = b""  # the last 8 KiB: where the launcher's report line is
     timed_out_parent = False
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", _LAUNCHER, json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
-        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _LAUNCHER, json.dumps(cfg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
+        except OSError as e:
+            raise SandboxError(f"could not start the sandbox launcher ({sys.executable}): {e}") from e
         try:
             proc.stdin.write(program.encode("utf-8", "surrogateescape"))
             proc.stdin.close()
@@ -189,14 +218,26 @@ def run_sandboxed(
             _sweep_uid(slot.uid)
     finally:
         slot.release()
-    report: dict = {"launcher_error": True}
     tail_text = tail.decode("utf-8", "replace")
+    if timed_out_parent:
+        raise SandboxError(
+            f"sandbox launcher did not finish within {timeout + 15.0:.0f} s (timeout {timeout} s + 15 s backstop); "
+            f"it was killed. Last output: {tail_text[-500:]!r}"
+        )
+    report = None
     pos = tail_text.rfind("\n" + MARKER + " ")
     if pos >= 0:
         try:
             report = json.loads(tail_text[pos + len(MARKER) + 2 :].strip().splitlines()[0])
         except (ValueError, IndexError):
-            pass
+            report = None
+    if not isinstance(report, dict):
+        raise SandboxError(
+            f"sandbox launcher exited with status {proc.returncode} without a report line. "
+            f"Last output: {tail_text[-1500:]!r}"
+        )
+    if report.get("setup_error"):
+        raise SandboxError(f"sandbox setup failed, the program did not run: {report['setup_error']}")
     text = head.decode("utf-8", "replace")
     pos = text.rfind("\n" + MARKER + " ")
     if pos >= 0:
@@ -222,7 +263,7 @@ PROTECTIONS = ("uid_dropped", "netns", "mountns", "pidns", "readonly_fs", "priva
 def _warn_if_degraded(report: dict) -> None:
     """Warn once per process when the OS refused some of the protections."""
     global _WARNED
-    if _WARNED or report.get("launcher_error"):
+    if _WARNED:
         return
     missing = [k for k in PROTECTIONS if not report.get(k)]
     if missing:
@@ -239,11 +280,16 @@ def sandbox_capabilities() -> dict:
     """What the sandbox enforces on this machine (runs one trivial program; cached).
 
     Keys: ``root``, ``uid_dropped``, ``netns``, ``mountns``, ``pidns``, ``readonly_fs``,
-    ``private_proc``, ``workdir``; a missing or False key means that protection is not in force.
+    ``private_proc``, ``workdir``, ``works``; a missing or False key means that protection is
+    not in force. Where the sandbox cannot start at all: ``{"works": False, "setup_error": msg}``
+    (not cached).
     """
     global _CAPS
     if _CAPS is None:
-        res = run_sandboxed("print('ok')", timeout=30)
+        try:
+            res = run_sandboxed("print('ok')", timeout=30)
+        except SandboxError as e:
+            return {"works": False, "setup_error": str(e)}
         caps = dict(res.report)
         caps["works"] = res.output.strip().endswith("ok") and res.returncode == 0
         _CAPS = caps
