@@ -2,9 +2,9 @@
 
     r1jax r1-zero --config experiments/r1_zero_toy.py            # the toy R1-Zero main job
     r1jax pretrain-toy --config experiments/r1_zero_toy.py       # only the base model
-    r1jax sft --config experiments/sft_example.py                # SFT (packed, completion-only loss)
-    r1jax grpo --config experiments/grpo_example.py              # GRPO
-    r1jax eval --checkpoint DIR --data FILE.jsonl --k 8          # pass@1 over k, cons@k
+    r1jax sft --config experiments/sft_cold_start.py --set init=DIR --set data=FILE.jsonl   # SFT
+    r1jax grpo --config experiments/grpo_gsm8k.py --set init=DIR --set train_data=FILE.jsonl  # GRPO
+    r1jax eval --checkpoint DIR --data FILE.jsonl --k 8 --prompt-style chat   # pass@1 over k, cons@k
     r1jax convert --checkpoint DIR --out DIR [--fp8]             # HF safetensors re-export
 
 A config file is a Python file with `get_config()` returning an ml_collections.ConfigDict;
@@ -75,7 +75,18 @@ def main(argv=None):
     e.add_argument("--top-p", type=float, default=0.95)
     e.add_argument("--max-new-tokens", type=int, default=256)
     e.add_argument("--problems", type=int, default=0, help="first N problems (0: all)")
-    e.add_argument("--prompt-style", default="r1_zero", choices=["r1_zero", "short", "chat", "raw"])
+    e.add_argument("--prompt-style", default="r1_zero", choices=["r1_zero", "short", "chat", "raw"],
+                   help="chat: the checkpoint's own chat template")
+    e.add_argument("--system-prompt", default="", help="chat: a system message ('r1_zero': the R1-Zero instruction)")
+    e.add_argument("--user-template", default="{problem}", help="the user message around {problem}")
+    e.add_argument("--format-template", default="", choices=["", "r1_zero", "r1"],
+                   help="format reward: r1_zero (<think>..</think><answer>..</answer>) or r1 (<think>..</think> answer);"
+                        " default r1_zero with the R1-Zero template or system prompt, else r1")
+    e.add_argument("--problem-key", default="", help="JSONL field of the problem (default: problem / question)")
+    e.add_argument("--answer-key", default="answer")
+    e.add_argument("--answer-format", default="auto", choices=["raw", "gsm8k", "boxed", "auto"],
+                   help="how the gold answer is read from the answer field (auto: '####' -> gsm8k, \\boxed -> boxed)")
+    e.add_argument("--dtype", default="float32", help="compute and param dtype (e.g. bfloat16)")
     e.add_argument("--tokenizer", default="")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default="", help="write the metrics as JSON here")
@@ -131,17 +142,22 @@ def main(argv=None):
 
 def _eval(args):
     import r1jax
+    from r1jax.data.prompts import R1_ZERO_SYSTEM, read_prompt_records
     from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.eval.benchmarks import load_benchmark
     from r1jax.eval.runner import evaluate
 
-    model, params = r1jax.from_pretrained(args.checkpoint)
+    model, params = r1jax.from_pretrained(args.checkpoint, dtype=args.dtype)
     tok = load_tokenizer(args.tokenizer or args.checkpoint)
-    recs = load_benchmark(args.data)
+    recs = read_prompt_records(args.data, problem_key=args.problem_key, answer_key=args.answer_key,
+                               answer_format=args.answer_format)
     if args.problems:
         recs = recs[: args.problems]
+    system = R1_ZERO_SYSTEM if args.system_prompt == "r1_zero" else args.system_prompt
+    template = args.format_template or ("r1_zero" if args.prompt_style == "r1_zero" or system == R1_ZERO_SYSTEM
+                                        else "r1")
     res = evaluate(model, params, tok, recs, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                   max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, seed=args.seed)
+                   max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, seed=args.seed,
+                   system_prompt=system, user_template=args.user_template, template=template)
     samples = res.pop("samples")
     print(json.dumps(res, indent=2))
     if args.out:

@@ -13,7 +13,10 @@ pretraining loss; r1jax.rl supplies the GRPO one.
 The router bias (`e_score_correction_bias`) gets no gradient and no optimizer update: after the
 optimizer step it moves by `update_router_bias(bias, load, rate)` (auxiliary-loss-free balancing).
 With `grad_accum > 1` the batch's leading axis is split into micro-batches whose gradients are
-summed by a `lax.scan` (loss and metrics averaged).
+accumulated by a `lax.scan`. A loss normalised per micro-batch (a mean over its tokens) reports its
+normaliser as aux["weight"] (e.g. the micro-batch's token count); gradients, loss and metrics are
+then combined as sum_m w_m x_m / sum_m w_m, which is exactly the whole batch's token mean however
+the tokens fall into micro-batches. Without aux["weight"] every micro-batch weighs the same.
 
 Shardings: pass `state_shardings` / `batch_sharding` (from r1jax.parallel) to compile the step
 with explicit in/out shardings; the state is donated.
@@ -142,31 +145,45 @@ def cross_entropy(logits, targets, mask):
     return ((lse - tgt) * m).sum(), m.sum()
 
 
-def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None):
+def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None, chunk: int = 0):
     """Next-token cross entropy over `loss_mask`, + lambda * MTP loss + alpha * balance loss.
 
     batch: input_ids [b, s], targets [b, s] (= input_ids shifted left), loss_mask [b, s] (1 where
     the target is trained on), optional positions / segment_ids [b, s] for packed sequences.
     The MTP head at position i predicts targets[i + 1] (token i + 2) within the same segment.
+    chunk > 0: the LM head runs `chunk` positions at a time (r1jax.model.logprobs): the full
+    [b, s, vocab] logits are never built; the same loss.
     """
+    from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
+
     cfg = model.cfg
     mtp_weight = cfg.mtp_loss_weight if mtp_weight is None else mtp_weight
     balance_alpha = cfg.aux_loss_alpha if balance_alpha is None else balance_alpha
     seg = batch.get("segment_ids")
-    logits, aux = model.apply({"params": params}, batch["input_ids"], batch.get("positions"), seg,
-                              return_aux=True, compute_mtp=bool(mtp_weight and cfg.num_nextn_predict_layers))
+    out, aux = model.apply({"params": params}, batch["input_ids"], batch.get("positions"), seg,
+                           return_aux=True, compute_mtp=bool(mtp_weight and cfg.num_nextn_predict_layers),
+                           head=chunk <= 0)
+
+    def ce_sum(x, targets, mask):  # x: logits [b, s, V] or (chunk > 0) final hidden states [b, s, d]
+        if chunk <= 0:
+            return cross_entropy(x, targets, mask)
+        lp, _ = token_logprobs_from_hidden(x, head_kernel(params, cfg), targets, chunk=chunk)
+        m = mask.astype(jnp.float32)
+        return -(lp * m).sum(), m.sum()
+
     mask = batch["loss_mask"]
-    s, n = cross_entropy(logits, batch["targets"], mask)
+    s, n = ce_sum(out, batch["targets"], mask)
     ce = s / jnp.maximum(n, 1.0)
     loss = ce
     metrics = {"ce": ce, "tokens": n}
-    if "mtp_logits" in aux:
+    mtp_out = aux.get("mtp_logits", aux.get("mtp_hidden"))
+    if mtp_out is not None:
         t2 = jnp.concatenate([batch["targets"][:, 1:], jnp.zeros_like(batch["targets"][:, :1])], axis=1)
         m2 = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1) * mask
         if seg is not None:
             same = jnp.concatenate([seg[:, 1:] == seg[:, :-1], jnp.zeros_like(seg[:, :1], bool)], axis=1)
             m2 = m2 * same
-        s2, n2 = cross_entropy(aux["mtp_logits"], t2, m2)
+        s2, n2 = ce_sum(mtp_out, t2, m2)
         mtp = s2 / jnp.maximum(n2, 1.0)
         loss = loss + mtp_weight * mtp
         metrics["mtp_ce"] = mtp
@@ -174,7 +191,7 @@ def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None):
         loss = loss + balance_alpha * aux["balance_loss"]
     metrics["balance_loss"] = aux["balance_loss"]
     metrics["loss"] = loss
-    out = {"metrics": metrics}
+    out = {"metrics": metrics, "weight": n}  # the CE is a mean over n tokens: accumulate weighted by n
     for k in ("load", "mtp_load"):
         if k in aux:
             out[k] = aux[k]
@@ -220,19 +237,24 @@ def train_step(state: TrainState, batch, *, model, loss_fn: Callable, tx, grad_a
     else:
         micro = _split_micro(batch, grad_accum)
 
+        def weighted(p, mb):
+            (l, a), g = grad_fn(p, mb)
+            a = dict(a)
+            w = jnp.asarray(a.pop("weight", 1.0), jnp.float32)
+            scale = lambda t: jax.tree.map(lambda x: (x * w).astype(x.dtype), t)  # noqa: E731
+            # grads, loss and metrics weighted by w; counts (load, mtp_load) are summed as they are
+            return scale(g), l * w, scale(a["metrics"]), {k: v for k, v in a.items() if k != "metrics"}, w
+
         def body(acc, mb):
-            (l, a), g = grad_fn(state.params, mb)
-            return jax.tree.map(jnp.add, acc, (g, l, a)), None
+            return jax.tree.map(jnp.add, acc, weighted(state.params, mb)), None
 
         first = jax.tree.map(lambda x: x[0], micro)
-        shapes = jax.eval_shape(grad_fn, state.params, first)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[1], shapes[0][0], shapes[0][1]))
-        (grads, loss, aux), _ = jax.lax.scan(body, zeros, micro)
-        inv = 1.0 / grad_accum
-        grads = jax.tree.map(lambda g: g * inv, grads)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(weighted, state.params, first))
+        (grads, loss, metrics, rest, wsum), _ = jax.lax.scan(body, zeros, micro)
+        inv = 1.0 / jnp.maximum(wsum, 1e-30)
+        grads = jax.tree.map(lambda g: (g * inv).astype(g.dtype), grads)
         loss = loss * inv
-        aux = dict(aux)
-        aux["metrics"] = jax.tree.map(lambda m: m * inv, aux["metrics"])
+        aux = dict(rest, metrics=jax.tree.map(lambda m: m * inv, metrics))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = apply_router_bias_update(params, aux.get("load"), aux.get("mtp_load"), router_bias_update_rate)

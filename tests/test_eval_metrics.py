@@ -146,14 +146,14 @@ def test_evaluate_scores_its_own_samples():
     import jax
 
     from r1jax import config as C
-    from r1jax.data.tokenizer import build_toy_tokenizer
+    from r1jax.data.toy_tokenizer import toy_tokenizer
     from r1jax.eval.runner import evaluate, reasons
     from r1jax.eval.stage_eval import evaluate_stage
     from r1jax.model import Transformer, init_params
     from r1jax.rl.rewards import accuracy_reward
 
-    tok = build_toy_tokenizer()
-    cfg = C.tiny_moe(vocab_size=tok.get_vocab_size())
+    tok = toy_tokenizer()
+    cfg = C.tiny_moe(vocab_size=tok.vocab_size)
     model, params = Transformer(cfg), init_params(cfg, jax.random.PRNGKey(0))
     recs = [{"problem": f"what is {a} + {b}", "answer": str(a + b), "language": "en"} for a, b in ((1, 2), (3, 4), (5, 6))]
     k = 3

@@ -268,6 +268,55 @@ def test_group_advantages(scale):
                                want, rtol=1e-5, atol=1e-6)
 
 
+def np_group_adv_valid(rewards, valid, G, scale, eps=1e-4):
+    """Reference with invalid samples: they are dropped before the statistics, advantage 0."""
+    r, v = np.asarray(rewards, np.float64), np.asarray(valid, bool)
+    out = np.zeros_like(r)
+    kept = r[v]
+    batch_std = np.std(kept, ddof=1) if len(kept) > 1 else 0.0
+    for k in range(len(r) // G):
+        idx = [i for i in range(k * G, (k + 1) * G) if v[i]]
+        grp = r[idx]
+        if len(grp) < 2 or np.all(grp == grp[0]):
+            continue
+        a = grp - grp.mean()
+        if scale == "group":
+            a = a / (np.std(grp, ddof=1) + eps)
+        elif scale == "batch":
+            a = a / (batch_std + eps)
+        out[idx] = a
+    return out
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_group_advantages_leave_out_invalid_samples(scale):
+    """A sample whose reward does not exist (gold answer unparsable) shifts no sibling's advantage."""
+    rng = np.random.default_rng(5)
+    G = 4
+    rewards = np.concatenate([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0], rng.normal(size=G), [1.0, 1.0, 0.0, 0.0],
+                              [0.5, 0.2, 0.9, 0.1]])
+    valid = np.array([1, 1, 1, 0,  1, 1, 1, 1,  1, 0, 1, 1,  0, 0, 0, 1,  1, 1, 0, 0], bool)
+    rewards_garbage = np.where(valid, rewards, 1e6)  # what an invalid sample holds must not matter
+    got = np.asarray(grpo.group_advantages(jnp.asarray(rewards_garbage, jnp.float32), G, scale=scale,
+                                           valid=jnp.asarray(valid)))
+    want = np_group_adv_valid(rewards, valid, G, scale)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    assert np.all(got[~valid] == 0) and np.all(got[12:16] == 0)  # a group with one valid member: 0
+    # group 0 without its invalid 4th member: (1, 0, 0) -> not the (1, 0, 0, 0) advantages
+    assert not np.allclose(got[:3], np_group_adv(rewards[:4], 4, scale)[:3])
+    # all valid: the same as without the mask
+    np.testing.assert_array_equal(np.asarray(grpo.group_advantages(jnp.asarray(rewards, jnp.float32), G, scale=scale,
+                                                                   valid=jnp.ones(len(rewards), bool))),
+                                  np.asarray(grpo.group_advantages(jnp.asarray(rewards, jnp.float32), G, scale=scale)))
+
+
+def test_aggregation_weight_is_what_each_mode_divides_by():
+    mask = np.array([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]], np.float32)
+    assert float(grpo.aggregation_weight(mask, "token-mean")) == 6
+    assert float(grpo.aggregation_weight(mask, "seq-mean-token-mean")) == 2
+    assert float(grpo.aggregation_weight(mask, "seq-mean-token-sum-norm")) == 3
+
+
 def test_group_advantages_errors_and_singletons():
     with pytest.raises(ValueError, match="divide"):
         grpo.group_advantages(jnp.ones(6), 4)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from r1jax import config as config_lib
-from r1jax.data.tokenizer import build_toy_tokenizer
+from r1jax.data.toy_tokenizer import toy_tokenizer
 from r1jax.model import Transformer, init_params
 from r1jax.rl.trainer import grpo_config, run_grpo
 
@@ -27,8 +27,8 @@ RECORDS = [{"problem": f"what is {a} + {b}", "answer": str(a + b)} for a in rang
 
 
 def _run(run_dir, **kw):
-    tok = build_toy_tokenizer()
-    cfg = config_lib.tiny_qwen2(vocab_size=tok.get_vocab_size())
+    tok = toy_tokenizer()
+    cfg = config_lib.tiny_qwen2(vocab_size=tok.vocab_size)
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(0))
     c = grpo_config(run_dir=str(run_dir), rewards={"test_grpo_trainer:digit_reward": 1.0}, group_size=4,

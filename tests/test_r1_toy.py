@@ -12,7 +12,7 @@ import pytest
 from r1jax import config as config_lib
 from r1jax.data.r1_toy import (DEGENERATE_KINDS, final_part, make_cold_start_records, make_general_records,
                                make_preference_pairs)
-from r1jax.data.tokenizer import build_toy_tokenizer, save_tokenizer
+from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
 from r1jax.eval.language_mixing import (cot_languages, is_mixed, language_mixing_rate, register_toy_languages,
                                         toy_language_name)
 from r1jax.pipelines.rejection_sample import filter_samples, has_repetition, select
@@ -89,12 +89,12 @@ def test_r1_traces_in_the_main_jobs_chain_format_fit_the_budget_and_pass_the_fil
     register_toy_languages()
     c = load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "r1_toy.py"))
     assert c.data.restate
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     cs = make_cold_start_records(240, 0, levels=tuple(c.data.levels), p_check=0.5, restate=True)
     expr = lambda r: get_task(r["task"]).expression(r["a"], r["b"])  # noqa: E731
     assert all(r["completion"].startswith(f"<think> {expr(r)} : ") for r in cs)
     assert all(st["operands"] for r in cs for st in parse_steps(r["completion"].split("</think>")[0][8:]))
-    longest = max(len(tok.encode(" " + r["completion"]).ids) for r in cs)
+    longest = max(len(tok.encode(" " + r["completion"])) for r in cs)
     assert longest <= c.eval.max_new_tokens and longest <= c.rejection.max_new_tokens, longest
     reasons, counts = filter_samples([r["completion"] for r in cs], cs, ngram=c.rejection.ngram,
                                      max_repeats=c.rejection.max_repeats)
@@ -147,14 +147,14 @@ def test_rejection_filters_count_each_reason():
 def _tiny_model(tok, seed=0):
     from r1jax.model import Transformer, init_params
 
-    cfg = config_lib.tiny_qwen2(vocab_size=tok.get_vocab_size(), max_position_embeddings=512)
+    cfg = config_lib.tiny_qwen2(vocab_size=tok.vocab_size, max_position_embeddings=512)
     return Transformer(cfg), init_params(cfg, jax.random.PRNGKey(seed))
 
 
 def test_rejection_sample_with_a_model_counts_add_up(tmp_path):
     from r1jax.pipelines.rejection_sample import rejection_sample
 
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     model, params = _tiny_model(tok)
     recs = [dict(REC_EN, id="a"), dict(REC_FR, id="b")]
     out, counts = rejection_sample(model, params, tok, recs, n_samples=3, max_new_tokens=6, non_reasoning_frac=0.5,
@@ -188,7 +188,7 @@ def _separable_pairs(n, seed):
 def test_reward_model_learns_a_separable_preference_set():
     from r1jax.rl.reward_model import RewardModel, pairwise_accuracy, train_reward_model
 
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     model, params = _tiny_model(tok)
     rm = RewardModel(model)
     p = rm.init_params(params)
@@ -215,7 +215,7 @@ def _saved_rm(tmp_path, tok):
 def test_reward_model_save_load_and_preference_reward(tmp_path):
     from r1jax.rl.reward_model import load_reward_model, preference_reward_fn, rm_text, score_texts
 
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     path = _saved_rm(tmp_path, tok)
     rm, p, meta = load_reward_model(path)
     assert meta["kind"] == "r1jax_reward_model"
@@ -233,7 +233,7 @@ def test_reward_model_save_load_and_preference_reward(tmp_path):
 def test_preference_reward_gated_by_step_fraction(tmp_path):
     from r1jax.rl.trainer import compute_rewards, grpo_config, preference_active
 
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     path = _saved_rm(tmp_path, tok)
     c = grpo_config(rewards={"accuracy": 1.0, "preference": 1.0}, preference_model=path, preference_start_frac=0.6,
                     steps=10)
@@ -392,7 +392,7 @@ def test_rejection_sample_and_train_rm_cli(tmp_path):
     from r1jax.cli import main
     from r1jax.data.jsonl import write_jsonl
 
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     model, params = _tiny_model(tok)
     ck = tmp_path / "ck"
     save_pretrained(params, model.cfg, str(ck))
@@ -416,7 +416,7 @@ def test_reward_model_heldout_accuracy_on_the_toy_pairs():
     (measured 0.922: every kind 1.0 except 'inconsistent', which stays near chance at this size)."""
     from r1jax.rl.reward_model import RewardModel, pairwise_accuracy, train_reward_model
 
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     model, params = _tiny_model(tok)
     rm = RewardModel(model)
     train, held = make_preference_pairs(1024, 0), make_preference_pairs(256, 1, split="heldout")

@@ -1,4 +1,4 @@
-"""r1jax.data.hf_tokenizer / chat_template against transformers, on tokenizer folders the tests build.
+"""r1jax.data.tokenizer / chat_template against transformers, on tokenizer folders the tests build.
 
 Three chat-template families modelled on the real checkpoints (written here, nothing downloaded):
 ChatML (Qwen2.5-Instruct), Llama 3.x headers, DeepSeek-R1. Each folder holds a byte-level BPE trained
@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from r1jax.data.chat_template import ChatTemplateError, render_chat_template
-from r1jax.data.hf_tokenizer import Tokenizer, TokenizerFilesError, load_tokenizer
+from r1jax.data.tokenizer import Tokenizer, TokenizerFilesError, load_tokenizer
 
 # ---------------------------------------------------------------- data
 
@@ -741,7 +741,7 @@ def test_no_transformers_at_import():
     import subprocess
     import sys
 
-    code = ("import sys, r1jax.data.hf_tokenizer, r1jax.data.chat_template; "
+    code = ("import sys, r1jax.data.tokenizer, r1jax.data.chat_template; "
             "print('transformers' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=pathlib.Path(__file__).resolve().parents[1])

@@ -5,9 +5,8 @@ import pytest
 
 from r1jax.data import templates as T
 from r1jax.data.corpus import make_pretrain_corpus, make_sft_records
-from r1jax.data.tokenizer import (
+from r1jax.data.toy_tokenizer import (
     build_toy_tokenizer,
-    load_tokenizer,
     save_tokenizer,
     special_ids,
     toy_vocab,
@@ -95,30 +94,48 @@ def test_r1_zero_template_text():
 
 
 def test_save_load_and_transformers(tmp_path, tok):
-    path = save_tokenizer(tok, tmp_path / "tk")
+    """The toy tokenizer is a checkpoint folder like any other: its own chat template (R1's format),
+    special tokens and EOS, read back by r1jax.load_tokenizer and by transformers alike."""
+    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.data.toy_tokenizer import toy_tokenizer
+
+    path = save_tokenizer(toy_tokenizer(), tmp_path / "tk")
     assert path.name == "tokenizer.json"
     cfg = json.loads((tmp_path / "tk" / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert cfg["bos_token"] == T.BOS and cfg["eos_token"] == T.EOS and cfg["pad_token"] == T.PAD
+    msgs = [[{"role": "user", "content": "what is 1 2 + 3"}],
+            [{"role": "system", "content": "S"}, {"role": "user", "content": "q1"},
+             {"role": "assistant", "content": "<think> x </think> so 4 <answer> 4 </answer>"},
+             {"role": "user", "content": "q2"}]]
     for src in (tmp_path / "tk", path):
         t2 = load_tokenizer(src)
+        assert t2.eos_token_ids == (tok.token_to_id(T.EOS),) and t2.pad_token_id == 0
         s = make_sft_records(3, seed=0, prompt_style="chat")[0]
-        assert t2.encode(s["prompt"] + s["completion"]).ids == tok.encode(s["prompt"] + s["completion"]).ids
+        assert t2.encode(s["prompt"] + s["completion"]) == tok.encode(s["prompt"] + s["completion"]).ids
+        for m in msgs:  # the folder's jinja template renders R1's format, as r1_chat_prompt writes it
+            for gen in (True, False):
+                assert t2.apply_chat_template(m, add_generation_prompt=gen, tokenize=False) == \
+                    T.r1_chat_prompt(m, add_generation_prompt=gen)
     transformers = pytest.importorskip("transformers")
-    hf = transformers.PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "tk"))
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "tk"))
     assert hf.bos_token == T.BOS and hf.eos_token_id == tok.token_to_id(T.EOS) and hf.pad_token_id == 0
     text = "<think> 6 plus 6 plus 0 is 1 2 , write 2 carry 1 ; </think> <answer> 1 2 </answer>"
     assert hf.encode(text, add_special_tokens=False) == tok.encode(text).ids
     assert hf.decode(hf.encode(text, add_special_tokens=False)) == text
     assert T.encode_prompt(hf, T.r1_chat_prompt("q")) == tok.encode(T.r1_chat_prompt("q")).ids
+    for m in msgs:
+        assert hf.apply_chat_template(m, add_generation_prompt=True, tokenize=False) == T.r1_chat_prompt(m)
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+    from r1jax.data.tokenizer import load_tokenizer
+
+    with pytest.raises(ValueError, match=f"{tmp_path} has no tokenizer.json"):
         load_tokenizer(tmp_path)
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{broken", encoding="utf-8")
-    with pytest.raises(ValueError, match=f"{bad}.*not valid JSON"):
+    with pytest.raises(ValueError, match="tokenizer.json"):
         load_tokenizer(tmp_path)
     bad.write_text('{"model": 3}', encoding="utf-8")
-    with pytest.raises(ValueError, match=f"{bad}.*not a valid HF tokenizer"):
+    with pytest.raises(ValueError, match="tokenizer.json"):
         load_tokenizer(bad)

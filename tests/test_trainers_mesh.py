@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from r1jax import config as config_lib
-from r1jax.data.tokenizer import build_toy_tokenizer
+from r1jax.data.toy_tokenizer import toy_tokenizer
 from r1jax.model import Transformer, init_params
 from r1jax.parallel.placement import Placement
 from r1jax.rl.trainer import grpo_config, run_grpo
@@ -44,8 +44,8 @@ def test_placement_shards_state_and_batches():
 
 
 def test_sft_on_mesh_matches_one_device(tmp_path):
-    tok = build_toy_tokenizer()
-    cfg = config_lib.tiny_moe(vocab_size=tok.get_vocab_size())
+    tok = toy_tokenizer()
+    cfg = config_lib.tiny_moe(vocab_size=tok.vocab_size)
     recs = [{"prompt": f"what is {a} + {b}", "completion": f" <answer> {a + b} </answer>"} for a in range(10)
             for b in range(10)]
     losses = {}
@@ -59,8 +59,8 @@ def test_sft_on_mesh_matches_one_device(tmp_path):
 
 
 def test_grpo_on_mesh_matches_one_device(tmp_path):
-    tok = build_toy_tokenizer()
-    cfg = config_lib.tiny_moe(vocab_size=tok.get_vocab_size())
+    tok = toy_tokenizer()
+    cfg = config_lib.tiny_moe(vocab_size=tok.vocab_size)
     rows = {}
     for name, mesh in (("one", ""), ("mesh", MESH)):
         c = grpo_config(run_dir=str(tmp_path / name), rewards={"format": 1.0}, group_size=4, prompts_per_step=4,

@@ -80,13 +80,13 @@ def toy_case():
     try:
         import importlib.util
 
-        from r1jax.data.tokenizer import build_toy_tokenizer
+        from r1jax.data.toy_tokenizer import toy_tokenizer
 
         spec = importlib.util.spec_from_file_location("r1_zero_toy", os.path.join(ROOT, "experiments", "r1_zero_toy.py"))
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         c = mod.get_config()
-        vocab = build_toy_tokenizer().get_vocab_size()
+        vocab = toy_tokenizer().vocab_size
 
         def cfg():
             mc = config_lib.toy_moe(vocab_size=vocab)

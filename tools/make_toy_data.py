@@ -21,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from r1jax.data import corpus as C  # noqa: E402
 from r1jax.data.jsonl import write_jsonl  # noqa: E402
-from r1jax.data.tokenizer import build_toy_tokenizer, save_tokenizer  # noqa: E402
+from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -58,15 +58,15 @@ def main(argv=None) -> int:
                              language=languages[0], prompt_style="r1_zero" if args.prompt_style == "r1_zero" else "chat")
     for name, recs in (("train", train), ("heldout", held), ("pretrain", docs), ("sft", sft)):
         write_jsonl(out / f"{name}.jsonl", recs)
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     save_tokenizer(tok, out / "tokenizer")
 
     lines = [f"toy data, seed {args.seed}, levels {levels}, tasks {tasks}, languages {languages}",
-             f"vocab size {tok.get_vocab_size()}", ""]
+             f"vocab size {tok.vocab_size}", ""]
     lens = collections.defaultdict(list)
     for d in docs:
-        lens[(d["mode"], d["level"])].append(len(tok.encode(d["completion"]).ids))
-    prompt_len = sum(len(tok.encode(d["prompt"]).ids) for d in docs[:200]) / min(200, len(docs))
+        lens[(d["mode"], d["level"])].append(len(tok.encode(d["completion"])))
+    prompt_len = sum(len(tok.encode(d["prompt"])) for d in docs[:200]) / min(200, len(docs))
     lines.append(f"prompt tokens (mean): {prompt_len:.1f}")
     lines.append("completion tokens, mode/level: count mean max")
     for k in sorted(lens):

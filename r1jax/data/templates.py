@@ -1,6 +1,7 @@
-"""Prompt templates: the R1-Zero training template and DeepSeek-R1's chat template.
-
-Pure functions of strings; `encode_prompt` turns a text into ids with any HF tokenizer.
+"""The toy's prompt templates: the R1-Zero training template and DeepSeek-R1's chat template as
+Python functions of strings (the toy tokenizer folder carries the same chat template as jinja,
+r1jax.data.toy_tokenizer.CHAT_TEMPLATE). A user's checkpoint brings its own template:
+r1jax.data.prompts renders prompts through it.
 """
 from __future__ import annotations
 
@@ -16,21 +17,13 @@ THINK, END_THINK = "<think>", "</think>"
 ANSWER, END_ANSWER = "<answer>", "</answer>"
 
 # DeepSeek-R1 paper, Table 1 ("Template for DeepSeek-R1-Zero"); {problem} is the question.
-R1_ZERO_TEMPLATE = (
-    "A conversation between User and Assistant. The user asks a question, and the Assistant "
-    "solves it. The assistant first thinks about the reasoning process in the mind and then "
-    "provides the user with the answer. The reasoning process and answer are enclosed within "
-    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
-    "here </think> <answer> answer here </answer>. User: {problem}. Assistant:"
-)
+from r1jax.data.prompts import R1_ZERO_SHORT_TEMPLATE, R1_ZERO_TEMPLATE  # noqa: E402
 
 
 def r1_zero_prompt(problem: str) -> str:
     """The R1-Zero template around `problem` (the completion starts right after 'Assistant:')."""
     return R1_ZERO_TEMPLATE.format(problem=str(problem).strip())
 
-
-R1_ZERO_SHORT_TEMPLATE = "User: {problem}. Assistant:"
 
 
 def r1_zero_short_prompt(problem: str) -> str:
@@ -91,12 +84,11 @@ def r1_chat_prompt(
 
 
 def encode_prompt(tokenizer, text: str, *, add_special_tokens: bool = False) -> list[int]:
-    """Token ids of `text` with a `tokenizers.Tokenizer` or a transformers tokenizer. Special
-    tokens written in the text (BOS, <｜User｜>, ...) are matched as such; no extra BOS/EOS is
-    added unless add_special_tokens."""
-    if hasattr(tokenizer, "encode") and hasattr(tokenizer, "get_vocab_size"):  # tokenizers.Tokenizer
-        return list(tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
-    return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+    """Token ids of `text` with an `r1jax.data.tokenizer.Tokenizer`, a `tokenizers.Tokenizer` or a
+    transformers tokenizer. Special tokens written in the text (BOS, <｜User｜>, ...) are matched as
+    such; no extra BOS/EOS is added unless add_special_tokens."""
+    out = tokenizer.encode(text, add_special_tokens=add_special_tokens)
+    return list(out.ids) if hasattr(out, "ids") else list(out)
 
 
 def encode_prompts(tokenizer, texts: Sequence[str], **kw) -> list[list[int]]:

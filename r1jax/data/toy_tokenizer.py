@@ -1,5 +1,6 @@
-"""Tokenizers: the toy word-level tokenizer of the synthetic tasks, and loading any HF
-tokenizer.json.
+"""The toy's tokenizer: a word-level tokenizer of the synthetic tasks, saved as an HF tokenizer folder
+with its own chat template (DeepSeek-R1's format), so the rest of r1jax reads it like any checkpoint's
+(`r1jax.data.tokenizer.load_tokenizer`).
 
 The toy tokenizer is a `tokenizers` WordLevel model over a closed vocabulary: special tokens,
 the think/answer tags, digits 0-9 (numbers are split into single digits), operators and
@@ -78,6 +79,26 @@ def build_toy_tokenizer():
     return tok
 
 
+# DeepSeek-R1's chat template (tokenizer_config.json of deepseek-ai/DeepSeek-R1, tool calls left out),
+# as jinja: the same text as r1jax.data.templates.r1_chat_prompt.
+CHAT_TEMPLATE = (
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for m in messages -%}{%- if m['role'] == 'system' -%}"
+    "{%- if ns.system -%}{%- set ns.system = ns.system + '\\n\\n' + m['content'] -%}"
+    "{%- else -%}{%- set ns.system = m['content'] -%}{%- endif -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{{ bos_token }}{{ ns.system }}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}{{ '<｜User｜>' + m['content'] }}"
+    "{%- elif m['role'] == 'assistant' -%}{%- set c = m['content'] -%}"
+    "{%- if '</think>' in c -%}{%- set c = c.split('</think>')[-1] -%}{%- endif -%}"
+    "{{ '<｜Assistant｜>' + c + '<｜end▁of▁sentence｜>' }}"
+    "{%- elif m['role'] != 'system' -%}{{ raise_exception('message role must be system/user/assistant') }}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<｜Assistant｜><think>\\n' }}{%- endif -%}"
+)
+
+
 def tokenizer_config() -> dict:
     """tokenizer_config.json content that transformers' PreTrainedTokenizerFast understands."""
     return {
@@ -94,52 +115,42 @@ def tokenizer_config() -> dict:
     }
 
 
+def toy_tokenizer():
+    """The toy tokenizer as an `r1jax.data.tokenizer.Tokenizer` (vocabulary, special tokens, R1 chat template)."""
+    from r1jax.data.tokenizer import Tokenizer
+
+    return Tokenizer.from_parts(build_toy_tokenizer(), tokenizer_config(), chat_template=CHAT_TEMPLATE)
+
+
 def save_tokenizer(tok, directory: str | os.PathLike) -> pathlib.Path:
-    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into `directory`."""
+    """Write the toy tokenizer folder (tokenizer.json, tokenizer_config.json, chat_template.jinja) into
+    `directory`. `tok`: the `toy_tokenizer()` (a raw `tokenizers.Tokenizer` of the toy vocabulary is
+    wrapped first)."""
+    from r1jax.data.tokenizer import Tokenizer
+
+    if not isinstance(tok, Tokenizer):
+        tok = Tokenizer.from_parts(tok, tokenizer_config(), chat_template=CHAT_TEMPLATE)
     d = pathlib.Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    tok.save(str(d / "tokenizer.json"))
-    cfg = tokenizer_config()
-    (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    special = {k: cfg[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token", "additional_special_tokens")}
-    (d / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tok.save(d)
     return d / "tokenizer.json"
 
 
-def load_tokenizer(path_or_dir: str | os.PathLike):
-    """A `tokenizers.Tokenizer` from a tokenizer.json file or a folder holding one. Errors name
-    the file (missing, unreadable, not JSON, not a tokenizer)."""
-    from tokenizers import Tokenizer
-
-    p = pathlib.Path(path_or_dir)
-    if p.is_dir():
-        p = p / "tokenizer.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"tokenizer file {p} does not exist")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read tokenizer file {p}: {e}") from e
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"tokenizer file {p} is not valid JSON: {e}") from e
-    try:
-        return Tokenizer.from_str(text)
-    except Exception as e:  # tokenizers raises a bare Exception on schema errors
-        raise ValueError(f"tokenizer file {p} is not a valid HF tokenizer.json: {e}") from e
-
-
-def token_id(tok, token: str) -> int:
-    """Id of `token`; KeyError if the tokenizer lacks it."""
-    i = tok.token_to_id(token)
-    if i is None:
-        raise KeyError(f"token {token!r} not in the tokenizer's vocabulary")
-    return i
+def model_token_ids(tok) -> dict:
+    """bos/eos/pad ids for a model config of this tokenizer (so a saved checkpoint's config.json
+    names them, and r1jax.generate stops at EOS by default)."""
+    return dict(bos_token_id=tok.bos_token_id, eos_token_id=tuple(tok.eos_token_ids),
+                pad_token_id=-1 if tok.pad_token_id is None else tok.pad_token_id)
 
 
 def special_ids(tok) -> dict[str, int]:
-    """Ids of bos/eos/pad/unk/user/assistant and the four tags."""
+    """Ids of the toy's bos/eos/pad/unk/user/assistant tokens and the four tags."""
     names = dict(bos=T.BOS, eos=T.EOS, pad=T.PAD, unk=T.UNK, user=T.USER, assistant=T.ASSISTANT,
                  think=T.THINK, end_think=T.END_THINK, answer=T.ANSWER, end_answer=T.END_ANSWER)
-    return {k: token_id(tok, v) for k, v in names.items()}
+    out = {}
+    for k, v in names.items():
+        i = tok.token_to_id(v)
+        if i is None:
+            raise KeyError(f"token {v!r} not in the tokenizer's vocabulary")
+        out[k] = i
+    return out

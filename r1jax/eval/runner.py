@@ -4,9 +4,13 @@
     res["pass@1"], res["cons@k"], res["mean_length"], res["format"], res["reflection"]
 
 `records` have `problem` and `answer` (r1jax.eval.benchmarks.load_benchmark reads MATH-500 /
-GSM8K / toy JSONL as-is). Prompts use the R1-Zero template ("r1_zero"), R1's chat template
-("chat") or "raw". pass@1 = mean over problems of the fraction of the k samples judged correct
-(how the R1 paper reports it); cons@k = the majority answer (extract_answer) judged correct.
+GSM8K / toy JSONL as-is). Prompts (r1jax.data.prompts.PromptFormat) use the checkpoint's own chat
+template ("chat", with an optional system prompt and user template), the R1-Zero template
+("r1_zero"), its short tail ("short") or the problem as it is ("raw"); generation stops on the
+tokenizer's EOS set. When the prompt opens a <think> block (an R1-Distill template), the format
+reward scores "<think>" + completion. pass@1 = mean over problems of the fraction of the k samples
+judged correct (how the R1 paper reports it); cons@k = the majority answer (extract_answer) judged
+correct.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ REFLECTION_WORDS = ("wait", "check", "recheck")
 _REFLECT_RE = re.compile(r"\b(" + "|".join(REFLECTION_WORDS) + r")\b", re.IGNORECASE)
 
 
-def make_prompt(problem: str, style: str) -> str:
-    from r1jax.data.templates import prompt_for, r1_chat_prompt
+def make_prompt(problem: str, style: str, tokenizer=None, **prompt_kw) -> str:
+    """The prompt text of `problem` in `style` (r1jax.data.prompts.PromptFormat; "chat" needs the
+    tokenizer, whose template it renders)."""
+    from r1jax.data.prompts import PromptFormat
 
-    if style == "chat":
-        return r1_chat_prompt(problem)
-    if style == "raw":
-        return problem
-    return prompt_for(problem, style)
+    if style == "chat" and tokenizer is None:
+        raise ValueError("prompt style 'chat' renders the checkpoint's chat template: pass its tokenizer")
+    return PromptFormat(style, **prompt_kw).text(tokenizer, problem)
 
 
 def has_reflection(text: str) -> bool:
@@ -42,34 +46,38 @@ def reasons(text: str) -> bool:
     return bool(think_of(text))
 
 
-def decode_completion(tokenizer, tokens: Sequence[int], eos_id: int) -> str:
-    toks = list(tokens)
-    if toks and toks[-1] == eos_id:
-        toks = toks[:-1]
-    return tokenizer.decode(toks, skip_special_tokens=False)
+def decode_completion(tokenizer, tokens: Sequence[int], eos_ids: int | Sequence[int] = ()) -> str:
+    """The completion's text without the EOS token that ended it (r1jax.data.prompts)."""
+    from r1jax.data.prompts import decode_completion as dec
+
+    return dec(tokenizer, tokens, [eos_ids] if isinstance(eos_ids, int) else eos_ids)
 
 
 def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: float = 0.6, top_p: float = 0.95,
              max_new_tokens: int = 256, prompt_style: str = "r1_zero", seed: int = 0, batch_prompts: int = 64,
-             template: str = "r1_zero", keep_texts: bool = False) -> dict:
+             template: str = "r1_zero", keep_texts: bool = False, system_prompt: str = "",
+             user_template: str = "{problem}") -> dict:
     """Samples k completions per record and scores them (see module doc). keep_texts=True adds every
     completion ("texts", record-major: record i's samples are texts[i*k:(i+1)*k]), its accuracy
     reward ("accuracy", None where the gold answer could not be parsed)."""
-    from r1jax.data.templates import encode_prompt
-    from r1jax.data.tokenizer import special_ids
+    from r1jax.data.prompts import PromptFormat, opens_think
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
     from r1jax.generate.engine import generate
+    from r1jax.model.precision import compute_copy
     from r1jax.rl.rewards import accuracy_rewards, extract_answer, format_reward
 
-    eos = special_ids(tokenizer)["eos"]
+    fmt = PromptFormat(prompt_style, system_prompt=system_prompt, user_template=user_template)
+    eos = tuple(tokenizer.eos_token_ids)
+    params = compute_copy(params, model.cfg)
     t0 = time.perf_counter()
-    texts, lengths, finish = [], [], []
+    texts, lengths, finish, think_open = [], [], [], []
     for s in range(0, len(records), batch_prompts):
         chunk = records[s:s + batch_prompts]
-        prompts = [encode_prompt(tokenizer, make_prompt(r["problem"], prompt_style)) for r in chunk]
+        prompts, ptexts = fmt.render_all(tokenizer, [r["problem"] for r in chunk])
         out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        eos_id=eos, seed=seed + s, n=k)
         texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
+        think_open += [opens_think(ptexts[i]) for i in out.prompt_index]
         lengths += [len(t) for t in out.tokens]
         finish += out.finish_reason
     answers = [str(r["answer"]) for r in records for _ in range(k)]
@@ -89,14 +97,15 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
         "problems": len(records),
         "skipped_gold": len(records) - len(valid),
         "mean_length": float(np.mean(lengths)),
-        "format": float(np.mean([format_reward(t, template=template) for t in texts])),
+        "format": float(np.mean([format_reward(t, template=template, think_in_prompt=o)
+                                 for t, o in zip(texts, think_open)])),
         "reflection": float(np.mean([has_reflection(t) for t in texts])),
         "truncated": float(np.mean([r == "length" for r in finish])),
         "seconds": time.perf_counter() - t0,
     }
     # How the model answers: the share of responses that reason (non-empty <think>), and the accuracy of
     # those and of the direct ones (the base model's pass@1 decomposes into these).
-    thought = np.array([reasons(t) for t in texts], bool)
+    thought = np.array([reasons(("<think>" + t) if o else t) for t, o in zip(texts, think_open)], bool)
     ok = np.array([a == 1.0 for a in acc], bool)
     res["reasoning_share"] = float(thought.mean()) if len(texts) else float("nan")
     res["reasoning_accuracy"] = float(ok[thought].mean()) if thought.any() else float("nan")

@@ -1,8 +1,12 @@
 """Batched generation with a compressed latent KV cache.
 
-    out = r1jax.generate(model, params, prompts, max_new_tokens=64, temperature=0.6, top_p=0.95,
-                         eos_id=tok.eos_id, seed=0, n=8)
+    out = r1jax.generate(model, params, prompts, max_new_tokens=64, temperature=0.6, top_p=0.95, seed=0, n=8)
     out.tokens[i], out.logprobs[i], out.finish_reason[i]   # for sample i = prompt i // n, copy i % n
+
+Generation stops at any of the EOS ids: by default the checkpoint's set (`model.cfg.eos_token_id`:
+config.json's ids and generation_config.json's, as `r1jax.from_pretrained` reads them, e.g.
+Qwen2.5-Instruct's <|im_end|> and <|endoftext|>, Llama 3's three); trainers pass their tokenizer's
+`eos_token_ids`; `eos_id=()` runs every sequence to max_new_tokens.
 
 How it runs:
   - prompts (token lists) are right-padded into a bucketed [B, P] batch; the cache holds
@@ -167,7 +171,9 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     lens = [len(p) for p in prompts]
     if min(lens) == 0:
         raise ValueError(f"generate: prompt {lens.index(0)} is empty")
-    eos = [] if eos_id is None else ([eos_id] if isinstance(eos_id, int) else list(eos_id))
+    if eos_id is None:  # the checkpoint's EOS set
+        eos_id = tuple(model.cfg.eos_token_id)
+    eos = [eos_id] if isinstance(eos_id, int) else [int(e) for e in eos_id]
     eos_arr = jnp.asarray(eos if eos else [-1], jnp.int32)
     n_prompts = len(prompts)
     b = bucket(max(n_prompts, min_batch), 1)

@@ -60,10 +60,12 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     from r1jax.data.jsonl import read_jsonl
     from r1jax.model import Transformer, init_params
     from r1jax.pipelines.r1_zero import _hash
-    from r1jax.sft.trainer import _copy_tokenizer, run_sft, sft_config
+    from r1jax.sft.trainer import run_sft, sft_config
 
-    mc = config_lib.toy_qwen2(vocab_size=tok.get_vocab_size())
-    for k, v in c.student.items():
+    from r1jax.data.toy_tokenizer import model_token_ids
+
+    mc = config_lib.toy_qwen2(vocab_size=tok.vocab_size)
+    for k, v in {**model_token_ids(tok), **c.student}.items():
         mc[k] = v
     config_lib.validate(mc)
     # the whole model config is in the key (not only the overrides): a changed preset retrains
@@ -83,7 +85,7 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     tmp = cached + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(os.path.join(sc.run_dir, "final"), tmp)
-    _copy_tokenizer(tok_dir, tmp)
+    tok.save(tmp)
     os.replace(tmp, cached)
     return cached
 
@@ -186,10 +188,9 @@ def run(c: ml_collections.ConfigDict) -> dict:
         sft_steps = max(json.loads(x)["step"] for x in f if x.strip())
     s_comp = sft_compute(sft_steps, c.distill_sft.batch_size, c.distill_sft.seq_len)
     # RL student: GRPO from the student base for the same compute
-    from r1jax.data.templates import encode_prompt
-    from r1jax.eval.runner import make_prompt
+    from r1jax.data.prompts import PromptFormat
 
-    prompt_len = int(round(sum(len(encode_prompt(tok, make_prompt(r["problem"], c.prompt_style))) for r in train[:256])
+    prompt_len = int(round(sum(len(PromptFormat(c.prompt_style).render(tok, r["problem"])[0]) for r in train[:256])
                            / min(len(train), 256)))
     rl = c.rl
     step_comp = grpo_step_compute(rl.prompts_per_step, rl.group_size, prompt_len, rl.max_new_tokens, rl.get("mu", 1))

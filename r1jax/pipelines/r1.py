@@ -58,12 +58,12 @@ def build_mixed_data(c, out_dir: str) -> dict:
     from r1jax.data.corpus import make_pretrain_corpus
     from r1jax.data.jsonl import write_jsonl
     from r1jax.data.r1_toy import make_problems_multi
-    from r1jax.data.tokenizer import build_toy_tokenizer, save_tokenizer
+    from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
     from r1jax.pipelines.r1_zero import corpus_seed
 
     d = c.data
     os.makedirs(out_dir, exist_ok=True)
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     save_tokenizer(tok, os.path.join(out_dir, "tokenizer"))
     langs = tuple(d.languages)
     train, heldout = [], []

@@ -48,11 +48,11 @@ def build_toy_data(c, out_dir: str) -> dict:
     from r1jax.data.corpus import make_pretrain_corpus
     from r1jax.data.jsonl import write_jsonl
     from r1jax.data.tasks.arithmetic import make_problems
-    from r1jax.data.tokenizer import build_toy_tokenizer, save_tokenizer
+    from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
 
     d = c.data
     os.makedirs(out_dir, exist_ok=True)
-    tok = build_toy_tokenizer()
+    tok = toy_tokenizer()
     save_tokenizer(tok, os.path.join(out_dir, "tokenizer"))
     train = []
     heldout = []
@@ -75,15 +75,15 @@ def build_toy_data(c, out_dir: str) -> dict:
 def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     """Trains (or reuses from the cache) the tiny DeepSeek-V3-shaped base model. Returns its HF folder."""
     from r1jax import config as config_lib
-    from r1jax.data.tokenizer import save_tokenizer
+    from r1jax.data.toy_tokenizer import model_token_ids, save_tokenizer
     from r1jax.sft.trainer import run_sft, sft_config
 
     cached = base_cache_dir(c, cache_root)
     if os.path.exists(os.path.join(cached, "model.safetensors")):
         print(f"[r1-zero] base model: cached {cached}")
         return cached
-    mc = config_lib.toy_moe(vocab_size=data["tokenizer"].get_vocab_size())
-    for k, v in c.model.items():
+    mc = config_lib.toy_moe(vocab_size=data["tokenizer"].vocab_size)
+    for k, v in {**model_token_ids(data["tokenizer"]), **c.model}.items():
         mc[k] = v
     pre = c.pretrain.to_dict()
     pre["seed"] = c.pretrain.seed + c.seed  # data order

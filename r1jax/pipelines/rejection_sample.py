@@ -161,19 +161,18 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
     problem, answer, language, kind ("reasoning" | "general"), id (and task/level when known)."""
     from tqdm import tqdm
 
+    from r1jax.data.prompts import PromptFormat, decode_completion
     from r1jax.data.r1_toy import make_general_records
-    from r1jax.data.templates import encode_prompt
-    from r1jax.data.tokenizer import special_ids
-    from r1jax.eval.runner import decode_completion, make_prompt
     from r1jax.generate.engine import generate
 
     t0 = time.perf_counter()
-    eos = special_ids(tokenizer)["eos"]
+    eos = tuple(tokenizer.eos_token_ids)
+    fmt = PromptFormat(prompt_style)
     texts, pidx = [], []
     chunks = range(0, len(records), batch_prompts)
     for s in tqdm(chunks, desc="rejection-sample", disable=not progress, dynamic_ncols=True):
         chunk = records[s:s + batch_prompts]
-        prompts = [encode_prompt(tokenizer, make_prompt(r["problem"], prompt_style)) for r in chunk]
+        prompts = fmt.render_all(tokenizer, [r["problem"] for r in chunk])[0]
         out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        eos_id=eos, seed=seed * 1_000_003 + s, n=n_samples)
         texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
@@ -186,7 +185,7 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
     out_recs = []
     for i in kept:
         r = recs[i]
-        rec = dict(prompt=make_prompt(r["problem"], prompt_style), completion=texts[i], problem=r["problem"],
+        rec = dict(prompt=fmt.text(tokenizer, r["problem"]), completion=texts[i], problem=r["problem"],
                    answer=str(r["answer"]), language=r.get("language", "en"), kind="reasoning", id=r.get("id", ""))
         for k in ("task", "level", "a", "b"):
             if k in r:

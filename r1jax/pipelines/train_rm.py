@@ -63,7 +63,8 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
 
     from r1jax.data.jsonl import read_jsonl, write_jsonl
     from r1jax.data.r1_toy import make_preference_pairs
-    from r1jax.data.tokenizer import build_toy_tokenizer, load_tokenizer, save_tokenizer
+    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
     from r1jax.rl.reward_model import (RewardModel, pairwise_accuracy, rm_text, save_reward_model, score_texts,
                                        train_reward_model)
     from r1jax.runlog import RunLogger
@@ -75,7 +76,7 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
         if c.tokenizer or c.init:
             tokenizer = load_tokenizer(c.tokenizer or c.init)
         else:
-            tokenizer = build_toy_tokenizer()
+            tokenizer = toy_tokenizer()
     tok_dir = c.tokenizer or c.init
     if not tok_dir:
         tok_dir = os.path.join(c.run_dir, "tokenizer")
@@ -83,7 +84,7 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     if model is None:
         mc = c.model.to_dict() if hasattr(c.model, "to_dict") else dict(c.model)
         if not c.init and "vocab_size" not in mc:
-            mc["vocab_size"] = tokenizer.get_vocab_size()
+            mc["vocab_size"] = tokenizer.vocab_size
         model, params = load_model(c.init, mc, c.seed)
     req = ("prompt", "chosen", "rejected")
     if c.train_data:

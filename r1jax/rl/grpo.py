@@ -78,10 +78,10 @@ name it in the config without touching the library::
 
 and the trainer resolves it with :func:`get_loss_fn`.
 
-Rewards: :func:`group_advantages` expects a complete float array. A reward function that gives
-None (e.g. an unparsable answer, a sandbox failure) must be resolved by the caller *before*
-this point: drop the whole group, or map None to a number. NaN rewards are not handled here and
-would propagate NaN into every advantage of their group (and of the batch for ``scale="batch"``).
+Rewards: a reward function that gives None (e.g. a gold answer that does not parse) marks that
+sample invalid: pass ``valid`` to :func:`group_advantages` and the sample is left out of its
+group's statistics (advantage 0; give it loss mask 0 too). NaN rewards of valid samples are not
+handled here and would propagate NaN into their group (and the batch for ``scale="batch"``).
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "group_advantages",
+    "aggregation_weight",
     "grpo_loss",
     "token_logprobs",
     "token_entropy",
@@ -117,22 +118,26 @@ ADV_SCALES = ("group", "batch", "none")
 # --------------------------------------------------------------------------------------------
 
 
-def group_advantages(rewards, group_size: int, scale: str = "group", eps: float = 1e-4):
+def group_advantages(rewards, group_size: int, scale: str = "group", eps: float = 1e-4, valid=None):
     """Group-relative advantages.
 
     Args:
       rewards: [batch] float rewards; rows ``[k*G, (k+1)*G)`` are the G completions of prompt k.
-        Must not hold None/NaN (see module docstring).
+        Must not hold NaN where ``valid`` (see module docstring); values where not valid are ignored.
       group_size: G; must divide batch.
       scale: "group": (r - group mean) / (group std + eps)   (GRPO, DeepSeekMath/R1)
              "batch": (r - group mean) / (batch std + eps)   (batch-level scaling)
              "none":  r - group mean                          (Dr. GRPO)
         Standard deviations use Bessel's correction (ddof=1), like ``torch.std``.
       eps: added to the std.
+      valid: optional [batch] bool: samples whose reward exists (e.g. their gold answer parses).
+        The others are left out of their group's mean and std (and the batch std) and get
+        advantage 0, so they shift no sibling's advantage. Default: all valid.
 
     Returns:
-      advantages: [batch] float32 (float64 under x64 with float64 rewards). A group whose
-      rewards are all equal gets exactly 0 for every member, whatever the scale.
+      advantages: [batch] float32 (float64 under x64 with float64 rewards). A group whose valid
+      rewards are all equal (or that has fewer than two valid members) gets exactly 0 for every
+      member, whatever the scale.
     """
     if scale not in ADV_SCALES:
         raise ValueError(f"scale must be one of {ADV_SCALES}, got {scale!r}")
@@ -144,21 +149,45 @@ def group_advantages(rewards, group_size: int, scale: str = "group", eps: float 
     batch = rewards.shape[0]
     if group_size < 1 or batch % group_size:
         raise ValueError(f"group_size={group_size} must be >= 1 and divide batch={batch}")
-    g = rewards.reshape(batch // group_size, group_size)
-    mean = g.mean(axis=1, keepdims=True)
-    centered = g - mean
+    v = jnp.ones((batch,), bool) if valid is None else jnp.asarray(valid, bool)
+    if v.shape != (batch,):
+        raise ValueError(f"valid must be [batch]={batch}, got shape {v.shape}")
+    vf = v.astype(rewards.dtype).reshape(batch // group_size, group_size)
+    g = jnp.where(vf > 0, rewards.reshape(vf.shape), 0.0)
+    n = vf.sum(axis=1, keepdims=True)
+    mean = g.sum(axis=1, keepdims=True) / jnp.maximum(n, 1.0)
+    centered = (g - mean) * vf
     # Equal rewards -> exactly 0 (r - mean can be a rounding error away from 0 otherwise).
-    flat = (g.max(axis=1, keepdims=True) == g.min(axis=1, keepdims=True))
+    hi = jnp.where(vf > 0, g, -jnp.inf).max(axis=1, keepdims=True)
+    lo = jnp.where(vf > 0, g, jnp.inf).min(axis=1, keepdims=True)
+    flat = (hi == lo) | (n < 2)
     if scale == "group":
-        std = jnp.std(g, axis=1, keepdims=True, ddof=1) if group_size > 1 else jnp.zeros_like(mean)
-        adv = centered / (std + eps)
+        var = (centered * centered).sum(axis=1, keepdims=True) / jnp.maximum(n - 1.0, 1.0)
+        adv = centered / (jnp.sqrt(var) + eps)
     elif scale == "batch":
-        std = jnp.std(rewards, ddof=1) if batch > 1 else jnp.zeros((), rewards.dtype)
-        adv = centered / (std + eps)
+        nb = vf.sum()
+        rb = jnp.where(vf > 0, g, 0.0)
+        mb = rb.sum() / jnp.maximum(nb, 1.0)
+        var = (((rb - mb) * vf) ** 2).sum() / jnp.maximum(nb - 1.0, 1.0)
+        adv = centered / (jnp.sqrt(var) + eps)
     else:
         adv = centered
-    adv = jnp.where(flat, jnp.zeros_like(adv), adv)
+    adv = jnp.where(flat | (vf == 0), jnp.zeros_like(adv), adv)
     return adv.reshape(batch)
+
+
+def aggregation_weight(mask, loss_agg: str):
+    """What `loss_agg` divides by in a batch (a micro-batch's weight when gradients are accumulated):
+    valid tokens ("token-mean"), rows with a valid token ("seq-mean-token-mean"), rows
+    ("seq-mean-token-sum-norm", whose constant is rows x max_len). mask: [batch, seq]."""
+    m = jnp.asarray(mask).astype(jnp.float32)
+    if loss_agg == "token-mean":
+        return m.sum()
+    if loss_agg == "seq-mean-token-mean":
+        return (m.sum(-1) > 0).astype(jnp.float32).sum()
+    if loss_agg == "seq-mean-token-sum-norm":
+        return jnp.asarray(m.shape[0], jnp.float32)
+    raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -100,17 +100,17 @@ def rm_text(prompt: str, completion: str) -> str:
 def encode_texts(tokenizer, texts: Sequence[str], max_len: int = 0):
     """-> ids [n, bucket] (right-padded, EOS appended, left-truncated to max_len), last [n]."""
     from r1jax.data.templates import encode_prompt
-    from r1jax.data.tokenizer import special_ids
 
-    sid = special_ids(tokenizer)
+    eos = tokenizer.eos_token_ids[0]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     seqs = []
     for t in texts:
-        s = encode_prompt(tokenizer, t) + [sid["eos"]]
+        s = encode_prompt(tokenizer, t) + [eos]
         if max_len and len(s) > max_len:
             s = s[-max_len:]
         seqs.append(s)
     L = _bucket(max(len(s) for s in seqs))
-    ids = np.full((len(seqs), L), sid["pad"], np.int32)
+    ids = np.full((len(seqs), L), pad, np.int32)
     last = np.zeros((len(seqs),), np.int32)
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = s
@@ -205,7 +205,7 @@ def save_reward_model(path: str, rm: RewardModel, params, tokenizer_dir: str = "
     """Backbone as an HF checkpoint folder + reward_head.safetensors + reward_model.json."""
     from r1jax.checkpoint.hf import save_pretrained
     from r1jax.checkpoint.safetensors_io import save_file
-    from r1jax.sft.trainer import _copy_tokenizer
+    from r1jax.data.tokenizer import load_tokenizer
 
     os.makedirs(path, exist_ok=True)
     save_pretrained(params["backbone"], rm.cfg, path)
@@ -214,7 +214,7 @@ def save_reward_model(path: str, rm: RewardModel, params, tokenizer_dir: str = "
     with open(os.path.join(path, META_FILE), "w") as f:
         json.dump(dict(meta or {}, kind="r1jax_reward_model", head=HEAD_FILE), f, indent=2)
     if tokenizer_dir:
-        _copy_tokenizer(tokenizer_dir, path)
+        load_tokenizer(tokenizer_dir).save(path)
     return path
 
 
@@ -248,7 +248,7 @@ def preference_reward_fn(path: str, prompt_style: str = "r1_zero", tokenizer=Non
     max_len = int(meta.get("max_len", 0))
 
     def fn(texts, records):
-        rm_texts = [rm_text(make_prompt(r["problem"], prompt_style), t)
+        rm_texts = [rm_text(make_prompt(r["problem"], prompt_style, tok), t)
                     for t, r in zip(texts, records)]
         r = score_texts(rm, params, tok, rm_texts, max_len=max_len)
         return [float(1.0 / (1.0 + math.exp(-(x - mid) / scale))) for x in r]

@@ -38,9 +38,14 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(dict(
         run_dir="runs/grpo",
         init="",  # HF checkpoint folder (policy and reference)
-        tokenizer="",  # default: the init folder
-        train_data="",  # JSONL with problem/answer (+ language / tests for those rewards)
-        prompt_style="r1_zero",
+        tokenizer="",  # tokenizer folder; default: the init folder
+        train_data="",  # JSONL of prompts (fields mapped by problem_key / answer_key / answer_format)
+        problem_key="",  # "" -> "problem", else "question" (GSM8K), else "prompt"
+        answer_key="answer",
+        answer_format="raw",  # raw | gsm8k (after '####') | boxed (last \\boxed{}) | auto
+        prompt_style="r1_zero",  # chat (the checkpoint's template) | r1_zero | short | raw (r1jax.data.prompts)
+        system_prompt="",  # chat: a system message before the problem
+        user_template="{problem}",  # chat / raw: the user message around the problem
         rewards=ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5}),
         format_template="r1_zero",
         language="en",  # default target language of the language reward (a record's "language" wins)
@@ -55,9 +60,11 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         steps=100,
         mu=1,
         minibatches=1,
+        grad_accum=1,  # micro-batches per mini-batch (gradients accumulated, weighted by the loss's normaliser)
         loss="grpo",  # a registered name, "module:function" or "file.py:function"
         loss_kwargs=ml_collections.ConfigDict(dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0,
-                                                   loss_agg="token-mean", kl_estimator="k3")),
+                                                   loss_agg="token-mean", kl_estimator="k3",
+                                                   max_len=0)),  # Dr. GRPO's constant; 0: max_new_tokens
         adv_scale="group",
         mask_truncated=False,
         filter_zero_spread=False,
@@ -65,9 +72,15 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         optimizer=train.optimizer_config(learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
                                          grad_clip=1.0),
         router_bias_update_rate=1e-3,
+        # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
+        param_dtype="float32",  # master weights (and Adam moments: always float32)
+        dtype="",  # compute dtype, e.g. "bfloat16"; "": the model's (float32 unless set)
+        remat_policy="",  # "" (the model's) | none | full | dots | dots_no_batch
+        logprob_chunk=256,  # positions per block of the LM head in the log-prob passes (0: full logits)
+        save_dtype="",  # dtype of the saved HF checkpoint ("": the params')
         mesh="",  # "" (one device) or mesh axis sizes, e.g. "data=2,fsdp=2,expert=2" (r1jax.parallel.placement)
         seed=0,
-        eval_data="",  # held-out JSONL; empty: no eval during training
+        eval_data="",  # held-out JSONL (same field mapping); empty: no eval during training
         eval_every=10,
         eval_problems=64,
         eval_k=4,
@@ -82,6 +95,26 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
     return override(c, kw)
 
 
+def validate_config(c) -> None:
+    """Fails early, naming the key, on settings a run cannot train with."""
+    if not c.temperature > 0:
+        raise ValueError(f"grpo config: temperature={c.temperature!r}: sampling for training needs temperature > 0 "
+                         "(0 is greedy: every sample of a group is the same, so every advantage is 0)")
+    for k in ("group_size", "prompts_per_step", "max_new_tokens", "steps", "mu", "minibatches", "grad_accum"):
+        if int(c[k]) < 1:
+            raise ValueError(f"grpo config: {k}={c[k]!r} must be >= 1")
+    if c.group_size < 2:
+        raise ValueError(f"grpo config: group_size={c.group_size} must be >= 2 (advantages are relative to the group)")
+    if c.old_logp not in ("sampler", "recompute"):
+        raise ValueError(f"grpo config: old_logp={c.old_logp!r} must be sampler | recompute")
+    if c.param_dtype != "float32":
+        import warnings
+
+        warnings.warn(f"grpo config: param_dtype={c.param_dtype!r}: updates smaller than the dtype's resolution "
+                      "are lost (an AdamW step at lr 1e-6 rounds away in bfloat16); keep float32 master weights "
+                      "and set dtype='bfloat16' for bf16 compute", RuntimeWarning, stacklevel=2)
+
+
 def override(c, kw):
     """grpo_config's key=value overrides (`rewards` is replaced as a whole, other dicts are merged)."""
     from r1jax.config import override as override_config
@@ -92,17 +125,24 @@ def override(c, kw):
 # ------------------------------------------------------------------------------ loss function
 
 
-def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict):
-    """The train-step loss: forward at `temperature`, token log-probs, then the policy loss."""
+def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: int = 0):
+    """The train-step loss: forward at `temperature`, token log-probs (the LM head `chunk` positions
+    at a time, r1jax.model.logprobs), then the policy loss. Padding (batch["token_mask"] == 0) does
+    not count in the MoE expert load. aux["weight"] is the loss's normaliser (gradient accumulation)."""
+    from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
+
+    agg = loss_kwargs.get("loss_agg", "seq-mean-token-mean")
 
     def loss_fn(params, batch, model):
-        logits, aux = model.apply({"params": params}, batch["input_ids"], return_aux=True, compute_mtp=False)
-        logits = logits.astype(jnp.float32) / temperature
-        logp = grpo.token_logprobs(logits, batch["targets"])
-        ent = grpo.token_entropy(logits)
+        hidden, aux = model.apply({"params": params}, batch["input_ids"], token_mask=batch["token_mask"] > 0,
+                                  return_aux=True, compute_mtp=False, head=False)
+        logp, ent = token_logprobs_from_hidden(hidden, head_kernel(params, model.cfg), batch["targets"],
+                                               temperature=temperature, chunk=chunk, with_entropy=True)
         loss, metrics = policy_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"],
                                     batch["loss_mask"], entropy=ent, **loss_kwargs)
-        out = {"metrics": metrics}
+        weight = (grpo.aggregation_weight(batch["loss_mask"], agg) if agg in grpo.LOSS_AGGS
+                  else batch["loss_mask"].sum())
+        out = {"metrics": metrics, "weight": weight}
         if "load" in aux:
             out["load"] = aux["load"]
         return loss, out
@@ -110,11 +150,16 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict):
     return loss_fn
 
 
-def _forward_logp(model, temperature):
+def make_logprob_fn(model, temperature: float, chunk: int = 0):
+    """jit (params, input_ids, targets, token_mask) -> [rows, seq] log-probs of the targets (old / ref
+    policy passes), the LM head a block at a time."""
+    from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
+
     @jax.jit
-    def f(params, ids, targets):
-        logits = model.apply({"params": params}, ids).astype(jnp.float32) / temperature
-        return grpo.token_logprobs(logits, targets)
+    def f(params, ids, targets, token_mask):
+        h = model.apply({"params": params}, ids, token_mask=token_mask > 0, head=False)
+        return token_logprobs_from_hidden(h, head_kernel(params, model.cfg), targets, temperature=temperature,
+                                          chunk=chunk)[0]
 
     return f
 
@@ -199,26 +244,39 @@ def bucket(n: int, multiple: int = 32) -> int:
 
 
 def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, seq_len: int):
-    """Rows = prompt + completion, right-padded to seq_len. Target t is token t+1; loss on completion."""
+    """Rows = prompt + completion, right-padded to seq_len. Target t is token t+1; loss on completion.
+
+    -> input_ids, targets [n, seq_len] int32; loss_mask, old_logp [n, seq_len] float32; token_mask
+    [n, seq_len] int32 (1 on the real tokens: padding counts in no MoE expert load); advantages [n]."""
     n = len(completions)
     ids = np.full((n, seq_len), pad_id, np.int32)
     targets = np.zeros((n, seq_len), np.int32)
     mask = np.zeros((n, seq_len), np.float32)
     old = np.zeros((n, seq_len), np.float32)
+    real = np.zeros((n, seq_len), np.int32)
     for i, (p, comp, lp) in enumerate(zip(prompt_ids, completions, sampler_logps)):
         seq = list(p) + list(comp)
         L = min(len(seq), seq_len)
         ids[i, :L] = seq[:L]
+        real[i, :L] = 1
         targets[i, : L - 1] = seq[1:L]
         a, b = len(p) - 1, min(len(p) - 1 + len(comp), seq_len - 1)
         if b > a and sample_mask[i]:
             mask[i, a:b] = 1.0
             old[i, a:b] = lp[: b - a]
-    return {"input_ids": ids, "targets": targets, "loss_mask": mask, "old_logp": old,
+    return {"input_ids": ids, "targets": targets, "loss_mask": mask, "old_logp": old, "token_mask": real,
             "advantages": np.asarray(advantages, np.float32)}
 
 
 # ------------------------------------------------------------------------------------ loop
+
+
+def load_train_records(c, path: str) -> list[dict]:
+    """Prompt records of a JSONL file with the config's field mapping (r1jax.data.prompts)."""
+    from r1jax.data.prompts import read_prompt_records
+
+    return read_prompt_records(path, problem_key=c.problem_key, answer_key=c.answer_key,
+                               answer_format=c.answer_format)
 
 
 def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, eval_records=None,
@@ -227,27 +285,34 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     from tqdm import tqdm
 
     from r1jax.checkpoint.orbax import Checkpointer
-    from r1jax.data.jsonl import read_jsonl
     from r1jax.data.pipeline import PromptPipeline
-    from r1jax.data.templates import encode_prompt
-    from r1jax.data.tokenizer import load_tokenizer, special_ids
-    from r1jax.eval.runner import decode_completion, evaluate, has_reflection, make_prompt
+    from r1jax.data.prompts import PromptFormat, decode_completion, opens_think
+    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.eval.runner import evaluate, has_reflection
     from r1jax.generate.engine import generate
+    from r1jax.model import precision
     from r1jax.parallel.placement import Placement
     from r1jax.runlog import RunLogger
-    from r1jax.sft.trainer import load_model
 
+    validate_config(c)
     os.makedirs(c.run_dir, exist_ok=True)
+    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
     if model is None:
-        model, params = load_model(c.init, None, c.seed)
+        model, params = precision.load_for_training(c.init, None, c.seed, **over)
+    else:  # a model passed in keeps its params' storage; compute dtype and remat may change
+        model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
+                                                                   if k != "param_dtype"})
     if tokenizer is None:
         tokenizer = load_tokenizer(c.tokenizer or c.init)
-    sid = special_ids(tokenizer)
-    eos, pad = sid["eos"], sid["pad"]
+    eos = tuple(tokenizer.eos_token_ids)
+    if not eos:
+        raise ValueError(f"grpo: the tokenizer ({c.tokenizer or c.init}) defines no EOS token: generation could not stop")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    fmt = PromptFormat(c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template)
     if train_records is None:
-        train_records = read_jsonl(c.train_data, required=("problem", "answer"))
+        train_records = load_train_records(c, c.train_data)
     if eval_records is None and c.eval_data:
-        eval_records = read_jsonl(c.eval_data, required=("problem", "answer"))
+        eval_records = load_train_records(c, c.eval_data)
     if eval_records is not None:
         eval_records = eval_records[: c.eval_problems]
     pipe = PromptPipeline(train_records, batch_size=c.prompts_per_step, seed=c.seed,
@@ -256,20 +321,28 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     n_rows = c.prompts_per_step * G
     if n_rows % c.minibatches:
         raise ValueError(f"grpo config: prompts_per_step x group_size = {n_rows} not divisible by minibatches")
+    mb = n_rows // c.minibatches
+    if mb % c.grad_accum:
+        raise ValueError(f"grpo config: a minibatch of {mb} rows does not split into grad_accum={c.grad_accum}")
     lk = c.loss_kwargs.to_dict()
+    if not lk.get("max_len"):  # Dr. GRPO's constant normaliser: the generation budget, the same every step
+        lk["max_len"] = c.max_new_tokens
     policy_loss = grpo.get_loss_fn(c.loss)
-    loss_fn = make_policy_loss(policy_loss, c.temperature, lk)
+    loss_fn = make_policy_loss(policy_loss, c.temperature, lk, chunk=c.logprob_chunk)
     opt = ml_collections.ConfigDict(c.optimizer.to_dict())
     opt.total_steps = c.steps * c.mu * c.minibatches
     tx = train.make_optimizer(opt)
     place = Placement(c.mesh)
-    if (n_rows // c.minibatches) % place.batch_multiple:
-        raise ValueError(f"grpo config: a minibatch of {n_rows // c.minibatches} rows does not split over mesh "
+    if (mb // c.grad_accum) % place.batch_multiple:
+        raise ValueError(f"grpo config: a micro-batch of {mb // c.grad_accum} rows does not split over mesh "
                          f"{c.mesh!r} ({place.batch_multiple} ways)")
     state = place.train_state(model.cfg, params, tx)
-    step_fn = place.train_step(model, loss_fn, tx, router_bias_update_rate=c.router_bias_update_rate)
-    ref_params = jax.tree.map(jnp.copy, state.params) if lk.get("kl_coef", 0.0) else None
-    logp_fn = _forward_logp(model, c.temperature)
+    del params
+    step_fn = place.train_step(model, loss_fn, tx, grad_accum=c.grad_accum,
+                               router_bias_update_rate=c.router_bias_update_rate)
+    # The frozen reference exists only when the KL term does; it is held in the compute dtype.
+    ref_params = precision.compute_copy(jax.tree.map(jnp.copy, state.params), model.cfg) if lk.get("kl_coef") else None
+    logp_fn = make_logprob_fn(model, c.temperature, c.logprob_chunk)
 
     ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
     start = 0
@@ -285,7 +358,8 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         with place.context():
             r = evaluate(model, state.params, tokenizer, eval_records, k=c.eval_k, temperature=c.eval_temperature,
                          top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens, prompt_style=c.prompt_style,
-                         seed=12345, template=c.format_template)
+                         system_prompt=c.system_prompt, user_template=c.user_template, seed=12345,
+                         template=c.format_template)
         log.scalars(step, {"eval/pass@1": r["pass@1"], "eval/cons@k": r["cons@k"], "eval/mean_length": r["mean_length"],
                            "eval/format": r["format"], "eval/reflection": r["reflection"]})
         return r
@@ -298,21 +372,29 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     for step in bar:
         t0 = time.perf_counter()
         recs = next(pipe)
-        prompt_ids = [encode_prompt(tokenizer, make_prompt(r["problem"], c.prompt_style)) for r in recs]
+        prompt_ids, prompt_texts = fmt.render_all(tokenizer, [r["problem"] for r in recs])
         with place.context():
-            gen = generate(model, state.params, prompt_ids, max_new_tokens=c.max_new_tokens,
+            rollout_params = precision.compute_copy(state.params, model.cfg)
+            gen = generate(model, rollout_params, prompt_ids, max_new_tokens=c.max_new_tokens,
                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_id=eos,
                            seed=c.seed * 1_000_003 + step, n=G)
+            del rollout_params
         t_gen = time.perf_counter() - t0
-        texts = [decode_completion(tokenizer, t, eos) for t in gen.tokens]
+        # The rewards see the whole response: "<think>" + completion when the prompt opened the block.
+        texts = [("<think>" if opens_think(prompt_texts[i]) else "") + decode_completion(tokenizer, t, eos)
+                 for t, i in zip(gen.tokens, gen.prompt_index)]
         rec_n = [recs[i] for i in gen.prompt_index]
         t1 = time.perf_counter()
         scores, totals = compute_rewards(c, texts, rec_n, step=step)
         t_rew = time.perf_counter() - t1
         valid = np.array([t is not None for t in totals])
         tot = np.array([t if t is not None else 0.0 for t in totals], np.float32)
-        adv = np.asarray(grpo.group_advantages(jnp.asarray(tot), G, scale=c.adv_scale))
-        spread = tot.reshape(-1, G).std(-1) > 0
+        # A sample whose reward does not exist (its gold answer does not parse) is left out of its
+        # group's mean and std and out of the loss.
+        adv = np.asarray(grpo.group_advantages(jnp.asarray(tot), G, scale=c.adv_scale, valid=jnp.asarray(valid)))
+        vg = valid.reshape(-1, G)
+        tg = np.where(vg, tot.reshape(-1, G), np.nan)
+        spread = (np.nanmax(np.where(vg, tg, -np.inf), -1) > np.nanmin(np.where(vg, tg, np.inf), -1))
         sample_mask = valid.copy()
         if c.mask_truncated:
             sample_mask &= np.array([r != "length" for r in gen.finish_reason])
@@ -324,14 +406,13 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         if c.old_logp == "recompute" or ref_params is not None:
             full = place.batch(host)
             with place.context():
+                args = (full["input_ids"], full["targets"], full["token_mask"])
                 if c.old_logp == "recompute":
-                    host["old_logp"] = np.asarray(
-                        logp_fn(state.params, full["input_ids"], full["targets"]) * full["loss_mask"])
+                    host["old_logp"] = np.asarray(logp_fn(state.params, *args) * full["loss_mask"])
                 if ref_params is not None:
-                    host["ref_logp"] = np.asarray(
-                        logp_fn(ref_params, full["input_ids"], full["targets"]) * full["loss_mask"])
+                    host["ref_logp"] = np.asarray(logp_fn(ref_params, *args) * full["loss_mask"])
+            del full
         t2 = time.perf_counter()
-        mb = n_rows // c.minibatches
         subs = [place.batch({k: v[j * mb:(j + 1) * mb] for k, v in host.items()}) for j in range(c.minibatches)]
         ms = []
         for _ in range(c.mu):
@@ -347,6 +428,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             s is not None for s in v) else math.nan for k, v in scores.items()})
         vals.update({
             "reward/total": float(tot[valid].mean()) if valid.any() else math.nan,
+            "reward/valid": float(valid.mean()),
             "rollout/response_length": float(np.mean(lengths)),
             "rollout/reflection": float(np.mean([has_reflection(t) for t in texts])),
             "rollout/truncated": float(np.mean([r == "length" for r in gen.finish_reason])),
@@ -381,9 +463,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     ckpt.close()
     if finished and c.save_hf:
         from r1jax.checkpoint.hf import save_pretrained
-        from r1jax.sft.trainer import _copy_tokenizer
 
-        final = os.path.join(c.run_dir, "final")
-        save_pretrained(state.params, model.cfg, final)
-        _copy_tokenizer(c.tokenizer or c.init, final)
+        save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=tokenizer,
+                        dtype=c.save_dtype or None)
     return model, state.params

@@ -3,12 +3,18 @@
     cfg = sft_config(run_dir="runs/sft", data="train.jsonl", init="path/to/hf_ckpt", ...)
     params = run_sft(cfg)                  # also writes cfg.run_dir/final (HF safetensors)
 
-Records are JSONL with `prompt` and `completion` strings (or given as a list). They are tokenized
-(`tokenizer.json`), EOS appended to each completion, packed into rows of `seq_len` with segment
-ids (attention stays within an example) and a loss mask on completion tokens (every token with
+Records are JSONL with `prompt` and `completion` strings (or given as a list); with
+`chat_template=True` the prompt is the user message of a conversation rendered by the checkpoint's
+own chat template (with `system_prompt` and the generation prompt, as `r1jax grpo` renders it), and
+the completion is what the assistant writes after it. They are tokenized with the checkpoint's
+tokenizer, its EOS appended to each completion, packed into rows of `seq_len` with segment ids
+(attention stays within an example) and a loss mask on completion tokens (every token with
 `loss_on_prompt`, as for pretraining). The same compiled train step as GRPO (r1jax.train) runs
-it, with the router-bias update and the MTP loss. Orbax checkpoints every `save_every` steps;
-rerunning the same command resumes (data order is a function of (seed, epoch)).
+it, with the router-bias update, the MTP loss, fp32 master weights (`param_dtype`) and bf16
+compute (`dtype`), remat (`remat_policy`), gradient accumulation weighted by token counts
+(`grad_accum`) and the LM head a block of positions at a time (`logprob_chunk`). Orbax checkpoints
+every `save_every` steps; rerunning the same command resumes (data order is a function of (seed,
+epoch)). The final HF checkpoint carries the tokenizer files.
 """
 
 from __future__ import annotations
@@ -37,7 +43,15 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         steps=0,  # 0: run `epochs` epochs
         epochs=1.0,
         loss_on_prompt=False,
+        chat_template=False,  # prompts through the tokenizer's chat template (a user message)
+        system_prompt="",
         seed=0,
+        grad_accum=1,  # micro-batches per step (gradients weighted by their token counts)
+        param_dtype="float32",  # master weights
+        dtype="",  # compute dtype ("" = the model's), e.g. "bfloat16"
+        remat_policy="",  # "" (the model's) | none | full | dots | dots_no_batch
+        logprob_chunk=0,  # positions per block of the LM head in the loss (0: the full logits at once)
+        save_dtype="",  # dtype of the saved HF checkpoint ("": the params')
         optimizer=train.optimizer_config(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01),
         router_bias_update_rate=1e-3,
         mesh="",  # "" (one device) or mesh axis sizes, e.g. "data=2,fsdp=2,expert=2" (r1jax.parallel.placement)
@@ -49,63 +63,78 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
     return config_lib.override(c, kw, "sft config")
 
 
-def tokenize_records(records, tokenizer, eos_id: int):
+def tokenize_records(records, tokenizer, eos_id: int, *, chat_template: bool = False, system_prompt: str = ""):
+    """[(prompt ids, completion ids + [eos_id])]. A prompt's text is encoded as it is (it may spell
+    special tokens), or, with chat_template, rendered as the user message of a conversation."""
+    from r1jax.data.prompts import PromptFormat
     from r1jax.data.templates import encode_prompt
 
+    fmt = PromptFormat("chat", system_prompt=system_prompt) if chat_template else None
     out = []
     for r in records:
-        p = encode_prompt(tokenizer, r["prompt"])
+        p = fmt.render(tokenizer, r["prompt"])[0] if fmt else encode_prompt(tokenizer, r["prompt"])
         c = encode_prompt(tokenizer, r["completion"]) + [eos_id]
         out.append((p, c))
     return out
 
 
-def load_model(cfg_init: str, model_cfg, seed: int = 0):
-    """(model, params) from an HF checkpoint folder, or a random init of `model_cfg`."""
-    from r1jax.model import Transformer, init_params
+def load_model(cfg_init: str, model_cfg, seed: int = 0, **overrides):
+    """(model, params) from an HF checkpoint folder, or a random init of `model_cfg`
+    (r1jax.model.precision.load_for_training)."""
+    from r1jax.model.precision import load_for_training
 
-    if cfg_init:
-        from r1jax.checkpoint.hf import from_pretrained
-
-        return from_pretrained(cfg_init)
-    mc = config_lib.make_config(**model_cfg.to_dict()) if not isinstance(model_cfg, dict) else \
-        config_lib.make_config(**model_cfg)
-    return Transformer(mc), init_params(mc, jax.random.PRNGKey(seed))
+    return load_for_training(cfg_init, model_cfg, seed, **overrides)
 
 
 def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tuple:
     """Runs SFT as configured; returns (model, params). See module doc."""
     from tqdm import tqdm
 
+    import functools
+
     from r1jax.checkpoint.orbax import Checkpointer
     from r1jax.data.jsonl import read_jsonl
-    from r1jax.data.tokenizer import load_tokenizer, special_ids
+    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.model import precision
     from r1jax.parallel.placement import Placement
     from r1jax.runlog import RunLogger
 
     os.makedirs(c.run_dir, exist_ok=True)
+    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
     if model is None:
-        model, params = load_model(c.init, c.model, c.seed)
+        model, params = load_model(c.init, c.model, c.seed, **over)
+    else:  # a model passed in keeps its params' storage; compute dtype and remat may change
+        model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
+                                                                   if k != "param_dtype"})
     if tokenizer is None:
         tokenizer = load_tokenizer(c.tokenizer or c.init)
     if records is None:
         records = read_jsonl(c.data, required=("prompt", "completion"))
-    ids = special_ids(tokenizer)
-    examples = tokenize_records(records, tokenizer, ids["eos"])
-    rows, pstats = pack(examples, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=ids["pad"])
+    if not tokenizer.eos_token_ids:
+        raise ValueError(f"sft: the tokenizer ({c.tokenizer or c.init}) defines no EOS token to end completions with")
+    eos = tokenizer.eos_token_ids[0]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    examples = tokenize_records(records, tokenizer, eos, chat_template=c.chat_template, system_prompt=c.system_prompt)
+    rows, pstats = pack(examples, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=pad)
     n_rows = rows["input_ids"].shape[0]
     if n_rows < c.batch_size:
         raise ValueError(f"sft: {n_rows} packed rows < batch_size {c.batch_size} (data: {c.data or 'records'})")
+    if c.batch_size % c.grad_accum:
+        raise ValueError(f"sft: batch_size {c.batch_size} does not split into grad_accum={c.grad_accum} micro-batches")
     per_epoch = n_rows // c.batch_size
     steps = c.steps or max(1, int(round(c.epochs * per_epoch)))
     opt = ml_collections.ConfigDict(c.optimizer.to_dict())
     opt.total_steps = steps
     tx = train.make_optimizer(opt)
     place = Placement(c.mesh)
-    if c.batch_size % place.batch_multiple:
-        raise ValueError(f"sft: batch_size {c.batch_size} must be a multiple of {place.batch_multiple} on mesh {c.mesh!r}")
+    if (c.batch_size // c.grad_accum) % place.batch_multiple:
+        raise ValueError(f"sft: a micro-batch of {c.batch_size // c.grad_accum} rows must be a multiple of "
+                         f"{place.batch_multiple} on mesh {c.mesh!r}")
     state = place.train_state(model.cfg, params, tx)
-    step_fn = place.train_step(model, train.lm_loss, tx, router_bias_update_rate=c.router_bias_update_rate)
+    del params
+    loss = functools.partial(train.lm_loss, chunk=c.logprob_chunk) if c.logprob_chunk else train.lm_loss
+    step_fn = place.train_step(model, loss, tx, grad_accum=c.grad_accum,
+                               router_bias_update_rate=c.router_bias_update_rate)
     ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
     start = 0
     restored, meta = ckpt.restore(state)
@@ -148,19 +177,6 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
     if c.save_hf:
         from r1jax.checkpoint.hf import save_pretrained
 
-        final = os.path.join(c.run_dir, "final")
-        save_pretrained(state.params, model.cfg, final)
-        _copy_tokenizer(c.tokenizer or c.init, final)
+        save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=tokenizer,
+                        dtype=c.save_dtype or None)
     return model, state.params
-
-
-def _copy_tokenizer(src, dst):
-    import shutil
-
-    if not src:
-        return
-    src = src if os.path.isdir(src) else os.path.dirname(src)
-    for fn in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        p = os.path.join(src, fn)
-        if os.path.exists(p) and os.path.abspath(p) != os.path.abspath(os.path.join(dst, fn)):
-            shutil.copy(p, os.path.join(dst, fn))

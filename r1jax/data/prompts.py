@@ -1,0 +1,219 @@
+"""Prompt records from JSONL as the files come, and prompts rendered with the checkpoint's tokenizer.
+
+Records
+-------
+    recs = read_prompt_records("gsm8k_test.jsonl", problem_key="question", answer_key="answer",
+                               answer_format="gsm8k")
+    recs[0]["problem"], recs[0]["answer"]     # "Janet's ducks lay ...", "18"
+
+Every record keeps its original fields and gains `problem` (the text of `problem_key`) and
+`answer` (the gold answer taken from `answer_key` by `answer_format`):
+  "raw"    the field as it is (MATH-500's `answer`, a toy `answer`); numbers become strings;
+  "gsm8k"  the text after the last "####", thousands commas removed ("1,600" -> "1600");
+  "boxed"  the content of the last \\boxed{...} (a MATH `solution`);
+  "auto"   "gsm8k" when the field holds "####", "boxed" when it holds \\boxed, else "raw".
+When `answer_key` is not "answer" or the format is not "raw", the original text of the answer
+field stays available under "solution" (unless the record has one). `problem_key=""` takes
+"problem" if the first record has it, else "question" (GSM8K), else "prompt". A record that is not
+a JSON object, lacks a key, holds a non-text value or an answer the format cannot find fails with
+`JsonlError("FILE:LINE: ...")`.
+
+Prompts
+-------
+    fmt = PromptFormat(style="chat", system_prompt=R1_ZERO_SYSTEM, user_template="{problem}")
+    ids, text = fmt.render(tokenizer, record["problem"])
+
+styles:
+  "chat"     the checkpoint's own chat template (`tokenizer.apply_chat_template`): an optional system
+             message, then the user message `user_template.format(problem=...)`, with the generation
+             prompt (an R1-Distill template ends it with "<think>\\n");
+  "r1_zero"  the R1-Zero paper's template as plain text (Table 1), for base models;
+  "short"    only its tail "User: {problem}. Assistant:" (the CPU toy);
+  "raw"      `user_template.format(problem=...)` as plain text.
+Plain-text styles are encoded as transformers' `tokenizer(text)` encodes them (the tokenizer adds
+its BOS if it has that post-processor); a chat template writes its own BOS.
+`opens_think(text)`: the prompt ends inside an opened <think> block, so a completion is scored as
+"<think>" + completion by the format reward (think_in_prompt).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+from typing import Sequence
+
+from r1jax.data.jsonl import JsonlError
+
+ANSWER_FORMATS = ("raw", "gsm8k", "boxed", "auto")
+PROMPT_STYLES = ("chat", "r1_zero", "short", "raw")
+
+# The R1-Zero instruction (DeepSeek-R1 Table 1) as a system prompt, as open-r1 / TRL recipes use it
+# with an instruct model's chat template.
+R1_ZERO_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
+    "assistant first thinks about the reasoning process in the mind and then provides the user with the answer. "
+    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+    "respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>."
+)
+
+
+def gsm8k_answer(text: str) -> str | None:
+    """The final answer of a GSM8K solution: the text after the last '####', commas stripped."""
+    if "####" not in text:
+        return None
+    out = text.rsplit("####", 1)[1].strip().replace(",", "")
+    return out or None
+
+
+def boxed_answer(text: str) -> str | None:
+    from r1jax.rl.rewards.extract import last_boxed
+
+    return last_boxed(text)
+
+
+def extract_gold(text: str, answer_format: str) -> str | None:
+    """The gold answer in `text` by `answer_format` (see the module doc); None if it is not there."""
+    if answer_format == "raw":
+        return text
+    if answer_format == "gsm8k":
+        return gsm8k_answer(text)
+    if answer_format == "boxed":
+        return boxed_answer(text)
+    if answer_format == "auto":
+        if "####" in text:
+            return gsm8k_answer(text)
+        if "\\boxed" in text or "\\fbox" in text:
+            return boxed_answer(text)
+        return text
+    raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+
+
+def _text(rec: dict, key: str, where: str) -> str:
+    if key not in rec:
+        raise JsonlError(f"{where}: missing key {key!r}; keys present: {sorted(rec)}")
+    v = rec[key]
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise JsonlError(f"{where}: key {key!r} must be text, got {type(v).__name__}: {v!r:.80}")
+    return v if isinstance(v, str) else str(v)
+
+
+def _default_problem_key(rec: dict) -> str:
+    for k in ("problem", "question", "prompt"):
+        if k in rec:
+            return k
+    return "problem"
+
+
+def prompt_record(rec: dict, *, problem_key: str = "", answer_key: str = "answer", answer_format: str = "raw",
+                  where: str = "<record>") -> dict:
+    """One record with `problem` and `answer` set as `read_prompt_records` does (errors name `where`)."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+    if not isinstance(rec, dict):
+        raise JsonlError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    pk = problem_key or _default_problem_key(rec)
+    problem = _text(rec, pk, where)
+    raw = _text(rec, answer_key, where)
+    gold = extract_gold(raw, answer_format)
+    if gold is None or not gold.strip():
+        how = {"gsm8k": "no '#### <final answer>'", "boxed": "no \\boxed{...}"}.get(answer_format, "no answer")
+        raise JsonlError(f"{where}: key {answer_key!r} has {how} (answer_format={answer_format!r}): {raw!r:.120}")
+    out = dict(rec)
+    if (answer_key != "answer" or gold != raw) and "solution" not in rec:
+        out["solution"] = raw
+    out["problem"], out["answer"] = problem, gold.strip() if answer_format != "raw" else gold
+    return out
+
+
+def read_prompt_records(path: str | os.PathLike, *, problem_key: str = "", answer_key: str = "answer",
+                        answer_format: str = "raw") -> list[dict]:
+    """The records of a JSONL file with `problem` and `answer` (see the module doc)."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"JSONL file {p} does not exist")
+    out = []
+    with p.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{p}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise JsonlError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not problem_key and isinstance(rec, dict) and not out:
+                problem_key = _default_problem_key(rec)
+            out.append(prompt_record(rec, problem_key=problem_key, answer_key=answer_key,
+                                     answer_format=answer_format, where=where))
+    if not out:
+        raise JsonlError(f"{p}: no records (empty file)")
+    return out
+
+
+# ------------------------------------------------------------------------------------- prompts
+
+
+R1_ZERO_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
+    "here </think> <answer> answer here </answer>. User: {problem}. Assistant:"
+)
+R1_ZERO_SHORT_TEMPLATE = "User: {problem}. Assistant:"
+_THINK_OPEN = re.compile(r"<think>\s*$")
+
+
+def opens_think(prompt_text: str) -> bool:
+    """True when the prompt ends with an opened "<think>" (e.g. R1-Distill's generation prompt)."""
+    return bool(_THINK_OPEN.search(prompt_text))
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptFormat:
+    """How a problem becomes a prompt (see the module doc)."""
+
+    style: str = "r1_zero"
+    system_prompt: str = ""
+    user_template: str = "{problem}"
+
+    def __post_init__(self):
+        if self.style not in PROMPT_STYLES:
+            raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {self.style!r}")
+        if "{problem}" not in self.user_template:
+            raise ValueError(f"user_template {self.user_template!r} has no {{problem}} slot")
+
+    def text(self, tokenizer, problem: str) -> str:
+        """The prompt text (for "chat", the template rendered with the generation prompt)."""
+        problem = str(problem)
+        if self.style == "chat":
+            msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+            msgs.append({"role": "user", "content": self.user_template.format(problem=problem)})
+            return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        if self.style == "r1_zero":
+            return R1_ZERO_TEMPLATE.format(problem=problem.strip())
+        if self.style == "short":
+            return R1_ZERO_SHORT_TEMPLATE.format(problem=problem.strip())
+        return self.user_template.format(problem=problem)
+
+    def render(self, tokenizer, problem: str) -> tuple[list[int], str]:
+        """(token ids, text) of the prompt of `problem`."""
+        text = self.text(tokenizer, problem)
+        if self.style == "chat":  # as transformers' apply_chat_template(tokenize=True): no extra specials
+            return list(tokenizer.encode(text, add_special_tokens=False)), text
+        return list(tokenizer.encode(text, add_special_tokens=True)), text
+
+    def render_all(self, tokenizer, problems: Sequence[str]) -> tuple[list[list[int]], list[str]]:
+        pairs = [self.render(tokenizer, p) for p in problems]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def decode_completion(tokenizer, tokens: Sequence[int], eos_ids: Sequence[int] = ()) -> str:
+    """The text of a sampled completion, without the EOS token that ended it."""
+    toks = list(tokens)
+    stop = set(eos_ids if eos_ids else getattr(tokenizer, "eos_token_ids", ()))
+    if toks and toks[-1] in stop:
+        toks = toks[:-1]
+    return tokenizer.decode(toks, skip_special_tokens=False)
