@@ -5,8 +5,9 @@
     log.plot(run_dir / "curves.png", [("eval/pass@1", "held-out pass@1"), ...])
     log.close()
 
-`metrics.jsonl` is appended line by line (a killed run keeps its history; a resumed run drops the
-lines of steps past the checkpoint it restarts from, so the history has each step once).
+`metrics.jsonl` is appended line by line (a killed run keeps its history, a line cut short by the
+kill is dropped; a resumed run drops the lines of steps past the checkpoint it restarts from, so the
+history has each step once).
 """
 
 from __future__ import annotations
@@ -23,21 +24,37 @@ class RunLogger:
         self.path = os.path.join(self.run_dir, "metrics.jsonl")
         self.history: list[dict] = []
         if os.path.exists(self.path):
-            with open(self.path) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
+            rows = self._read_rows() if resume_step is not None else []
             if resume_step is not None:
                 rows = [r for r in rows if r["step"] <= resume_step]
-            else:
-                rows = []
             self.history = rows
-            with open(self.path, "w") as f:
+            tmp = self.path + ".tmp"  # rewritten atomically: a kill here keeps the old file
+            with open(tmp, "w") as f:
                 for r in rows:
                     f.write(json.dumps(r) + "\n")
+            os.replace(tmp, self.path)
         self.writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
+
+    def _read_rows(self) -> list[dict]:
+        """The rows of metrics.jsonl; a last line cut short (the process was killed while writing it)
+        is dropped, a malformed line elsewhere fails naming the file and line."""
+        with open(self.path) as f:
+            lines = f.read().split("\n")
+        rows = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:  # no newline after it: a partial write
+                    break
+                raise ValueError(f"{self.path}:{i + 1}: not a JSON line: {line[:80]!r}") from None
+        return rows
 
     def scalars(self, step: int, values: dict) -> None:
         row = {"step": int(step)}

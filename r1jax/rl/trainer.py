@@ -454,7 +454,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             break
     bar.close()
     finished = state.step // max(c.mu * c.minibatches, 1) >= c.steps
-    if finished and (not c.save_every or c.steps % c.save_every):
+    if finished and ckpt.latest_step() != c.steps:
         ckpt.save(c.steps, state, {"step": c.steps, "data": pipe.get_state()})
     log.plot(os.path.join(c.run_dir, "grpo_curves.png"), [
         ("reward/accuracy", "train accuracy"), ("eval/pass@1", "held-out pass@1"),

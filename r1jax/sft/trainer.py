@@ -34,7 +34,9 @@ from r1jax.data.packing import pack
 def sft_config(**kw) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(dict(
         run_dir="runs/sft",
-        data="",  # JSONL with prompt/completion
+        data="",  # JSONL with a prompt and a completion per record
+        prompt_key="prompt",  # its fields (e.g. completion_key="response")
+        completion_key="completion",
         tokenizer="",  # tokenizer.json or its folder (default: the init checkpoint's folder)
         init="",  # HF checkpoint folder to start from; empty: random init of `model`
         model=ml_collections.ConfigDict(),  # model config when init is empty (r1jax.config keys)
@@ -109,7 +111,8 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
     if tokenizer is None:
         tokenizer = load_tokenizer(c.tokenizer or c.init)
     if records is None:
-        records = read_jsonl(c.data, required=("prompt", "completion"))
+        records = [{"prompt": r[c.prompt_key], "completion": r[c.completion_key]}
+                   for r in read_jsonl(c.data, required=(c.prompt_key, c.completion_key))]
     if not tokenizer.eos_token_ids:
         raise ValueError(f"sft: the tokenizer ({c.tokenizer or c.init}) defines no EOS token to end completions with")
     eos = tokenizer.eos_token_ids[0]
