@@ -581,7 +581,8 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
     rp = dict(rp)
     theta = rp.pop("rope_theta", None) or hf.get("rope_theta", 10000.0)
     d["rope_theta"] = float(theta)
-    rtype = rp.pop("rope_type", None) or rp.pop("type", None) or "default"
+    rtype, legacy = rp.pop("rope_type", None), rp.pop("type", None)  # files of transformers 4.4x hold both
+    rtype = rtype or legacy or "default"
     prf = rp.pop("partial_rotary_factor", None)
     if prf not in (None, 1, 1.0):
         raise ValueError(f"{src}: rope partial_rotary_factor={prf!r} is not supported (1.0)")

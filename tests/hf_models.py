@@ -83,5 +83,7 @@ def hf_logits(model, ids: np.ndarray) -> np.ndarray:
 
 
 def rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    """max|a - b| / max|b| (see numerics.assert_close, which asserts it with a readable message)."""
+    from numerics import max_rel_err
+
+    return max_rel_err(a, b)

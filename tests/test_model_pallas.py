@@ -9,6 +9,8 @@ import r1jax
 from r1jax import config as config_lib
 from r1jax.model import Transformer, init_params
 
+from numerics import assert_close, first_disagreement
+
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
@@ -26,7 +28,7 @@ def test_pallas_logits_match():
     for kw in ({}, {"segment_ids": seg}):
         a = ref_m.apply({"params": params}, ids, **kw)
         b = pal_m.apply({"params": params}, ids, **kw)
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+        assert_close(b, a, rtol=1e-5, err_msg=str(list(kw)))
 
 
 @pytest.mark.slow
@@ -37,9 +39,12 @@ def test_pallas_grads_and_greedy_tokens_match():
         return lambda p: (m.apply({"params": p}, ids, segment_ids=seg) ** 2).mean()
 
     ga, gb = jax.grad(loss(ref_m))(params), jax.grad(loss(pal_m))(params)
-    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
-        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-6)
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(ga)[0], jax.tree.leaves(gb)):
+        assert_close(y, x, rtol=5e-5, err_msg=jax.tree_util.keystr(path))  # ~5e-7 seen
     prompts = [[3, 4, 5, 6, 7], [8, 9, 10]]
     out_ref = r1jax.generate(ref_m, params, prompts, max_new_tokens=6, temperature=0.0)
     out_pal = r1jax.generate(pal_m, params, prompts, max_new_tokens=6, temperature=0.0)
-    assert out_pal.tokens == out_ref.tokens
+    # equal greedy tokens, except at a near-tie of the reference's logits (see first_disagreement)
+    for i, (p, got, want) in enumerate(zip(prompts, out_pal.tokens, out_ref.tokens)):
+        logits = np.asarray(ref_m.apply({"params": params}, jnp.asarray([p + want])))[0, len(p) - 1:-1]
+        first_disagreement(got, want, logits, rtol=1e-5, err_msg=f"prompt {i}")

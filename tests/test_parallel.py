@@ -20,6 +20,8 @@ from r1jax.model import Transformer, init_params
 from r1jax.model import moe as moe_lib
 from r1jax.parallel.moe_ep import capacity, experts_ep
 
+from numerics import assert_close
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (fake) devices: "
@@ -141,17 +143,17 @@ def test_ep_dispatch_equals_dense_and_counts_dropped_tokens(mesh_cfg):
         # a tight capacity drops assignments past the C-th per (device, expert)
         y1, stats1 = jax.jit(lambda *a: experts_ep(*a, cfg, capacity_factor=1.0))(x, idx, w, wg, wu, wd)
     assert float(stats["ep_dropped"]) == 0 and int(stats["ep_capacity"]) == n_loc
-    np.testing.assert_allclose(y, moe_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5, atol=1e-6)
+    assert_close(y, moe_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
     g0 = jax.grad(lambda *a: (moe_lib.experts_dense(*a) ** 2).sum(), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
-    for a, b in zip(g, g0):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for name, a, b in zip(("dx", "dw", "dwg", "dwu", "dwd"), g, g0):
+        assert_close(a, b, rtol=5e-5, err_msg=name)  # sums over experts and tokens: ~1e-6 seen
 
     c = capacity(n_loc, K, E, 1.0)
     assert int(stats1["ep_capacity"]) == c < n_loc
     keep = _numpy_kept(idx, shards, c)
     assert float(stats1["ep_dropped"]) == (~keep).sum() > 0
     ref = moe_lib.experts_dense(x, idx, jnp.where(jnp.asarray(keep), w, 0.0), wg, wu, wd)
-    np.testing.assert_allclose(y1, ref, rtol=1e-5, atol=1e-6)
+    assert_close(y1, ref, rtol=1e-5)
 
 
 def test_ep_without_a_mesh_runs_locally_and_pads_uneven_token_counts():
@@ -159,10 +161,10 @@ def test_ep_without_a_mesh_runs_locally_and_pads_uneven_token_counts():
     x, idx, w, wg, wu, wd = _moe_inputs(n=20)
     ref = moe_lib.experts_dense(x, idx, w, wg, wu, wd)
     y, stats = experts_ep(x, idx, w, wg, wu, wd, cfg)  # no mesh in context
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    assert_close(y, ref, rtol=1e-5, err_msg="no mesh")
     with parallel.use_mesh(parallel.make_mesh(dict(expert=8, fsdp=1))):  # 20 tokens on 8 shards: padded
         y, stats = jax.jit(lambda *a: experts_ep(*a, cfg, capacity_factor=0.0))(x, idx, w, wg, wu, wd)
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    assert_close(y, ref, rtol=1e-5, err_msg="padded")
     assert float(stats["ep_dropped"]) == 0
 
 
@@ -199,13 +201,11 @@ def test_logits_and_grads_on_the_mesh_equal_single_device(reference, name):
     assert b["input_ids"].sharding.spec == P(("data", "fsdp", "expert"), None)
     with parallel.use_mesh(mesh):
         logits, loss, grads = jax.jit(_logits_and_grads(Transformer(cfg)))(p, b)
-    np.testing.assert_allclose(logits, logits0, rtol=1e-5, atol=1e-5)
+    assert_close(logits, logits0, rtol=1e-5)
     np.testing.assert_allclose(loss, loss0, rtol=1e-5)
     flat0 = jax.tree_util.tree_flatten_with_path(grads0)[0]
     for (path, g0), g in zip(flat0, jax.tree.leaves(grads)):
-        scale = float(jnp.abs(g0).max()) + 1e-12
-        np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(g0) / scale, atol=1e-5,
-                                   err_msg=jax.tree_util.keystr(path))
+        assert_close(g, g0, rtol=5e-5, err_msg=jax.tree_util.keystr(path))  # <= 1e-6 seen
     # the expert weights' gradients come back sharded like the params
     gs = grads["moe_layers"]["mlp"]["experts_gate_proj"].sharding
     assert gs.spec[1] == "expert"
@@ -229,7 +229,8 @@ def test_ten_train_steps_on_the_mesh_match_one_device():
     assert wg.sharding.spec == P(None, "expert", "fsdp", "tensor")
     assert wg.addressable_shards[0].data.shape == (2, 2, 32, 32)  # [layers, 8/4 experts, 64/2, 32]
     ref_params = init_params(cfg, jax.random.PRNGKey(0))
-    np.testing.assert_array_equal(wg, ref_params["moe_layers"]["mlp"]["experts_gate_proj"])
+    # (init under jit with out_shardings vs eager init: same bits of randomness, another program)
+    assert_close(wg, ref_params["moe_layers"]["mlp"]["experts_gate_proj"], rtol=1e-6)
     moments = [x for path, x in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
                if "'moe_layers']['mlp']['experts_gate_proj'" in jax.tree_util.keystr(path)]
     assert len(moments) == 2  # Adam mu, nu: sharded like the param

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from r1jax import config as config_lib
