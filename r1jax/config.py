@@ -9,8 +9,9 @@ Conventions where HF uses null: `q_lora_rank = 0` means "no q low-rank path" (De
 style); `n_routed_experts = 0` means a dense model; `rope_scaling.rope_type = "default"` means no
 scaling.
 
-Presets: `deepseek_v3_671b`, `small_moe` (the training benchmark's MoE), `toy_moe` (the toy R1-Zero
-base model), `tiny_moe` / `tiny_moe_no_qlora` (tests), `tiny_qwen2`, `tiny_llama`, `toy_qwen2`.
+Presets: `deepseek_v3_671b`, `qwen2_5_1_5b` (a real dense shape), `small_moe` (the training
+benchmark's MoE), `toy_moe` (the toy R1-Zero base model), `tiny_moe` / `tiny_moe_no_qlora` (tests),
+`tiny_qwen2`, `tiny_llama`, `toy_qwen2`.
 """
 
 from __future__ import annotations
@@ -337,6 +338,31 @@ def toy_qwen2(vocab_size: int = 128) -> ml_collections.ConfigDict:
     )
 
 
+def qwen2_5_1_5b() -> ml_collections.ConfigDict:
+    """The dense Qwen2.5-1.5B(-Instruct) shape (its config.json), for memory and speed measurements."""
+    return make_config(
+        model_type="qwen2",
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        head_dim=128,
+        qkv_bias=True,
+        tie_word_embeddings=True,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rope_interleave=False,
+        bos_token_id=151643,
+        eos_token_id=(151645, 151643),
+        pad_token_id=151643,
+        dtype="bfloat16",
+        param_dtype="float32",
+        remat_policy="full",
+    )
+
+
 def tiny_moe(**kw) -> ml_collections.ConfigDict:
     """A tiny DeepSeek-V3 for tests: q_lora, group-limited routing, YaRN, MTP."""
     d = dict(
@@ -415,6 +441,7 @@ PRESETS = {
     "small_moe": small_moe,
     "toy_moe": toy_moe,
     "toy_qwen2": toy_qwen2,
+    "qwen2_5_1_5b": qwen2_5_1_5b,
     "tiny_moe": tiny_moe,
     "tiny_qwen2": tiny_qwen2,
     "tiny_llama": tiny_llama,
