@@ -114,13 +114,15 @@ def test_load_generic_and_gsm8k_temp(tmp_path):
 
 
 @pytest.mark.parametrize("lines,lineno,pattern", [
-    (['{"problem": "a", "answer": "b"}', '{"problem": "c", "answer": '], 2, "malformed JSON"),
-    (['{"problem": "a", "answer": "b"}', '', '{"problem": "c"}'], 3, "missing field 'answer'"),
+    (['{"problem": "a", "answer": "b"}', '{"problem": "c", "answer": '], 2, "invalid JSON"),
+    (['{"problem": "a", "answer": "b"}', '', '{"problem": "c"}'], 3, "missing key 'answer'"),
     (['{"problem": "a", "answer": "b"}', '["a", "b"]'], 2, "JSON object"),
     (['{"question": "a", "answer": "b #### 3"}', '{"question": "c", "answer": "no marker"}'], 2, "####"),
-    (['{"question": "a", "answer": "b #### 3"}', '{"answer": "#### 3"}'], 2, "missing field 'question'"),
-    (['{"task_id": "x", "prompt": "y"}'], 1, "unrecognised"),
+    (['{"question": "a", "answer": "b #### 3"}', '{"answer": "#### 3"}'], 2, "missing key 'question'"),
+    (['{"task_id": "x", "prompt": "y"}'], 1, "missing key 'answer'"),
+    (['{"task_id": "x", "text": "y"}'], 1, "unrecognised"),
     (['{"problem": null, "answer": "b"}'], 1, "'problem' must be text"),
+    (['{"question": "a", "answer": "b #### 3"}', '{"question": "c", "answer": "#### "}'], 2, "####"),
 ])
 def test_malformed_files_name_file_and_line(tmp_path, lines, lineno, pattern):
     p = tmp_path / "bad.jsonl"

@@ -1,6 +1,8 @@
 """Rollout engine: greedy parity with transformers, cache size, sampler/trainer log-prob agreement,
 top-p/top-k frequencies."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -254,3 +256,30 @@ def test_decode_compiler_options_and_their_fallback():
     bad = engine._jit_with_cpu_options(lambda x: x.reshape(3, -1), {"xla_r1jax_no_such_option": True})
     with pytest.raises(TypeError):  # other errors are not swallowed
         bad(x)
+
+
+def test_generation_stops_on_the_checkpoints_eos_set_by_default(tmp_path):
+    """EOS ids from config.json and generation_config.json (a list, as Instruct models have) end a
+    sequence by default; eos_id=() runs to max_new_tokens."""
+    make_hf_model("qwen2", str(tmp_path))
+    model0, params = r1jax.from_pretrained(tmp_path)
+    prompts = _prompts(4)
+    free = r1jax.generate(model0, params, prompts, max_new_tokens=16, temperature=0.0, eos_id=())
+    assert all(len(t) == 16 for t in free.tokens)
+    # two EOS ids that the free run emits at different steps (one from each file)
+    e1, e2 = free.tokens[0][5], free.tokens[1][9]
+    assert e1 != e2
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["eos_token_id"] = int(e1)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [int(e2), int(e1)]}))
+    model, params = r1jax.from_pretrained(tmp_path)
+    assert model.cfg.eos_token_id == (int(e1), int(e2))
+    out = r1jax.generate(model, params, prompts, max_new_tokens=16, temperature=0.0)
+    for toks, ref, why in zip(out.tokens, free.tokens, out.finish_reason):
+        stop = next((i for i, t in enumerate(ref) if t in (e1, e2)), None)
+        if stop is None:
+            assert toks == ref and why == "length"
+        else:
+            assert toks == ref[:stop + 1] and why == "eos"
+    assert out.finish_reason[0] == out.finish_reason[1] == "eos"

@@ -51,3 +51,31 @@ def test_grpo_raises_reward_and_resume_matches(tmp_path):
     for a, b in zip(full, resumed):
         assert a["train/loss"] == b["train/loss"], (a["step"], a["train/loss"], b["train/loss"])
         assert a["reward/total"] == b["reward/total"]
+
+
+def test_training_config_refuses_temperature_zero(tmp_path):
+    import pytest
+
+    c = grpo_config(run_dir=str(tmp_path), temperature=0.0)
+    with pytest.raises(ValueError, match="temperature=0"):
+        run_grpo(c, model=object(), params=None, tokenizer=toy_tokenizer(), train_records=RECORDS)
+
+
+def test_padding_counts_in_no_expert_load():
+    """The GRPO loss passes the batch's real-token mask to the model: the MoE load (which moves the
+    router bias) counts prompt + completion tokens, never the right padding of a row."""
+    import jax.numpy as jnp
+
+    from r1jax.rl import grpo
+    from r1jax.rl.trainer import build_batch, make_policy_loss
+
+    cfg = config_lib.tiny_moe()
+    model = Transformer(cfg)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    prompts, comps = [[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]]
+    host = build_batch(prompts, comps, [[-1.0] * 4, [-1.0]], [1.0, -1.0], [True, True], pad_id=0, seq_len=32)
+    assert host["token_mask"].sum() == 7 + 3
+    loss = make_policy_loss(grpo.grpo_loss, 1.0, dict(loss_agg="token-mean"))
+    _, aux = loss(params, jax.tree.map(jnp.asarray, host), model)
+    n_moe = cfg.num_hidden_layers - cfg.first_k_dense_replace
+    np.testing.assert_array_equal(np.asarray(aux["load"]).sum(-1), [10 * cfg.num_experts_per_tok] * n_moe)

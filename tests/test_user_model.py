@@ -199,3 +199,26 @@ def test_grpo_killed_at_random_moments_resumes_to_the_same_numbers(user_ckpt, tm
     for a, b in zip(ref, got):
         for k in ("train/loss", "reward/total", "train/grad_norm"):
             assert a[k] == b[k], (a["step"], k, a[k], b[k])
+
+
+def test_eval_command_with_the_checkpoints_tokenizer_and_template(user_ckpt, tmp_path):
+    """`r1jax eval` on GSM8K (and MATH-500) as the files come, prompts through the checkpoint's chat
+    template, stopping on its EOS set; the real files from ../shared/data when present."""
+    from conftest import SHARED_DATA
+
+    files = [write_gsm8k_style(tmp_path / "gsm8k_style.jsonl", n=4)]
+    if SHARED_DATA.is_dir():
+        files += [SHARED_DATA / "gsm8k_test.jsonl", SHARED_DATA / "math500_test.jsonl"]
+    for i, data in enumerate(files):
+        out_json = tmp_path / f"eval{i}.json"
+        p = _cli("eval", "--checkpoint", str(user_ckpt), "--data", str(data), "--problems", "3", "--k", "2",
+                 "--max-new-tokens", "8", "--prompt-style", "chat", "--system-prompt", "r1_zero",
+                 "--out", str(out_json))
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-4000:]
+        res = json.loads(out_json.read_text())
+        assert res["problems"] == 3 and res["k"] == 2 and res["skipped_gold"] == 0
+        assert 0.0 <= res["pass@1"] <= 1.0 and 1 <= res["mean_length"] <= 8
+        golds = [s["answer"] for s in res["samples"]]
+        if "gsm8k" in data.name:
+            assert all(g.lstrip("-").isdigit() for g in golds), golds  # the number after '####'

@@ -120,10 +120,10 @@ def prompt_record(rec: dict, *, problem_key: str = "", answer_key: str = "answer
     if gold is None or not gold.strip():
         how = {"gsm8k": "no '#### <final answer>'", "boxed": "no \\boxed{...}"}.get(answer_format, "no answer")
         raise JsonlError(f"{where}: key {answer_key!r} has {how} (answer_format={answer_format!r}): {raw!r:.120}")
-    out = dict(rec)
+    out = {"problem": problem, "answer": gold.strip() if answer_format != "raw" else gold}
+    out.update((k, v) for k, v in rec.items() if k not in out)
     if (answer_key != "answer" or gold != raw) and "solution" not in rec:
         out["solution"] = raw
-    out["problem"], out["answer"] = problem, gold.strip() if answer_format != "raw" else gold
     return out
 
 
@@ -144,6 +144,9 @@ def read_prompt_records(path: str | os.PathLike, *, problem_key: str = "", answe
             except json.JSONDecodeError as e:
                 raise JsonlError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not problem_key and isinstance(rec, dict) and not out:
+                if not any(k in rec for k in ("problem", "question", "prompt")):
+                    raise JsonlError(f"{where}: unrecognised prompt format: need a 'problem', 'question' (GSM8K) or "
+                                     f"'prompt' field, or set problem_key; fields: {sorted(rec)}")
                 problem_key = _default_problem_key(rec)
             out.append(prompt_record(rec, problem_key=problem_key, answer_key=answer_key,
                                      answer_format=answer_format, where=where))
