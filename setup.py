@@ -17,6 +17,7 @@ setup(
         "tensorboardX",
         "safetensors",
         "tokenizers",
+        "jinja2>=3.1.6",  # chat templates (sandboxed, as transformers renders them)
         "math-verify",
         "matplotlib",
         "tqdm",

@@ -60,7 +60,7 @@ def test_chat_prompts_are_the_checkpoints_template(tmp_path, family):
 
     make_folder(family, tmp_path)
     tok, hf = load_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    fmt = PromptFormat("chat", system_prompt="Think first.", user_template="{problem}\nPut the answer in \\boxed{{}}.")
+    fmt = PromptFormat("chat", system_prompt="Think first.", user_template="{problem}\nPut the answer in \\boxed{}.")
     ids, text = fmt.render(tok, "What is 3 + 4?")
     msgs = [{"role": "system", "content": "Think first."},
             {"role": "user", "content": "What is 3 + 4?\nPut the answer in \\boxed{}."}]

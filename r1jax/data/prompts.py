@@ -25,11 +25,11 @@ Prompts
 
 styles:
   "chat"     the checkpoint's own chat template (`tokenizer.apply_chat_template`): an optional system
-             message, then the user message `user_template.format(problem=...)`, with the generation
+             message, then the user message (`user_template` with "{problem}" replaced), with the generation
              prompt (an R1-Distill template ends it with "<think>\\n");
   "r1_zero"  the R1-Zero paper's template as plain text (Table 1), for base models;
   "short"    only its tail "User: {problem}. Assistant:" (the CPU toy);
-  "raw"      `user_template.format(problem=...)` as plain text.
+  "raw"      the user message (`user_template` with "{problem}" replaced) as plain text.
 Plain-text styles are encoded as transformers' `tokenizer(text)` encodes them (the tokenizer adds
 its BOS if it has that post-processor); a chat template writes its own BOS.
 `opens_think(text)`: the prompt ends inside an opened <think> block, so a completion is scored as
@@ -193,13 +193,18 @@ class PromptFormat:
         problem = str(problem)
         if self.style == "chat":
             msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-            msgs.append({"role": "user", "content": self.user_template.format(problem=problem)})
+            msgs.append({"role": "user", "content": self.user_message(problem)})
             return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         if self.style == "r1_zero":
             return R1_ZERO_TEMPLATE.format(problem=problem.strip())
         if self.style == "short":
             return R1_ZERO_SHORT_TEMPLATE.format(problem=problem.strip())
-        return self.user_template.format(problem=problem)
+        return self.user_message(problem)
+
+    def user_message(self, problem: str) -> str:
+        """`user_template` with {problem} replaced (a plain replacement: other braces, e.g. LaTeX's
+        \\boxed{}, stay as written)."""
+        return self.user_template.replace("{problem}", str(problem))
 
     def render(self, tokenizer, problem: str) -> tuple[list[int], str]:
         """(token ids, text) of the prompt of `problem`."""
