@@ -3,7 +3,10 @@
 A small variant of the 671B compile: the tiny MoE on v5p:2x2x2 (8 chips, fsdp=2 x expert=4), with
 the same step, rules, expert-parallel shard_map, bf16 params and fp32 moments. The 671B state is
 also laid out on the 512-chip v5p:8x8x8 mesh (shapes only, no compile) to check the per-chip
-train-state bytes. Skips only when libtpu cannot be imported.
+train-state bytes. The GRPO policy step: the tiny MoE on 8 chips, a tiny dense model on one v5p
+chip with fp32 master weights, and a vocab-heavy tiny variant where the chunked log-probs
+(--logprob-chunk) need a fraction of the full-logits path's temporaries. Skips only when libtpu
+cannot be imported.
 """
 
 import importlib.util
@@ -38,10 +41,52 @@ def test_small_topology_train_step_compiles_for_tpu(tmp_path):
 
 
 def test_grpo_step_compiles_for_tpu(tmp_path):
+    """The GRPO policy step (token_mask, old/ref log-probs, advantages in the batch), the LM head
+    in blocks of 32 positions (seq 64: two blocks, the scan path), micro-batches of 4 rows."""
     info = aot_compile.main(["--config", "tiny_moe", "--topology", "v5p:2x2x2", "--mesh", "data=2,expert=4",
-                             "--seq", "64", "--step", "grpo", "--json", str(tmp_path / "aot.json")])
+                             "--seq", "64", "--step", "grpo", "--logprob-chunk", "32", "--grad-accum", "2",
+                             "--json", str(tmp_path / "aot.json")])
     assert info["step"] == "grpo" and info["chips"] == 8 and info["fits"]
+    assert info["logprob_chunk"] == 32 and info["kl_coef"] == 0.001
+    assert info["batch"] == 16 and info["micro_batch"] == 8  # 8 batch shards x grad_accum 2
     assert info["alias_gib"] >= 0.9 * info["state_gib_per_device"]
+
+
+def test_grpo_dense_single_chip_fp32_master_weights():
+    """A dense (qwen2) preset on ONE v5p chip (chips_per_host_bounds 1x1x1), fp32 master weights +
+    fp32 Adam: the state is 12 bytes per parameter; no KL -> no ref_logp in the batch."""
+    args = aot_compile.parse_args(["--config", "tiny_qwen2", "--topology", "v5p:1x1x1", "--step", "grpo",
+                                   "--param-dtype", "float32", "--seq", "64", "--batch", "4", "--kl", "0"])
+    mesh, cfg, step, state_avals, b_avals, info = aot_compile.build(args)
+    assert info["chips"] == 1 and dict(mesh.shape) == dict(data=1, fsdp=1, expert=1, tensor=1)
+    assert info["logprob_chunk"] == 256  # the grpo default
+    assert set(b_avals) == {"input_ids", "targets", "loss_mask", "token_mask", "old_logp", "advantages"}
+    assert str(b_avals["token_mask"].dtype) == "int32"
+    n = info["params_total"]
+    state = aot_compile.state_bytes_per_device(state_avals)
+    assert 12 * n <= state < 12 * n + 1024, (state, n)  # params 4 + Adam m 4 + v 4 (+ step counters)
+    compiled = step.lower(state_avals, b_avals).compile()
+    assert compiled.memory_analysis().argument_size_in_bytes >= state
+
+
+def _vocab_heavy(step, chunk, tmp_path):
+    # 8 rows x 512 positions x 32768 vocab: full f32 logits 512 MiB (and as much for their gradient);
+    # in blocks of 64 positions 64 MiB per block
+    return aot_compile.main(["--config", "tiny_qwen2", "--topology", "v5p:1x1x1", "--step", step,
+                             "--vocab", "32768", "--param-dtype", "float32", "--remat", "full",
+                             "--seq", "512", "--batch", "8", "--logprob-chunk", str(chunk),
+                             "--json", str(tmp_path / f"{step}{chunk}.json")])
+
+
+@pytest.mark.parametrize("step", ["grpo", "lm"])
+def test_chunked_logprobs_need_fewer_temporaries(tmp_path, step):
+    full = _vocab_heavy(step, 0, tmp_path)
+    chunked = _vocab_heavy(step, 64, tmp_path)
+    assert full["logprob_chunk"] == 0 and chunked["logprob_chunk"] == 64
+    assert full["state_gib_per_device"] == chunked["state_gib_per_device"]
+    logits_gib = 8 * 512 * 32768 * 4 / 2 ** 30  # 0.5
+    assert full["temp_gib"] >= logits_gib, full["temp_gib"]
+    assert chunked["temp_gib"] < 0.5 * full["temp_gib"], (chunked["temp_gib"], full["temp_gib"])
 
 
 def test_671b_state_fits_a_v5p_512_chip_mesh():
@@ -58,5 +103,6 @@ def test_671b_state_fits_a_v5p_512_chip_mesh():
     jax = __import__("jax")
     for path, a in jax.tree_util.tree_flatten_with_path(state_avals.params)[0]:
         name = jax.tree_util.keystr(path)
-        # weights bf16; the router's correction bias is kept in fp32 by the model
-        assert str(a.dtype) == ("float32" if "e_score_correction_bias" in name else "bfloat16"), name
+        # weights bf16; the RMSNorm weights and the router's correction bias are kept in fp32 by the model
+        fp32 = "e_score_correction_bias" in name or "norm" in name.lower()
+        assert str(a.dtype) == ("float32" if fp32 else "bfloat16"), name

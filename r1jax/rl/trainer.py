@@ -1,22 +1,31 @@
 """The GRPO trainer: prompts -> G samples each -> rule rewards -> group advantages -> clipped updates.
 
-    cfg = grpo_config(init="runs/base/final", train_data="train.jsonl", rewards={"accuracy": 1.0, "format": 0.5})
-    model, params = run_grpo(cfg)          # r1jax grpo --config experiments/....py
+    cfg = grpo_config(init="/ckpts/Qwen2.5-1.5B-Instruct", train_data="gsm8k_train.jsonl",
+                      problem_key="question", answer_format="gsm8k", prompt_style="chat")
+    model, params = run_grpo(cfg)          # r1jax grpo --config experiments/grpo_gsm8k.py --set ...
 
 One step (DeepSeekMath / R1 GRPO, with the options of TRL / verl / DAPO):
-  1. `prompts_per_step` records from a Grain pipeline over JSONL (resumable order);
-  2. `group_size` samples per prompt from the rollout engine (r1jax.generate: latent KV cache),
-     with the sampler's log-probs as the old policy's (or recomputed: `old_logp="recompute"`);
-  3. rewards named in `rewards` with weights (r1jax.rl.rewards), computed off the accelerator;
-     a sample whose gold answer does not parse (None) gets mask 0;
-  4. advantages `group_advantages(total, G, scale=adv_scale)`; optionally mask completions cut at
-     max_new_tokens (`mask_truncated`) and drop groups with zero reward spread
+  1. `prompts_per_step` records from a Grain pipeline over JSONL read as the file comes
+     (`problem_key` / `answer_key` / `answer_format`, r1jax.data.prompts; resumable order), each
+     rendered as a prompt by `prompt_style` (the checkpoint's own chat template, or the R1-Zero text);
+  2. `group_size` samples per prompt from the rollout engine (r1jax.generate: latent KV cache, the
+     weights in the compute dtype, stopping on the tokenizer's EOS set), with the sampler's
+     log-probs as the old policy's (or recomputed: `old_logp="recompute"`);
+  3. rewards named in `rewards` with weights (r1jax.rl.rewards) on the whole response ("<think>" +
+     completion when the prompt opened the think block), computed off the accelerator; a sample
+     whose reward does not exist (its gold answer does not parse) is left out of its group's
+     statistics and of the loss;
+  4. advantages `group_advantages(total, G, scale=adv_scale, valid=...)`; optionally mask
+     completions cut at max_new_tokens (`mask_truncated`) and drop groups with zero reward spread
      (`filter_zero_spread`, DAPO dynamic sampling; the fraction is logged);
   5. `mu` passes over `minibatches` mini-batches with the compiled GRPO step (r1jax.train, the
-     loss from the registry `loss`, frozen reference params for the KL when kl_coef > 0);
+     loss from the registry `loss`, `grad_accum` micro-batches weighted by the loss's normaliser,
+     frozen reference params in the compute dtype only when kl_coef > 0), the log-probs from the
+     LM head `logprob_chunk` positions at a time, fp32 master weights (`param_dtype`) under
+     `dtype` compute, padding out of the MoE expert load;
   6. the router-bias update (inside the step), logging, eval every `eval_every`, Orbax
      checkpoint every `save_every` (a rerun resumes with the same data order and seeds, so a
-     killed run continues the same curve).
+     killed run continues the same curve), and at the end an HF folder with the tokenizer files.
 """
 
 from __future__ import annotations
@@ -134,7 +143,8 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
     agg = loss_kwargs.get("loss_agg", "seq-mean-token-mean")
 
     def loss_fn(params, batch, model):
-        hidden, aux = model.apply({"params": params}, batch["input_ids"], token_mask=batch["token_mask"] > 0,
+        tm = batch.get("token_mask")
+        hidden, aux = model.apply({"params": params}, batch["input_ids"], token_mask=None if tm is None else tm > 0,
                                   return_aux=True, compute_mtp=False, head=False)
         logp, ent = token_logprobs_from_hidden(hidden, head_kernel(params, model.cfg), batch["targets"],
                                                temperature=temperature, chunk=chunk, with_entropy=True)
@@ -298,6 +308,9 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     os.makedirs(c.run_dir, exist_ok=True)
     over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
     if model is None:
+        if not c.init:
+            raise ValueError("grpo config: init is empty: set it to the HF checkpoint folder to train "
+                             "(--set init=DIR)")
         model, params = precision.load_for_training(c.init, None, c.seed, **over)
     else:  # a model passed in keeps its params' storage; compute dtype and remat may change
         model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
@@ -310,6 +323,8 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     fmt = PromptFormat(c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template)
     if train_records is None:
+        if not c.train_data:
+            raise ValueError("grpo config: train_data is empty: set it to a JSONL of prompts (--set train_data=FILE)")
         train_records = load_train_records(c, c.train_data)
     if eval_records is None and c.eval_data:
         eval_records = load_train_records(c, c.eval_data)
@@ -341,7 +356,11 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     step_fn = place.train_step(model, loss_fn, tx, grad_accum=c.grad_accum,
                                router_bias_update_rate=c.router_bias_update_rate)
     # The frozen reference exists only when the KL term does; it is held in the compute dtype.
-    ref_params = precision.compute_copy(jax.tree.map(jnp.copy, state.params), model.cfg) if lk.get("kl_coef") else None
+    ref_params = None
+    if lk.get("kl_coef"):
+        ref_params = precision.compute_copy(state.params, model.cfg)
+        if ref_params is state.params:  # same dtype: a copy (the state's buffers are donated to each step)
+            ref_params = jax.tree.map(jnp.copy, state.params)
     logp_fn = make_logprob_fn(model, c.temperature, c.logprob_chunk)
 
     ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))

@@ -111,6 +111,9 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
     if tokenizer is None:
         tokenizer = load_tokenizer(c.tokenizer or c.init)
     if records is None:
+        if not c.data:
+            raise ValueError("sft config: data is empty: set it to a JSONL of prompt/completion records "
+                             "(--set data=FILE)")
         records = [{"prompt": r[c.prompt_key], "completion": r[c.completion_key]}
                    for r in read_jsonl(c.data, required=(c.prompt_key, c.completion_key))]
     if not tokenizer.eos_token_ids:
