@@ -61,7 +61,10 @@ def test_math500_shuffled_answers_are_wrong(shared_data):
 # --------------------------------------------------------------------------------------------
 # hostile input: bounded time, worker replaced, pool keeps working
 # --------------------------------------------------------------------------------------------
-def test_power_tower_returns_within_two_seconds():
+def test_power_tower_returns_at_its_deadline():
+    """sympy would compute 9^9^9^9 for many minutes: the task is cut at its 1.5 s deadline. The bound
+    leaves room for a loaded 2-core machine (2.8 s seen with the other test worker busy) while still
+    failing on a guard that does not fire."""
     pool = get_pool()
     assert accuracy_reward(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # pool warm: start-up is not timed
     restarts = pool.restarts
@@ -69,7 +72,7 @@ def test_power_tower_returns_within_two_seconds():
     r = accuracy_reward(r"The answer is \boxed{9^{9^{9^{9}}}}", "5")
     dt = time.perf_counter() - t0
     assert r == 0.0
-    assert dt < 2.0, f"took {dt:.2f} s"
+    assert dt < 6.0, f"took {dt:.2f} s"
     assert pool.restarts == restarts + 1  # the stuck worker was killed and replaced
     assert accuracy_reward(r"\boxed{\frac{3}{4}}", "0.75") == 1.0  # and the pool still works
 
@@ -82,15 +85,22 @@ def test_batch_with_hostile_item_scores_the_rest():
     assert time.perf_counter() - t0 < 5.0
 
 
-def test_fast_path_does_not_need_workers():
+def test_fast_path_does_not_need_workers(monkeypatch):
+    import r1jax.rl.rewards.accuracy as acc
+
+    def no_pool(*a, **k):
+        raise AssertionError("plain numbers must be judged in-process, without the sympy workers")
+
     n = 20000
     comps = [f"<think>adding</think><answer>{i}</answer>" for i in range(n)]
     golds = [str(i if i % 3 else i + 1) for i in range(n)]
+    monkeypatch.setattr(acc, "get_pool", no_pool)
     t0 = time.perf_counter()
     scores = accuracy_rewards(comps, golds)
     dt = time.perf_counter() - t0
     assert scores == [1.0 if i % 3 else 0.0 for i in range(n)]
-    assert dt < 2.0, f"{n} integer comparisons took {dt:.2f} s"
+    print(f"\n{n} integer comparisons in {dt:.2f} s")
+    monkeypatch.undo()
     assert accuracy_reward(r"\boxed{5.0}", "5") == 1.0
     assert accuracy_reward(r"\boxed{-3}", "3") == 0.0
 
