@@ -69,7 +69,7 @@ def test_padding_counts_in_no_expert_load():
     from r1jax.rl import grpo
     from r1jax.rl.trainer import build_batch, make_policy_loss
 
-    cfg = config_lib.tiny_moe()
+    cfg = config_lib.tiny_moe(num_hidden_layers=2, num_nextn_predict_layers=0)
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(0))
     prompts, comps = [[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]]

@@ -33,7 +33,8 @@ def _batch(cfg, rows=4, seq=24, seed=0, lengths=None):
 
 
 def test_bf16_compute_step_at_lr_1e6_changes_fp32_master_weights_router_bias_stays_fp32(tmp_path):
-    cfg = config_lib.tiny_moe(param_dtype="bfloat16", dtype="bfloat16")
+    # one dense + one MoE layer, no MTP: the smallest model with every kind of param
+    cfg = config_lib.tiny_moe(num_hidden_layers=2, num_nextn_predict_layers=0, param_dtype="bfloat16", dtype="bfloat16")
     params = init_params(cfg, jax.random.PRNGKey(0))
     leaves = _leaves(params)
     bias = [k for k in leaves if "e_score_correction_bias" in k]
@@ -48,10 +49,12 @@ def test_bf16_compute_step_at_lr_1e6_changes_fp32_master_weights_router_bias_sta
     batch = jax.tree.map(jnp.asarray, _batch(cfg))
 
     def one_step(param_dtype):
-        model, p = r1jax.from_pretrained(tmp_path / "ckpt", param_dtype=param_dtype, dtype="bfloat16")
+        # (the dense MoE reference dispatch: the quickest to compile; the dispatch is not what is tested)
+        model, p = r1jax.from_pretrained(tmp_path / "ckpt", param_dtype=param_dtype, dtype="bfloat16",
+                                         moe_impl="dense")
         ps = _leaves(p)
         assert all(ps[k].dtype == jnp.float32 for k in bias + norms)
-        grads = _leaves(jax.grad(lambda q: loss(q, batch, model)[0])(p))
+        grads = _leaves(jax.jit(jax.grad(lambda q: loss(q, batch, model)[0]))(p))
         state = train.init_train_state(p, tx)
         step = train.make_train_step(model, loss, tx, router_bias_update_rate=1e-3, donate=False)
         new, _ = step(state, batch)
@@ -76,7 +79,7 @@ def test_bf16_compute_step_at_lr_1e6_changes_fp32_master_weights_router_bias_sta
 
 
 def test_compute_copy_holds_weights_in_compute_dtype_and_gives_the_same_logits():
-    cfg = config_lib.tiny_moe(param_dtype="float32", dtype="bfloat16")
+    cfg = config_lib.tiny_moe(num_hidden_layers=2, param_dtype="float32", dtype="bfloat16")
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(0))
     cp = compute_copy(params, cfg)
@@ -92,20 +95,22 @@ def test_compute_copy_holds_weights_in_compute_dtype_and_gives_the_same_logits()
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
 def test_grad_accum_weighted_by_the_loss_normaliser_equals_one_batch(agg):
     """Micro-batches with very different token counts: accumulated gradients equal the whole batch's."""
-    cfg = config_lib.tiny_qwen2()
+    cfg = config_lib.tiny_qwen2(num_hidden_layers=1)
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(3))
     batch = jax.tree.map(jnp.asarray, _batch(cfg, rows=4, seq=32, lengths=[32, 30, 8, 7]))  # 2 long, 2 short
     loss = make_policy_loss(grpo.grpo_loss, 1.0, dict(loss_agg=agg, max_len=32))
-    grad_fn = jax.grad(lambda p, b: loss(p, b, model)[0])
+    grad_fn = jax.jit(jax.grad(lambda p, b: loss(p, b, model)[0]))
     whole = grad_fn(params, batch)
+
+    vg = jax.jit(jax.value_and_grad(lambda p, b: loss(p, b, model), has_aux=True))
 
     def accumulated(n):
         micro = jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
         gs, ws = [], []
         for j in range(n):
             mb = jax.tree.map(lambda x: x[j], micro)
-            (_, aux), g = jax.value_and_grad(lambda p: loss(p, mb, model), has_aux=True)(params)
+            (_, aux), g = vg(params, mb)
             gs.append(g)
             ws.append(float(aux["weight"]))
         return jax.tree.map(lambda *g: sum(w * x for w, x in zip(ws, g)) / sum(ws), *gs)
