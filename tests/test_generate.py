@@ -10,7 +10,7 @@ import pytest
 
 import r1jax
 from r1jax import config as config_lib
-from r1jax.generate import engine
+from r1jax.generate import programs
 from r1jax.generate.sampling import filter_logits, sample
 from r1jax.model import Transformer, init_cache, init_params
 from r1jax.rl.grpo import token_logprobs
@@ -120,9 +120,9 @@ def test_recompiles_are_bucketed():
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(0))
     r1jax.generate(model, params, _prompts(4, (3, 4)), max_new_tokens=8, temperature=0.0)
-    before = engine.compile_count()
+    before = programs.compile_count()
     r1jax.generate(model, params, _prompts(5, (6, 9)), max_new_tokens=8, temperature=0.0)  # same buckets
-    assert engine.compile_count() == before
+    assert programs.compile_count() == before
 
 
 def test_top_k_top_p_frequencies_match_renormalized_distribution():
@@ -251,9 +251,9 @@ def test_decode_compiler_options_and_their_fallback():
     f = lambda x: jnp.tanh(x) @ x.T  # noqa: E731
     x = jnp.asarray(np.random.RandomState(0).randn(8, 8).astype(np.float32))
     ref = np.asarray(jax.jit(f)(x))
-    for opts in (engine.CPU_DECODE_COMPILER_OPTIONS, {"xla_r1jax_no_such_option": True}, None):
-        assert_close(engine._jit_with_cpu_options(f, opts)(x), ref, rtol=1e-5, err_msg=str(opts))
-    bad = engine._jit_with_cpu_options(lambda x: x.reshape(3, -1), {"xla_r1jax_no_such_option": True})
+    for opts in (programs.CPU_DECODE_COMPILER_OPTIONS, {"xla_r1jax_no_such_option": True}, None):
+        assert_close(programs.jit_with_cpu_options(f, opts)(x), ref, rtol=1e-5, err_msg=str(opts))
+    bad = programs.jit_with_cpu_options(lambda x: x.reshape(3, -1), {"xla_r1jax_no_such_option": True})
     with pytest.raises(TypeError):  # other errors are not swallowed
         bad(x)
 

@@ -3,12 +3,28 @@
     out = r1jax.generate(model, params, prompts, max_new_tokens=64, temperature=0.6, top_p=0.95, seed=0, n=8)
     out.tokens[i], out.logprobs[i], out.finish_reason[i]   # for sample i = prompt i // n, copy i % n
 
+    # long-tail lengths: a per-prompt budget, and a fixed number of decode rows refilled as they free
+    out = r1jax.generate(model, params, prompts, max_new_tokens=[...], engine="continuous", slots=16)
+
+Requests: sample i (prompt i // n, copy i % n) is request i. Its t-th token is drawn with the key
+fold_in(fold_in(PRNGKey(seed), i), t) (`sampling.token_keys`), so a request's output depends on
+(seed, i) only, not on the engine, the batch, the slot or the step it ran in (up to float rounding
+of the batch's matmuls, which does not move a draw in practice: tests compare exactly).
+
+Engines:
+  - "static" (this module): all requests decode together in one bucketed batch, until the last one
+    ends. One prefill and one decode program per call; best when the lengths are alike.
+  - "continuous" (r1jax.generate.continuous): `slots` decode rows over the cache; a row whose
+    request ended is refilled with the next waiting one (its prompt prefilled into that row).
+    Best when lengths spread (reasoning traces): rows do not idle behind the longest sample.
+  - "auto": continuous when there are more requests than `slots`, else static.
+
 Generation stops at any of the EOS ids: by default the checkpoint's set (`model.cfg.eos_token_id`:
 config.json's ids and generation_config.json's, as `r1jax.from_pretrained` reads them, e.g.
 Qwen2.5-Instruct's <|im_end|> and <|endoftext|>, Llama 3's three); trainers pass their tokenizer's
 `eos_token_ids`; `eos_id=()` runs every sequence to max_new_tokens.
 
-How it runs:
+How the static engine runs:
   - prompts (token lists) are right-padded into a bucketed [B, P] batch; the cache holds
     `max_len = bucket(P + max_new_tokens)` slots. For MLA layers a slot is the latent
     `[c_kv | k_rope]` (kv_lora_rank + qk_rope_head_dim numbers), for GQA layers K and V.
@@ -23,197 +39,184 @@ How it runs:
     layer: XLA:CPU would otherwise copy every layer's weight slice out of the stacked params at
     every decode step (measured on small_moe: ~20% of a decode step);
   - on CPU the decode loop is compiled with XLA's YNNPACK dot rewrite off
-    (`CPU_DECODE_COMPILER_OPTIONS`): Eigen runs the decode's small batched matmuls (per-expert
-    [8, 512] x [512, 352], attention [8, 160] x [160, T] per sequence) faster; small_moe batch 32:
-    1.18x tokens/s in a same-process A/B (tools/bench_generate.py --compare-decode-options);
+    (`programs.CPU_DECODE_COMPILER_OPTIONS`);
   - batch, prompt and cache lengths are bucketed to powers of two (min 8/16) so that recompiles
     are rare; `compile_count()` reports how many prefill/decode programs were traced.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.generate.sampling import sample
-from r1jax.model.transformer import init_cache, unstack_layers
+from r1jax.generate import continuous
+from r1jax.generate.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
+                                     decode_options_key, jit_with_cpu_options, prepare_model)
+from r1jax.generate.sampling import request_keys, sample, token_keys
+from r1jax.model.transformer import init_cache
 
-_TRACES = {"prefill": 0, "decode": 0}
+__all__ = ["generate", "GenerationOutput", "bucket", "compile_count"]
 
-
-def compile_count() -> dict:
-    """How many times the prefill and decode programs were traced (= compiled) in this process."""
-    return dict(_TRACES)
-
-
-def bucket(n: int, minimum: int = 16) -> int:
-    b = minimum
-    while b < n:
-        b *= 2
-    return b
+ENGINES = ("static", "continuous", "auto")
 
 
-@dataclasses.dataclass
-class GenerationOutput:
-    tokens: list[list[int]]  # completion tokens (EOS included when it stopped there)
-    logprobs: list[list[float]]  # per completion token, under log_softmax(logits / T)
-    finish_reason: list[str]  # "eos" | "length"
-    prompt_index: list[int]  # which prompt each sample continues
-    stats: dict
-
-
-def _prefill(params, tokens, lengths, rng, idx, active, eos, *, model, max_len, temperature, top_p, top_k):
-    """Prefill [b, p] prompts once, repeat rows by `idx` (n samples each), sample first tokens."""
-    _TRACES["prefill"] += 1
+def _prefill(params, tokens, lengths, keys, idx, active, eos, max_new, *, model, max_len, temperature, top_p,
+             top_k):
+    """Prefill [b, p] prompts once, repeat rows by `idx` (n samples each), sample first tokens.
+    keys [rows, 2]: each row's request key; max_new [rows]: each row's budget."""
+    count_trace("prefill")
     b, p = tokens.shape
     cache = init_cache(model.cfg, b, max_len, unstacked=model.unstacked)
     logits, cache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=cache,
                                                       logits_at=lengths - 1)
     last = logits[:, 0]  # [b, vocab] at each prompt's last position
-    batch_axis = 0 if model.unstacked else 1  # per-layer [b, L, ...] or stacked [n, b, L, ...]
-    cache = jax.tree.map(lambda c: jnp.take(c, idx, axis=batch_axis), cache)
-    tok, lp = sample(jnp.take(last, idx, axis=0), rng, temperature, top_p, top_k)
-    done = jnp.isin(tok, eos) | ~active
+    cache = jax.tree.map(lambda c: jnp.take(c, idx, axis=cache_batch_axis(model)), cache)
+    tok, lp = sample(jnp.take(last, idx, axis=0), token_keys(keys, 0), temperature, top_p, top_k)
+    done = jnp.isin(tok, eos) | ~active | (max_new <= 1)
     return cache, tok, lp, done
 
 
-def _decode(params, cache, first_tok, first_lp, done, lengths, rng, eos, *, model, max_new, temperature, top_p,
-            top_k):
-    """Decode loop. lengths [b]: prompt lengths (slot of the first generated token)."""
-    _TRACES["decode"] += 1
+def _decode(params, cache, first_tok, first_lp, done, lengths, keys, eos, max_new, *, model, steps, temperature,
+            top_p, top_k):
+    """Decode loop. lengths [b]: prompt lengths (slot of the first generated token); max_new [b]: each
+    row's budget (<= steps, the loop's bound)."""
+    count_trace("decode")
     b = first_tok.shape[0]
     dec = model.clone(mode="decode")
-    out_tok = jnp.zeros((b, max_new), jnp.int32).at[:, 0].set(first_tok)
-    out_lp = jnp.zeros((b, max_new), jnp.float32).at[:, 0].set(first_lp)
+    out_tok = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(first_tok)
+    out_lp = jnp.zeros((b, steps), jnp.float32).at[:, 0].set(first_lp)
     n_gen = jnp.ones((b,), jnp.int32)
 
     def cond(st):
-        i, _, _, _, done, _, _ = st
-        return (i < max_new) & ~jnp.all(done)
+        i, _, _, _, done, _ = st
+        return (i < steps) & ~jnp.all(done)
 
     def body(st):
-        i, cache, out_tok, out_lp, done, n_gen, rng = st
-        rng, sub = jax.random.split(rng)
+        i, cache, out_tok, out_lp, done, n_gen = st
         prev = out_tok[:, i - 1]
         pos = (lengths + i - 1)[:, None]
         logits, cache = dec.apply({"params": params}, prev[:, None], pos, cache=cache)
-        tok, lp = sample(logits[:, 0], sub, temperature, top_p, top_k)
+        tok, lp = sample(logits[:, 0], token_keys(keys, i), temperature, top_p, top_k)
         tok = jnp.where(done, 0, tok)
         lp = jnp.where(done, 0.0, lp)
         out_tok = out_tok.at[:, i].set(tok)
         out_lp = out_lp.at[:, i].set(lp)
         n_gen = n_gen + (~done).astype(jnp.int32)
-        done = done | jnp.isin(tok, eos)
-        return i + 1, cache, out_tok, out_lp, done, n_gen, rng
+        done = done | jnp.isin(tok, eos) | (n_gen >= max_new)
+        return i + 1, cache, out_tok, out_lp, done, n_gen
 
-    st = (jnp.int32(1), cache, out_tok, out_lp, done, n_gen, rng)
-    i, cache, out_tok, out_lp, done, n_gen, _ = jax.lax.while_loop(cond, body, st)
+    st = (jnp.int32(1), cache, out_tok, out_lp, done, n_gen)
+    i, cache, out_tok, out_lp, done, n_gen = jax.lax.while_loop(cond, body, st)
     # The cache is returned so that its donated input buffer is updated in place (aliased).
-    return out_tok, out_lp, done, n_gen, i, cache
-
-
-# XLA:CPU options for the decode program (None: none), read by each generate call (the compiled
-# programs are cached per options). An empty ynn fusion type list turns off the YNNPACK rewrite of
-# dots; a jaxlib that does not know an option gets the program without them.
-CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-def _jit_with_cpu_options(fn, options, **kw):
-    """jax.jit(fn, **kw), compiled with `options` on the CPU backend when this jaxlib accepts them."""
-    plain = jax.jit(fn, **kw)
-    if not options or jax.default_backend() != "cpu":
-        return plain
-    chosen = [jax.jit(fn, compiler_options=options, **kw)]
-
-    def call(*args):
-        try:
-            return chosen[0](*args)
-        except jax.errors.JaxRuntimeError as e:  # raised at compile time, before any buffer is donated
-            if chosen[0] is plain or "compile option" not in str(e):
-                raise
-            chosen[0] = plain
-            return plain(*args)
-
-    return call
+    return out_tok, out_lp, n_gen, i, cache
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(model, max_len, max_new, temperature, top_p, top_k, decode_options: tuple):
+def _jitted(model, max_len, steps, temperature, top_p, top_k, decode_options: tuple):
     """decode_options: the (key, value) items of the decode's CPU compiler options (hashable)."""
     pre = jax.jit(functools.partial(_prefill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
                                     top_k=top_k))
-    dec = _jit_with_cpu_options(functools.partial(_decode, model=model, max_new=max_new, temperature=temperature,
-                                                  top_p=top_p, top_k=top_k), dict(decode_options),
-                                donate_argnums=(1,))
+    dec = jit_with_cpu_options(functools.partial(_decode, model=model, steps=steps, temperature=temperature,
+                                                 top_p=top_p, top_k=top_k), dict(decode_options),
+                               donate_argnums=(1,))
     return pre, dec
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _unstack_jit(params, cfg):
-    return unstack_layers(params, cfg)
+def _budgets(max_new_tokens, n_prompts: int) -> list[int]:
+    """int or one int per prompt -> per-prompt budgets (each >= 1)."""
+    if isinstance(max_new_tokens, (int, np.integer)):
+        budgets = [int(max_new_tokens)] * n_prompts
+    else:
+        budgets = [int(m) for m in max_new_tokens]
+        if len(budgets) != n_prompts:
+            raise ValueError(f"generate: max_new_tokens has {len(budgets)} entries for {n_prompts} prompts")
+    bad = [i for i, m in enumerate(budgets) if m < 1]
+    if bad:
+        raise ValueError(f"generate: max_new_tokens of prompt {bad[0]} is {budgets[bad[0]]} (must be >= 1)")
+    return budgets
 
 
-def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
-             top_p: float = 1.0, top_k: int = 0, eos_id: int | Sequence[int] | None = None, seed: int = 0, n: int = 1,
-             pad_id: int = 0, min_batch: int = 1, unstack_layers: bool | None = None) -> GenerationOutput:
+def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
+             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, eos_id: int | Sequence[int] | None = None,
+             seed: int = 0, n: int = 1, pad_id: int = 0, min_batch: int = 1, unstack_layers: bool | None = None,
+             engine: str = "static", slots: int | None = None, first_request: int = 0) -> GenerationOutput:
     """Samples `n` completions per prompt. See the module doc; reproducible from `seed`.
+
+    max_new_tokens: one budget, or one per prompt.
+    engine: "static" | "continuous" | "auto" (continuous when len(prompts) * n > slots).
+    slots: decode rows of the continuous engine (None: all requests, bucketed: no refills).
+    first_request: the index of this call's first request (its samples' keys; a call that serves
+    requests first_request.. of a larger set, e.g. one process' share, draws their tokens).
     unstack_layers: per-layer params and cache (None: on CPU only; it holds a second copy of the
     layer weights during the call)."""
-    import time
-
     if not prompts:
         raise ValueError("generate: no prompts")
+    if engine not in ENGINES:
+        raise ValueError(f"generate: engine={engine!r} must be one of {ENGINES}")
+    if slots is not None and int(slots) < 1:
+        raise ValueError(f"generate: slots={slots!r} must be >= 1")
     lens = [len(p) for p in prompts]
     if min(lens) == 0:
         raise ValueError(f"generate: prompt {lens.index(0)} is empty")
+    budgets = _budgets(max_new_tokens, len(prompts))
     if eos_id is None:  # the checkpoint's EOS set
         eos_id = tuple(model.cfg.eos_token_id)
     eos = [eos_id] if isinstance(eos_id, int) else [int(e) for e in eos_id]
     eos_arr = jnp.asarray(eos if eos else [-1], jnp.int32)
+    if engine == "auto":
+        engine = "continuous" if slots is not None and len(prompts) * n > slots else "static"
+    sampling = (float(temperature), float(top_p), int(top_k))
+    if engine == "continuous":
+        return continuous.generate_continuous(model, params, prompts, budgets, sampling, eos_arr, seed=seed, n=n,
+                                              pad_id=pad_id, slots=slots, unstack_layers=unstack_layers,
+                                              first_request=first_request)
+    return _generate_static(model, params, prompts, budgets, sampling, eos_arr, seed=seed, n=n, pad_id=pad_id,
+                            min_batch=min_batch, unstack_layers=unstack_layers, first_request=first_request)
+
+
+def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed, n, pad_id, min_batch,
+                     unstack_layers, first_request=0) -> GenerationOutput:
+    lens = [len(p) for p in prompts]
     n_prompts = len(prompts)
     b = bucket(max(n_prompts, min_batch), 1)
     p = bucket(max(lens), 16)
-    max_len = bucket(p + max_new_tokens, 16)
+    steps = max(budgets)
+    max_len = bucket(p + steps, 16)
     tokens = np.full((b, p), pad_id, np.int32)
     lengths = np.ones((b,), np.int32)
     for i, pr in enumerate(prompts):
         tokens[i, : len(pr)] = pr
         lengths[i] = len(pr)
-    if unstack_layers is None:
-        unstack_layers = jax.default_backend() == "cpu"
-    if unstack_layers:
-        model = model.clone(unstacked=True)
-    pre, dec = _jitted(model, max_len, max_new_tokens, float(temperature), float(top_p), int(top_k),
-                       tuple(sorted((CPU_DECODE_COMPILER_OPTIONS or {}).items())))
-    rng = jax.random.PRNGKey(seed)
-    r_pre, r_dec = jax.random.split(rng)
     t0 = time.perf_counter()
-    if model.unstacked:
-        params = _unstack_jit(params, model.cfg)
+    model, params = prepare_model(model, params, unstack_layers)
+    pre, dec = _jitted(model, max_len, steps, *sampling, decode_options_key())
     # n samples share a prompt's prefill: its cache rows are repeated, first tokens drawn per sample.
     idx = np.repeat(np.arange(b), n)
     active = idx < n_prompts
-    cache, first_tok, first_lp, done0 = pre(params, jnp.asarray(tokens), jnp.asarray(lengths), r_pre,
-                                            jnp.asarray(idx), jnp.asarray(active), eos_arr)
+    row_budget = np.asarray([budgets[i] if i < n_prompts else 1 for i in idx], np.int32)
+    keys = request_keys(seed, first_request + np.arange(b * n))  # row j: sample j of prompt j // n
+    cache, first_tok, first_lp, done0 = pre(params, jnp.asarray(tokens), jnp.asarray(lengths), keys,
+                                            jnp.asarray(idx), jnp.asarray(active), eos_arr, jnp.asarray(row_budget))
     lens_n = jnp.asarray(lengths[idx])
-    out_tok, out_lp, done, n_gen, steps, _ = dec(params, cache, first_tok, first_lp, done0, lens_n, r_dec, eos_arr)
-    out_tok, out_lp, done, n_gen = jax.device_get((out_tok, out_lp, done, n_gen))
+    out_tok, out_lp, n_gen, n_steps, _ = dec(params, cache, first_tok, first_lp, done0, lens_n, keys, eos_arr,
+                                             jnp.asarray(row_budget))
+    out_tok, out_lp, n_gen = jax.device_get((out_tok, out_lp, n_gen))
     dt = time.perf_counter() - t0
+    eos_set = set(np.asarray(eos_arr).tolist())
     res_t, res_lp, reasons, pidx = [], [], [], []
     for j in range(n_prompts * n):
         k = int(n_gen[j])
         res_t.append([int(t) for t in out_tok[j, :k]])
         res_lp.append([float(x) for x in out_lp[j, :k]])
-        reasons.append("eos" if bool(done[j]) else "length")
+        reasons.append("eos" if k and res_t[-1][-1] in eos_set else "length")
         pidx.append(j // n)
     new_tokens = int(sum(len(t) for t in res_t))
-    stats = {"new_tokens": new_tokens, "seconds": dt, "tokens_per_s": new_tokens / max(dt, 1e-9),
-             "decode_steps": int(steps), "batch": b * n, "prompt_bucket": p, "cache_len": max_len,
-             "compiles": compile_count()}
+    stats = {"engine": "static", "new_tokens": new_tokens, "seconds": dt,
+             "tokens_per_s": new_tokens / max(dt, 1e-9), "decode_steps": int(n_steps), "batch": b * n,
+             "rows": b * n, "prompt_bucket": p, "cache_len": max_len, "compiles": compile_count()}
     return GenerationOutput(res_t, res_lp, reasons, pidx, stats)
-

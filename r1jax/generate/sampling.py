@@ -6,6 +6,10 @@ distribution, log_softmax(logits / T) — exactly what the trainer's forward pas
 same token at the same temperature, so GRPO's importance ratios start at 1. (Top-p/top-k only
 restrict which tokens may be drawn.) At T = 0 it is log_softmax(logits).
 
+`rng` is one key (the rows' uniforms drawn from it together) or one key per row, [b, 2]: the
+engines pass per-request keys, `token_keys(request_keys, t)`, so that a request's t-th token
+is drawn from (seed, request index, t) whatever batch or slot it runs in.
+
 The draw is an inverse-CDF lookup with one uniform number per row (`categorical_inverse_cdf`),
 not a Gumbel-max over the vocabulary: on CPU, generating [batch, 32000] Gumbel noise was ~30 ms
 of a ~160 ms decode step of the small MoE, the lookup ~1 ms.
@@ -40,6 +44,25 @@ def filter_logits(logits: jnp.ndarray, top_p: float = 1.0, top_k: int = 0) -> jn
     return logits
 
 
+def request_keys(seed: int, request_ids) -> jnp.ndarray:
+    """[n] request indices -> [n, 2] keys: fold_in(PRNGKey(seed), request index)."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.asarray(request_ids, jnp.uint32))
+
+
+def token_keys(keys: jnp.ndarray, t) -> jnp.ndarray:
+    """keys [b, 2] per request, t: int or [b] token indices -> [b, 2] keys of each request's t-th token."""
+    t = jnp.broadcast_to(jnp.asarray(t, jnp.uint32), keys.shape[:1])
+    return jax.vmap(jax.random.fold_in)(keys, t)
+
+
+def _uniforms(rng, b: int) -> jnp.ndarray:
+    """[b] U[0, 1): from one key, or one per row from keys [b, 2]."""
+    if rng.ndim == 2:
+        return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(rng)
+    return jax.random.uniform(rng, (b,), jnp.float32)
+
+
 def categorical_inverse_cdf(probs: jnp.ndarray, rng, block: int = 128) -> jnp.ndarray:
     """One index per row of probs [b, V] (>= 0, unnormalized; every row needs a positive entry),
     drawn with probability probs / probs.sum(-1) by inverse CDF: u ~ U[0, total) picks the first
@@ -54,7 +77,7 @@ def categorical_inverse_cdf(probs: jnp.ndarray, rng, block: int = 128) -> jnp.nd
     pb = probs.reshape(b, nb, block)
     s = pb.sum(-1)  # [b, nb]
     cs = jnp.cumsum(s, axis=-1)
-    u = jax.random.uniform(rng, (b,), jnp.float32) * cs[:, -1]
+    u = _uniforms(rng, b) * cs[:, -1]
     last_block = jnp.max(jnp.where(s > 0, jnp.arange(nb), -1), axis=-1)
     j = jnp.minimum(jnp.sum(cs <= u[:, None], axis=-1), last_block)
     r = u - jnp.take_along_axis(cs - s, j[:, None], axis=1)[:, 0]
@@ -66,7 +89,7 @@ def categorical_inverse_cdf(probs: jnp.ndarray, rng, block: int = 128) -> jnp.nd
 
 
 def sample(logits: jnp.ndarray, rng, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0):
-    """logits [b, V] (any float dtype) -> (tokens [b] int32, logprobs [b] float32)."""
+    """logits [b, V] (any float dtype), rng: a key or [b, 2] keys -> (tokens [b] int32, logprobs [b] float32)."""
     logits = logits.astype(jnp.float32)
     if temperature == 0.0:
         tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)

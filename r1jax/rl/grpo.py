@@ -95,6 +95,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from r1jax.rl.rollout_correction import correction_weights
+
 __all__ = [
     "group_advantages",
     "aggregation_weight",
@@ -243,6 +245,11 @@ def grpo_loss(
     ratio_level: str = "token",
     entropy=None,
     max_len: int | None = None,
+    sampler_logp=None,
+    rollout_correction: str = "none",
+    tis_cap: float = 2.0,
+    is_low: float = 0.5,
+    is_high: float = 2.0,
     **unused,
 ):
     """Clipped GRPO policy loss (to minimise) and metrics; see the module docstring for the math.
@@ -262,6 +269,9 @@ def grpo_loss(
       ratio_level: "token" (PPO/GRPO) or "sequence" (GSPO).
       entropy: optional [batch, seq] token entropies, only reported as a metric.
       max_len: the Dr. GRPO constant for "seq-mean-token-sum-norm" (default: seq dim).
+      sampler_logp: [batch, seq] the rollout engine's log-probs, for a rollout correction.
+      rollout_correction: "none" | "tis" | "icepop" | "mis" (r1jax.rl.rollout_correction): weights
+        of the surrogate from r = exp(old_logp - sampler_logp); tis_cap, is_low, is_high its bounds.
       **unused: other config options, ignored (so one config can serve several losses).
 
     Returns:
@@ -320,6 +330,10 @@ def grpo_loss(
     else:
         dual_active = jnp.zeros_like(valid)
 
+    if rollout_correction != "none":
+        w = correction_weights(rollout_correction, old_logp, sampler_logp, mask, tis_cap=tis_cap, is_low=is_low,
+                               is_high=is_high).astype(dtype)
+        surr = surr * w
     token_loss = -surr
     if ref_logp is not None:
         kl = _kl(logp, jax.lax.stop_gradient(jnp.asarray(ref_logp, dtype)), kl_estimator, valid)
@@ -344,6 +358,8 @@ def grpo_loss(
         "ratio_min": jnp.min(jnp.where(valid, rv, jnp.inf)),
         "ratio_max": jnp.max(jnp.where(valid, rv, -jnp.inf)),
     }
+    if rollout_correction != "none":
+        metrics["correction_weight"] = _masked_mean(w, mask)
     if entropy is not None:
         metrics["entropy"] = _masked_mean(jax.lax.stop_gradient(jnp.asarray(entropy, dtype)), mask)
     return loss, metrics

@@ -73,7 +73,11 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         loss="grpo",  # a registered name, "module:function" or "file.py:function"
         loss_kwargs=ml_collections.ConfigDict(dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0,
                                                    loss_agg="token-mean", kl_estimator="k3",
-                                                   max_len=0)),  # Dr. GRPO's constant; 0: max_new_tokens
+                                                   max_len=0,  # Dr. GRPO's constant; 0: max_new_tokens
+                                                   # sampler/trainer gap (r1jax.rl.rollout_correction):
+                                                   # none | tis | icepop | mis, with old_logp="recompute"
+                                                   rollout_correction="none", tis_cap=2.0, is_low=0.5,
+                                                   is_high=2.0)),
         adv_scale="group",
         mask_truncated=False,
         filter_zero_spread=False,
@@ -116,6 +120,15 @@ def validate_config(c) -> None:
         raise ValueError(f"grpo config: group_size={c.group_size} must be >= 2 (advantages are relative to the group)")
     if c.old_logp not in ("sampler", "recompute"):
         raise ValueError(f"grpo config: old_logp={c.old_logp!r} must be sampler | recompute")
+    corr = c.loss_kwargs.get("rollout_correction", "none")
+    from r1jax.rl.rollout_correction import CORRECTIONS
+
+    if corr not in CORRECTIONS:
+        raise ValueError(f"grpo config: loss_kwargs.rollout_correction={corr!r}: registered corrections are "
+                         f"{sorted(CORRECTIONS)}")
+    if corr != "none" and c.old_logp != "recompute":
+        raise ValueError(f"grpo config: loss_kwargs.rollout_correction={corr!r} weights exp(old_logp - sampler_logp), "
+                         "which is 1 with old_logp='sampler': set old_logp='recompute'")
     if c.param_dtype != "float32":
         import warnings
 
@@ -137,10 +150,14 @@ def override(c, kw):
 def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: int = 0):
     """The train-step loss: forward at `temperature`, token log-probs (the LM head `chunk` positions
     at a time, r1jax.model.logprobs), then the policy loss. Padding (batch["token_mask"] == 0) does
-    not count in the MoE expert load. aux["weight"] is the loss's normaliser (gradient accumulation)."""
+    not count in the MoE expert load. aux["weight"] is the loss's normaliser (gradient accumulation).
+    When the batch carries "sampler_logp", the metrics include the sampler/trainer agreement
+    (`agree_*`, r1jax.rl.rollout_correction.agreement) and a rollout correction gets it."""
     from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
+    from r1jax.rl.rollout_correction import agreement
 
     agg = loss_kwargs.get("loss_agg", "seq-mean-token-mean")
+    correct = loss_kwargs.get("rollout_correction", "none") != "none"
 
     def loss_fn(params, batch, model):
         tm = batch.get("token_mask")
@@ -148,8 +165,13 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
                                   return_aux=True, compute_mtp=False, head=False)
         logp, ent = token_logprobs_from_hidden(hidden, head_kernel(params, model.cfg), batch["targets"],
                                                temperature=temperature, chunk=chunk, with_entropy=True)
+        extra = {"sampler_logp": batch["sampler_logp"]} if correct else {}
         loss, metrics = policy_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"],
-                                    batch["loss_mask"], entropy=ent, **loss_kwargs)
+                                    batch["loss_mask"], entropy=ent, **extra, **loss_kwargs)
+        if "sampler_logp" in batch:
+            agree = agreement(jax.lax.stop_gradient(logp), batch["sampler_logp"], batch["loss_mask"],
+                              loss_kwargs.get("clip_eps", 0.2))
+            metrics = {**metrics, **{f"agree_{k}": v for k, v in agree.items()}}
         weight = (grpo.aggregation_weight(batch["loss_mask"], agg) if agg in grpo.LOSS_AGGS
                   else batch["loss_mask"].sum())
         out = {"metrics": metrics, "weight": weight}
@@ -256,8 +278,9 @@ def bucket(n: int, multiple: int = 32) -> int:
 def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, seq_len: int):
     """Rows = prompt + completion, right-padded to seq_len. Target t is token t+1; loss on completion.
 
-    -> input_ids, targets [n, seq_len] int32; loss_mask, old_logp [n, seq_len] float32; token_mask
-    [n, seq_len] int32 (1 on the real tokens: padding counts in no MoE expert load); advantages [n]."""
+    -> input_ids, targets [n, seq_len] int32; loss_mask, old_logp, sampler_logp [n, seq_len] float32
+    (the sampler's log-probs, both; old_logp is replaced when recomputed); token_mask [n, seq_len]
+    int32 (1 on the real tokens: padding counts in no MoE expert load); advantages [n]."""
     n = len(completions)
     ids = np.full((n, seq_len), pad_id, np.int32)
     targets = np.zeros((n, seq_len), np.int32)
@@ -274,8 +297,8 @@ def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask,
         if b > a and sample_mask[i]:
             mask[i, a:b] = 1.0
             old[i, a:b] = lp[: b - a]
-    return {"input_ids": ids, "targets": targets, "loss_mask": mask, "old_logp": old, "token_mask": real,
-            "advantages": np.asarray(advantages, np.float32)}
+    return {"input_ids": ids, "targets": targets, "loss_mask": mask, "old_logp": old, "sampler_logp": old.copy(),
+            "token_mask": real, "advantages": np.asarray(advantages, np.float32)}
 
 
 # ------------------------------------------------------------------------------------ loop
@@ -442,7 +465,9 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         t_train = time.perf_counter() - t2
         train_tokens = float(host["loss_mask"].sum()) * c.mu
         lengths = [len(t) for t in gen.tokens]
-        vals = {f"train/{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
+        # sampler/trainer agreement: from the step's first update, before the parameters moved
+        vals = {f"rollout/{k}": float(v) for k, v in ms[0].items() if k.startswith("agree_")}
+        vals.update({f"train/{k}": float(np.mean([m[k] for m in ms])) for k in ms[0] if not k.startswith("agree_")})
         vals.update({f"reward/{k}": float(np.mean([s for s in v if s is not None])) if any(
             s is not None for s in v) else math.nan for k, v in scores.items()})
         vals.update({

@@ -1,0 +1,210 @@
+"""Continuous batching: a fixed number of decode rows ("slots") over the latent (or GQA) cache,
+each refilled with the next waiting request when its sequence ends.
+
+    out = r1jax.generate(model, params, prompts, max_new_tokens=[...], engine="continuous", slots=16)
+
+Reasoning RL's response lengths spread over two orders of magnitude; a static batch decodes until
+its longest sample ends while the other rows idle. Here:
+
+  - the cache holds `slots` rows of `max_len = bucket(max(prompt + budget))` slots each (MLA: the
+    latent [c_kv | k_rope]; GQA: K and V), allocated once per call;
+  - a *segment* program (one `lax.while_loop`, cache and state donated) decodes every busy row one
+    token per step, each at its own position, with its own budget and EOS set, and returns to the
+    host as soon as `refill_at` rows are free and requests wait (or when all rows are done);
+  - a *refill* program prefills the next waiting requests' prompts (the `n` samples of a prompt
+    admitted together share one prefill), writes those cache rows into the free slots, and draws
+    their first tokens; its shapes (rows, prompt length) are bucketed to powers of two, so refills
+    and segments of the same buckets do not recompile, within a call or across calls;
+  - a free row that has nothing to take keeps its position (its writes stay in its own row, which
+    decode masks past each row's own position) until the call ends.
+
+Request i's t-th token is drawn with `token_keys(request_keys(seed, [i]), t)`: the same draw as the
+static engine's, whatever slot count, slot or step the request runs in.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax.generate.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
+                                     decode_options_key, jit_with_cpu_options, prepare_model)
+from r1jax.generate.sampling import request_keys, sample, token_keys
+from r1jax.model.transformer import init_cache
+
+DEFAULT_REFILL_FRACTION = 0.125  # return to refill when this fraction of the rows (>= 1 row) is free
+
+
+def _state(slots: int, steps: int):
+    """Per-row decode state (all rows free)."""
+    return {
+        "tok": jnp.zeros((slots,), jnp.int32),  # last token (fed at `pos` in the next step)
+        "pos": jnp.zeros((slots,), jnp.int32),  # its position = prompt length + n_gen - 1
+        "n_gen": jnp.zeros((slots,), jnp.int32),  # tokens generated so far
+        "budget": jnp.ones((slots,), jnp.int32),
+        "done": jnp.ones((slots,), bool),
+        "key": jnp.zeros((slots, 2), jnp.uint32),  # the request's key (sampling.request_keys)
+        "out_tok": jnp.zeros((slots, steps), jnp.int32),
+        "out_lp": jnp.zeros((slots, steps), jnp.float32),
+    }
+
+
+def _refill(params, cache, st, tokens, lengths, row_prompt, slot, keys, budget, eos, *, model, max_len,
+            temperature, top_p, top_k):
+    """Prefill u prompts [u, p] once and start k requests in free rows.
+
+    row_prompt [k]: the prompt (row of `tokens`) of each request; slot [k]: its row (== slots for
+    bucket padding: dropped); keys [k, 2]: request keys; budget [k]: max new tokens."""
+    count_trace("refill")
+    u = tokens.shape[0]
+    pcache = init_cache(model.cfg, u, max_len, unstacked=model.unstacked)
+    logits, pcache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=pcache,
+                                                       logits_at=lengths - 1)
+    ax = cache_batch_axis(model)
+
+    def put(big, small):
+        rows = jnp.take(small, row_prompt, axis=ax)
+        idx = (slice(None),) * ax + (slot,)
+        return big.at[idx].set(rows.astype(big.dtype), mode="drop")
+
+    cache = jax.tree.map(put, cache, pcache)
+    tok, lp = sample(jnp.take(logits[:, 0], row_prompt, axis=0), token_keys(keys, 0), temperature, top_p, top_k)
+    steps = st["out_tok"].shape[1]
+    st = dict(st)
+    st["tok"] = st["tok"].at[slot].set(tok, mode="drop")
+    st["pos"] = st["pos"].at[slot].set(jnp.take(lengths, row_prompt), mode="drop")
+    st["n_gen"] = st["n_gen"].at[slot].set(1, mode="drop")
+    st["budget"] = st["budget"].at[slot].set(budget, mode="drop")
+    st["done"] = st["done"].at[slot].set(jnp.isin(tok, eos) | (budget <= 1), mode="drop")
+    st["key"] = st["key"].at[slot].set(keys, mode="drop")
+    st["out_tok"] = st["out_tok"].at[slot].set(jnp.zeros((slot.shape[0], steps), jnp.int32).at[:, 0].set(tok),
+                                               mode="drop")
+    st["out_lp"] = st["out_lp"].at[slot].set(jnp.zeros((slot.shape[0], steps), jnp.float32).at[:, 0].set(lp),
+                                             mode="drop")
+    return cache, st
+
+
+def _segment(params, cache, st, free_target, eos, *, model, temperature, top_p, top_k):
+    """Decode busy rows until at least `free_target` rows are done (or all are). -> cache, st, steps."""
+    count_trace("segment")
+    dec = model.clone(mode="decode")
+    slots = st["tok"].shape[0]
+    rows = jnp.arange(slots)
+
+    def cond(c):
+        _, _, st = c
+        n_done = jnp.sum(st["done"].astype(jnp.int32))
+        return (n_done < free_target) & (n_done < slots)
+
+    def body(c):
+        i, cache, st = c
+        logits, cache = dec.apply({"params": params}, st["tok"][:, None], st["pos"][:, None], cache=cache)
+        busy = ~st["done"]
+        tok, lp = sample(logits[:, 0], token_keys(st["key"], st["n_gen"]), temperature, top_p, top_k)
+        st = dict(st)
+        col = jnp.where(busy, st["n_gen"], st["out_tok"].shape[1])  # out of range: dropped
+        st["out_tok"] = st["out_tok"].at[rows, col].set(tok, mode="drop")
+        st["out_lp"] = st["out_lp"].at[rows, col].set(lp, mode="drop")
+        st["n_gen"] = st["n_gen"] + busy.astype(jnp.int32)
+        st["done"] = st["done"] | (busy & (jnp.isin(tok, eos) | (st["n_gen"] >= st["budget"])))
+        st["tok"] = jnp.where(busy, tok, st["tok"])
+        st["pos"] = jnp.where(busy, st["pos"] + 1, st["pos"])
+        return i + 1, cache, st
+
+    i, cache, st = jax.lax.while_loop(cond, body, (jnp.int32(0), cache, st))
+    return cache, st, i
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(model, max_len, temperature, top_p, top_k, decode_options: tuple):
+    refill = jax.jit(functools.partial(_refill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
+                                       top_k=top_k), donate_argnums=(1, 2))
+    segment = jit_with_cpu_options(functools.partial(_segment, model=model, temperature=temperature, top_p=top_p,
+                                                     top_k=top_k), dict(decode_options), donate_argnums=(1, 2))
+    return refill, segment
+
+
+def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, seed: int, n: int, pad_id: int,
+                        slots: int | None, unstack_layers, refill_at: int | None = None,
+                        first_request: int = 0) -> GenerationOutput:
+    """The continuous engine behind `r1jax.generate(..., engine="continuous")` (see the module doc).
+
+    budgets: max new tokens per prompt; sampling: (temperature, top_p, top_k); eos_arr [e] int32.
+    refill_at: free rows that end a segment while requests wait (None: slots / 8, >= 1)."""
+    n_req = len(prompts) * n
+    slots = bucket(n_req, 1) if slots is None else int(slots)
+    refill_at = max(1, int(slots * DEFAULT_REFILL_FRACTION)) if refill_at is None else max(1, int(refill_at))
+    lens = [len(p) for p in prompts]
+    steps = max(budgets)
+    max_len = bucket(max(l + b for l, b in zip(lens, budgets)), 16)
+    t0 = time.perf_counter()
+    model, params = prepare_model(model, params, unstack_layers)
+    refill, segment = _jitted(model, max_len, *sampling, decode_options_key())
+    cache = init_cache(model.cfg, slots, max_len, unstacked=model.unstacked)
+    st = _state(slots, steps)
+    owner = np.full((slots,), -1)  # request in each row (-1: free)
+    waiting = 0  # next request to admit (requests are admitted in order)
+    results: dict[int, tuple] = {}
+    n_steps = n_segments = n_refills = 0
+    while len(results) < n_req:
+        free = np.flatnonzero(owner < 0)
+        if waiting < n_req and len(free):
+            take = free[: n_req - waiting]
+            reqs = np.arange(waiting, waiting + len(take))
+            waiting += len(take)
+            cache, st = _admit(refill, params, cache, st, prompts, budgets, reqs, take, n, slots, seed, pad_id,
+                               eos_arr, first_request)
+            owner[take] = reqs
+            n_refills += 1
+        busy = int((owner >= 0).sum())
+        # return when refill_at more rows are free (fewer if fewer requests wait), or when all are done
+        target = slots - busy + min(refill_at, n_req - waiting) if waiting < n_req else slots
+        cache, st, seg_steps = segment(params, cache, st, jnp.int32(target), eos_arr)
+        n_segments += 1
+        done, n_gen = jax.device_get((st["done"], st["n_gen"]))
+        seg_steps = int(seg_steps)
+        n_steps += seg_steps
+        finished = np.flatnonzero(done & (owner >= 0))
+        if len(finished):
+            out_tok, out_lp = jax.device_get((st["out_tok"][finished], st["out_lp"][finished]))
+            for j, s in enumerate(finished):
+                k = int(n_gen[s])
+                results[int(owner[s])] = ([int(t) for t in out_tok[j, :k]], [float(x) for x in out_lp[j, :k]])
+                owner[s] = -1
+    dt = time.perf_counter() - t0
+    eos_set = set(np.asarray(eos_arr).tolist())
+    toks = [results[j][0] for j in range(n_req)]
+    new_tokens = int(sum(len(t) for t in toks))
+    stats = {"engine": "continuous", "new_tokens": new_tokens, "seconds": dt,
+             "tokens_per_s": new_tokens / max(dt, 1e-9), "decode_steps": n_steps, "rows": slots, "batch": slots,
+             "segments": n_segments, "refills": n_refills, "cache_len": max_len,
+             # the fraction of decode row-steps that made a token (first tokens come from the refills)
+             "row_utilization": (new_tokens - n_req) / max(n_steps * slots, 1), "compiles": compile_count()}
+    return GenerationOutput(toks, [results[j][1] for j in range(n_req)],
+                            ["eos" if t and t[-1] in eos_set else "length" for t in toks],
+                            [j // n for j in range(n_req)], stats)
+
+
+def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, seed, pad_id, eos_arr, first_request):
+    """Refill rows `rows` with requests `reqs` (one prefill per distinct prompt among them)."""
+    pids = reqs // n
+    uniq, row_prompt = np.unique(pids, return_inverse=True)
+    k = bucket(len(reqs), 1)
+    u = bucket(len(uniq), 1)
+    p = bucket(max(len(prompts[i]) for i in uniq), 16)
+    tokens = np.full((u, p), pad_id, np.int32)
+    lengths = np.ones((u,), np.int32)
+    for r, i in enumerate(uniq):
+        tokens[r, : len(prompts[i])] = prompts[i]
+        lengths[r] = len(prompts[i])
+    pad = k - len(reqs)
+    slot = np.concatenate([rows, np.full((pad,), slots)]).astype(np.int32)  # == slots: dropped
+    row_prompt = np.concatenate([row_prompt, np.zeros((pad,), np.int64)]).astype(np.int32)
+    req_ids = first_request + np.concatenate([reqs, np.zeros((pad,), np.int64)])
+    budget = np.asarray([budgets[i] for i in pids] + [1] * pad, np.int32)
+    return refill(params, cache, st, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(row_prompt),
+                  jnp.asarray(slot), request_keys(seed, req_ids), jnp.asarray(budget), eos_arr)

@@ -1,0 +1,99 @@
+"""How the rollout engines' programs are built: shape buckets, the trace counter, XLA:CPU options
+for decode, per-layer params on CPU. Shared by the static and continuous engines (engine.py,
+continuous.py); nothing here samples or decodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from r1jax.model.transformer import unstack_layers
+
+_TRACES = {"prefill": 0, "decode": 0, "refill": 0, "segment": 0}
+
+
+def count_trace(name: str) -> None:
+    """Called from inside a program being traced: one more compile of `name`."""
+    _TRACES[name] += 1
+
+
+def compile_count() -> dict:
+    """How many times each engine program was traced (= compiled) in this process."""
+    return dict(_TRACES)
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """The smallest minimum * 2^k >= n (shapes bucketed so that recompiles are rare)."""
+    b = minimum
+    while b < n:
+        b *= 2
+    return b
+
+
+@dataclasses.dataclass
+class GenerationOutput:
+    tokens: list[list[int]]  # completion tokens (EOS included when it stopped there)
+    logprobs: list[list[float]]  # per completion token, under log_softmax(logits / T)
+    finish_reason: list[str]  # "eos" | "length"
+    prompt_index: list[int]  # which prompt each sample continues
+    stats: dict
+
+
+# XLA:CPU options for the decode programs (None: none), read by each generate call (the compiled
+# programs are cached per options). An empty ynn fusion type list turns off the YNNPACK rewrite of
+# dots: Eigen runs the decode's small batched matmuls (per-expert [8, 512] x [512, 352], attention
+# [8, 160] x [160, T] per sequence) faster; small_moe batch 32: 1.18x tokens/s in a same-process A/B
+# (tools/bench_generate.py --compare-decode-options). A jaxlib that does not know an option gets the
+# program without them.
+CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def decode_options_key() -> tuple:
+    """The current decode options as a hashable key of the program caches."""
+    return tuple(sorted((CPU_DECODE_COMPILER_OPTIONS or {}).items()))
+
+
+def jit_with_cpu_options(fn, options, **kw):
+    """jax.jit(fn, **kw), compiled with `options` on the CPU backend when this jaxlib accepts them."""
+    plain = jax.jit(fn, **kw)
+    if not options or jax.default_backend() != "cpu":
+        return plain
+    chosen = [jax.jit(fn, compiler_options=options, **kw)]
+
+    def call(*args):
+        try:
+            return chosen[0](*args)
+        except jax.errors.JaxRuntimeError as e:  # raised at compile time, before any buffer is donated
+            if chosen[0] is plain or "compile option" not in str(e):
+                raise
+            chosen[0] = plain
+            return plain(*args)
+
+    return call
+
+
+def prepare_model(model, params, unstacked: bool | None):
+    """On CPU (or unstacked=True) the layer params are split once per call into one array per layer
+    and the cache is one array per layer: XLA:CPU would otherwise copy every layer's weight slice out
+    of the stacked params at every decode step (small_moe: ~20% of a decode step). It holds a second
+    copy of the layer weights during the call. -> (model, params)."""
+    if unstacked is None:
+        unstacked = jax.default_backend() == "cpu"
+    if unstacked:
+        model = model.clone(unstacked=True)
+        params = _unstack_jit(params, model.cfg)
+    return model, params
+
+
+def _unstack(params, cfg):
+    return unstack_layers(params, cfg)
+
+
+_unstack_jit = jax.jit(_unstack, static_argnums=(1,))
+
+
+def cache_batch_axis(model) -> int:
+    """The batch axis of the cache arrays: per-layer [b, L, ...] or stacked [n_layers, b, L, ...]."""
+    return 0 if model.unstacked else 1
