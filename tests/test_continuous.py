@@ -113,3 +113,29 @@ def test_auto_engine_and_bad_arguments():
         r1jax.generate(model, params, prompts, max_new_tokens=budgets[:5])
     with pytest.raises(ValueError, match="prompt 2 is 0"):
         r1jax.generate(model, params, prompts, max_new_tokens=[3, 3, 0, 3, 3, 3])
+
+
+def test_recorded_expert_choices_are_the_training_forwards():
+    """return_routes: each completion token's experts, recorded when it is fed back, in both engines;
+    the same as a training forward over prompt + completion chooses (f32), the last token -1."""
+    from r1jax.rl.rollout_correction import expert_mismatch
+
+    model, params = _model("tiny_moe")
+    prompts, budgets = _workload(12, seed=6, cap=20)
+    kw = dict(max_new_tokens=budgets, temperature=1.0, eos_id=(), seed=2, return_routes=True)
+    static = r1jax.generate(model, params, prompts, **kw)
+    cont = r1jax.generate(model, params, prompts, engine="continuous", slots=4, **kw)
+    assert cont.tokens == static.tokens
+    for a, b, t in zip(static.routes, cont.routes, static.tokens):
+        np.testing.assert_array_equal(a, b)
+        assert a.shape == (len(t), 2, model.cfg.num_experts_per_tok) and (a[-1] == -1).all()
+    trained, recorded = [], []
+    for p, t, r in zip(prompts, static.tokens, static.routes):
+        _, aux = model.apply({"params": params}, np.asarray([p + t], np.int32), return_aux=True)
+        trained.append(np.moveaxis(np.asarray(aux["route"])[:, 0], 0, 1)[len(p):len(p) + len(t) - 1])  # [n, L, k]
+        recorded.append(r[:-1])
+    trained, recorded = np.concatenate(trained), np.concatenate(recorded)
+    assert len(recorded) > 50 and (recorded >= 0).all()
+    assert float(expert_mismatch(trained, recorded)) == 0.0
+    assert float(expert_mismatch(np.roll(trained, 1, axis=0), recorded)) > 0.2  # misaligned choices differ
+    assert r1jax.generate(model, params, prompts, max_new_tokens=4).routes is None

@@ -26,9 +26,9 @@ def digit_reward(texts, records):
 RECORDS = [{"problem": f"what is {a} + {b}", "answer": str(a + b)} for a in range(1, 9) for b in range(1, 5)]
 
 
-def _run(run_dir, **kw):
+def _run(run_dir, preset="tiny_qwen2", **kw):
     tok = toy_tokenizer()
-    cfg = config_lib.tiny_qwen2(vocab_size=tok.vocab_size)
+    cfg = getattr(config_lib, preset)(vocab_size=tok.vocab_size)
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(0))
     c = grpo_config(run_dir=str(run_dir), rewards={"test_grpo_trainer:digit_reward": 1.0}, group_size=4,
@@ -79,3 +79,21 @@ def test_padding_counts_in_no_expert_load():
     _, aux = loss(params, jax.tree.map(jnp.asarray, host), model)
     n_moe = cfg.num_hidden_layers - cfg.first_k_dense_replace
     np.testing.assert_array_equal(np.asarray(aux["load"]).sum(-1), [10 * cfg.num_experts_per_tok] * n_moe)
+
+
+def test_rollout_trainer_agreement_is_logged_and_below_1e5_in_f32(tmp_path):
+    """Every step logs the sampler/trainer gap from its update batch; in f32 on CPU (same params,
+    decode path vs training forward) it is float rounding. A registered correction runs with
+    old_logp="recompute" (its weights are 1 up to that rounding) and is refused with "sampler"."""
+    import pytest
+
+    rows = _run(tmp_path / "a", preset="tiny_moe", steps=2)  # MoE: expert choices recorded and compared
+    for r in rows:
+        assert r["rollout/agree_max_abs_dlogp"] < 1e-5, r
+        assert r["rollout/agree_kl_k3"] < 1e-10 and r["rollout/agree_ratio_out_frac"] == 0.0
+        assert r["rollout/agree_expert_mismatch"] == 0.0
+    rows = _run(tmp_path / "b", steps=2, old_logp="recompute",
+                loss_kwargs=dict(rollout_correction="tis", tis_cap=2.0))
+    assert all(abs(r["train/correction_weight"] - 1.0) < 1e-5 for r in rows), rows
+    with pytest.raises(ValueError, match="old_logp='recompute'"):
+        _run(tmp_path / "c", steps=1, loss_kwargs=dict(rollout_correction="mis"))

@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--median", type=float, default=48, help="longtail: median budget (new tokens)")
     ap.add_argument("--sigma", type=float, default=1.0, help="longtail: lognormal sigma of the budgets")
     ap.add_argument("--rounds", type=int, default=2, help="longtail: timed rounds (static, continuous alternated)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="longtail: sampling temperature (0: greedy)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--compare-decode-options", type=int, default=0, metavar="ROUNDS")
     args = ap.parse_args()
@@ -127,21 +128,31 @@ def longtail(model, params, cfg, args):
     def static(seed):
         toks, steps = [], 0
         for i in range(0, len(prompts), s):
-            o = r1jax.generate(model, params, prompts[i:i + s], max_new_tokens=budgets[i:i + s], temperature=1.0,
+            o = r1jax.generate(model, params, prompts[i:i + s], max_new_tokens=budgets[i:i + s],
+                               temperature=args.temperature,
                                eos_id=(), seed=seed, first_request=i, min_batch=s)
-            toks += o.tokens
+            toks += list(zip(o.tokens, o.logprobs))
             steps += o.stats["decode_steps"]
         return toks, {"decode_steps": steps}
 
+    def partings(a_out, b_out):
+        """[(request, first differing token, max |d log-prob| before it)] of requests that differ."""
+        out = []
+        for j, ((ta, la), (tb, lb)) in enumerate(zip(a_out, b_out)):
+            if ta != tb:
+                k = next((t for t in range(min(len(ta), len(tb))) if ta[t] != tb[t]), min(len(ta), len(tb)))
+                out.append((j, k, float(max([abs(x - y) for x, y in zip(la[:k], lb[:k])] + [0.0]))))
+        return out
+
     def cont(seed):
-        o = r1jax.generate(model, params, prompts, max_new_tokens=budgets, temperature=1.0, eos_id=(), seed=seed,
-                           engine="continuous", slots=s)
-        return o.tokens, o.stats
+        o = r1jax.generate(model, params, prompts, max_new_tokens=budgets, temperature=args.temperature, eos_id=(),
+                           seed=seed, engine="continuous", slots=s)
+        return list(zip(o.tokens, o.logprobs)), o.stats
 
     print(f"longtail: {args.requests} requests, prompts {args.prompt // 2}-{args.prompt} tokens, budgets lognormal "
           f"median {args.median:g} sigma {args.sigma:g} cap {args.new}: min {min(budgets)} mean "
           f"{np.mean(budgets):.0f} max {max(budgets)}, {sum(budgets)} tokens; {s} rows each engine; "
-          f"preset {args.preset}", flush=True)
+          f"preset {args.preset}; temperature {args.temperature:g}", flush=True)
     static(0), cont(0)  # compile
     rates = {"static": [], "continuous": []}
     outs, same = {}, True
@@ -150,19 +161,23 @@ def longtail(model, params, cfg, args):
             t = time.perf_counter()
             toks, st = fn(1)
             dt = time.perf_counter() - t
-            rates[name].append(sum(map(len, toks)) / dt)
+            rates[name].append(sum(len(t) for t, _ in toks) / dt)
             outs[name] = toks
             extra = (f", {st['segments']} segments, row utilization {st['row_utilization']:.2f}"
                      if name == "continuous" else "")
             print(f"round {r}: {name:10s} {rates[name][-1]:7.1f} new tokens/s ({dt:.1f} s, "
                   f"{st['decode_steps']} decode steps{extra})", flush=True)
-        if outs["static"] != outs["continuous"]:
+        parted = partings(outs["static"], outs["continuous"])
+        if parted:
             same = False
-            bad = sum(a != b for a, b in zip(outs["static"], outs["continuous"]))
-            print(f"OUTPUTS DIFFER: {bad} of {len(prompts)} requests")
+            print(f"{len(parted)} of {len(prompts)} requests part (request, token, |d log-prob| before it): "
+                  f"{parted[:8]}")
     med = {k: float(np.median(v)) for k, v in rates.items()}
     print(f"longtail, {s} rows: static {med['static']:.1f}, continuous {med['continuous']:.1f} new tokens/s = "
           f"{med['continuous'] / med['static']:.2f}x; outputs identical: {same}")
+    if not same:
+        print("(a parting after log-probs equal to ~1e-6 is a draw at a CDF boundary under float rounding of a "
+              "differently shaped batch; a wrong engine parts with large log-prob differences)")
 
 
 def compare_decode_options(model, params, prompts, args):

@@ -15,6 +15,8 @@ its longest sample ends while the other rows idle. Here:
     admitted together share one prefill), writes those cache rows into the free slots, and draws
     their first tokens; its shapes (rows, prompt length) are bucketed to powers of two, so refills
     and segments of the same buckets do not recompile, within a call or across calls;
+  - requests are admitted largest budget first (per-prompt `max_new_tokens`), so that the longest
+    do not start last and decode alone at the end;
   - a free row that has nothing to take keeps its position (its writes stay in its own row, which
     decode masks past each row's own position) until the call ends.
 
@@ -32,16 +34,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.generate.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
-                                     decode_options_key, jit_with_cpu_options, prepare_model)
+                                     decode_options_key, decode_step, jit_with_cpu_options, prepare_model,
+                                     routes_of)
 from r1jax.generate.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 
 DEFAULT_REFILL_FRACTION = 0.125  # return to refill when this fraction of the rows (>= 1 row) is free
 
 
-def _state(slots: int, steps: int):
-    """Per-row decode state (all rows free)."""
-    return {
+def _state(slots: int, steps: int, routes=None):
+    """Per-row decode state (all rows free); routes: (n_moe, k) to record, or None."""
+    extra = {"route": jnp.zeros((slots, steps) + tuple(routes), jnp.int16)} if routes else {}
+    return {**extra,
         "tok": jnp.zeros((slots,), jnp.int32),  # last token (fed at `pos` in the next step)
         "pos": jnp.zeros((slots,), jnp.int32),  # its position = prompt length + n_gen - 1
         "n_gen": jnp.zeros((slots,), jnp.int32),  # tokens generated so far
@@ -88,7 +92,7 @@ def _refill(params, cache, st, tokens, lengths, row_prompt, slot, keys, budget, 
     return cache, st
 
 
-def _segment(params, cache, st, free_target, eos, *, model, temperature, top_p, top_k):
+def _segment(params, cache, st, free_target, eos, *, model, temperature, top_p, top_k, record):
     """Decode busy rows until at least `free_target` rows are done (or all are). -> cache, st, steps."""
     count_trace("segment")
     dec = model.clone(mode="decode")
@@ -102,10 +106,13 @@ def _segment(params, cache, st, free_target, eos, *, model, temperature, top_p, 
 
     def body(c):
         i, cache, st = c
-        logits, cache = dec.apply({"params": params}, st["tok"][:, None], st["pos"][:, None], cache=cache)
+        logits, cache, route = decode_step(dec, params, st["tok"], st["pos"], cache, record)
         busy = ~st["done"]
-        tok, lp = sample(logits[:, 0], token_keys(st["key"], st["n_gen"]), temperature, top_p, top_k)
+        tok, lp = sample(logits, token_keys(st["key"], st["n_gen"]), temperature, top_p, top_k)
         st = dict(st)
+        if record:  # the experts of the fed token (the row's last, index n_gen - 1)
+            st["route"] = st["route"].at[rows, jnp.where(busy, st["n_gen"] - 1, st["route"].shape[1])].set(
+                route, mode="drop")
         col = jnp.where(busy, st["n_gen"], st["out_tok"].shape[1])  # out of range: dropped
         st["out_tok"] = st["out_tok"].at[rows, col].set(tok, mode="drop")
         st["out_lp"] = st["out_lp"].at[rows, col].set(lp, mode="drop")
@@ -120,17 +127,18 @@ def _segment(params, cache, st, free_target, eos, *, model, temperature, top_p, 
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(model, max_len, temperature, top_p, top_k, decode_options: tuple):
+def _jitted(model, max_len, temperature, top_p, top_k, decode_options: tuple, record: bool):
     refill = jax.jit(functools.partial(_refill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
                                        top_k=top_k), donate_argnums=(1, 2))
     segment = jit_with_cpu_options(functools.partial(_segment, model=model, temperature=temperature, top_p=top_p,
-                                                     top_k=top_k), dict(decode_options), donate_argnums=(1, 2))
+                                                     top_k=top_k, record=record), dict(decode_options),
+                                   donate_argnums=(1, 2))
     return refill, segment
 
 
 def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, seed: int, n: int, pad_id: int,
                         slots: int | None, unstack_layers, refill_at: int | None = None,
-                        first_request: int = 0) -> GenerationOutput:
+                        first_request: int = 0, routes=None) -> GenerationOutput:
     """The continuous engine behind `r1jax.generate(..., engine="continuous")` (see the module doc).
 
     budgets: max new tokens per prompt; sampling: (temperature, top_p, top_k); eos_arr [e] int32.
@@ -143,18 +151,22 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     max_len = bucket(max(l + b for l, b in zip(lens, budgets)), 16)
     t0 = time.perf_counter()
     model, params = prepare_model(model, params, unstack_layers)
-    refill, segment = _jitted(model, max_len, *sampling, decode_options_key())
+    refill, segment = _jitted(model, max_len, *sampling, decode_options_key(), bool(routes))
     cache = init_cache(model.cfg, slots, max_len, unstacked=model.unstacked)
-    st = _state(slots, steps)
+    st = _state(slots, steps, routes)
     owner = np.full((slots,), -1)  # request in each row (-1: free)
-    waiting = 0  # next request to admit (requests are admitted in order)
+    # admission order: the largest budget first (longest-processing-time first: a long request
+    # admitted last would decode alone at the end), request index among equals; with one budget for
+    # all, the request order. A request's tokens do not depend on the order.
+    order = np.lexsort((np.arange(n_req), -np.repeat(np.asarray(budgets), n)))
+    waiting = 0  # position in `order` of the next request to admit
     results: dict[int, tuple] = {}
     n_steps = n_segments = n_refills = 0
     while len(results) < n_req:
         free = np.flatnonzero(owner < 0)
         if waiting < n_req and len(free):
             take = free[: n_req - waiting]
-            reqs = np.arange(waiting, waiting + len(take))
+            reqs = order[waiting: waiting + len(take)]
             waiting += len(take)
             cache, st = _admit(refill, params, cache, st, prompts, budgets, reqs, take, n, slots, seed, pad_id,
                                eos_arr, first_request)
@@ -171,9 +183,11 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
         finished = np.flatnonzero(done & (owner >= 0))
         if len(finished):
             out_tok, out_lp = jax.device_get((st["out_tok"][finished], st["out_lp"][finished]))
+            out_route = jax.device_get(st["route"][finished]) if routes else None
             for j, s in enumerate(finished):
                 k = int(n_gen[s])
-                results[int(owner[s])] = ([int(t) for t in out_tok[j, :k]], [float(x) for x in out_lp[j, :k]])
+                results[int(owner[s])] = ([int(t) for t in out_tok[j, :k]], [float(x) for x in out_lp[j, :k]],
+                                          routes_of(out_route[j], k) if routes else None)
                 owner[s] = -1
     dt = time.perf_counter() - t0
     eos_set = set(np.asarray(eos_arr).tolist())
@@ -186,7 +200,8 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
              "row_utilization": (new_tokens - n_req) / max(n_steps * slots, 1), "compiles": compile_count()}
     return GenerationOutput(toks, [results[j][1] for j in range(n_req)],
                             ["eos" if t and t[-1] in eos_set else "length" for t in toks],
-                            [j // n for j in range(n_req)], stats)
+                            [j // n for j in range(n_req)], stats,
+                            [results[j][2] for j in range(n_req)] if routes else None)
 
 
 def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, seed, pad_id, eos_arr, first_request):

@@ -56,7 +56,8 @@ import numpy as np
 
 from r1jax.generate import continuous
 from r1jax.generate.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
-                                     decode_options_key, jit_with_cpu_options, prepare_model)
+                                     decode_options_key, decode_step, jit_with_cpu_options, prepare_model,
+                                     route_shape, routes_of)
 from r1jax.generate.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 
@@ -82,47 +83,50 @@ def _prefill(params, tokens, lengths, keys, idx, active, eos, max_new, *, model,
 
 
 def _decode(params, cache, first_tok, first_lp, done, lengths, keys, eos, max_new, *, model, steps, temperature,
-            top_p, top_k):
+            top_p, top_k, routes):
     """Decode loop. lengths [b]: prompt lengths (slot of the first generated token); max_new [b]: each
-    row's budget (<= steps, the loop's bound)."""
+    row's budget (<= steps, the loop's bound); routes: (n_moe, k) to record each fed token's experts."""
     count_trace("decode")
     b = first_tok.shape[0]
     dec = model.clone(mode="decode")
     out_tok = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(first_tok)
     out_lp = jnp.zeros((b, steps), jnp.float32).at[:, 0].set(first_lp)
     n_gen = jnp.ones((b,), jnp.int32)
+    out_route = jnp.zeros((b, steps) + tuple(routes), jnp.int16) if routes else jnp.zeros((), jnp.int16)
 
     def cond(st):
-        i, _, _, _, done, _ = st
+        i, _, _, _, done, _, _ = st
         return (i < steps) & ~jnp.all(done)
 
     def body(st):
-        i, cache, out_tok, out_lp, done, n_gen = st
+        i, cache, out_tok, out_lp, done, n_gen, out_route = st
         prev = out_tok[:, i - 1]
-        pos = (lengths + i - 1)[:, None]
-        logits, cache = dec.apply({"params": params}, prev[:, None], pos, cache=cache)
-        tok, lp = sample(logits[:, 0], token_keys(keys, i), temperature, top_p, top_k)
+        logits, cache, route = decode_step(dec, params, prev, lengths + i - 1, cache, bool(routes))
+        if routes:  # the experts of completion token i - 1, fed now
+            out_route = out_route.at[:, i - 1].set(route)
+        tok, lp = sample(logits, token_keys(keys, i), temperature, top_p, top_k)
         tok = jnp.where(done, 0, tok)
         lp = jnp.where(done, 0.0, lp)
         out_tok = out_tok.at[:, i].set(tok)
         out_lp = out_lp.at[:, i].set(lp)
         n_gen = n_gen + (~done).astype(jnp.int32)
         done = done | jnp.isin(tok, eos) | (n_gen >= max_new)
-        return i + 1, cache, out_tok, out_lp, done, n_gen
+        return i + 1, cache, out_tok, out_lp, done, n_gen, out_route
 
-    st = (jnp.int32(1), cache, out_tok, out_lp, done, n_gen)
-    i, cache, out_tok, out_lp, done, n_gen = jax.lax.while_loop(cond, body, st)
+    st = (jnp.int32(1), cache, out_tok, out_lp, done, n_gen, out_route)
+    i, cache, out_tok, out_lp, done, n_gen, out_route = jax.lax.while_loop(cond, body, st)
     # The cache is returned so that its donated input buffer is updated in place (aliased).
-    return out_tok, out_lp, n_gen, i, cache
+    return out_tok, out_lp, n_gen, i, out_route, cache
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(model, max_len, steps, temperature, top_p, top_k, decode_options: tuple):
-    """decode_options: the (key, value) items of the decode's CPU compiler options (hashable)."""
+def _jitted(model, max_len, steps, temperature, top_p, top_k, decode_options: tuple, routes=None):
+    """decode_options: the (key, value) items of the decode's CPU compiler options (hashable);
+    routes: None or (n_moe, k) to record."""
     pre = jax.jit(functools.partial(_prefill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
                                     top_k=top_k))
     dec = jit_with_cpu_options(functools.partial(_decode, model=model, steps=steps, temperature=temperature,
-                                                 top_p=top_p, top_k=top_k), dict(decode_options),
+                                                 top_p=top_p, top_k=top_k, routes=routes), dict(decode_options),
                                donate_argnums=(1,))
     return pre, dec
 
@@ -144,7 +148,8 @@ def _budgets(max_new_tokens, n_prompts: int) -> list[int]:
 def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, eos_id: int | Sequence[int] | None = None,
              seed: int = 0, n: int = 1, pad_id: int = 0, min_batch: int = 1, unstack_layers: bool | None = None,
-             engine: str = "static", slots: int | None = None, first_request: int = 0) -> GenerationOutput:
+             engine: str = "static", slots: int | None = None, first_request: int = 0,
+             return_routes: bool = False) -> GenerationOutput:
     """Samples `n` completions per prompt. See the module doc; reproducible from `seed`.
 
     max_new_tokens: one budget, or one per prompt.
@@ -152,6 +157,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     slots: decode rows of the continuous engine (None: all requests, bucketed: no refills).
     first_request: the index of this call's first request (its samples' keys; a call that serves
     requests first_request.. of a larger set, e.g. one process' share, draws their tokens).
+    return_routes: on an MoE model, record each completion token's experts (out.routes).
     unstack_layers: per-layer params and cache (None: on CPU only; it holds a second copy of the
     layer weights during the call)."""
     if not prompts:
@@ -171,16 +177,18 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     if engine == "auto":
         engine = "continuous" if slots is not None and len(prompts) * n > slots else "static"
     sampling = (float(temperature), float(top_p), int(top_k))
+    routes = route_shape(model.cfg) if return_routes else None
     if engine == "continuous":
         return continuous.generate_continuous(model, params, prompts, budgets, sampling, eos_arr, seed=seed, n=n,
                                               pad_id=pad_id, slots=slots, unstack_layers=unstack_layers,
-                                              first_request=first_request)
+                                              first_request=first_request, routes=routes)
     return _generate_static(model, params, prompts, budgets, sampling, eos_arr, seed=seed, n=n, pad_id=pad_id,
-                            min_batch=min_batch, unstack_layers=unstack_layers, first_request=first_request)
+                            min_batch=min_batch, unstack_layers=unstack_layers, first_request=first_request,
+                            routes=routes)
 
 
 def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed, n, pad_id, min_batch,
-                     unstack_layers, first_request=0) -> GenerationOutput:
+                     unstack_layers, first_request=0, routes=None) -> GenerationOutput:
     lens = [len(p) for p in prompts]
     n_prompts = len(prompts)
     b = bucket(max(n_prompts, min_batch), 1)
@@ -194,7 +202,7 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
         lengths[i] = len(pr)
     t0 = time.perf_counter()
     model, params = prepare_model(model, params, unstack_layers)
-    pre, dec = _jitted(model, max_len, steps, *sampling, decode_options_key())
+    pre, dec = _jitted(model, max_len, steps, *sampling, decode_options_key(), routes)
     # n samples share a prompt's prefill: its cache rows are repeated, first tokens drawn per sample.
     idx = np.repeat(np.arange(b), n)
     active = idx < n_prompts
@@ -203,9 +211,9 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
     cache, first_tok, first_lp, done0 = pre(params, jnp.asarray(tokens), jnp.asarray(lengths), keys,
                                             jnp.asarray(idx), jnp.asarray(active), eos_arr, jnp.asarray(row_budget))
     lens_n = jnp.asarray(lengths[idx])
-    out_tok, out_lp, n_gen, n_steps, _ = dec(params, cache, first_tok, first_lp, done0, lens_n, keys, eos_arr,
-                                             jnp.asarray(row_budget))
-    out_tok, out_lp, n_gen = jax.device_get((out_tok, out_lp, n_gen))
+    out_tok, out_lp, n_gen, n_steps, out_route, _ = dec(params, cache, first_tok, first_lp, done0, lens_n, keys,
+                                                        eos_arr, jnp.asarray(row_budget))
+    out_tok, out_lp, n_gen, out_route = jax.device_get((out_tok, out_lp, n_gen, out_route))
     dt = time.perf_counter() - t0
     eos_set = set(np.asarray(eos_arr).tolist())
     res_t, res_lp, reasons, pidx = [], [], [], []
@@ -219,4 +227,5 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
     stats = {"engine": "static", "new_tokens": new_tokens, "seconds": dt,
              "tokens_per_s": new_tokens / max(dt, 1e-9), "decode_steps": int(n_steps), "batch": b * n,
              "rows": b * n, "prompt_bucket": p, "cache_len": max_len, "compiles": compile_count()}
-    return GenerationOutput(res_t, res_lp, reasons, pidx, stats)
+    rr = [routes_of(out_route[j], len(res_t[j])) for j in range(n_prompts * n)] if routes else None
+    return GenerationOutput(res_t, res_lp, reasons, pidx, stats, rr)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from r1jax.model.transformer import unstack_layers
 
@@ -39,6 +41,35 @@ class GenerationOutput:
     finish_reason: list[str]  # "eos" | "length"
     prompt_index: list[int]  # which prompt each sample continues
     stats: dict
+    # with return_routes=True on an MoE model: per sample [len(tokens), n_moe_layers, k] int16, the
+    # experts each completion token chose when it was fed back (-1 for the last token, never fed)
+    routes: list | None = None
+
+
+def route_shape(cfg) -> tuple[int, int] | None:
+    """(MoE layers, experts per token) of a model, or None for a dense one."""
+    from r1jax.config import num_moe_layers
+
+    n = num_moe_layers(cfg)
+    return (n, int(cfg.num_experts_per_tok)) if n else None
+
+
+def decode_step(dec, params, tok, pos, cache, record: bool):
+    """One decode step of [b] tokens at positions [b] -> (logits [b, V], cache, route [b, n_moe, k] int16
+    or None)."""
+    if not record:
+        logits, cache = dec.apply({"params": params}, tok[:, None], pos[:, None], cache=cache)
+        return logits[:, 0], cache, None
+    logits, cache, aux = dec.apply({"params": params}, tok[:, None], pos[:, None], cache=cache, return_aux=True)
+    return logits[:, 0], cache, jnp.moveaxis(aux["route"][:, :, 0, :], 0, 1).astype(jnp.int16)
+
+
+def routes_of(routes, n_tokens: int):
+    """A row's recorded routes [steps, n_moe, k] -> [n_tokens, n_moe, k], -1 for the last token."""
+    out = np.array(routes[:n_tokens], np.int16)
+    if n_tokens:
+        out[n_tokens - 1] = -1
+    return out
 
 
 # XLA:CPU options for the decode programs (None: none), read by each generate call (the compiled

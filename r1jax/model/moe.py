@@ -304,7 +304,8 @@ EXPERT_FNS = {"dense": experts_dense, "ragged": experts_ragged, "blocked": exper
 
 
 class MoE(nn.Module):
-    """x: [b, s, hidden] -> (y [b, s, hidden], aux {"load": [E], "balance_loss": scalar}).
+    """x: [b, s, hidden] -> (y [b, s, hidden], aux {"load": [E], "balance_loss": scalar, "route": [b, s, k]
+    int32, the chosen experts of each token}).
 
     `token_mask` [b, s] excludes padding from the load and the balance loss.
     `impl` overrides cfg.moe_impl ("dense" | "ragged" | "grouped" | "blocked" | "cpu" | "ep").
@@ -348,5 +349,5 @@ class MoE(nn.Module):
         y = y.reshape(b, s, d)
         if cfg.n_shared_experts:
             y = y + MLP(cfg, inter * cfg.n_shared_experts, name="shared_experts")(x)
-        aux = {"load": load, "balance_loss": bal, **ep_stats}
+        aux = {"load": load, "balance_loss": bal, "route": idx.reshape(b, s, -1).astype(jnp.int32), **ep_stats}
         return y, aux

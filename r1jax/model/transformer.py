@@ -2,7 +2,7 @@
 
     model = Transformer(cfg)
     logits = model.apply({"params": params}, input_ids)                    # [batch, seq, vocab]
-    logits, aux = model.apply({"params": params}, ids, return_aux=True)    # aux: load, balance_loss, mtp_logits
+    logits, aux = model.apply({"params": params}, ids, return_aux=True)    # aux: load, balance_loss, route, mtp_logits
 
 Layers run under `nn.scan` in two stacks ("dense_layers": the first `first_k_dense_replace`
 layers, or all layers of a dense model; "moe_layers": the rest), so compile time and memory do
@@ -12,6 +12,9 @@ params); `remat_policy` wraps the scanned block in `nn.remat`.
 Cache mode (generation): `cache` is the pytree of `init_cache(cfg, batch, max_len)` with a
 leading layer axis per stack; `mode="prefill"` writes the prompt (which starts at slot 0) and
 `mode="decode"` attends over the cache (absorbed MLA). `positions` [batch, seq] are the slots.
+These modes return (logits, cache), or with `return_aux=True` (logits, cache, {"route": [n_moe,
+batch, seq, k]}): the experts each token chose (the rollout engine records them for the
+sampler/trainer agreement).
 
 Unstacked layers (`Transformer(cfg, unstacked=True)`, generation on CPU): each layer is its own
 module `<stack>_<i>` taking the params of `unstack_layers(params)` (a copy of each layer's slice,
@@ -168,7 +171,7 @@ class Transformer(nn.Module):
         x = embed(input_ids)
         x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
         n_dense, n_moe = num_dense_layers(cfg), num_moe_layers(cfg)
-        new_cache, loads, bal = {}, None, jnp.zeros((), jnp.float32)
+        new_cache, loads, routes, bal = {}, None, None, jnp.zeros((), jnp.float32)
         cache = cache or {}
 
         def run_stack(x, moe, n, name):
@@ -192,6 +195,7 @@ class Transformer(nn.Module):
             x, (c, aux) = run_stack(x, True, n_moe, "moe_layers")
             new_cache["moe_layers"] = c
             loads = aux["load"]  # [n_moe, E]
+            routes = aux["route"]  # [n_moe, b, s, k]
             bal = aux["balance_loss"].mean()
         hidden = x
         if logits_at is not None:
@@ -203,13 +207,16 @@ class Transformer(nn.Module):
             lm_head = lambda h: h  # noqa: E731
         else:
             logits = lm_head(x)
-        if self.mode != "train":
+        if self.mode != "train":  # prefill / decode: aux holds the MoE layers' routes only
+            if return_aux:
+                return logits, new_cache, ({} if routes is None else {"route": routes})
             return logits, new_cache
         if not return_aux:
             return logits
         out_aux = {"balance_loss": bal}
         if loads is not None:
             out_aux["load"] = loads
+            out_aux["route"] = routes
         want_mtp = cfg.num_nextn_predict_layers > 0 if compute_mtp is None else compute_mtp
         if cfg.num_nextn_predict_layers:
             # Always create the MTP params (so init sees them); skip its compute when not wanted.

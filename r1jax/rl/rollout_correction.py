@@ -16,6 +16,10 @@ the parameters move): with d = trainer_logp - sampler_logp on valid tokens,
     max_abs_dlogp  max |d|
     ratio_out_frac fraction of tokens with exp(d) outside [1 - eps, 1 + eps] (eps: the loss' clip_eps)
 
+    expert_mismatch (MoE, `route_agreement=True`) the fraction of the sampler's expert choices (per
+                   completion token and MoE layer, recorded by the engine when the token was fed
+                   back) that the trainer's forward did not choose
+
 Corrections (`loss_kwargs.rollout_correction`, applied by `grpo_loss` to the policy-gradient term;
 pure functions, registered like losses): with r = exp(old_logp - sampler_logp), the trainer's old
 policy over the sampler's,
@@ -44,7 +48,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["agreement", "CORRECTIONS", "register_correction", "correction_weights"]
+__all__ = ["agreement", "expert_mismatch", "CORRECTIONS", "register_correction", "correction_weights"]
 
 
 def _valid(mask):
@@ -61,6 +65,17 @@ def agreement(trainer_logp, sampler_logp, mask, eps: float = 0.2) -> dict:
     out = valid & ((r < 1.0 - eps) | (r > 1.0 + eps))
     return {"kl_k3": k3.sum() / n, "max_abs_dlogp": jnp.max(jnp.abs(d)),
             "ratio_out_frac": out.sum() / n}
+
+
+def expert_mismatch(trainer_route, sampler_route):
+    """trainer_route, sampler_route: [..., k] expert ids (sampler -1 where not recorded) -> the
+    fraction of the sampler's recorded choices missing from the trainer's set (0 when none recorded)."""
+    trainer_route = jnp.asarray(trainer_route)
+    sampler_route = jnp.asarray(sampler_route).astype(trainer_route.dtype)
+    rec = sampler_route[..., :1] >= 0  # [..., 1]: this token/layer was recorded
+    found = (sampler_route[..., :, None] == trainer_route[..., None, :]).any(-1)  # [..., k]
+    n = jnp.maximum(rec.sum() * sampler_route.shape[-1], 1)
+    return jnp.sum(rec & ~found) / n
 
 
 CORRECTIONS: dict[str, Callable] = {}

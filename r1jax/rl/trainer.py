@@ -85,6 +85,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         optimizer=train.optimizer_config(learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
                                          grad_clip=1.0),
         router_bias_update_rate=1e-3,
+        route_agreement=True,  # MoE: the engine records each token's experts; log the trainer's mismatch
         # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
         param_dtype="float32",  # master weights (and Adam moments: always float32)
         dtype="",  # compute dtype, e.g. "bfloat16"; "": the model's (float32 unless set)
@@ -154,7 +155,7 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
     When the batch carries "sampler_logp", the metrics include the sampler/trainer agreement
     (`agree_*`, r1jax.rl.rollout_correction.agreement) and a rollout correction gets it."""
     from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
-    from r1jax.rl.rollout_correction import agreement
+    from r1jax.rl.rollout_correction import agreement, expert_mismatch
 
     agg = loss_kwargs.get("loss_agg", "seq-mean-token-mean")
     correct = loss_kwargs.get("rollout_correction", "none") != "none"
@@ -172,6 +173,9 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
             agree = agreement(jax.lax.stop_gradient(logp), batch["sampler_logp"], batch["loss_mask"],
                               loss_kwargs.get("clip_eps", 0.2))
             metrics = {**metrics, **{f"agree_{k}": v for k, v in agree.items()}}
+        if "sampler_route" in batch and "route" in aux:  # [n_moe, b, s, k] -> [b, s, n_moe, k]
+            metrics["agree_expert_mismatch"] = expert_mismatch(jnp.moveaxis(aux["route"], 0, 2),
+                                                               batch["sampler_route"])
         weight = (grpo.aggregation_weight(batch["loss_mask"], agg) if agg in grpo.LOSS_AGGS
                   else batch["loss_mask"].sum())
         out = {"metrics": metrics, "weight": weight}
@@ -275,12 +279,15 @@ def bucket(n: int, multiple: int = 32) -> int:
     return -(-n // multiple) * multiple
 
 
-def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, seq_len: int):
+def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, seq_len: int,
+                routes=None):
     """Rows = prompt + completion, right-padded to seq_len. Target t is token t+1; loss on completion.
 
     -> input_ids, targets [n, seq_len] int32; loss_mask, old_logp, sampler_logp [n, seq_len] float32
     (the sampler's log-probs, both; old_logp is replaced when recomputed); token_mask [n, seq_len]
-    int32 (1 on the real tokens: padding counts in no MoE expert load); advantages [n]."""
+    int32 (1 on the real tokens: padding counts in no MoE expert load); advantages [n].
+    routes (the engine's `out.routes`, MoE): adds sampler_route [n, seq_len, n_moe, k] int32, each
+    completion token's experts at its input position (-1 elsewhere)."""
     n = len(completions)
     ids = np.full((n, seq_len), pad_id, np.int32)
     targets = np.zeros((n, seq_len), np.int32)
@@ -297,8 +304,15 @@ def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask,
         if b > a and sample_mask[i]:
             mask[i, a:b] = 1.0
             old[i, a:b] = lp[: b - a]
-    return {"input_ids": ids, "targets": targets, "loss_mask": mask, "old_logp": old, "sampler_logp": old.copy(),
-            "token_mask": real, "advantages": np.asarray(advantages, np.float32)}
+    out = {"input_ids": ids, "targets": targets, "loss_mask": mask, "old_logp": old, "sampler_logp": old.copy(),
+           "token_mask": real, "advantages": np.asarray(advantages, np.float32)}
+    if routes is not None:
+        sr = np.full((n, seq_len) + routes[0].shape[1:], -1, np.int32)
+        for i, (p, r) in enumerate(zip(prompt_ids, routes)):
+            m = max(min(len(r), seq_len - len(p)), 0)
+            sr[i, len(p):len(p) + m] = r[:m]
+        out["sampler_route"] = sr
+    return out
 
 
 # ------------------------------------------------------------------------------------ loop
@@ -419,7 +433,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             rollout_params = precision.compute_copy(state.params, model.cfg)
             gen = generate(model, rollout_params, prompt_ids, max_new_tokens=c.max_new_tokens,
                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_id=eos,
-                           seed=c.seed * 1_000_003 + step, n=G)
+                           seed=c.seed * 1_000_003 + step, n=G, return_routes=c.route_agreement)
             del rollout_params
         t_gen = time.perf_counter() - t0
         # The rewards see the whole response: "<think>" + completion when the prompt opened the block.
@@ -444,7 +458,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             sample_mask &= np.repeat(spread, G)
         seq_len = bucket(max(len(p) for p in prompt_ids) + c.max_new_tokens)
         prompts_n = [prompt_ids[i] for i in gen.prompt_index]
-        host = build_batch(prompts_n, gen.tokens, gen.logprobs, adv, sample_mask, pad, seq_len)
+        host = build_batch(prompts_n, gen.tokens, gen.logprobs, adv, sample_mask, pad, seq_len, routes=gen.routes)
         if c.old_logp == "recompute" or ref_params is not None:
             full = place.batch(host)
             with place.context():
