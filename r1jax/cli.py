@@ -89,6 +89,8 @@ def main(argv=None):
     e.add_argument("--dtype", default="float32", help="compute and param dtype (e.g. bfloat16)")
     e.add_argument("--tokenizer", default="")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--engine", default="auto", choices=["auto", "static", "continuous"],
+                   help="rollout engine (auto: continuous, 64 x k rows refilled as samples end, past 64 problems)")
     e.add_argument("--out", default="", help="write the metrics as JSON here")
     cv = sub.add_parser("convert")
     cv.add_argument("--checkpoint", required=True)
@@ -157,7 +159,7 @@ def _eval(args):
                                         else "r1")
     res = evaluate(model, params, tok, recs, k=args.k, temperature=args.temperature, top_p=args.top_p,
                    max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, seed=args.seed,
-                   system_prompt=system, user_template=args.user_template, template=template)
+                   system_prompt=system, user_template=args.user_template, template=template, engine=args.engine)
     samples = res.pop("samples")
     print(json.dumps(res, indent=2))
     if args.out:

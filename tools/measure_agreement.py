@@ -7,7 +7,8 @@ For each variant: sample `--prompts` x `--n` completions of up to `--new` tokens
 (the sampler: weights in the compute dtype, decode path, ragged MoE: never drops), then compute the
 same tokens' log-probs with the trainer's forward (fp32 master weights, compute dtype, chunked LM
 head, the variant's attention and MoE paths) and print r1jax.rl.rollout_correction.agreement
-(mean k3 KL, max |delta log-prob|, fraction of ratios outside [0.8, 1.2]) over the completion tokens.
+(mean k3 KL, max |delta log-prob|, fraction of ratios outside [0.8, 1.2]) over the completion tokens,
+and for MoE the fraction of the sampler's expert choices the trainer did not make.
 
 Variants:
   f32          f32 compute, XLA attention on both sides (the gap is float rounding)
@@ -16,7 +17,7 @@ Variants:
                trainer; interpret mode on CPU)
   bf16-ep      bf16, the trainer's MoE as expert parallelism over an 8-device mesh (`expert=8`, fake
                CPU devices) with capacity factor `--capacity` (tokens over capacity are dropped in
-               training; decode never drops); also prints the dropped fraction
+               training; decode never drops); also prints the dropped fraction of all routed assignments (padding included)
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def main():
     from r1jax import config as config_lib
     from r1jax.model import Transformer, init_params, precision
     from r1jax.parallel.placement import Placement
-    from r1jax.rl.rollout_correction import agreement
+    from r1jax.rl.rollout_correction import agreement, expert_mismatch
     from r1jax.rl.trainer import bucket, build_batch, make_logprob_fn
 
     base = config_lib.get_preset(args.preset)
@@ -70,10 +71,11 @@ def main():
         sampler, trainer = Transformer(s_cfg), Transformer(t_cfg)
         rollout = precision.compute_copy(master, s_cfg)
         gen = r1jax.generate(sampler, rollout, prompts, max_new_tokens=args.new, temperature=1.0, eos_id=(),
-                             seed=1, n=args.n)
+                             seed=1, n=args.n, return_routes=True)
         pn = [prompts[i] for i in gen.prompt_index]
         seq = bucket(max(map(len, prompts)) + args.new)
-        host = build_batch(pn, gen.tokens, gen.logprobs, np.zeros(len(pn)), np.ones(len(pn), bool), 0, seq)
+        host = build_batch(pn, gen.tokens, gen.logprobs, np.zeros(len(pn)), np.ones(len(pn), bool), 0, seq,
+                           routes=gen.routes)
         place = Placement(mesh)
         params = place.params(t_cfg, master)
         batch = place.batch(host)
@@ -81,12 +83,14 @@ def main():
             logp = make_logprob_fn(trainer, 1.0, 256)(params, batch["input_ids"], batch["targets"],
                                                      batch["token_mask"])
             extra = {}
+            _, aux = trainer.apply({"params": params}, batch["input_ids"], token_mask=batch["token_mask"] > 0,
+                                   return_aux=True, compute_mtp=False)
+            if "route" in aux:
+                extra["expert_mismatch"] = float(expert_mismatch(np.moveaxis(np.asarray(aux["route"]), 0, 2),
+                                                                 host["sampler_route"]))
             if name == "bf16-ep":
-                _, aux = trainer.apply({"params": params}, batch["input_ids"], token_mask=batch["token_mask"] > 0,
-                                       return_aux=True, compute_mtp=False)
                 if "ep_dropped" in aux:
-                    routed = float(np.asarray(host["token_mask"]).sum()) * t_cfg.num_experts_per_tok * max(
-                        t_cfg.num_hidden_layers - t_cfg.first_k_dense_replace, 1)
+                    routed = float(np.asarray(aux["route"]).size)  # all assignments, padding rows included
                     extra["ep_dropped_frac"] = float(np.sum(jax.device_get(aux["ep_dropped"]))) / routed
         m = {k: float(v) for k, v in agreement(np.asarray(logp), host["sampler_logp"], host["loss_mask"], 0.2).items()}
         m.update(extra, tokens=int(host["loss_mask"].sum()))

@@ -56,10 +56,15 @@ def decode_completion(tokenizer, tokens: Sequence[int], eos_ids: int | Sequence[
 def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: float = 0.6, top_p: float = 0.95,
              max_new_tokens: int = 256, prompt_style: str = "r1_zero", seed: int = 0, batch_prompts: int = 64,
              template: str = "r1_zero", keep_texts: bool = False, system_prompt: str = "",
-             user_template: str = "{problem}") -> dict:
+             user_template: str = "{problem}", engine: str = "auto") -> dict:
     """Samples k completions per record and scores them (see module doc). keep_texts=True adds every
     completion ("texts", record-major: record i's samples are texts[i*k:(i+1)*k]), its accuracy
-    reward ("accuracy", None where the gold answer could not be parsed)."""
+    reward ("accuracy", None where the gold answer could not be parsed).
+
+    engine: "static" generates `batch_prompts` records at a time; "continuous" streams all records
+    through batch_prompts * k decode rows, refilled as samples end (no row waits for the slowest
+    sample of its chunk); "auto": continuous when there is more than one chunk. Sample j of record
+    i is request i * k + j of one seed either way, so both give the same samples."""
     from r1jax.data.prompts import PromptFormat, opens_think
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
     from r1jax.generate.engine import generate
@@ -71,11 +76,15 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     params = compute_copy(params, model.cfg)
     t0 = time.perf_counter()
     texts, lengths, finish, think_open = [], [], [], []
-    for s in range(0, len(records), batch_prompts):
-        chunk = records[s:s + batch_prompts]
+    if engine == "auto":
+        engine = "continuous" if len(records) > batch_prompts else "static"
+    chunk_size = len(records) if engine == "continuous" else batch_prompts
+    for s in range(0, len(records), chunk_size):
+        chunk = records[s:s + chunk_size]
         prompts, ptexts = fmt.render_all(tokenizer, [r["problem"] for r in chunk])
         out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                       eos_id=eos, seed=seed + s, n=k)
+                       eos_id=eos, seed=seed, n=k, first_request=s * k, engine=engine,
+                       slots=batch_prompts * k if engine == "continuous" else None)
         texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
         think_open += [opens_think(ptexts[i]) for i in out.prompt_index]
         lengths += [len(t) for t in out.tokens]

@@ -171,7 +171,7 @@ class Transformer(nn.Module):
         x = embed(input_ids)
         x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
         n_dense, n_moe = num_dense_layers(cfg), num_moe_layers(cfg)
-        new_cache, loads, routes, bal = {}, None, None, jnp.zeros((), jnp.float32)
+        new_cache, loads, routes, ep_dropped, bal = {}, None, None, None, jnp.zeros((), jnp.float32)
         cache = cache or {}
 
         def run_stack(x, moe, n, name):
@@ -196,6 +196,7 @@ class Transformer(nn.Module):
             new_cache["moe_layers"] = c
             loads = aux["load"]  # [n_moe, E]
             routes = aux["route"]  # [n_moe, b, s, k]
+            ep_dropped = aux.get("ep_dropped")  # [n_moe] with moe_impl="ep"
             bal = aux["balance_loss"].mean()
         hidden = x
         if logits_at is not None:
@@ -217,6 +218,8 @@ class Transformer(nn.Module):
         if loads is not None:
             out_aux["load"] = loads
             out_aux["route"] = routes
+            if ep_dropped is not None:
+                out_aux["ep_dropped"] = ep_dropped
         want_mtp = cfg.num_nextn_predict_layers > 0 if compute_mtp is None else compute_mtp
         if cfg.num_nextn_predict_layers:
             # Always create the MTP params (so init sees them); skip its compute when not wanted.

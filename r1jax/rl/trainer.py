@@ -86,6 +86,8 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
                                          grad_clip=1.0),
         router_bias_update_rate=1e-3,
         route_agreement=True,  # MoE: the engine records each token's experts; log the trainer's mismatch
+        rollout_engine="static",  # static | continuous | auto (r1jax.generate; docs/ROLLOUT.md)
+        rollout_slots=0,  # decode rows of the continuous engine (0: all of a step's samples)
         # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
         param_dtype="float32",  # master weights (and Adam moments: always float32)
         dtype="",  # compute dtype, e.g. "bfloat16"; "": the model's (float32 unless set)
@@ -121,6 +123,8 @@ def validate_config(c) -> None:
         raise ValueError(f"grpo config: group_size={c.group_size} must be >= 2 (advantages are relative to the group)")
     if c.old_logp not in ("sampler", "recompute"):
         raise ValueError(f"grpo config: old_logp={c.old_logp!r} must be sampler | recompute")
+    if c.rollout_engine not in ("static", "continuous", "auto"):
+        raise ValueError(f"grpo config: rollout_engine={c.rollout_engine!r} must be static | continuous | auto")
     corr = c.loss_kwargs.get("rollout_correction", "none")
     from r1jax.rl.rollout_correction import CORRECTIONS
 
@@ -173,6 +177,8 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
             agree = agreement(jax.lax.stop_gradient(logp), batch["sampler_logp"], batch["loss_mask"],
                               loss_kwargs.get("clip_eps", 0.2))
             metrics = {**metrics, **{f"agree_{k}": v for k, v in agree.items()}}
+        if "ep_dropped" in aux:  # expert parallelism: assignments over capacity, of all routed
+            metrics["ep_dropped_frac"] = jnp.sum(aux["ep_dropped"]) / aux["route"].size
         if "sampler_route" in batch and "route" in aux:  # [n_moe, b, s, k] -> [b, s, n_moe, k]
             metrics["agree_expert_mismatch"] = expert_mismatch(jnp.moveaxis(aux["route"], 0, 2),
                                                                batch["sampler_route"])
@@ -433,7 +439,8 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             rollout_params = precision.compute_copy(state.params, model.cfg)
             gen = generate(model, rollout_params, prompt_ids, max_new_tokens=c.max_new_tokens,
                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_id=eos,
-                           seed=c.seed * 1_000_003 + step, n=G, return_routes=c.route_agreement)
+                           seed=c.seed * 1_000_003 + step, n=G, return_routes=c.route_agreement,
+                           engine=c.rollout_engine, slots=c.rollout_slots or None)
             del rollout_params
         t_gen = time.perf_counter() - t0
         # The rewards see the whole response: "<think>" + completion when the prompt opened the block.
