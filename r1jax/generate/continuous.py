@@ -169,7 +169,7 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
             reqs = order[waiting: waiting + len(take)]
             waiting += len(take)
             cache, st = _admit(refill, params, cache, st, prompts, budgets, reqs, take, n, slots, seed, pad_id,
-                               eos_arr, first_request)
+                               eos_arr, first_request, min_rows=refill_at)
             owner[take] = reqs
             n_refills += 1
         busy = int((owner >= 0).sum())
@@ -204,12 +204,15 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
                             [results[j][2] for j in range(n_req)] if routes else None)
 
 
-def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, seed, pad_id, eos_arr, first_request):
-    """Refill rows `rows` with requests `reqs` (one prefill per distinct prompt among them)."""
+def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, seed, pad_id, eos_arr, first_request,
+           min_rows: int = 1):
+    """Refill rows `rows` with requests `reqs` (one prefill per distinct prompt among them). The
+    refill's rows are bucketed to powers of two >= min_rows (the usual refill size), so that a call
+    meets few distinct refill programs."""
     pids = reqs // n
     uniq, row_prompt = np.unique(pids, return_inverse=True)
-    k = bucket(len(reqs), 1)
-    u = bucket(len(uniq), 1)
+    k = max(bucket(len(reqs), 1), bucket(min_rows, 1))
+    u = k  # the prefill's rows padded to the refill's bucket: one program per (rows, prompt) bucket
     p = bucket(max(len(prompts[i]) for i in uniq), 16)
     tokens = np.full((u, p), pad_id, np.int32)
     lengths = np.ones((u,), np.int32)
