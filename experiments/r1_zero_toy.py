@@ -37,5 +37,7 @@ def get_config():
         optimizer=dict(learning_rate=2e-4, schedule="constant", weight_decay=0.0),
         eval_every=5, eval_problems=64, eval_k=2, save_every=5,
     ))
-    c.eval = ml_collections.ConfigDict(dict(problems=200, k=4, temperature=0.6, top_p=0.95, seed=7))
+    # harder_levels: a held-out level one digit longer than trained on, evaluated before and after GRPO
+    c.eval = ml_collections.ConfigDict(dict(problems=200, k=4, temperature=0.6, top_p=0.95, seed=7,
+                                            harder_levels=(5,), harder_problems=100, harder_max_new_tokens=160))
     return c

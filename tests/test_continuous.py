@@ -129,11 +129,14 @@ def test_recorded_expert_choices_are_the_training_forwards():
     for a, b, t in zip(static.routes, cont.routes, static.tokens):
         np.testing.assert_array_equal(a, b)
         assert a.shape == (len(t), 2, model.cfg.num_experts_per_tok) and (a[-1] == -1).all()
-    trained, recorded = [], []
-    for p, t, r in zip(prompts, static.tokens, static.routes):
-        _, aux = model.apply({"params": params}, np.asarray([p + t], np.int32), return_aux=True)
-        trained.append(np.moveaxis(np.asarray(aux["route"])[:, 0], 0, 1)[len(p):len(p) + len(t) - 1])  # [n, L, k]
-        recorded.append(r[:-1])
+    seqs = [p + t for p, t in zip(prompts, static.tokens)]
+    ids = np.zeros((len(seqs), max(map(len, seqs))), np.int32)
+    for i, q in enumerate(seqs):
+        ids[i, :len(q)] = q  # right padding: causal, so it changes no earlier position
+    _, aux = jax.jit(lambda x: model.apply({"params": params}, x, return_aux=True))(ids)
+    route = np.moveaxis(np.asarray(aux["route"]), 0, 2)  # [b, s, n_moe, k]
+    trained = [route[i, len(p):len(p) + len(t) - 1] for i, (p, t) in enumerate(zip(prompts, static.tokens))]
+    recorded = [r[:-1] for r in static.routes]
     trained, recorded = np.concatenate(trained), np.concatenate(recorded)
     assert len(recorded) > 50 and (recorded >= 0).all()
     assert float(expert_mismatch(trained, recorded)) == 0.0

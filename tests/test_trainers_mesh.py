@@ -91,12 +91,17 @@ def test_r1_zero_experiment_config_runs_on_a_mesh(tmp_path):
     c.data.n_train_problems, c.data.n_heldout_problems, c.data.n_corpus = 64, 16, 200
     c.pretrain.update(dict(steps=4, batch_size=8, log_every=2))
     c.grpo.update(dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, eval_every=0, save_every=0))
-    c.eval.update(dict(problems=8, k=2))
+    c.eval.update(dict(problems=8, k=2, harder_problems=4, harder_max_new_tokens=24))
     res = r1_zero.run(c)
     saved = json.load(open(os.path.join(c.run_dir, "results.json")))
     for side in ("base", "final"):
         assert set(saved[side]) == {"pass@1", "cons@k", "mean_length"}
         assert 0.0 <= saved[side]["pass@1"] <= 1.0 and saved[side]["mean_length"] > 0
+    # the R1-Zero observations: length per GRPO step, self-checks before / after, a harder level
+    assert len(saved["response_length_by_step"]) == 2 and min(saved["response_length_by_step"]) > 0
+    assert set(saved["self_check"]) == {"base", "final", "by_step"} and len(saved["self_check"]["by_step"]) == 2
+    assert saved["harder"]["levels"] == [5] and saved["harder"]["problems"] == 4
+    assert set(saved["harder"]["base"]) == {"pass@1", "mean_length", "reflection"}
     assert res["final"] == saved["final"]
     assert os.path.exists(os.path.join(c.run_dir, "r1_zero.png"))
 

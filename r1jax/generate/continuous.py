@@ -44,8 +44,7 @@ DEFAULT_REFILL_FRACTION = 0.125  # return to refill when this fraction of the ro
 
 def _state(slots: int, steps: int, routes=None):
     """Per-row decode state (all rows free); routes: (n_moe, k) to record, or None."""
-    extra = {"route": jnp.zeros((slots, steps) + tuple(routes), jnp.int16)} if routes else {}
-    return {**extra,
+    st = {
         "tok": jnp.zeros((slots,), jnp.int32),  # last token (fed at `pos` in the next step)
         "pos": jnp.zeros((slots,), jnp.int32),  # its position = prompt length + n_gen - 1
         "n_gen": jnp.zeros((slots,), jnp.int32),  # tokens generated so far
@@ -55,6 +54,9 @@ def _state(slots: int, steps: int, routes=None):
         "out_tok": jnp.zeros((slots, steps), jnp.int32),
         "out_lp": jnp.zeros((slots, steps), jnp.float32),
     }
+    if routes:  # the experts of each fed token: [slots, steps, n_moe, k]
+        st["route"] = jnp.zeros((slots, steps) + tuple(routes), jnp.int16)
+    return st
 
 
 def _refill(params, cache, st, tokens, lengths, row_prompt, slot, keys, budget, eos, *, model, max_len,

@@ -142,6 +142,24 @@ def run(c: ml_collections.ConfigDict) -> dict:
     print("[r1-zero] evaluating the final model ...")
     with place.context():
         final = evaluate(model, final_params, tok, heldout, **ev)
+    harder = None
+    if c.eval.get("harder_levels"):  # one more digit than trained on: does the skill generalise?
+        from r1jax.data.tasks.arithmetic import make_problems
+
+        hp = []
+        for task in c.data.tasks:
+            hp += make_problems(task, c.eval.get("harder_problems", 100), seed=c.data.seed + 2,
+                                levels=tuple(c.eval.harder_levels), split="heldout")
+        for r in hp:
+            r["answer"] = str(r["answer"])
+        print(f"[r1-zero] evaluating base and final on {len(hp)} harder problems (levels {tuple(c.eval.harder_levels)})")
+        hev = dict(ev, max_new_tokens=c.eval.get("harder_max_new_tokens", c.grpo.max_new_tokens))
+        with place.context():
+            hb = evaluate(model, params, tok, hp, **hev)
+            hf = evaluate(model, final_params, tok, hp, **hev)
+        harder = {"levels": list(c.eval.harder_levels), "problems": len(hp),
+                  "base": {k: hb[k] for k in ("pass@1", "mean_length", "reflection")},
+                  "final": {k: hf[k] for k in ("pass@1", "mean_length", "reflection")}}
     minutes = (time.time() - t_start) / 60
     keys = ("pass@1", "cons@k", "mean_length")
     results = {"base": {k: base[k] for k in keys}, "final": {k: final[k] for k in keys}, "minutes": minutes,
@@ -150,6 +168,16 @@ def run(c: ml_collections.ConfigDict) -> dict:
                "base_extra": {k: base[k] for k in EXTRA_KEYS},
                "final_extra": {k: final[k] for k in EXTRA_KEYS},
                "final_samples": final["samples"][:4]}
+    # the R1-Zero observations: response length over the RL steps, self-checking before / after,
+    # accuracy on a harder level than trained on before / after
+    steps = [json.loads(x) for x in open(os.path.join(gc.run_dir, "metrics.jsonl")) if x.strip()]
+    lengths = [(r["step"], r["rollout/response_length"]) for r in steps if "rollout/response_length" in r]
+    results["response_length_by_step"] = [round(v, 2) for _, v in sorted(lengths)]
+    results["self_check"] = {"base": base["reflection"], "final": final["reflection"],
+                             "by_step": [round(r["rollout/reflection"], 4) for r in steps
+                                         if "rollout/reflection" in r]}
+    if harder is not None:
+        results["harder"] = harder
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     table = results_table(results)
@@ -158,7 +186,8 @@ def run(c: ml_collections.ConfigDict) -> dict:
     log = RunLogger(gc.run_dir, resume_step=10**9, tensorboard=False)
     png = log.plot(os.path.join(run_dir, "r1_zero.png"), [
         ("eval/pass@1", "held-out pass@1 (T=0.6)"), ("rollout/response_length", "mean response length (tokens)"),
-        ("rollout/reflection", "share with wait/check/recheck"), ("reward/accuracy", "train accuracy reward")],
+        ("rollout/reflection", "share with a self-check (wait/check/recheck)"),
+        ("reward/accuracy", "train accuracy reward")],
         title="toy R1-Zero: GRPO with accuracy + format rewards")
     print(table)
     print(f"[r1-zero] wrote {os.path.join(run_dir, 'results.json')} and {png} ({minutes:.1f} min)")
@@ -198,6 +227,19 @@ def results_table(r: dict) -> str:
     lines.append(f"\n{r['problems']} held-out problems, seed {r['seed']}, {r['minutes']:.1f} minutes in all"
                  + (f" (load average {r['load_start']:.1f} at the start, {r['load_end']:.1f} at the end)"
                     if "load_start" in r else "") + ".")
+    ls = r.get("response_length_by_step")
+    if ls:
+        q = max(len(ls) // 5, 1)
+        lines.append(f"Mean response length over the GRPO steps: {sum(ls[:q]) / q:.1f} (first {q} steps) -> "
+                     f"{sum(ls[-q:]) / q:.1f} (last {q}).")
+    sc = r.get("self_check")
+    if sc:
+        lines.append(f"Samples with a self-check (`wait` / `check` / `recheck`): {sc['base']:.1%} (base) -> "
+                     f"{sc['final']:.1%} (final).")
+    h = r.get("harder")
+    if h:
+        lines.append(f"Harder held-out level {'/'.join(map(str, h['levels']))} (not trained on, {h['problems']} "
+                     f"problems): pass@1 {h['base']['pass@1']:.3f} (base) -> {h['final']['pass@1']:.3f} (final).")
     b, f = r.get("base_extra", {}), r.get("final_extra", {})
     if "reasoning_share" in b and "reasoning_share" in f:
         lines.append(
