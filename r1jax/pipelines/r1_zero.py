@@ -135,13 +135,6 @@ def run(c: ml_collections.ConfigDict) -> dict:
     print(f"[r1-zero] base: pass@1 {base['pass@1']:.3f}  cons@{c.eval.k} {base['cons@k']:.3f}  "
           f"mean length {base['mean_length']:.1f}  (reasons in {base['reasoning_share']:.0%} of samples, "
           f"right in {base['reasoning_accuracy']:.0%} of those; direct answers right in {base['direct_accuracy']:.0%})")
-    gc = grpo_config(run_dir=os.path.join(run_dir, "grpo"), prompt_style=c.prompt_style, seed=c.seed,
-                     mesh=c.get("mesh", ""), **c.grpo.to_dict())
-    _, final_params = run_grpo(gc, model=model, params=params, tokenizer=tok, train_records=data["train"],
-                               eval_records=data["heldout"])
-    print("[r1-zero] evaluating the final model ...")
-    with place.context():
-        final = evaluate(model, final_params, tok, heldout, **ev)
     harder = None
     if c.eval.get("harder_levels"):  # one more digit than trained on: does the skill generalise?
         from r1jax.data.tasks.arithmetic import make_problems
@@ -152,14 +145,24 @@ def run(c: ml_collections.ConfigDict) -> dict:
                                 levels=tuple(c.eval.harder_levels), split="heldout")
         for r in hp:
             r["answer"] = str(r["answer"])
-        print(f"[r1-zero] evaluating base and final on {len(hp)} harder problems (levels {tuple(c.eval.harder_levels)})")
         hev = dict(ev, max_new_tokens=c.eval.get("harder_max_new_tokens", c.grpo.max_new_tokens))
+        print(f"[r1-zero] evaluating the base model on {len(hp)} harder problems (levels {tuple(c.eval.harder_levels)})")
+        # before GRPO: its train state takes these params' buffers (donated by its first step)
         with place.context():
             hb = evaluate(model, params, tok, hp, **hev)
-            hf = evaluate(model, final_params, tok, hp, **hev)
-        harder = {"levels": list(c.eval.harder_levels), "problems": len(hp),
-                  "base": {k: hb[k] for k in ("pass@1", "mean_length", "reflection")},
-                  "final": {k: hf[k] for k in ("pass@1", "mean_length", "reflection")}}
+        harder = {"records": hp, "ev": hev, "base": {k: hb[k] for k in ("pass@1", "mean_length", "reflection")}}
+    gc = grpo_config(run_dir=os.path.join(run_dir, "grpo"), prompt_style=c.prompt_style, seed=c.seed,
+                     mesh=c.get("mesh", ""), **c.grpo.to_dict())
+    _, final_params = run_grpo(gc, model=model, params=params, tokenizer=tok, train_records=data["train"],
+                               eval_records=data["heldout"])
+    print("[r1-zero] evaluating the final model ...")
+    with place.context():
+        final = evaluate(model, final_params, tok, heldout, **ev)
+    if harder is not None:
+        with place.context():
+            hf = evaluate(model, final_params, tok, harder["records"], **harder["ev"])
+        harder = {"levels": list(c.eval.harder_levels), "problems": len(harder["records"]),
+                  "base": harder["base"], "final": {k: hf[k] for k in ("pass@1", "mean_length", "reflection")}}
     minutes = (time.time() - t_start) / 60
     keys = ("pass@1", "cons@k", "mean_length")
     results = {"base": {k: base[k] for k in keys}, "final": {k: final[k] for k in keys}, "minutes": minutes,

@@ -16,7 +16,7 @@ the parameters move): with d = trainer_logp - sampler_logp on valid tokens,
     max_abs_dlogp  max |d|
     ratio_out_frac fraction of tokens with exp(d) outside [1 - eps, 1 + eps] (eps: the loss' clip_eps)
 
-    expert_mismatch (MoE, `route_agreement=True`) the fraction of the sampler's expert choices (per
+    expert_mismatch (MoE, while the recording fits `route_agreement_mib`) the fraction of the sampler's expert choices (per
                    completion token and MoE layer, recorded by the engine when the token was fed
                    back) that the trainer's forward did not choose
 

@@ -85,7 +85,10 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         optimizer=train.optimizer_config(learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
                                          grad_clip=1.0),
         router_bias_update_rate=1e-3,
-        route_agreement=True,  # MoE: the engine records each token's experts; log the trainer's mismatch
+        # MoE: the engine records each generated token's experts (rows x max_new_tokens x MoE layers x
+        # top-k int16 on the device, int32 in the update batch) and the trainer logs the fraction it did
+        # not choose; recorded while that buffer is at most this many MiB (0: never)
+        route_agreement_mib=256,
         rollout_engine="static",  # static | continuous | auto (r1jax.generate; docs/ROLLOUT.md)
         rollout_slots=0,  # decode rows of the continuous engine (0: all of a step's samples)
         # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
@@ -343,6 +346,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     from r1jax.data.tokenizer import load_tokenizer
     from r1jax.eval.runner import evaluate, has_reflection
     from r1jax.generate.engine import generate
+    from r1jax.generate.programs import route_shape
     from r1jax.model import precision
     from r1jax.parallel.placement import Placement
     from r1jax.runlog import RunLogger
@@ -405,6 +409,8 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         if ref_params is state.params:  # same dtype: a copy (the state's buffers are donated to each step)
             ref_params = jax.tree.map(jnp.copy, state.params)
     logp_fn = make_logprob_fn(model, c.temperature, c.logprob_chunk)
+    rs = route_shape(model.cfg)
+    record_routes = bool(rs) and n_rows * c.max_new_tokens * rs[0] * rs[1] * 2 <= c.route_agreement_mib * 2**20
 
     ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
     start = 0
@@ -439,7 +445,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             rollout_params = precision.compute_copy(state.params, model.cfg)
             gen = generate(model, rollout_params, prompt_ids, max_new_tokens=c.max_new_tokens,
                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_id=eos,
-                           seed=c.seed * 1_000_003 + step, n=G, return_routes=c.route_agreement,
+                           seed=c.seed * 1_000_003 + step, n=G, return_routes=record_routes,
                            engine=c.rollout_engine, slots=c.rollout_slots or None)
             del rollout_params
         t_gen = time.perf_counter() - t0
