@@ -14,6 +14,7 @@ from r1jax import config as config_lib
 from r1jax.checkpoint import hf as hf_ckpt
 from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
 from r1jax.model import Transformer, init_params, update_router_bias
+from r1jax.model import experts as experts_lib
 from r1jax.model import moe as moe_lib
 
 from hf_models import hf_logits, make_hf_model
@@ -139,16 +140,16 @@ def test_moe_dispatch_equals_dense_reference(impl):
     w = jnp.asarray(rs.rand(n, 2), jnp.float32)
     wg, wu = (jnp.asarray(rs.randn(e, d, i) * 0.1, jnp.float32) for _ in range(2))
     wd = jnp.asarray(rs.randn(e, i, d) * 0.1, jnp.float32)
-    fn = {"grouped_block8": functools.partial(moe_lib.experts_grouped, block=8),  # several blocks per expert
-          "blocked_overflow": functools.partial(moe_lib.experts_blocked, capacity_factor=0.5, block=8),
-          }.get(impl) or moe_lib.EXPERT_FNS[impl]
+    fn = {"grouped_block8": functools.partial(experts_lib.experts_grouped, block=8),  # several blocks per expert
+          "blocked_overflow": functools.partial(experts_lib.experts_blocked, capacity_factor=0.5, block=8),
+          }.get(impl) or experts_lib.EXPERT_FNS[impl]
 
     def loss(f, *a):
         return (f(*a) ** 2).sum()
 
-    assert_close(fn(x, idx, w, wg, wu, wd), moe_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
+    assert_close(fn(x, idx, w, wg, wu, wd), experts_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
     g1 = jax.grad(lambda *a: loss(fn, *a), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
-    g2 = jax.grad(lambda *a: loss(moe_lib.experts_dense, *a), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
+    g2 = jax.grad(lambda *a: loss(experts_lib.experts_dense, *a), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
     for name, a, b in zip(("dx", "dw", "dwg", "dwu", "dwd"), g1, g2):
         assert_close(a, b, rtol=5e-5, err_msg=name)  # ~1e-6 seen: sums over experts and tokens
 
@@ -163,10 +164,10 @@ def test_cpu_dispatch_picks_grouped_for_many_tokens_and_stays_exact():
         p = np.r_[np.full(2, 0.3), np.full(e - 2, 0.4 / (e - 2))]  # two hot experts: several blocks each
         idx = jnp.asarray(np.stack([rs.choice(e, 2, replace=False, p=p) for _ in range(n)]), jnp.int32)
         w = jnp.asarray(rs.rand(n, 2), jnp.float32)
-        want = moe_lib.experts_grouped if n * 2 >= e * moe_lib.GROUPED_BLOCK else moe_lib.experts_blocked
-        assert (n == 600) == (want is moe_lib.experts_grouped)
-        got = jax.jit(moe_lib.experts_cpu)(x, idx, w, wg, wu, wd)
-        assert_close(got, moe_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
+        want = experts_lib.experts_grouped if n * 2 >= e * experts_lib.GROUPED_BLOCK else experts_lib.experts_blocked
+        assert (n == 600) == (want is experts_lib.experts_grouped)
+        got = jax.jit(experts_lib.experts_cpu)(x, idx, w, wg, wu, wd)
+        assert_close(got, experts_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
         # exact: experts_cpu dispatches in Python, so both jits trace the same program
         np.testing.assert_array_equal(got, jax.jit(want)(x, idx, w, wg, wu, wd))
 

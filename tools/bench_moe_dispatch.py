@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from r1jax import config as config_lib  # noqa: E402
 from r1jax import train  # noqa: E402
 from r1jax.model import Transformer, init_params  # noqa: E402
-from r1jax.model import moe as moe_lib  # noqa: E402
+from r1jax.model import experts as experts_lib  # noqa: E402
 
 VARIANTS = ("blocked", "grouped")
 
@@ -93,10 +93,10 @@ def bench_experts(args, log):
 
     def ideal(x, idx, w, wg, wu, wd):  # the same matmul work (n*k rows, one expert's shapes), no dispatch
         xx = jnp.concatenate([x] * k)
-        y = moe_lib._swiglu(xx @ wg[0], xx @ wu[0]) @ wd[0]
+        y = experts_lib.swiglu(xx @ wg[0], xx @ wu[0]) @ wd[0]
         return y.reshape(k, n, d).sum(0)
 
-    fns = {impl: moe_lib.EXPERT_FNS[impl] for impl in VARIANTS}
+    fns = {impl: experts_lib.EXPERT_FNS[impl] for impl in VARIANTS}
     fns["ideal"] = ideal
     runs = {}
     for name, fn in fns.items():

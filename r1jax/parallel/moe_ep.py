@@ -16,7 +16,7 @@ one without an `expert` axis) the experts run locally, dropless. On the mesh:
      buffer [E, C, d] (position = rank of the assignment among this device's assignments to
      e, in token order; assignments past C are dropped and counted);
   2. `all_to_all` over `expert`: device j receives [X sources, E/X local experts, C, d];
-  3. grouped matmul over the local experts: SwiGLU on [E/X, X*C, d];
+  3. grouped matmul over the local experts: SwiGLU on [E/X, X*C, d] (r1jax.model.experts);
   4. the return `all_to_all` sends every row back to its source device;
   5. each token sums its k rows weighted by the routing weights (psum over `tensor`).
 
@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from r1jax.model.experts import EXPERT_FNS, batched_expert_mlp, local_impl
 from r1jax.parallel.rules import BATCH_AXES
 
 
@@ -46,16 +47,6 @@ def capacity(tokens_per_device: int, k: int, n_experts: int, capacity_factor: fl
     if capacity_factor is None or capacity_factor <= 0:
         return n
     return int(min(n, max(1, math.ceil(capacity_factor * n * k / n_experts))))
-
-
-def _local_experts(cfg):
-    from r1jax.model import moe as moe_lib
-
-    return moe_lib.EXPERT_FNS[moe_lib.local_impl()]
-
-
-def _swiglu(g, u):
-    return jax.nn.silu(g) * u
 
 
 def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, identity_experts=False):
@@ -70,7 +61,7 @@ def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, i
     k = idx.shape[1]
     e = wg.shape[0]
     if mesh is None or mesh.empty or "expert" not in mesh.axis_names:
-        y = _local_experts(cfg)(x, idx, w, wg, wu, wd)
+        y = EXPERT_FNS[local_impl()](x, idx, w, wg, wu, wd)
         return y, {"ep_dropped": jnp.zeros((), jnp.float32), "ep_capacity": jnp.full((), n, jnp.float32)}
 
     names = tuple(mesh.axis_names)
@@ -118,8 +109,7 @@ def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, i
         if identity_experts:
             y = r
         else:
-            h = _swiglu(jnp.einsum("ecd,edi->eci", r, wg), jnp.einsum("ecd,edi->eci", r, wu))
-            y = jnp.einsum("eci,eid->ecd", h, wd)
+            y = batched_expert_mlp(r, wg, wu, wd)
         y = y.reshape(e_loc, x_ax, c, d).transpose(1, 0, 2, 3).reshape(e * c, d)
         back = jax.lax.all_to_all(y, "expert", 0, 0, tiled=True)  # [e * c, d], row e*c+pos as sent
         rows = back.at[dest].get(mode="fill", fill_value=0)
