@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 from r1jax import config as config_lib
 from r1jax import parallel, train
 from r1jax.model import Transformer, init_params
-from r1jax.model import moe as moe_lib
+from r1jax.model import experts as experts_lib
 from r1jax.parallel.moe_ep import capacity, experts_ep
 
 from numerics import assert_close
@@ -143,8 +143,8 @@ def test_ep_dispatch_equals_dense_and_counts_dropped_tokens(mesh_cfg):
         # a tight capacity drops assignments past the C-th per (device, expert)
         y1, stats1 = jax.jit(lambda *a: experts_ep(*a, cfg, capacity_factor=1.0))(x, idx, w, wg, wu, wd)
     assert float(stats["ep_dropped"]) == 0 and int(stats["ep_capacity"]) == n_loc
-    assert_close(y, moe_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
-    g0 = jax.grad(lambda *a: (moe_lib.experts_dense(*a) ** 2).sum(), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
+    assert_close(y, experts_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
+    g0 = jax.grad(lambda *a: (experts_lib.experts_dense(*a) ** 2).sum(), argnums=(0, 2, 3, 4, 5))(x, idx, w, wg, wu, wd)
     for name, a, b in zip(("dx", "dw", "dwg", "dwu", "dwd"), g, g0):
         assert_close(a, b, rtol=5e-5, err_msg=name)  # sums over experts and tokens: ~1e-6 seen
 
@@ -152,14 +152,14 @@ def test_ep_dispatch_equals_dense_and_counts_dropped_tokens(mesh_cfg):
     assert int(stats1["ep_capacity"]) == c < n_loc
     keep = _numpy_kept(idx, shards, c)
     assert float(stats1["ep_dropped"]) == (~keep).sum() > 0
-    ref = moe_lib.experts_dense(x, idx, jnp.where(jnp.asarray(keep), w, 0.0), wg, wu, wd)
+    ref = experts_lib.experts_dense(x, idx, jnp.where(jnp.asarray(keep), w, 0.0), wg, wu, wd)
     assert_close(y1, ref, rtol=1e-5)
 
 
 def test_ep_without_a_mesh_runs_locally_and_pads_uneven_token_counts():
     cfg = config_lib.tiny_moe()
     x, idx, w, wg, wu, wd = _moe_inputs(n=20)
-    ref = moe_lib.experts_dense(x, idx, w, wg, wu, wd)
+    ref = experts_lib.experts_dense(x, idx, w, wg, wu, wd)
     y, stats = experts_ep(x, idx, w, wg, wu, wd, cfg)  # no mesh in context
     assert_close(y, ref, rtol=1e-5, err_msg="no mesh")
     with parallel.use_mesh(parallel.make_mesh(dict(expert=8, fsdp=1))):  # 20 tokens on 8 shards: padded
