@@ -256,6 +256,54 @@ def test_adam_moments_are_fp32_for_bf16_params():
         assert a.dtype == b.dtype
 
 
+def test_small_updates_accumulate_in_fp32_master_weights_and_vanish_in_bf16():
+    """AdamW at lr 1e-6 with a constant gradient moves every weight by exactly lr per step (Adam's
+    bias-corrected m / sqrt(v) = sign(g)). fp32 master weights (param_dtype float32, bf16 compute)
+    hold p0 - n * lr; the same updates applied to bf16 weights vanish (half a bf16 ulp of a weight
+    of size >= 2^-7 is 3e-5 > 1e-6)."""
+    lr, n = 1e-6, 5
+    tx = train.make_optimizer(train.optimizer_config(learning_rate=lr, schedule="constant", weight_decay=0.0,
+                                                     grad_clip=0.0))
+
+    @jax.jit
+    def steps(params):
+        opt_state = tx.init(params)
+        grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3, jnp.float32), params)
+        for _ in range(n):
+            upd, opt_state = tx.update(grads, opt_state, params)
+            params = train.optax.apply_updates(params, upd)
+        return params
+
+    def big_weights(cfg):  # the expert gate kernels, [layers, E, d, I]: the weights a bf16 step cannot move
+        return init_params(cfg, jax.random.PRNGKey(0))
+
+    master_cfg = config_lib.tiny_moe(param_dtype="float32", dtype="bfloat16")
+    p0 = big_weights(master_cfg)
+    p1 = steps(p0)
+    k0 = np.asarray(p0["moe_layers"]["mlp"]["experts_gate_proj"], np.float64)
+    k1 = np.asarray(p1["moe_layers"]["mlp"]["experts_gate_proj"])
+    assert k1.dtype == np.float32
+    # p0 - n * lr, to the float32 rounding of n additions (half an ulp of |p| each) and Adam's eps
+    # (each step is lr * |g| / (|g| + 1e-8) = lr * (1 - 1e-5))
+    ulp = np.spacing(np.maximum(np.abs(k0), np.abs(k1)).astype(np.float32)).astype(np.float64)
+    tol = n * ulp + n * lr * 2e-5
+    assert np.all(np.abs(k1 - (k0 - n * lr)) <= tol), np.abs(k1 - (k0 - n * lr)).max()
+    # every weight of the model moved by n * lr (the router bias is frozen: the sign rule moves it)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(p1)[0], jax.tree.leaves(p0)):
+        if "e_score_correction_bias" in jax.tree_util.keystr(path):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        else:
+            np.testing.assert_allclose(np.asarray(b, np.float64) - np.asarray(a, np.float64), n * lr, rtol=0.05,
+                                       err_msg=jax.tree_util.keystr(path))
+    # the same n updates on bf16 weights: every weight of size >= 2^-7 is unchanged
+    b0 = big_weights(config_lib.tiny_moe(param_dtype="bfloat16", dtype="bfloat16"))
+    b1 = steps(b0)
+    g0 = np.asarray(b0["moe_layers"]["mlp"]["experts_gate_proj"], np.float32)
+    g1 = np.asarray(b1["moe_layers"]["mlp"]["experts_gate_proj"], np.float32)
+    big = np.abs(g0) >= 2 ** -7
+    assert big.mean() > 0.3 and np.array_equal(g1[big], g0[big])
+
+
 def test_from_pretrained_loads_into_the_sharded_layout(tmp_path):
     import r1jax
 

@@ -19,7 +19,13 @@ def _batch(b=4, s=16, seed=0, vocab=97):
             "loss_mask": jnp.ones((b, s), jnp.float32)}
 
 
-def test_loss_falls_and_router_bias_moves():
+def _log_softmax64(x):
+    x = np.asarray(x, np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_loss_falls_and_router_bias_moves_against_the_load():
     cfg = config_lib.tiny_moe()
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(0))
@@ -28,16 +34,76 @@ def test_loss_falls_and_router_bias_moves():
     rate = 1e-2
     step = train.make_train_step(model, train.lm_loss, tx, router_bias_update_rate=rate)
     batch = _batch()
+    # the experts each token picks in the first step's forward (the params before the update)
+    _, aux = model.apply({"params": params}, batch["input_ids"], return_aux=True, compute_mtp=True)
+    e = cfg.n_routed_experts
+    route = np.asarray(aux["route"])  # [n_moe, b, s, k]
+    load = np.stack([np.bincount(r.reshape(-1), minlength=e) for r in route]).astype(np.float64)  # [n_moe, E]
+    mtp_load = np.asarray(aux["mtp_load"], np.float64)
     losses = []
-    for _ in range(15):
+    for i in range(15):
         state, m = step(state, batch)
         losses.append(float(m["loss"]))
+        if i == 0:
+            # aux-loss-free balancing: an expert above the mean load gets its bias lowered by the rate, one
+            # below it raised, one at the mean left alone (the optimizer leaves the bias frozen)
+            for got, ld in ((state.params["moe_layers"]["mlp"]["e_score_correction_bias"], load),
+                            (state.params["mtp"]["block"]["mlp"]["e_score_correction_bias"], mtp_load)):
+                mean = ld.mean(-1, keepdims=True)
+                want = np.where(ld > mean, -rate, np.where(ld < mean, rate, 0.0))
+                assert (ld > mean).any() and (ld < mean).any()  # an unbalanced router: both directions occur
+                np.testing.assert_allclose(np.asarray(got), want, atol=1e-9)
     assert losses[-1] < 0.5 * losses[0]
     bias = np.asarray(state.params["moe_layers"]["mlp"]["e_score_correction_bias"])
-    assert np.abs(bias).max() > 0  # moved by the sign rule, not by the optimizer
     # only multiples of the rate (up to float32 sums of 15 steps: ~1e-7 of the rate)
     assert np.all(np.abs(np.round(bias / rate) * rate - bias) < 1e-4 * rate)
-    assert "mtp_ce" in m and np.isfinite(float(m["mtp_ce"]))
+
+
+def test_mtp_loss_equals_a_numpy_recomputation():
+    """lm_loss's MTP term: at position i the depth-1 module (fed h_i and token i+1) predicts token
+    i+2 (= targets[i+1]); positions where either target is masked or that cross a packed segment
+    boundary are left out; loss = CE + mtp_loss_weight * MTP CE. Recomputed here in float64 from
+    the model's MTP logits."""
+    cfg = config_lib.tiny_moe()
+    model = Transformer(cfg)
+    params = init_params(cfg, jax.random.PRNGKey(2))
+    b, s = 3, 12
+    batch = _batch(b, s, seed=5)
+    mask = np.ones((b, s), np.float32)
+    mask[1, 8:] = 0  # padding
+    mask[2, :2] = 0  # a prompt
+    seg = np.ones((b, s), np.int32)
+    seg[0, 7:] = 2  # row 0 packs two sequences
+    batch = dict(batch, loss_mask=jnp.asarray(mask), segment_ids=jnp.asarray(seg))
+    loss, out = jax.jit(lambda p, bt: train.lm_loss(p, bt, model))(params, batch)
+    logits, aux = model.apply({"params": params}, batch["input_ids"], None, batch["segment_ids"], return_aux=True,
+                              compute_mtp=True)
+    tg = np.asarray(batch["targets"])
+    lp, lp2 = _log_softmax64(logits), _log_softmax64(aux["mtp_logits"])
+    ce = -(np.take_along_axis(lp, tg[..., None], -1)[..., 0] * mask).sum() / mask.sum()
+    nll, n2 = 0.0, 0
+    for r in range(b):
+        for i in range(s - 1):
+            if mask[r, i] and mask[r, i + 1] and seg[r, i] == seg[r, i + 1]:
+                nll -= lp2[r, i, tg[r, i + 1]]
+                n2 += 1
+    assert n2 == 10 + 7 + 9  # row 0: 11 pairs less the segment boundary; row 1: 8 tokens; row 2: 10 tokens
+    mtp = nll / n2
+    m = out["metrics"]
+    np.testing.assert_allclose(float(m["ce"]), ce, rtol=2e-6)
+    np.testing.assert_allclose(float(m["mtp_ce"]), mtp, rtol=2e-6)
+    np.testing.assert_allclose(float(loss), ce + cfg.mtp_loss_weight * mtp, rtol=2e-6)
+    assert abs(mtp - ce) > 1e-3  # another head: not the main CE again
+    # the LM head a block at a time (chunk) gives the same terms
+    _, out_c = jax.jit(lambda p, bt: train.lm_loss(p, bt, model, chunk=4))(params, batch)
+    np.testing.assert_allclose(float(out_c["metrics"]["mtp_ce"]), mtp, rtol=2e-6)
+    # the MTP logits at i read token i+1 and nothing later (causal): change token 6
+    ids2 = np.asarray(batch["input_ids"]).copy()
+    ids2[:, 6] = (ids2[:, 6] + 1) % cfg.vocab_size
+    _, aux2 = model.apply({"params": params}, jnp.asarray(ids2), None, batch["segment_ids"], return_aux=True,
+                          compute_mtp=True)
+    d = np.abs(np.asarray(aux2["mtp_logits"]) - np.asarray(aux["mtp_logits"])).max(axis=(0, 2))
+    assert np.all(d[:5] == 0) and d[5] > 1e-4
 
 
 def _keep_grads():
@@ -74,6 +140,45 @@ def test_grad_accumulation_equals_full_batch():
     for (path, g1), g2 in zip(jax.tree_util.tree_flatten_with_path(st1.opt_state[0])[0],
                               jax.tree.leaves(st2.opt_state[0])):
         assert_close(g2, g1, rtol=5e-5, err_msg=jax.tree_util.keystr(path))  # <= 5e-7 seen
+
+
+@pytest.mark.parametrize("mtp", [
+    False,
+    pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
+        "lm_loss normalises the MTP CE by its own count (valid i, i+1 pairs) but the step weights the "
+        "whole micro-batch loss by the main CE's token count, so with unequal token counts the MTP "
+        "gradient is not the big batch's (20% off on the MTP params, measured)"))),
+])
+def test_grad_accumulation_with_unequal_token_counts_equals_the_big_batch(mtp):
+    """Micro-batch 1 trains on 24 tokens, micro-batch 2 on 6: the step weights each by its token count,
+    so loss and gradients equal the single big batch's (a mean over the 30 tokens); the unweighted
+    mean of the two micro-batches' gradients (what equal weights would give) does not."""
+    cfg = config_lib.tiny_moe(moe_impl="dense", num_nextn_predict_layers=1 if mtp else 0)
+    model = Transformer(cfg)
+    params = init_params(cfg, jax.random.PRNGKey(1))
+    tx = _keep_grads()
+    batch = _batch(4, 12, seed=3)
+    mask = np.ones((4, 12), np.float32)
+    mask[2:, 3:] = 0  # rows 2, 3 (the second micro-batch): 3 target tokens each
+    batch["loss_mask"] = jnp.asarray(mask)
+    grads, ms = [], []
+    for acc in (1, 2):
+        st, m = train.make_train_step(model, train.lm_loss, tx, grad_accum=acc, donate=False)(
+            train.init_train_state(params, tx), batch)
+        grads.append(st.opt_state)
+        ms.append(m)
+    (g1, g2), (m1, m2) = grads, ms
+    assert float(m1["tokens"]) == 30.0
+    assert float(m2["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)
+    assert float(m2["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=1e-5)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(g2)[0], jax.tree.leaves(g1)):
+        assert_close(a, b, rtol=5e-5, err_msg=jax.tree_util.keystr(path))
+    # equal weights would be wrong: the 6 tokens of micro-batch 2 would count as much as the 24 of 1
+    half = [jax.tree.map(lambda x: x[j * 2:(j + 1) * 2], batch) for j in range(2)]
+    gs = [train.make_train_step(model, train.lm_loss, tx, donate=False)(train.init_train_state(params, tx), h)[0]
+          .opt_state for h in half]
+    naive = jax.tree.map(lambda a, b: (a + b) / 2, *gs)
+    assert float(optax.global_norm(jax.tree.map(jnp.subtract, naive, g1))) > 0.1 * float(optax.global_norm(g1))
 
 
 def test_optimizer_masks():
