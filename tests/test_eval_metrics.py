@@ -142,30 +142,97 @@ def test_empty_file(tmp_path):
         benchmarks.load_benchmark(p)
 
 
-def test_evaluate_scores_its_own_samples():
-    """evaluate()'s figures recomputed from the completions it returns (random tiny model), and
-    evaluate_stage() reporting the same samples' figures plus its own."""
-    import jax
+# Scripted samples (k = 3 per problem), with their figures worked out by hand:
+#   problem  gold  samples (answer; * = reasons in <think>)       correct  majority
+#   0 (en)   3     3*, 4, 3* (mixes in a French word, "wait")     2 / 3    3 -> right
+#   1 (en)   7     7, 7, 7 (empty <think>: direct)                3 / 3    7 -> right
+#   2 (en)   8     9, 9, 8                                        1 / 3    9 -> wrong
+#   3 (fr)   5     none* (cut at max_new_tokens), 5, 6            1 / 3    5 (tie, first) -> right
+SCRIPT = [
+    ("what is 1 + 2", "3", "en", [("<think> 1 plus 2 is 3 </think> <answer> 3 </answer>", "stop"),
+                                  ("<answer> 4 </answer>", "stop"),
+                                  ("<think> 1 plus 2 fois 3 , wait </think> <answer> 3 </answer>", "stop")]),
+    ("what is 3 + 4", "7", "en", [("<think> </think> <answer> 7 </answer>", "stop")] * 3),
+    ("what is 4 + 4", "8", "en", [("<answer> 9 </answer>", "stop"), ("<answer> 9 </answer>", "stop"),
+                                  ("<answer> 8 </answer>", "stop")]),
+    ("combien font 2 + 3", "5", "fr", [("<think> 2 et 3 font 5 </think>", "length"), ("<answer> 5 </answer>", "stop"),
+                                       ("<answer> 6 </answer>", "stop")]),
+]
+EXPECTED = {
+    "pass@1": (2 / 3 + 1 + 1 / 3 + 1 / 3) / 4,  # 7/12
+    "cons@k": 3 / 4,
+    "format": 2 / 12,  # R1-Zero format: problem 0's two reasoned samples
+    "reflection": 1 / 12,
+    "truncated": 1 / 12,
+    "reasoning_share": 3 / 12,
+    "reasoning_accuracy": 2 / 3,
+    "direct_accuracy": 5 / 9,
+}
 
-    from r1jax import config as C
+
+def _scripted_generate(tok, calls):
+    """A stand-in for r1jax.generate that returns SCRIPT's samples: request r (= first_request + its
+    place in the call) is sample r % k of problem r // k; a finished sample ends with EOS."""
+    from types import SimpleNamespace
+
+    eos = tok.eos_token_ids[0]
+
+    def generate(model, params, prompts, *, n, first_request, eos_id, **kw):
+        calls.append((len(prompts), n, first_request, kw.get("engine")))
+        assert eos in eos_id
+        tokens, index, finish = [], [], []
+        for i in range(len(prompts)):
+            for j in range(n):
+                r = first_request + i * n + j
+                text, why = SCRIPT[r // n][3][r % n]
+                tokens.append(tok.encode(text) + ([eos] if why == "stop" else []))
+                index.append(i)
+                finish.append(why)
+        return SimpleNamespace(tokens=tokens, prompt_index=np.array(index), finish_reason=finish)
+
+    return generate
+
+
+@pytest.mark.parametrize("batch_prompts,engine,n_calls", [(64, "static", 1), (2, "static", 2), (2, "continuous", 1)])
+def test_evaluate_figures_on_samples_of_known_correctness(monkeypatch, batch_prompts, engine, n_calls):
+    """evaluate() and evaluate_stage() on a controlled sampler: every figure equals the hand count
+    of SCRIPT (no model runs)."""
+    from types import SimpleNamespace
+
     from r1jax.data.toy_tokenizer import toy_tokenizer
-    from r1jax.eval.runner import evaluate, reasons
+    from r1jax.eval.runner import evaluate
     from r1jax.eval.stage_eval import evaluate_stage
-    from r1jax.model import Transformer, init_params
-    from r1jax.rl.rewards import accuracy_reward
+    from r1jax.generate import engine as engine_mod
 
     tok = toy_tokenizer()
-    cfg = C.tiny_moe(vocab_size=tok.vocab_size)
-    model, params = Transformer(cfg), init_params(cfg, jax.random.PRNGKey(0))
-    recs = [{"problem": f"what is {a} + {b}", "answer": str(a + b), "language": "en"} for a, b in ((1, 2), (3, 4), (5, 6))]
+    calls = []
+    monkeypatch.setattr(engine_mod, "generate", _scripted_generate(tok, calls))
+    model = SimpleNamespace(cfg=SimpleNamespace(dtype="float32", param_dtype="float32"))  # compute_copy: no-op
+    recs = [{"problem": p, "answer": a, "language": lg} for p, a, lg, _ in SCRIPT]
     k = 3
-    r = evaluate(model, params, tok, recs, k=k, max_new_tokens=10, seed=1, keep_texts=True)
-    texts = r["texts"]
-    assert len(texts) == k * len(recs) and r["accuracy"] == [accuracy_reward(t, x["answer"]) for t, x in
-                                                             zip(texts, [x for x in recs for _ in range(k)])]
-    assert r["pass@1"] == np.mean([a == 1.0 for a in r["accuracy"]])
-    assert r["reasoning_share"] == np.mean([reasons(t) for t in texts])
-    assert reasons("<think> 1 plus 2 </think> <answer> 3 </answer>") and not reasons("<think> </think> <answer> 3 </answer>")
-    s = evaluate_stage(model, params, tok, recs, k=k, max_new_tokens=10, seed=1)
-    assert s["pass@1"] == r["pass@1"] and s["mean_length"] == r["mean_length"]  # same samples
-    assert s["pass@1/en"] == r["pass@1"] and 0.0 <= s["language_mixing"] <= 1.0
+    r = evaluate(model, {}, tok, recs, k=k, max_new_tokens=16, batch_prompts=batch_prompts, keep_texts=True,
+                 engine=engine)
+    assert len(calls) == n_calls and all(c[1] == k for c in calls)
+    assert [c[2] for c in calls] == [i * batch_prompts * k for i in range(n_calls)] if engine == "static" else [0]
+    assert r["texts"] == [t for _, _, _, samples in SCRIPT for t, _ in samples]  # EOS stripped
+    assert r["accuracy"] == [1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    for key, want in EXPECTED.items():
+        assert r[key] == pytest.approx(want, abs=1e-12), key
+    lengths = [len(tok.encode(t)) + (why == "stop") for _, _, _, samples in SCRIPT for t, why in samples]
+    assert r["mean_length"] == pytest.approx(np.mean(lengths)) and r["problems"] == 4 and r["skipped_gold"] == 0
+
+    calls.clear()
+    s = evaluate_stage(model, {}, tok, recs, k=k, max_new_tokens=16, batch_prompts=batch_prompts)
+    assert s["pass@1"] == pytest.approx(7 / 12) and s["cons@k"] == pytest.approx(3 / 4)
+    assert s["pass@1/en"] == pytest.approx(6 / 9) and s["pass@1/fr"] == pytest.approx(1 / 3)
+    assert s["language_mixing"] == pytest.approx(1 / 12)  # problem 0's third sample: English CoT with "fois"
+    assert s["language_mixing_any"] == pytest.approx(1 / 12)
+    assert s["format_r1_zero"] == pytest.approx(2 / 12) and s["format_r1"] == pytest.approx(2 / 12)
+    assert s["summary"] == 0.0
+
+
+def test_reasons_needs_a_non_empty_think_block():
+    from r1jax.eval.runner import reasons
+
+    assert reasons("<think> 1 plus 2 </think> <answer> 3 </answer>")
+    assert not reasons("<think> </think> <answer> 3 </answer>")

@@ -58,22 +58,40 @@ def test_sft_on_mesh_matches_one_device(tmp_path):
     np.testing.assert_allclose(losses["mesh"], losses["one"], rtol=2e-4)
 
 
-def test_grpo_on_mesh_matches_one_device(tmp_path):
+def _chars_reward(texts, records):
+    """A reward with spread on a random model: a tenth of the response's characters."""
+    return [len(t) / 10 for t in texts]
+
+
+def test_grpo_on_mesh_matches_one_device(tmp_path, monkeypatch):
+    """Three GRPO steps (two updates each, mu=2) with a reward that differs between samples, so the
+    advantages, the policy loss and the gradient are not zero: the mesh run logs the one-device
+    run's rewards, lengths, losses and gradient norms at every step."""
+    from r1jax.rl import trainer as grpo_trainer
+
+    monkeypatch.setitem(grpo_trainer.REWARDS, "chars", _chars_reward)
     tok = toy_tokenizer()
     cfg = config_lib.tiny_moe(vocab_size=tok.vocab_size)
     rows = {}
     for name, mesh in (("one", ""), ("mesh", MESH)):
-        c = grpo_config(run_dir=str(tmp_path / name), rewards={"format": 1.0}, group_size=4, prompts_per_step=4,
-                        max_new_tokens=8, steps=2, eval_every=0, save_every=0, save_hf=False, progress=False,
+        c = grpo_config(run_dir=str(tmp_path / name), rewards={"chars": 1.0}, group_size=4, prompts_per_step=4,
+                        max_new_tokens=8, steps=3, mu=2, eval_every=0, save_every=0, save_hf=False, progress=False,
                         old_logp="recompute", loss_kwargs=dict(kl_coef=0.01), mesh=mesh)
         run_grpo(c, model=Transformer(cfg), params=init_params(cfg, jax.random.PRNGKey(0)), tokenizer=tok,
                  train_records=RECORDS)
         rows[name] = _metrics(c.run_dir)
-    # the first step's rollouts come from identical params and seeds: same lengths, same loss
-    a, b = rows["one"][0], rows["mesh"][0]
-    assert a["rollout/response_length"] == b["rollout/response_length"]
-    np.testing.assert_allclose(b["train/loss"], a["train/loss"], rtol=1e-3, atol=1e-6)
-    assert all(np.isfinite(r["train/loss"]) for r in rows["mesh"])
+    assert len(rows["one"]) == len(rows["mesh"]) == 3
+    for a, b in zip(rows["one"], rows["mesh"]):
+        # every group has a reward spread, so the advantages are not all zero
+        assert a["rollout/zero_spread_groups"] == 0.0 and b["rollout/zero_spread_groups"] == 0.0
+        # same rollouts (same params up to f32 rounding, same seeds): same lengths and rewards
+        assert a["rollout/response_length"] == b["rollout/response_length"]
+        assert a["reward/total"] == b["reward/total"]
+        for k in ("train/loss", "train/pg_loss", "train/grad_norm"):
+            assert abs(a[k]) > 1e-3, (k, a[k])
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-4, err_msg=k)
+        assert a["train/kl"] > 0
+        np.testing.assert_allclose(b["train/kl"], a["train/kl"], rtol=1e-3)
 
 
 @pytest.mark.slow
