@@ -5,21 +5,15 @@ Public entry points (see README):
     logits = model.apply({"params": params}, input_ids)
     tok = r1jax.load_tokenizer(path)     # the checkpoint's tokenizer, special tokens and chat template
     r1jax.generate(model, params, prompts, max_new_tokens=..., temperature=..., top_p=..., seed=...)
+
+`r1jax.generate` is the function; the rollout engine behind it lives in the subpackage
+`r1jax.generation` (engine, continuous, programs, sampling).
 """
 
 __version__ = "0.1.0"
 
-# `generate` is bound to the function (the subpackage r1jax.generate stays importable by path).
-from r1jax.generate.engine import generate  # noqa: E402,F401
+from r1jax.checkpoint.hf import from_pretrained, save_pretrained  # noqa: E402
+from r1jax.data.tokenizer import load_tokenizer  # noqa: E402
+from r1jax.generation.engine import generate  # noqa: E402
 
-
-def __getattr__(name):  # lazy: checkpoint I/O is only imported when used
-    if name in ("from_pretrained", "save_pretrained"):
-        from r1jax.checkpoint import hf
-
-        return getattr(hf, name)
-    if name == "load_tokenizer":
-        from r1jax.data.tokenizer import load_tokenizer
-
-        return load_tokenizer
-    raise AttributeError(f"module 'r1jax' has no attribute {name!r}")
+__all__ = ["from_pretrained", "generate", "load_tokenizer", "save_pretrained"]

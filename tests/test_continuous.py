@@ -7,7 +7,7 @@ import pytest
 
 import r1jax
 from r1jax import config as config_lib
-from r1jax.generate import programs
+from r1jax.generation import programs
 from r1jax.model import Transformer, init_params
 
 from numerics import assert_close

@@ -10,8 +10,8 @@ import pytest
 
 import r1jax
 from r1jax import config as config_lib
-from r1jax.generate import programs
-from r1jax.generate.sampling import filter_logits, sample
+from r1jax.generation import programs
+from r1jax.generation.sampling import filter_logits, sample
 from r1jax.model import Transformer, init_cache, init_params
 from r1jax.rl.grpo import token_logprobs
 
@@ -143,7 +143,7 @@ def test_top_k_top_p_frequencies_match_renormalized_distribution():
 def test_inverse_cdf_draw_matches_distribution_across_blocks():
     """The blocked inverse-CDF draw over a vocabulary of several blocks (with a partial last block
     and zero-probability entries) has the frequencies of the distribution: chi-square at a fixed seed."""
-    from r1jax.generate.sampling import categorical_inverse_cdf
+    from r1jax.generation.sampling import categorical_inverse_cdf
 
     rs = np.random.RandomState(0)
     v = 300  # blocks of 128: 3 blocks, the last one partial

@@ -183,7 +183,7 @@ def longtail(model, params, cfg, args):
 def compare_decode_options(model, params, prompts, args):
     """Alternate generate with the decode program compiled with / without the CPU options."""
     import r1jax
-    from r1jax.generate import programs
+    from r1jax.generation import programs
 
     options = programs.CPU_DECODE_COMPILER_OPTIONS
     variants = {"without": None, "with": options}

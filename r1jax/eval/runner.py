@@ -67,7 +67,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     i is request i * k + j of one seed either way, so both give the same samples."""
     from r1jax.data.prompts import PromptFormat, opens_think
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
-    from r1jax.generate.engine import generate
+    from r1jax.generation.engine import generate
     from r1jax.model.precision import compute_copy
     from r1jax.rl.rewards import accuracy_rewards, extract_answer, format_reward
 

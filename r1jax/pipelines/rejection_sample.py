@@ -163,7 +163,7 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
 
     from r1jax.data.prompts import PromptFormat, decode_completion
     from r1jax.data.r1_toy import make_general_records
-    from r1jax.generate.engine import generate
+    from r1jax.generation.engine import generate
 
     t0 = time.perf_counter()
     eos = tuple(tokenizer.eos_token_ids)

@@ -345,8 +345,8 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     from r1jax.data.prompts import PromptFormat, decode_completion, opens_think
     from r1jax.data.tokenizer import load_tokenizer
     from r1jax.eval.runner import evaluate, has_reflection
-    from r1jax.generate.engine import generate
-    from r1jax.generate.programs import route_shape
+    from r1jax.generation.engine import generate
+    from r1jax.generation.programs import route_shape
     from r1jax.model import precision
     from r1jax.parallel.placement import Placement
     from r1jax.runlog import RunLogger

@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.generate.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
+from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
                                      decode_options_key, decode_step, jit_with_cpu_options, prepare_model,
                                      routes_of)
-from r1jax.generate.sampling import request_keys, sample, token_keys
+from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 
 DEFAULT_REFILL_FRACTION = 0.125  # return to refill when this fraction of the rows (>= 1 row) is free

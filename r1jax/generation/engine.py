@@ -14,7 +14,7 @@ of the batch's matmuls, which does not move a draw in practice: tests compare ex
 Engines:
   - "static" (this module): all requests decode together in one bucketed batch, until the last one
     ends. One prefill and one decode program per call; best when the lengths are alike.
-  - "continuous" (r1jax.generate.continuous): `slots` decode rows over the cache; a row whose
+  - "continuous" (r1jax.generation.continuous): `slots` decode rows over the cache; a row whose
     request ended is refilled with the next waiting one (its prompt prefilled into that row).
     Best when lengths spread (reasoning traces): rows do not idle behind the longest sample.
   - "auto": continuous when there are more requests than `slots`, else static.
@@ -54,11 +54,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.generate import continuous
-from r1jax.generate.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
+from r1jax.generation import continuous
+from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
                                      decode_options_key, decode_step, jit_with_cpu_options, prepare_model,
                                      route_shape, routes_of)
-from r1jax.generate.sampling import request_keys, sample, token_keys
+from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 
 __all__ = ["generate", "GenerationOutput", "bucket", "compile_count"]
