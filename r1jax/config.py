@@ -265,6 +265,43 @@ def deepseek_v3_671b() -> ml_collections.ConfigDict:
     )
 
 
+def v3_moe_2b() -> ml_collections.ConfigDict:
+    """A DeepSeek-V3-architecture MoE sized for one 80 GB GPU with fp32 master weights and Adam:
+    MLA (kv_lora 512, q_lora 768, decoupled rope 64, YaRN), 64 routed experts top-6 + 2 shared,
+    sigmoid group-limited routing, the first layer dense, MTP; DeepSeek-V2-Lite's routing shape at
+    hidden 1024 x 16 layers: 2.5B total, 0.5B activated per token (count_params)."""
+    return make_config(
+        model_type="deepseek_v3",
+        vocab_size=102400,
+        hidden_size=1024,
+        intermediate_size=5632,
+        moe_intermediate_size=704,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        q_lora_rank=768,
+        kv_lora_rank=512,
+        qk_nope_head_dim=128,
+        qk_rope_head_dim=64,
+        v_head_dim=128,
+        n_routed_experts=64,
+        n_shared_experts=2,
+        num_experts_per_tok=6,
+        n_group=8,
+        topk_group=4,
+        first_k_dense_replace=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=1.0,
+        max_position_embeddings=32768,
+        rope_theta=10000.0,
+        rope_scaling=dict(rope_type="yarn", factor=8, original_max_position_embeddings=4096, beta_fast=32,
+                          beta_slow=1, mscale=1.0, mscale_all_dim=1.0),
+        num_nextn_predict_layers=1,
+        bos_token_id=0,
+        eos_token_id=(1,),
+    )
+
+
 def small_moe() -> ml_collections.ConfigDict:
     """The training benchmark's MoE: vocab 32000, d 512, 8 layers (first dense), 16 routed top-2 + 1 shared."""
     return make_config(
@@ -439,6 +476,7 @@ def tiny_llama(**kw) -> ml_collections.ConfigDict:
 PRESETS = {
     "deepseek_v3_671b": deepseek_v3_671b,
     "small_moe": small_moe,
+    "v3_moe_2b": v3_moe_2b,
     "toy_moe": toy_moe,
     "toy_qwen2": toy_qwen2,
     "qwen2_5_1_5b": qwen2_5_1_5b,

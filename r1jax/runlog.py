@@ -18,11 +18,18 @@ import os
 
 
 class RunLogger:
-    def __init__(self, run_dir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True,
+                 writes: bool = True):
+        """writes=False (e.g. a process other than 0 of a multi-process run): the history is kept in
+        memory, nothing is written."""
         self.run_dir = os.fspath(run_dir)
-        os.makedirs(self.run_dir, exist_ok=True)
+        self.writes = writes
         self.path = os.path.join(self.run_dir, "metrics.jsonl")
         self.history: list[dict] = []
+        self.writer = None
+        if not writes:
+            return
+        os.makedirs(self.run_dir, exist_ok=True)
         if os.path.exists(self.path):
             rows = self._read_rows() if resume_step is not None else []
             if resume_step is not None:
@@ -33,7 +40,6 @@ class RunLogger:
                 for r in rows:
                     f.write(json.dumps(r) + "\n")
             os.replace(tmp, self.path)
-        self.writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -67,6 +73,8 @@ class RunLogger:
             if self.writer is not None and math.isfinite(v):
                 self.writer.add_scalar(k, v, int(step))
         self.history.append(row)
+        if not self.writes:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -86,7 +94,7 @@ class RunLogger:
         import matplotlib.pyplot as plt
 
         panels = [(k, lab) for k, lab in panels if self.series(k)[0]]
-        if not panels:
+        if not panels or not self.writes:
             return ""
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
         for ax, (k, lab) in zip(axes[0], panels):

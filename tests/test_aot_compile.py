@@ -106,3 +106,20 @@ def test_671b_state_fits_a_v5p_512_chip_mesh():
         # weights bf16; the RMSNorm weights and the router's correction bias are kept in fp32 by the model
         fp32 = "e_score_correction_bias" in name or "norm" in name.lower()
         assert str(a.dtype) == ("float32" if fp32 else "bfloat16"), name
+
+
+def test_decode_loop_compiles_for_tpu(tmp_path):
+    """The rollout engine's decode loop (while_loop of one-token steps over the MLA latent cache,
+    sampling inside) on 8 chips with the training layout's shardings; the cache is donated, and
+    its bytes per chip are the batch's share of [layers, rows, seq, kv_lora + rope] in bf16."""
+    info = aot_compile.main(["--config", "tiny_moe", "--topology", "v5p:2x2x2", "--mesh", "data=2,expert=4",
+                             "--step", "decode", "--batch", "16", "--seq", "128", "--new-tokens", "32",
+                             "--json", str(tmp_path / "aot.json")])
+    assert info["step"] == "decode" and info["chips"] == 8 and info["fits"]
+    from r1jax import config as config_lib
+
+    cfg = config_lib.tiny_moe()
+    cache_bytes = cfg.num_hidden_layers * 16 * 128 * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * 2 / 8
+    # the cache is an argument, donated and aliased to the returned cache
+    assert info["alias_gib"] * aot_compile.GIB >= cache_bytes
+    assert info["argument_gib"] * aot_compile.GIB >= cache_bytes

@@ -63,3 +63,59 @@ def test_two_processes_match_single_process_losses(tmp_path):
     for r in results:
         np.testing.assert_allclose(r["losses"], ref, rtol=2e-5)
     assert ref[-1] < ref[0]
+
+
+def _run_workers(n_proc: int, devices: int, args: list, timeout: int = 1500) -> list[dict]:
+    """n_proc worker processes on loopback (one: no distributed runtime) -> each one's JSON line."""
+    port = _free_port()
+    procs = []
+    for pid in range(n_proc):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+        env.pop("XLA_FLAGS", None)  # the worker sets its device count
+        for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+            env.pop(k, None)
+        if n_proc > 1:
+            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(n_proc),
+                       JAX_PROCESS_ID=str(pid))
+        cmd = [sys.executable, WORKER, "--devices", str(devices)] + args
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-4000:]
+    return [json.loads([ln for ln in log.splitlines() if ln.startswith("{")][-1]) for log in logs]
+
+
+def test_grpo_two_processes_match_one_process(tmp_path):
+    """GRPO (rollouts, a reward with spread, recomputed old log-probs, two mini-batches, the update)
+    with 2 processes x 4 devices: each process samples its half of the prompts on a local replica
+    of the weights and the update's global arrays are built from the process-local rows. The
+    losses, rewards and lengths of 3 steps equal those of 1 process x 8 devices."""
+    from multihost_worker import GRPO_STEPS
+
+    args = ["--mesh", "data=2,expert=4", "--steps", str(GRPO_STEPS)]
+    two = _run_workers(2, 4, args + ["--grpo", str(tmp_path / "two")])
+    one = _run_workers(1, 8, args + ["--grpo", str(tmp_path / "one")])[0]
+    assert [r["process_count"] for r in two] == [2, 2] and one["process_count"] == 1
+    # only process 0 writes the run's metrics
+    assert (tmp_path / "two" / "metrics.jsonl").exists()
+    assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == GRPO_STEPS
+    ref = one["steps"]
+    print("one process: ", [r["train/loss"] for r in ref])
+    for r in two:
+        print("two processes:", [s["train/loss"] for s in r["steps"]])
+        assert len(r["steps"]) == GRPO_STEPS
+        for a, b in zip(r["steps"], ref):
+            # the same samples: rewards and lengths equal, losses to float rounding
+            assert a["rollout/response_length"] == b["rollout/response_length"]
+            np.testing.assert_allclose(a["reward/total"], b["reward/total"], rtol=1e-6)
+            np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4, atol=1e-7)
+    losses = [s["train/loss"] for s in ref]
+    assert min(abs(x) for x in losses) > 1e-4  # non-trivial: the advantages are not all zero
+    assert len({round(x, 6) for x in losses}) == GRPO_STEPS  # and the steps differ

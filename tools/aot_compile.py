@@ -64,7 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--capacity-factor", type=float, default=None, help="default: the config's")
     p.add_argument("--moe-impl", default="ep")
     p.add_argument("--no-mtp", action="store_true", help="train without the MTP loss")
-    p.add_argument("--step", default="lm", choices=("lm", "grpo"),
+    p.add_argument("--new-tokens", type=int, default=1024,
+                   help="--step decode: decode steps of the loop (the cache holds --seq positions)")
+    p.add_argument("--step", default="lm", choices=("lm", "grpo", "decode"),
                    help="lm: next-token CE (+MTP); grpo: the GRPO policy step of r1jax.rl.trainer (clipped "
                         "surrogate + k3 KL to a reference, old/ref log-probs and advantages in the batch)")
     p.add_argument("--logprob-chunk", type=int, default=None,
@@ -159,8 +161,10 @@ def build(args):
     shards = parallel.batch_axis_size(mesh)
     batch = args.batch or args.per_device_batch * shards * args.grad_accum
     tx = train.make_optimizer(train.optimizer_config(moment_dtype=args.moment_dtype))
-    state_avals, st_sh = parallel.abstract_state(cfg, tx, mesh)
     model = Transformer(cfg)
+    if args.step == "decode":
+        return build_decode(args, cfg, model, mesh, len(devices), devices[0].device_kind, tx)
+    state_avals, st_sh = parallel.abstract_state(cfg, tx, mesh)
     chunk = logprob_chunk(args)
     if args.step == "grpo":
         from r1jax.rl import grpo
@@ -196,6 +200,60 @@ def build(args):
                 logprob_chunk=chunk, kl_coef=(args.kl if args.step == "grpo" else None),
                 capacity_factor=cfg.capacity_factor, layers=cfg.num_hidden_layers, experts=cfg.n_routed_experts)
     return mesh, cfg, step, state_avals, b_avals, info
+
+
+def build_decode(args, cfg, model, mesh, chips: int, kind: str, tx):
+    """The rollout engine's decode loop (r1jax.generation.engine._decode: a while_loop of one-token
+    steps over the latent / KV cache, sampling inside) for `batch` rows, a cache of `--seq`
+    positions and `--new-tokens` steps; the weights in the compute dtype with the training
+    layout's shardings (the rollout reads the trainer's params with no reshard), the cache split
+    over the batch axes. -> build()'s tuple; "state" = (params, cache)."""
+    import functools
+    import types
+
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from r1jax import config as config_lib, parallel
+    from r1jax.generation.engine import _decode
+    from r1jax.model.transformer import init_cache
+
+    state_avals, _ = parallel.abstract_state(cfg, tx, mesh)
+    dt = config_lib.dtype_of(cfg.dtype)
+
+    def compute(a):  # what r1jax.model.precision.compute_copy keeps: weights in the compute dtype
+        return jax.ShapeDtypeStruct(a.shape, dt if len(a.shape) >= 2 else a.dtype, sharding=a.sharding)
+
+    params = jax.tree.map(compute, state_avals.params)
+    shards = parallel.batch_axis_size(mesh)
+    batch = args.batch or args.per_device_batch * shards
+    axes = parallel.batch_spec(mesh)[0]
+    cache_shape = jax.eval_shape(lambda: init_cache(cfg, batch, args.seq))
+    cache = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(
+        mesh, P(None, axes) if batch % shards == 0 else P())), cache_shape)
+    bsh = parallel.batch_sharding(mesh) if batch % shards == 0 else NamedSharding(mesh, P())
+    rep = NamedSharding(mesh, P())
+    rows = dict(first_tok=(jnp.int32, ()), first_lp=(jnp.float32, ()), done=(jnp.bool_, ()),
+                lengths=(jnp.int32, ()), keys=(jnp.uint32, (2,)), max_new=(jnp.int32, ()))
+    rest = {k: jax.ShapeDtypeStruct((batch,) + extra, d, sharding=bsh) for k, (d, extra) in rows.items()}
+    rest["eos"] = jax.ShapeDtypeStruct((1,), jnp.int32, sharding=rep)
+    fn = jax.jit(functools.partial(_decode, model=model, steps=args.new_tokens, temperature=1.0, top_p=1.0,
+                                   top_k=0, routes=None), donate_argnums=(1,))
+
+    def lower(avals, kw):
+        with parallel.use_mesh(mesh):
+            return fn.lower(avals[0], avals[1], kw["first_tok"], kw["first_lp"], kw["done"], kw["lengths"],
+                            kw["keys"], kw["eos"], kw["max_new"])
+
+    counts = config_lib.count_params(cfg)
+    info = dict(step="decode", config=args.config, topology=args.topology, chips=chips, device_kind=kind,
+                mesh=dict(mesh.shape), batch=batch, seq=args.seq, new_tokens=args.new_tokens,
+                tokens_per_step=batch * args.new_tokens, grad_accum=1, micro_batch=batch,
+                params_total=counts["total"] + counts["mtp"], vocab=cfg.vocab_size, param_dtype=cfg.dtype,
+                dtype=cfg.dtype, moment_dtype=None, remat=None, logprob_chunk=None, kl_coef=None,
+                capacity_factor=cfg.capacity_factor, layers=cfg.num_hidden_layers, experts=cfg.n_routed_experts)
+    return mesh, cfg, types.SimpleNamespace(lower=lower), (params, cache), rest, info
 
 
 def state_bytes_per_device(state_avals) -> int:
@@ -247,7 +305,7 @@ def run(args) -> dict:
           f"{info['grad_accum']}), params {info['params_total'] / 1e9:.2f}B {info['param_dtype']} (compute "
           f"{info['dtype']}), moments {info['moment_dtype']}, remat {info['remat']}, logprob_chunk "
           f"{info['logprob_chunk']}", flush=True)
-    lowered = step.lower(state_avals, b_avals)
+    lowered = step.lower(state_avals, b_avals)  # decode: (params, cache) and the loop's other inputs
     t2 = time.time()
     print(f"lowered in {t2 - t1:.1f}s; compiling for {info['device_kind']} ...", flush=True)
     opts = compiler_options(args)

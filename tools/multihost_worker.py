@@ -24,6 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the GRPO reward below: "multihost_worker:..."
 
 BATCH, SEQ, VOCAB = 8, 16, 97
 
@@ -88,6 +89,47 @@ def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate
     return losses
 
 
+def digit_share(texts, records):
+    """A reward with spread on a random model's samples: the share of digits among the characters
+    of the response (the rule rewards would be 0 for every sample, hence a zero loss)."""
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+GRPO_STEPS, GRPO_PROMPTS, GRPO_G, GRPO_NEW = 3, 8, 4, 12
+
+
+def grpo_losses(mesh_spec: str, run_dir: str, steps: int = GRPO_STEPS, rollout_placement: str = "local",
+                old_logp: str = "recompute", minibatches: int = 2) -> dict:
+    """GRPO steps of a random tiny DeepSeek-V3 (expert-parallel on the mesh) on toy arithmetic
+    prompts with the `digit_share` reward: each step's losses (one per mini-batch) and figures."""
+    import jax
+
+    from r1jax import config as config_lib
+    from r1jax.data.tasks.arithmetic import make_problems
+    from r1jax.data.toy_tokenizer import model_token_ids, toy_tokenizer
+    from r1jax.model import Transformer, init_params
+    from r1jax.rl.trainer import grpo_config, run_grpo
+
+    tok = toy_tokenizer()
+    cfg = config_lib.tiny_moe(vocab_size=tok.vocab_size, moe_impl="ep", capacity_factor=8 / 2,
+                              **model_token_ids(tok))
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    records = make_problems("add", 64, seed=0, levels=(2, 3), split="train")
+    for r in records:
+        r["answer"] = str(r["answer"])
+    c = grpo_config(run_dir=run_dir, mesh=mesh_spec, rewards={"multihost_worker:digit_share": 1.0},
+                    group_size=GRPO_G, prompts_per_step=GRPO_PROMPTS, max_new_tokens=GRPO_NEW, temperature=1.0,
+                    steps=steps, minibatches=minibatches, old_logp=old_logp, rollout_placement=rollout_placement,
+                    optimizer=dict(learning_rate=1e-2), eval_every=0, save_every=0, save_hf=False,
+                    progress=False, seed=3)
+    rows = []
+    run_grpo(c, model=Transformer(cfg), params=params, tokenizer=tok, train_records=records,
+             on_step=lambda step, vals: rows.append({"step": step, **{k: vals[k] for k in (
+                 "train/loss", "reward/total", "reward/multihost_worker:digit_share", "rollout/response_length",
+                 "train/kl" if "train/kl" in vals else "train/loss")}}))
+    return {"steps": rows}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--devices", type=int, default=4,
@@ -96,6 +138,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch", type=int, default=BATCH, help="global batch (a multiple of data x fsdp x expert)")
     p.add_argument("--out", default=None)
+    p.add_argument("--grpo", default="", metavar="RUN_DIR",
+                   help="run GRPO steps (grpo_losses) with this run folder instead of the train steps")
+    p.add_argument("--rollout-placement", default="local")
     args = p.parse_args(argv)
     if args.devices:
         os.environ["JAX_PLATFORMS"] = "cpu"
@@ -108,6 +153,15 @@ def main(argv=None):
 
     from r1jax import parallel
 
+    if args.grpo:
+        res = dict(info, **grpo_losses(args.mesh, args.grpo, steps=args.steps,
+                                       rollout_placement=args.rollout_placement), seconds=time.time() - t0)
+        print(json.dumps(res), flush=True)
+        if args.out and jax.process_index() == 0:
+            with open(args.out, "w") as f:
+                json.dump(res, f)
+        distributed.shutdown()
+        return
     losses = train_losses(args.mesh, args.steps, batch=args.batch)
     mesh = parallel.make_mesh(args.mesh)
     rows = parallel.process_batch_slice(args.batch, mesh)

@@ -55,12 +55,19 @@ def toy_vocab() -> list[str]:
     return out
 
 
-def build_toy_tokenizer():
-    """A `tokenizers.Tokenizer` (WordLevel) over `toy_vocab()`."""
+def build_toy_tokenizer(vocab_size: int = 0):
+    """A `tokenizers.Tokenizer` (WordLevel) over `toy_vocab()`. vocab_size > 0: filled up to that
+    many ids with unused words "<extra_N>" (a benchmark's random-weight model of a real vocabulary
+    size decodes every id it samples)."""
     from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
 
-    vocab = {tok: i for i, tok in enumerate(toy_vocab())}
+    words = toy_vocab()
+    extra = vocab_size - len(words) if vocab_size else 0
+    if vocab_size and extra < 0:
+        raise ValueError(f"toy tokenizer: vocab_size {vocab_size} < the toy's own vocabulary")
+    words = words + [f"<extra_{i}>" for i in range(max(extra, 0))]
+    vocab = {tok: i for i, tok in enumerate(words)}
     tok = Tokenizer(WordLevel(vocab=vocab, unk_token=T.UNK))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -115,11 +122,12 @@ def tokenizer_config() -> dict:
     }
 
 
-def toy_tokenizer():
-    """The toy tokenizer as an `r1jax.data.tokenizer.Tokenizer` (vocabulary, special tokens, R1 chat template)."""
+def toy_tokenizer(vocab_size: int = 0):
+    """The toy tokenizer as an `r1jax.data.tokenizer.Tokenizer` (vocabulary, special tokens, R1 chat
+    template); vocab_size: see build_toy_tokenizer."""
     from r1jax.data.tokenizer import Tokenizer
 
-    return Tokenizer.from_parts(build_toy_tokenizer(), tokenizer_config(), chat_template=CHAT_TEMPLATE)
+    return Tokenizer.from_parts(build_toy_tokenizer(vocab_size), tokenizer_config(), chat_template=CHAT_TEMPLATE)
 
 
 def save_tokenizer(tok, directory: str | os.PathLike) -> pathlib.Path:

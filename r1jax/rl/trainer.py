@@ -30,6 +30,7 @@ One step (DeepSeekMath / R1 GRPO, with the options of TRL / verl / DAPO):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -91,6 +92,11 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         route_agreement_mib=256,
         rollout_engine="static",  # static | continuous | auto (r1jax.generate; docs/ROLLOUT.md)
         rollout_slots=0,  # decode rows of the continuous engine (0: all of a step's samples)
+        # where rollouts run: "mesh" (SPMD over the training mesh, the params as they are sharded) |
+        # "local" (each process samples its prompts on a replica of the weights on its first local
+        # device, all-gathered on device: r1jax.parallel.handoff) | "auto" (mesh with one process,
+        # local with several)
+        rollout_placement="auto",
         # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
         param_dtype="float32",  # master weights (and Adam moments: always float32)
         dtype="",  # compute dtype, e.g. "bfloat16"; "": the model's (float32 unless set)
@@ -126,6 +132,8 @@ def validate_config(c) -> None:
         raise ValueError(f"grpo config: group_size={c.group_size} must be >= 2 (advantages are relative to the group)")
     if c.old_logp not in ("sampler", "recompute"):
         raise ValueError(f"grpo config: old_logp={c.old_logp!r} must be sampler | recompute")
+    if c.rollout_placement not in ("auto", "mesh", "local"):
+        raise ValueError(f"grpo config: rollout_placement={c.rollout_placement!r} must be auto | mesh | local")
     if c.rollout_engine not in ("static", "continuous", "auto"):
         raise ValueError(f"grpo config: rollout_engine={c.rollout_engine!r} must be static | continuous | auto")
     corr = c.loss_kwargs.get("rollout_correction", "none")
@@ -348,7 +356,9 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     from r1jax.generation.engine import generate
     from r1jax.generation.programs import route_shape
     from r1jax.model import precision
+    from r1jax.parallel import handoff
     from r1jax.parallel.placement import Placement
+    from r1jax.parallel.sharding import shard_local_batch
     from r1jax.runlog import RunLogger
 
     validate_config(c)
@@ -377,13 +387,21 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         eval_records = load_train_records(c, c.eval_data)
     if eval_records is not None:
         eval_records = eval_records[: c.eval_problems]
-    pipe = PromptPipeline(train_records, batch_size=c.prompts_per_step, seed=c.seed,
-                          shard_index=jax.process_index(), shard_count=jax.process_count())
+    # Many processes: every process reads the same global prompt stream and samples its block of
+    # `prompts_per_step / processes` prompts; the update's global arrays are built from the
+    # process-local rows. Mini-batch j takes the prompts j, j + minibatches, ... (whole groups), so
+    # the batches, rewards and losses are those of one process with the same config.
+    n_proc, proc = jax.process_count(), jax.process_index()
+    pipe = PromptPipeline(train_records, batch_size=c.prompts_per_step, seed=c.seed)
     G = c.group_size
     n_rows = c.prompts_per_step * G
-    if n_rows % c.minibatches:
-        raise ValueError(f"grpo config: prompts_per_step x group_size = {n_rows} not divisible by minibatches")
+    if c.prompts_per_step % (c.minibatches * n_proc):
+        raise ValueError(f"grpo config: prompts_per_step={c.prompts_per_step} must split into minibatches="
+                         f"{c.minibatches} x {n_proc} processes")
+    p_local = c.prompts_per_step // n_proc
     mb = n_rows // c.minibatches
+    mb_rows = [np.concatenate([np.arange(i * G, (i + 1) * G) for i in range(j, p_local, c.minibatches)])
+               for j in range(c.minibatches)]  # process-local row indices of each mini-batch
     if mb % c.grad_accum:
         raise ValueError(f"grpo config: a minibatch of {mb} rows does not split into grad_accum={c.grad_accum}")
     lk = c.loss_kwargs.to_dict()
@@ -398,10 +416,22 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     if (mb // c.grad_accum) % place.batch_multiple:
         raise ValueError(f"grpo config: a micro-batch of {mb // c.grad_accum} rows does not split over mesh "
                          f"{c.mesh!r} ({place.batch_multiple} ways)")
+    if n_proc > 1 and place.mesh is None:
+        raise ValueError(f"grpo: {n_proc} processes need a mesh over their devices (mesh config key)")
     state = place.train_state(model.cfg, params, tx)
     del params
     step_fn = place.train_step(model, loss_fn, tx, grad_accum=c.grad_accum,
                                router_bias_update_rate=c.router_bias_update_rate)
+    local_rollout = c.rollout_placement == "local" or (c.rollout_placement == "auto" and n_proc > 1)
+    rollout_model = model
+    if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
+        from r1jax.model.moe import local_impl
+
+        rollout_model = model.clone(moe_impl=local_impl())
+
+    def to_device(host):  # process-local rows -> global arrays (one process: the whole batch)
+        return shard_local_batch(host, place.mesh) if n_proc > 1 else place.batch(host)
+
     # The frozen reference exists only when the KL term does; it is held in the compute dtype.
     ref_params = None
     if lk.get("kl_coef"):
@@ -418,13 +448,24 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     if restored is not None:
         state, start = restored, int(meta["step"])
         pipe.set_state(meta["data"])
-    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None)
+    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None, writes=proc == 0)
+
+    def rollout_params():
+        """The weights the rollout engine reads: the compute-dtype copy, as sharded (mesh) or each
+        process's local replica (all-gathered on device; r1jax.parallel.handoff)."""
+        p = precision.compute_copy(state.params, model.cfg)
+        return handoff.local_replica(p, place.mesh) if local_rollout and place.mesh is not None else p
+
+    def rollout_context():
+        return contextlib.nullcontext() if local_rollout else place.context()
 
     def run_eval(step):
         if eval_records is None:
             return None
-        with place.context():
-            r = evaluate(model, state.params, tokenizer, eval_records, k=c.eval_k, temperature=c.eval_temperature,
+        # every process evaluates the same records with the same seed (one process logs)
+        params_e = rollout_params()
+        with rollout_context():
+            r = evaluate(rollout_model, params_e, tokenizer, eval_records, k=c.eval_k, temperature=c.eval_temperature,
                          top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens, prompt_style=c.prompt_style,
                          system_prompt=c.system_prompt, user_template=c.user_template, seed=12345,
                          template=c.format_template)
@@ -439,20 +480,21 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     done_here = 0
     for step in bar:
         t0 = time.perf_counter()
-        recs = next(pipe)
+        recs = next(pipe)  # the global prompts of this step (the same on every process)
         prompt_ids, prompt_texts = fmt.render_all(tokenizer, [r["problem"] for r in recs])
-        with place.context():
-            rollout_params = precision.compute_copy(state.params, model.cfg)
-            gen = generate(model, rollout_params, prompt_ids, max_new_tokens=c.max_new_tokens,
+        lo = proc * p_local  # this process samples prompts lo .. lo + p_local - 1
+        params_r = rollout_params()
+        with rollout_context():
+            gen = generate(rollout_model, params_r, prompt_ids[lo:lo + p_local], max_new_tokens=c.max_new_tokens,
                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_id=eos,
                            seed=c.seed * 1_000_003 + step, n=G, return_routes=record_routes,
-                           engine=c.rollout_engine, slots=c.rollout_slots or None)
-            del rollout_params
+                           engine=c.rollout_engine, slots=c.rollout_slots or None, first_request=lo * G)
+        del params_r
         t_gen = time.perf_counter() - t0
         # The rewards see the whole response: "<think>" + completion when the prompt opened the block.
-        texts = [("<think>" if opens_think(prompt_texts[i]) else "") + decode_completion(tokenizer, t, eos)
+        texts = [("<think>" if opens_think(prompt_texts[lo + i]) else "") + decode_completion(tokenizer, t, eos)
                  for t, i in zip(gen.tokens, gen.prompt_index)]
-        rec_n = [recs[i] for i in gen.prompt_index]
+        rec_n = [recs[lo + i] for i in gen.prompt_index]
         t1 = time.perf_counter()
         scores, totals = compute_rewards(c, texts, rec_n, step=step)
         t_rew = time.perf_counter() - t1
@@ -469,44 +511,55 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             sample_mask &= np.array([r != "length" for r in gen.finish_reason])
         if c.filter_zero_spread:
             sample_mask &= np.repeat(spread, G)
-        seq_len = bucket(max(len(p) for p in prompt_ids) + c.max_new_tokens)
-        prompts_n = [prompt_ids[i] for i in gen.prompt_index]
+        seq_len = bucket(max(len(p) for p in prompt_ids) + c.max_new_tokens)  # global: the same everywhere
+        prompts_n = [prompt_ids[lo + i] for i in gen.prompt_index]
         host = build_batch(prompts_n, gen.tokens, gen.logprobs, adv, sample_mask, pad, seq_len, routes=gen.routes)
+        t_lp = time.perf_counter()
         if c.old_logp == "recompute" or ref_params is not None:
-            full = place.batch(host)
+            full = to_device(host)
             with place.context():
                 args = (full["input_ids"], full["targets"], full["token_mask"])
                 if c.old_logp == "recompute":
-                    host["old_logp"] = np.asarray(logp_fn(state.params, *args) * full["loss_mask"])
+                    host["old_logp"] = handoff.local_rows(logp_fn(state.params, *args) * full["loss_mask"])
                 if ref_params is not None:
-                    host["ref_logp"] = np.asarray(logp_fn(ref_params, *args) * full["loss_mask"])
+                    host["ref_logp"] = handoff.local_rows(logp_fn(ref_params, *args) * full["loss_mask"])
             del full
         t2 = time.perf_counter()
-        subs = [place.batch({k: v[j * mb:(j + 1) * mb] for k, v in host.items()}) for j in range(c.minibatches)]
+        t_lp = t2 - t_lp
+        subs = [to_device({k: v[rows] for k, v in host.items()}) for rows in mb_rows]
         ms = []
         for _ in range(c.mu):
             for sub in subs:
                 state, m = step_fn(state, sub)
                 ms.append(m)
-        ms = jax.device_get(ms)
+        ms = handoff.host_tree(ms)
         t_train = time.perf_counter() - t2
-        train_tokens = float(host["loss_mask"].sum()) * c.mu
-        lengths = [len(t) for t in gen.tokens]
+        # the step's figures over every process's samples (each process holds its prompts' groups)
+        g = lambda x: handoff.allgather_rows(np.asarray(x))  # noqa: E731
+        lengths = g([len(t) for t in gen.tokens])
+        tot, valid, spread = g(tot), g(valid), g(spread)
+        texts_refl = g([float(has_reflection(t)) for t in texts])
+        truncated = g([float(r == "length") for r in gen.finish_reason])
+        scores = {k: g([np.nan if x is None else float(x) for x in v]) for k, v in scores.items()}
+        train_tokens = float(g([host["loss_mask"].sum()]).sum()) * c.mu
+        seq_tokens = float(g([host["token_mask"].sum()]).sum()) * c.mu  # prompt + completion tokens trained
         # sampler/trainer agreement: from the step's first update, before the parameters moved
         vals = {f"rollout/{k}": float(v) for k, v in ms[0].items() if k.startswith("agree_")}
         vals.update({f"train/{k}": float(np.mean([m[k] for m in ms])) for k in ms[0] if not k.startswith("agree_")})
-        vals.update({f"reward/{k}": float(np.mean([s for s in v if s is not None])) if any(
-            s is not None for s in v) else math.nan for k, v in scores.items()})
+        vals.update({f"reward/{k}": float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+                     for k, v in scores.items()})
         vals.update({
             "reward/total": float(tot[valid].mean()) if valid.any() else math.nan,
             "reward/valid": float(valid.mean()),
             "rollout/response_length": float(np.mean(lengths)),
-            "rollout/reflection": float(np.mean([has_reflection(t) for t in texts])),
-            "rollout/truncated": float(np.mean([r == "length" for r in gen.finish_reason])),
+            "rollout/reflection": float(np.mean(texts_refl)),
+            "rollout/truncated": float(np.mean(truncated)),
             "rollout/zero_spread_groups": float(1.0 - spread.mean()),
             "rollout/tokens_per_s": gen.stats["tokens_per_s"],
             "train/tokens_per_s": train_tokens / max(t_train, 1e-9),
+            "train/seq_tokens": seq_tokens, "train/seq_len": float(seq_len),
             "time/generate_s": t_gen, "time/reward_s": t_rew, "time/train_s": t_train,
+            "time/logp_s": t_lp,  # old / reference log-prob passes (0 without recompute and KL)
             "time/step_s": time.perf_counter() - t0,
         })
         if "preference" in scores:
@@ -524,7 +577,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         if c.stop_after and done_here >= c.stop_after:
             break
     bar.close()
-    finished = state.step // max(c.mu * c.minibatches, 1) >= c.steps
+    finished = int(handoff.host_scalar(state.step)) // max(c.mu * c.minibatches, 1) >= c.steps
     if finished and ckpt.latest_step() != c.steps:
         ckpt.save(c.steps, state, {"step": c.steps, "data": pipe.get_state()})
     log.plot(os.path.join(c.run_dir, "grpo_curves.png"), [
@@ -535,6 +588,9 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     if finished and c.save_hf:
         from r1jax.checkpoint.hf import save_pretrained
 
-        save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=tokenizer,
-                        dtype=c.save_dtype or None)
+        params_h = handoff.local_replica(state.params, place.mesh)  # the whole weights on every process
+        if proc == 0:
+            save_pretrained(params_h, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=tokenizer,
+                            dtype=c.save_dtype or None)
+        del params_h
     return model, state.params

@@ -1,0 +1,106 @@
+"""Moving the trainer's arrays to where the rollout and the host read them, across processes.
+
+    local = local_replica(params, mesh)      # every process: a full copy on its first local device
+    rows = local_rows(global_array)          # the rows of a batch-sharded array this process holds
+    x = host_scalar(metric)                  # a replicated scalar, also when it spans other processes
+    all_v = allgather_rows(np_vector)        # [sum over processes of n_local, ...] in process order
+    t = reshard_seconds(params, shardings)   # the weight handoff when layouts differ (per GB)
+
+With several processes (`jax.process_count() > 1`) the trainer's params are global arrays whose
+shards live on other hosts' devices too: the rollout engine (a host loop of jitted programs over
+process-local prompts) reads a process-local replica instead. `local_replica` all-gathers the
+params on device (a jitted identity with a replicated out-sharding: no host copy) and hands each
+process the buffer on its first local device. One process: the params as they are (the engine
+runs SPMD on the mesh under `use_mesh`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+
+def _replicate(tree, mesh):
+    sh = jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
+    return jax.jit(lambda t: t, out_shardings=sh)(tree)
+
+
+def local_replica(tree, mesh=None):
+    """Each leaf as a single-device array on this process's first local device holding the whole
+    value. Arrays already fully addressable are returned as they are (one process)."""
+    leaves = jax.tree.leaves(tree)
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return tree
+    if mesh is None:
+        raise ValueError("local_replica: arrays span other processes' devices: pass their mesh")
+    full = _replicate(tree, mesh)
+    dev = jax.local_devices()[0]
+
+    def mine(x):
+        for s in x.addressable_shards:
+            if s.device == dev:
+                return s.data
+        return x.addressable_data(0)
+
+    return jax.tree.map(mine, full)
+
+
+def local_rows(x) -> np.ndarray:
+    """The rows (leading dim) of a global array that this process's devices hold, in order, as
+    numpy (each row once, also when replicated over non-batch axes). One process: all of it."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    parts = {}
+    for s in x.addressable_shards:
+        sl = s.index[0] if s.index else slice(None)
+        start = sl.start or 0
+        if start not in parts:
+            parts[start] = np.asarray(s.data)
+    return np.concatenate([parts[k] for k in sorted(parts)], axis=0)
+
+
+def host_scalar(x) -> float:
+    """A replicated scalar (or a numpy / Python number) as a float."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return float(np.asarray(x.addressable_data(0)))
+    return float(np.asarray(x))
+
+
+def host_tree(tree):
+    """jax.device_get that also reads replicated arrays spanning other processes' devices."""
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x) if isinstance(x, jax.Array) else x
+
+    return jax.tree.map(get, tree)
+
+
+def allgather_rows(x: np.ndarray) -> np.ndarray:
+    """Process-local rows [n_local, ...] -> every process's rows concatenated in process order
+    [n_processes * n_local, ...] (each process must pass the same shape). One process: `x`."""
+    x = np.asarray(x)
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils
+
+    g = np.asarray(multihost_utils.process_allgather(x, tiled=False))  # [processes, n_local, ...]
+    return g.reshape((-1,) + x.shape[1:])
+
+
+def reshard_seconds(tree, shardings, repeats: int = 3) -> dict:
+    """Times moving `tree` into `shardings` (e.g. the training layout -> the rollout's): a jitted
+    identity with those out-shardings, compiled first, best of `repeats`. -> {"seconds", "gb",
+    "seconds_per_gb"}."""
+    f = jax.jit(lambda t: t, out_shardings=shardings)
+    jax.block_until_ready(f(tree))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(tree))
+        best = min(best, time.perf_counter() - t0)
+    gb = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 1e9
+    return {"seconds": best, "gb": gb, "seconds_per_gb": best / max(gb, 1e-12)}
