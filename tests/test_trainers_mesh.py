@@ -112,9 +112,19 @@ def test_r1_zero_experiment_config_runs_on_a_mesh(tmp_path):
     c.eval.update(dict(problems=8, k=2, harder_problems=4, harder_max_new_tokens=24))
     res = r1_zero.run(c)
     saved = json.load(open(os.path.join(c.run_dir, "results.json")))
+    n = 8 * 2  # problems x k samples
+    assert saved["problems"] == 8 and saved["k"] == 2
     for side in ("base", "final"):
         assert set(saved[side]) == {"pass@1", "cons@k", "mean_length"}
-        assert 0.0 <= saved[side]["pass@1"] <= 1.0 and saved[side]["mean_length"] > 0
+        # counts over the 16 samples / 8 majority votes: exact multiples of 1/16 and 1/8
+        assert (saved[side]["pass@1"] * n).is_integer() and (saved[side]["cons@k"] * 8).is_integer()
+        assert (saved[side]["mean_length"] * n).is_integer() and 1 <= saved[side]["mean_length"] <= 24
+    # the kept samples are judged as the accuracy reward judges them
+    from r1jax.rl.rewards import accuracy_reward
+
+    assert len(saved["final_samples"]) == 4
+    for x in saved["final_samples"]:
+        assert x["correct"] == accuracy_reward(x["completion"], x["answer"]), x
     # the R1-Zero observations: length per GRPO step, self-checks before / after, a harder level
     assert len(saved["response_length_by_step"]) == 2 and min(saved["response_length_by_step"]) > 0
     assert set(saved["self_check"]) == {"base", "final", "by_step"} and len(saved["self_check"]["by_step"]) == 2
