@@ -1,0 +1,217 @@
+"""The model config's schema: every key with its default (`base_config`), `make_config`, `validate`,
+and the questions asked of a config (`is_moe`, layer counts, `dtype_of`).
+
+A model config is an `ml_collections.ConfigDict` whose keys follow the HF `config.json` names of
+the architecture (`kv_lora_rank`, `qk_rope_head_dim`, `n_routed_experts`, ...) so a reader maps
+both ways. Keys that only r1jax has (compute dtype, attention/MoE implementation, remat, losses)
+are listed in `R1JAX_KEYS`.
+
+Conventions where HF uses null: `q_lora_rank = 0` means "no q low-rank path" (DeepSeek-V2-Lite
+style); `n_routed_experts = 0` means a dense model; `rope_scaling.rope_type = "default"` means no
+scaling.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+MODEL_TYPES = ("deepseek_v3", "qwen2", "llama")
+
+# Keys that r1jax adds on top of the HF names.
+R1JAX_KEYS = (
+    "dtype",  # compute dtype of activations/matmuls: "float32" | "bfloat16"
+    "param_dtype",  # storage dtype of params
+    "attention_impl",  # "xla" (plain JAX) | "pallas" (pallas_kernels.mla_prefill / mla_decode)
+    "moe_impl",  # "ragged" (sort + ragged_dot, dropless) | "dense" (all experts; reference) | "ep" (shard_map)
+    "capacity_factor",  # expert parallelism: per-device buffer = capacity_factor * tokens * top_k / n_experts
+    "scan_layers",  # layers under nn.scan (compile time independent of depth)
+    "remat_policy",  # "none" | "full" | "dots" | "dots_no_batch"
+    "mtp_loss_weight",  # lambda of the multi-token-prediction loss
+    "aux_loss_alpha",  # weight of the complementary sequence-wise balance loss (0 = off)
+    "router_bias_update_rate",  # gamma of auxiliary-loss-free balancing (0 = frozen bias)
+    "qkv_bias",  # bias on q/k/v projections only (Qwen2)
+    "attention_bias",  # HF Llama/DeepSeek meaning: bias on the attention projections
+    "initializer_range",
+)
+
+
+def _rope(rope_type: str = "default", **kw) -> ml_collections.ConfigDict:
+    d = dict(
+        rope_type=rope_type,
+        factor=1.0,
+        original_max_position_embeddings=0,
+        beta_fast=32.0,
+        beta_slow=1.0,
+        mscale=1.0,
+        mscale_all_dim=0.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        truncate=True,
+        attention_factor=0.0,  # YaRN cos/sin factor; 0: derived from factor / mscale (as transformers)
+    )
+    for k, v in kw.items():
+        if k not in d:
+            raise KeyError(f"rope_scaling: unknown key {k!r}")
+        d[k] = type(d[k])(v) if not isinstance(d[k], bool) else bool(v)
+    return ml_collections.ConfigDict(d)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a model config has, with defaults (DeepSeek-V3 naming)."""
+    return ml_collections.ConfigDict(
+        dict(
+            model_type="deepseek_v3",
+            vocab_size=32000,
+            hidden_size=512,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            head_dim=64,  # dense (GQA) models only
+            hidden_act="silu",
+            rms_norm_eps=1e-6,
+            max_position_embeddings=4096,
+            rope_theta=10000.0,
+            rope_scaling=_rope(),
+            rope_interleave=True,
+            tie_word_embeddings=False,
+            attention_bias=False,
+            qkv_bias=False,
+            # MLA
+            q_lora_rank=0,
+            kv_lora_rank=128,
+            qk_nope_head_dim=64,
+            qk_rope_head_dim=32,
+            v_head_dim=64,
+            # MoE
+            n_routed_experts=0,
+            n_shared_experts=1,
+            num_experts_per_tok=2,
+            moe_intermediate_size=256,
+            n_group=1,
+            topk_group=1,
+            first_k_dense_replace=1,
+            moe_layer_freq=1,
+            norm_topk_prob=True,
+            routed_scaling_factor=1.0,
+            scoring_func="sigmoid",
+            topk_method="noaux_tc",
+            # MTP
+            num_nextn_predict_layers=0,
+            # r1jax
+            dtype="float32",
+            param_dtype="float32",
+            attention_impl="xla",
+            moe_impl="ragged",
+            capacity_factor=2.0,
+            scan_layers=True,
+            remat_policy="none",
+            mtp_loss_weight=0.3,
+            aux_loss_alpha=0.0,
+            router_bias_update_rate=1e-3,
+            initializer_range=0.02,
+            bos_token_id=-1,  # -1: none
+            eos_token_id=(),  # every id that ends generation (HF config.json: an int or a list)
+            pad_token_id=-1,
+        )
+    )
+
+
+def make_config(**overrides) -> ml_collections.ConfigDict:
+    """`base_config()` with overrides; nested `rope_scaling` may be a dict. Unknown keys fail."""
+    cfg = base_config()
+    for k, v in overrides.items():
+        if k not in cfg:
+            raise KeyError(f"model config: unknown key {k!r}")
+        if k == "rope_scaling":
+            v = _rope(**dict(v)) if v is not None else _rope()
+        if k == "eos_token_id":
+            v = eos_ids(v)
+        cfg[k] = v
+    validate(cfg)
+    return cfg
+
+
+def eos_ids(v) -> tuple:
+    """An HF `eos_token_id` (None, an int or a list of ints) as a tuple of ids."""
+    if v is None:
+        return ()
+    if isinstance(v, (list, tuple)):
+        return tuple(int(x) for x in v)
+    return (int(v),)
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Fails on contradictory settings, naming the key."""
+
+    def bad(key, why):
+        raise ValueError(f"model config: {key}={cfg.get(key)!r} {why}")
+
+    if cfg.model_type not in MODEL_TYPES:
+        bad("model_type", f"is not one of {MODEL_TYPES}")
+    if cfg.model_type in ("qwen2", "llama") and cfg.rope_interleave:
+        bad("rope_interleave", f"is not representable for model_type={cfg.model_type!r}: its HF checkpoints use "
+                               "the half-split rotary layout (rope_interleave=False)")
+    if cfg.num_attention_heads % max(cfg.num_key_value_heads, 1):
+        bad("num_key_value_heads", f"does not divide num_attention_heads={cfg.num_attention_heads}")
+    if cfg.n_routed_experts:
+        if cfg.num_experts_per_tok > cfg.n_routed_experts:
+            bad("num_experts_per_tok", f"exceeds n_routed_experts={cfg.n_routed_experts}")
+        if cfg.n_routed_experts % cfg.n_group:
+            bad("n_group", f"does not divide n_routed_experts={cfg.n_routed_experts}")
+        if cfg.topk_group > cfg.n_group:
+            bad("topk_group", f"exceeds n_group={cfg.n_group}")
+        per_group = cfg.n_routed_experts // cfg.n_group
+        if cfg.n_group > 1 and per_group < 2:
+            bad("n_group", "leaves fewer than 2 experts per group (groups are ranked by their top-2 scores)")
+        if cfg.topk_group * per_group < cfg.num_experts_per_tok:
+            bad("topk_group", f"x experts per group ({per_group}) < num_experts_per_tok={cfg.num_experts_per_tok}")
+        if cfg.moe_layer_freq != 1:
+            bad("moe_layer_freq", "must be 1 (every layer after first_k_dense_replace is MoE)")
+        if cfg.scoring_func != "sigmoid":
+            bad("scoring_func", "is not supported (only DeepSeek-V3's 'sigmoid')")
+        if cfg.topk_method not in ("noaux_tc", "greedy"):
+            bad("topk_method", "is not supported (noaux_tc | greedy)")
+        if cfg.first_k_dense_replace > cfg.num_hidden_layers:
+            bad("first_k_dense_replace", f"exceeds num_hidden_layers={cfg.num_hidden_layers}")
+    if cfg.model_type != "deepseek_v3" and cfg.n_routed_experts:
+        bad("n_routed_experts", f"must be 0 for model_type={cfg.model_type}")
+    if cfg.model_type != "deepseek_v3" and cfg.num_nextn_predict_layers:
+        bad("num_nextn_predict_layers", "is only supported for deepseek_v3")
+    if cfg.num_nextn_predict_layers > 1:
+        bad("num_nextn_predict_layers", "> 1 is not supported (DeepSeek-V3 uses depth 1)")
+    if cfg.model_type == "deepseek_v3" and cfg.qk_rope_head_dim % 2:
+        bad("qk_rope_head_dim", "must be even")
+    if cfg.rope_scaling.rope_type not in ("default", "yarn", "llama3", "linear"):
+        bad("rope_scaling", "has an unsupported rope_type")
+    if cfg.rope_scaling.rope_type in ("yarn", "llama3") and cfg.rope_scaling.original_max_position_embeddings <= 0:
+        bad("rope_scaling", "needs original_max_position_embeddings > 0")
+    for k in ("dtype", "param_dtype"):
+        if cfg[k] not in ("float32", "bfloat16", "float16"):
+            bad(k, "must be float32 | bfloat16 | float16")
+    if cfg.attention_impl not in ("xla", "pallas"):
+        bad("attention_impl", "must be xla | pallas")
+    if cfg.moe_impl not in ("ragged", "dense", "ep"):
+        bad("moe_impl", "must be ragged | dense | ep")
+    if cfg.remat_policy not in ("none", "full", "dots", "dots_no_batch"):
+        bad("remat_policy", "must be none | full | dots | dots_no_batch")
+    if cfg.hidden_act not in ("silu", "swish"):
+        bad("hidden_act", "is not supported (the gated MLP is SwiGLU: silu)")
+
+
+def is_moe(cfg) -> bool:
+    return cfg.model_type == "deepseek_v3" and cfg.n_routed_experts > 0
+
+
+def num_dense_layers(cfg) -> int:
+    return min(cfg.first_k_dense_replace, cfg.num_hidden_layers) if is_moe(cfg) else cfg.num_hidden_layers
+
+
+def num_moe_layers(cfg) -> int:
+    return cfg.num_hidden_layers - num_dense_layers(cfg)
+
+
+def dtype_of(name: str):
+    import jax.numpy as jnp
+
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
