@@ -4,13 +4,13 @@ import math
 import pytest
 
 from r1jax.rl.rewards import (
-    REWARD_FNS,
+    REWARDS,
     combine_rewards,
+    get_reward,
     format_reward,
     language_consistency_reward,
     register_language,
 )
-from r1jax.rl.rewards.combine import BATCHED_REWARD_FNS
 from r1jax.rl.rewards.language import chain_of_thought, words
 
 
@@ -136,14 +136,20 @@ def test_words_splitter():
 # --------------------------------------------------------------------------------------------
 # registry and weighted combination
 # --------------------------------------------------------------------------------------------
-def test_registry_names_the_four_rewards():
-    assert set(REWARD_FNS) == {"accuracy", "format", "language", "code"}
-    assert set(BATCHED_REWARD_FNS) == set(REWARD_FNS)
-    assert REWARD_FNS["format"]("<think>a</think><answer>1</answer>") == 1.0
-    assert REWARD_FNS["language"]("<think>abc</think>", "en") == 1.0
-    assert BATCHED_REWARD_FNS["format"](["<think>a</think><answer>1</answer>", "x"]) == [1.0, 0.0]
-    assert BATCHED_REWARD_FNS["language"](["<think>abc</think>", "<think>中</think>"], "en") == [1.0, 0.0]
-    assert BATCHED_REWARD_FNS["accuracy"](["<answer>3</answer>", "<answer>4</answer>"], ["3", "3"]) == [1.0, 0.0]
+def test_registry_names_the_builtin_rewards():
+    import ml_collections
+
+    assert {"accuracy", "format", "language", "code", "preference"} <= set(REWARDS)
+    c = ml_collections.ConfigDict(dict(format_template="r1_zero", language="en"))
+    fmt = get_reward("format")
+    assert fmt(["<think>a</think><answer>1</answer>", "x"], [{}, {}], config=c) == [1.0, 0.0]
+    # a record's "language" wins over the config's default
+    assert get_reward("language")(["<think>abc</think>", "<think>中</think>", "<think>中</think>"],
+                                  [{}, {}, {"language": "zh"}], config=c) == [1.0, 0.0, 1.0]
+    assert get_reward("accuracy")(["<answer>3</answer>", "<answer>4</answer>"], [{"answer": 3}, {"answer": "3"}],
+                                  config=c) == [1.0, 0.0]
+    with pytest.raises(KeyError, match="unknown reward"):
+        get_reward("no_such_reward")
 
 
 def test_combine_rewards_weighted_sum_and_means():
@@ -168,3 +174,34 @@ def test_combine_rewards_fails_early_on_bad_config():
         combine_rewards({"accuracy": [1.0], "format": [1.0]}, {"accuracy": 1.0})
     with pytest.raises(ValueError, match="differ in length"):
         combine_rewards({"accuracy": [1.0], "format": [1.0, 0.0]}, {"accuracy": 1.0, "format": 1.0})
+
+
+def test_registry_custom_rewards(tmp_path, monkeypatch):
+    import ml_collections
+
+    from r1jax.rl.rewards import compute_rewards, register_reward
+
+    (tmp_path / "my_rewards_mod.py").write_text("def n_chars(texts, records):\n    return [float(len(t)) for t in texts]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    @register_reward("test_scaled")
+    def scaled(texts, records, *, config, step=None):  # gets the config and the step
+        return [config.k * (step or 0) for _ in texts]
+
+    try:
+        c = ml_collections.ConfigDict(dict(rewards={"test_scaled": 1.0, "my_rewards_mod:n_chars": 0.5}, k=3.0))
+        scores, totals = compute_rewards(c, ["ab", "abcd"], [{}, {}], step=2)
+        assert scores == {"test_scaled": [6.0, 6.0], "my_rewards_mod:n_chars": [2.0, 4.0]}
+        assert totals == [7.0, 8.0]
+        assert register_reward("test_scaled", scaled) is scaled  # the same function again: fine
+        with pytest.raises(ValueError, match="already registered"):
+            register_reward("test_scaled", lambda texts, records: [])
+        with pytest.raises(ValueError, match="dot"):
+            register_reward("a.b", scaled)
+    finally:
+        from r1jax.rl.rewards.registry import REWARDS
+
+        REWARDS.pop("test_scaled", None)
+        import sys
+
+        sys.modules.pop("my_rewards_mod", None)

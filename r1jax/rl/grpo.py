@@ -86,15 +86,12 @@ handled here and would propagate NaN into their group (and the batch for ``scale
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from r1jax.plugins import is_spec, load_callable
 from r1jax.rl.rollout_correction import correction_weights
 
 __all__ = [
@@ -415,17 +412,6 @@ def register_loss(name: str):
     return deco
 
 
-def _load_from_file(path: str):
-    if not os.path.isfile(path):
-        raise ValueError(f"loss file {path!r} does not exist")
-    mod_name = "r1jax_user_loss_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_loss_fn(name_or_callable) -> Callable:
     """Resolve a loss: a callable (returned as is), a registered name ("grpo"),
     "package.module:function" (imported), or "path/to/file.py:function" (loaded from the file).
@@ -437,19 +423,8 @@ def get_loss_fn(name_or_callable) -> Callable:
     spec = name_or_callable
     if spec in LOSS_FNS:
         return LOSS_FNS[spec]
-    if ":" in spec:
-        mod_path, _, attr = spec.rpartition(":")
-        if mod_path.endswith(".py"):
-            module = _load_from_file(mod_path)
-        else:
-            try:
-                module = importlib.import_module(mod_path)
-            except ImportError as e:
-                raise ValueError(f"cannot import module {mod_path!r} for loss {spec!r}: {e}") from e
-        fn = getattr(module, attr, None)
-        if fn is None or not callable(fn):
-            raise ValueError(f"{mod_path!r} has no callable {attr!r} (loss {spec!r})")
-        return fn
+    if is_spec(spec):
+        return load_callable(spec, "loss")
     raise ValueError(
         f"unknown loss {spec!r}: registered losses are {sorted(LOSS_FNS)}; "
         "or give 'module:function' / 'file.py:function'"

@@ -8,15 +8,18 @@
 * :func:`code_reward` / :func:`code_rewards` - fraction of tests passed in a sandbox; a sandbox
   that cannot start raises :class:`SandboxError` (a verifier pool that cannot start:
   :class:`VerifierError`), it is never scored.
-* :func:`combine_rewards` and :data:`REWARD_FNS` - weighted sums of rewards named in configs.
+* :func:`register_reward` / :func:`get_reward` / :data:`REWARDS` - the one registry of rewards a
+  config names (r1jax.rl.rewards.registry); :func:`compute_rewards` scores them and
+  :func:`combine_rewards` gives the weighted sum.
 """
 from r1jax.rl.rewards.accuracy import accuracy_reward, accuracy_rewards
 from r1jax.rl.rewards.code import code_reward, code_rewards
-from r1jax.rl.rewards.combine import BATCHED_REWARD_FNS, REWARD_FNS, combine_rewards
+from r1jax.rl.rewards.combine import combine_rewards
 from r1jax.rl.rewards.extract import extract_answer, extract_code
 from r1jax.rl.rewards.format import format_reward
 from r1jax.rl.rewards.language import language_consistency_reward, register_language
 from r1jax.rl.rewards.pool import VerifierError
+from r1jax.rl.rewards.registry import REWARDS, compute_rewards, get_reward, register_reward
 from r1jax.rl.rewards.sandbox import SandboxError, run_sandboxed, sandbox_capabilities
 
 __all__ = [
@@ -28,8 +31,10 @@ __all__ = [
     "code_reward",
     "code_rewards",
     "combine_rewards",
-    "REWARD_FNS",
-    "BATCHED_REWARD_FNS",
+    "REWARDS",
+    "register_reward",
+    "get_reward",
+    "compute_rewards",
     "extract_answer",
     "extract_code",
     "run_sandboxed",

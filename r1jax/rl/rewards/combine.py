@@ -1,39 +1,16 @@
-"""Reward registry and the weighted sum of named rewards used by the GRPO trainer.
+"""The weighted sum of named rewards used by the GRPO trainer.
 
     total_i = sum_k  w_k * s_{k,i}        over rewards k with w_k != 0
     total_i = None   if any s_{k,i} with w_k != 0 is None   (the sample is skipped, e.g. its
                      gold answer does not parse)
     mean_k  = mean of the non-None s_{k,i}   (nan when there are none)
 
-Configs name rewards by the keys of :data:`REWARD_FNS` (per sample) / :data:`BATCHED_REWARD_FNS`
-(per batch, what a trainer calls each step).
+Configs name rewards by the names of the reward registry (r1jax.rl.rewards.registry).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
-
-from r1jax.rl.rewards.accuracy import accuracy_reward, accuracy_rewards
-from r1jax.rl.rewards.code import code_reward, code_rewards
-from r1jax.rl.rewards.format import format_reward
-from r1jax.rl.rewards.language import language_consistency_reward
-
-REWARD_FNS: dict[str, Callable] = {
-    "accuracy": accuracy_reward,  # (completion, answer) -> 1.0 / 0.0 / None
-    "format": format_reward,  # (completion, template="r1_zero", think_in_prompt=False) -> 1.0 / 0.0
-    "language": language_consistency_reward,  # (completion, language) -> [0, 1]
-    "code": code_reward,  # (completion, tests, prompt=None) -> [0, 1]
-}
-
-BATCHED_REWARD_FNS: dict[str, Callable] = {
-    "accuracy": accuracy_rewards,  # (completions, answers) -> list
-    "format": lambda completions, *_, **kw: [format_reward(c, **kw) for c in completions],
-    "language": lambda completions, languages, **kw: [
-        language_consistency_reward(c, lang, **kw)
-        for c, lang in zip(completions, [languages] * len(completions) if isinstance(languages, str) else languages)
-    ],
-    "code": code_rewards,  # (completions, tests_list, prompts=None, max_workers=None) -> list
-}
+from typing import Mapping, Sequence
 
 
 def combine_rewards(

@@ -1,0 +1,108 @@
+"""The one registry of rewards a GRPO config names (`rewards={"accuracy": 1.0, ...}`).
+
+A reward is a batched function of the step's completions and their prompt records::
+
+    fn(texts: list[str], records: list[dict], *, config, step) -> list[float | None]
+
+`config` is the GRPO config (its `format_template`, `language`, `preference_model`, ...) and
+`step` the 0-based step index (None outside the loop); a reward whose signature names neither
+(e.g. `fn(texts, records)`) is called without them. A score of None marks the sample invalid
+(e.g. its gold answer does not parse): it is left out of its group and of the loss.
+
+Built-in names: accuracy (records' "answer"), format (config.format_template), language (a
+record's "language", else config.language), code (records' "tests" / "code_prompt"), preference
+(config.preference_model, gated by config.preference_start_frac). Add one with
+``register_reward("name", fn)`` or ``@register_reward("name")`` (names without dots: config keys
+cannot hold them), or name "module:function" / "file.py:function" in the config, resolved as
+custom losses are (r1jax.plugins). :func:`compute_rewards` scores every named reward and the
+weighted total (:func:`r1jax.rl.rewards.combine.combine_rewards`).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from r1jax.plugins import is_spec, load_callable
+from r1jax.rl.rewards.accuracy import accuracy_rewards
+from r1jax.rl.rewards.code import code_rewards
+from r1jax.rl.rewards.combine import combine_rewards
+from r1jax.rl.rewards.format import format_reward
+from r1jax.rl.rewards.language import language_consistency_reward
+from r1jax.rl.rewards.preference import preference_scores
+
+REWARDS: dict[str, Callable] = {}  # name -> fn(texts, records, *, config, step) -> list
+
+
+def register_reward(name: str, fn: Callable | None = None):
+    """Adds a batched reward under `name` (usable in a config's `rewards`); works as a decorator.
+    A name with a dot fails (config keys cannot hold one), as does a name taken by another function."""
+    if fn is None:
+        return lambda f: register_reward(name, f)
+    if "." in name:
+        raise ValueError(f"register_reward: {name!r} has a dot (config keys cannot)")
+    if name in REWARDS and REWARDS[name] is not fn:
+        raise ValueError(f"a reward named {name!r} is already registered ({REWARDS[name]!r})")
+    REWARDS[name] = fn
+    return fn
+
+
+def get_reward(name_or_callable) -> Callable:
+    """A callable (as is), a registered name, or "module:function" / "file.py:function" (imported)."""
+    if callable(name_or_callable):
+        return name_or_callable
+    if name_or_callable in REWARDS:
+        return REWARDS[name_or_callable]
+    if is_spec(name_or_callable):
+        return load_callable(name_or_callable, "reward")
+    raise KeyError(f"grpo config: unknown reward {name_or_callable!r}: registered rewards are {sorted(REWARDS)}; "
+                   "or give 'module:function' / 'file.py:function' (fn(texts, records) -> list)")
+
+
+def call_reward(fn: Callable, texts: list[str], records: list[dict], *, config=None, step: int | None = None) -> list:
+    """fn's scores as a list, passing `config` / `step` where its signature takes them."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature: the plain form
+        params = {}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    ctx = {k: v for k, v in (("config", config), ("step", step)) if var_kw or k in params}
+    return list(fn(texts, records, **ctx))
+
+
+def compute_rewards(c, texts: list[str], records: list[dict], step: int | None = None) -> tuple[dict[str, list], list]:
+    """Per-reward scores for every completion (records aligned with texts) and the weighted total
+    (None where a weighted reward is None). `step` (0-based) gates the "preference" reward."""
+    weights = dict(c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else c.rewards)
+    scores = {name: call_reward(get_reward(name), texts, records, config=c, step=step) for name in weights}
+    totals, _ = combine_rewards(scores, weights)
+    return scores, totals
+
+
+# ----------------------------------------------------------------------------------- built-in
+
+
+@register_reward("accuracy")
+def accuracy_scores(texts, records, *, config=None, step=None) -> list:
+    """1.0 / 0.0 against each record's "answer" (None where the gold answer does not parse)."""
+    return accuracy_rewards(texts, [str(r["answer"]) for r in records])
+
+
+@register_reward("format")
+def format_scores(texts, records, *, config, step=None) -> list:
+    """1.0 / 0.0: the response follows config.format_template."""
+    return [format_reward(t, template=config.format_template) for t in texts]
+
+
+@register_reward("language")
+def language_scores(texts, records, *, config, step=None) -> list:
+    """Share of the chain of thought in the record's "language" (else config.language)."""
+    return [language_consistency_reward(t, r.get("language", config.language)) for t, r in zip(texts, records)]
+
+
+@register_reward("code")
+def code_scores(texts, records, *, config=None, step=None) -> list:
+    """Fraction of each record's "tests" passed in the sandbox (its "code_prompt" prepended)."""
+    return code_rewards(texts, [r["tests"] for r in records], prompts=[r.get("code_prompt") for r in records])
+
+
+register_reward("preference", preference_scores)  # learned reward model (R1's general-data reward)
