@@ -119,7 +119,7 @@ def reasoning_language(texts, records):
 
 def register_stage5_rewards() -> dict[str, float]:
     """Registers the routed rule rewards with the GRPO trainer; returns their default weights."""
-    from r1jax.rl.trainer import register_reward
+    from r1jax.rl.rewards import register_reward
 
     register_reward("reasoning_accuracy", reasoning_accuracy)
     register_reward("reasoning_format", reasoning_format)
