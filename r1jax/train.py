@@ -184,9 +184,11 @@ def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None, chunk:
             same = jnp.concatenate([seg[:, 1:] == seg[:, :-1], jnp.zeros_like(seg[:, :1], bool)], axis=1)
             m2 = m2 * same
         s2, n2 = ce_sum(mtp_out, t2, m2)
-        mtp = s2 / jnp.maximum(n2, 1.0)
-        loss = loss + mtp_weight * mtp
-        metrics["mtp_ce"] = mtp
+        # DeepSeek-V3's L_MTP = -(1/T) sum_i log P: over the main loss's token count T, so that
+        # micro-batches weighted by T accumulate to the big batch's gradient (mtp_ce, the
+        # logged figure, is the mean over the MTP module's own positions)
+        loss = loss + mtp_weight * s2 / jnp.maximum(n, 1.0)
+        metrics["mtp_ce"] = s2 / jnp.maximum(n2, 1.0)
     if balance_alpha:
         loss = loss + balance_alpha * aux["balance_loss"]
     metrics["balance_loss"] = aux["balance_loss"]
