@@ -72,6 +72,21 @@ def build_toy_data(c, out_dir: str) -> dict:
     return {"tokenizer": tok, "train": train, "heldout": heldout, "corpus": corpus}
 
 
+def heldout_chains(c) -> list[dict] | None:
+    """`data.eval_chains` worked chains on held-out problems (prompt, " " + completion): pretraining
+    reports how reliably the base completes them (teacher-forced eval/exact, r1jax.sft.heldout)."""
+    from r1jax.data.corpus import make_pretrain_corpus
+
+    n = int(c.data.get("eval_chains", 0))
+    if not n:
+        return None
+    d = c.data
+    docs = make_pretrain_corpus(n, seed=corpus_seed(c) + 1, p_direct=0.0, p_worked=1.0, p_check=0.0,
+                                levels=tuple(d.levels), tasks=tuple(d.tasks), split="heldout",
+                                prompt_style=c.prompt_style, restate=bool(d.get("restate", False)))
+    return [{"prompt": x["prompt"], "completion": " " + x["completion"]} for x in docs]
+
+
 def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     """Trains (or reuses from the cache) the tiny DeepSeek-V3-shaped base model. Returns its HF folder."""
     from r1jax import config as config_lib
@@ -95,7 +110,7 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     model = Transformer(mc)
     params = init_params(mc, jax.random.PRNGKey(c.pretrain.seed + c.seed))
     recs = [{"prompt": x["prompt"], "completion": " " + x["completion"]} for x in data["corpus"]]
-    run_sft(sc, recs, model=model, params=params, tokenizer=data["tokenizer"])
+    run_sft(sc, recs, model=model, params=params, tokenizer=data["tokenizer"], eval_records=heldout_chains(c))
     os.makedirs(cache_root, exist_ok=True)
     tmp = cached + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -59,6 +59,9 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         mesh="",  # "" (one device) or mesh axis sizes, e.g. "data=2,fsdp=2,expert=2" (r1jax.parallel.placement)
         log_every=10,
         save_every=0,  # orbax checkpoint period (0: only at the end)
+        eval_data="",  # JSONL of held-out prompt/completion records (or run_sft(eval_records=...))
+        eval_every=0,  # steps between held-out evaluations (0: only at the end, when there are eval records)
+        eval_skip_tokens=0,  # leading completion tokens the held-out metrics do not score (r1jax.sft.heldout)
         save_hf=True,
         progress=True,
     ))
@@ -88,8 +91,10 @@ def load_model(cfg_init: str, model_cfg, seed: int = 0, **overrides):
     return load_for_training(cfg_init, model_cfg, seed, **overrides)
 
 
-def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tuple:
-    """Runs SFT as configured; returns (model, params). See module doc."""
+def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_records=None) -> tuple:
+    """Runs SFT as configured; returns (model, params). See module doc. With held-out records
+    (`eval_records` or `c.eval_data`) it logs their teacher-forced eval/ce, eval/token_acc and
+    eval/exact (r1jax.sft.heldout) every `eval_every` steps and at the end."""
     from tqdm import tqdm
 
     import functools
@@ -121,6 +126,11 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
     eos = tokenizer.eos_token_ids[0]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     examples = tokenize_records(records, tokenizer, eos, chat_template=c.chat_template, system_prompt=c.system_prompt)
+    if eval_records is None and c.eval_data:
+        eval_records = [{"prompt": r[c.prompt_key], "completion": r[c.completion_key]}
+                        for r in read_jsonl(c.eval_data, required=(c.prompt_key, c.completion_key))]
+    eval_examples = (tokenize_records(eval_records, tokenizer, eos, chat_template=c.chat_template,
+                                      system_prompt=c.system_prompt) if eval_records else None)
     rows, pstats = pack(examples, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=pad)
     n_rows = rows["input_ids"].shape[0]
     if n_rows < c.batch_size:
@@ -154,6 +164,15 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
         sel = perm[i * c.batch_size:(i + 1) * c.batch_size]
         return place.batch({k: v[sel] for k, v in rows.items()})
 
+    def evaluate_heldout(step, params):
+        from r1jax.sft.heldout import heldout_metrics
+
+        with place.context():
+            hm = heldout_metrics(model, params, eval_examples, c.seq_len, pad_id=pad, place=place,
+                                 skip=c.eval_skip_tokens)
+        log.scalars(step, {f"eval/{k}": v for k, v in hm.items() if k != "examples"})
+        return hm
+
     bar = tqdm(range(start, steps), desc=f"sft {os.path.basename(c.run_dir)}", disable=not c.progress,
                dynamic_ncols=True, initial=start, total=steps)
     t0, toks = time.perf_counter(), 0
@@ -170,9 +189,17 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None) -> tupl
             log.scalars(step + 1, vals)
             bar.set_postfix(loss=f"{float(m['loss']):.3f}", tok_s=f"{toks / max(dt, 1e-9):.0f}")
             t0, toks = time.perf_counter(), 0
+        if eval_examples and c.eval_every and (step + 1) % c.eval_every == 0 and step + 1 < steps:
+            hm = evaluate_heldout(step + 1, state.params)
+            bar.write(f"[sft] step {step + 1}: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  "
+                      f"exact {hm['exact']:.3f}")
         if c.save_every and (step + 1) % c.save_every == 0 and step + 1 < steps:
             ckpt.save(step + 1, state, {"step": step + 1})
     bar.close()
+    if eval_examples:
+        hm = evaluate_heldout(steps, state.params)
+        print(f"[sft] final: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  exact {hm['exact']:.3f} "
+              f"({hm['examples']} examples)")
     if steps > start:
         ckpt.save(steps, state, {"step": steps})
     log.plot(os.path.join(c.run_dir, "sft_curves.png"), [("sft/ce", "cross entropy"), ("sft/mtp_ce", "MTP CE"),
