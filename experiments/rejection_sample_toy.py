@@ -6,7 +6,7 @@
 Writes <run_dir>/sft.jsonl (or `out`) and <out>.counts.json; the counts per filter are printed.
 """
 
-from r1jax.pipelines.rejection_sample import rejection_sample_config
+from r1jax.toy.pipelines.rejection_sample import rejection_sample_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ summary vs a degenerate response), backbone from a policy checkpoint.
 Writes <run_dir>/final (the reward model), rm_results.json (held-out pairwise accuracy).
 """
 
-from r1jax.pipelines.train_rm import train_rm_config
+from r1jax.toy.pipelines.train_rm import train_rm_config
 
 
 def get_config():

@@ -117,11 +117,11 @@ def main(argv=None):
     if args.run_dir:
         cfg.run_dir = args.run_dir
     if args.cmd == "r1-zero":
-        from r1jax.pipelines import r1_zero
+        from r1jax.toy.pipelines import r1_zero
 
         r1_zero.run(cfg)
     elif args.cmd == "pretrain-toy":
-        from r1jax.pipelines import r1_zero
+        from r1jax.toy.pipelines import r1_zero
 
         data = r1_zero.build_toy_data(cfg, os.path.join(cfg.run_dir, "data"))
         print(r1_zero.pretrain_toy(cfg, data, cfg.run_dir, cfg.cache_dir))
@@ -135,7 +135,7 @@ def main(argv=None):
         run_grpo(grpo_config(**cfg.to_dict()))
     else:
         try:
-            mod = importlib.import_module(f"r1jax.pipelines.{args.cmd.replace('-', '_')}")
+            mod = importlib.import_module(f"r1jax.toy.pipelines.{args.cmd.replace('-', '_')}")
         except ModuleNotFoundError:
             raise SystemExit(f"r1jax: the `{args.cmd}` stage is not implemented in this version") from None
         mod.run(cfg)

@@ -19,7 +19,7 @@ KEYS = ("device", "model_params", "step_s", "rollout_s", "reward_s", "logp_s", "
 def test_bench_grpo_tiny_checkpoint_json(tmp_path):
     from r1jax import config as config_lib
     from r1jax.checkpoint.hf import save_pretrained
-    from r1jax.data.toy_tokenizer import model_token_ids, toy_tokenizer
+    from r1jax.toy.tokenizer import model_token_ids, toy_tokenizer
     from r1jax.model import init_params
 
     tok = toy_tokenizer()

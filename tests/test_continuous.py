@@ -147,7 +147,7 @@ def test_recorded_expert_choices_are_the_training_forwards():
 def test_evaluate_gives_the_same_samples_with_either_engine():
     """evaluate() streams all records through batch_prompts x k rows (continuous) or goes a chunk at
     a time (static): sample j of record i is request i * k + j of one seed in both."""
-    from r1jax.data.toy_tokenizer import toy_tokenizer
+    from r1jax.toy.tokenizer import toy_tokenizer
     from r1jax.eval.runner import evaluate
 
     tok = toy_tokenizer()

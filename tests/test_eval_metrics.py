@@ -199,9 +199,9 @@ def test_evaluate_figures_on_samples_of_known_correctness(monkeypatch, batch_pro
     of SCRIPT (no model runs)."""
     from types import SimpleNamespace
 
-    from r1jax.data.toy_tokenizer import toy_tokenizer
+    from r1jax.toy.tokenizer import toy_tokenizer
     from r1jax.eval.runner import evaluate
-    from r1jax.eval.stage_eval import evaluate_stage
+    from r1jax.toy.stage_eval import evaluate_stage
     from r1jax.generation import engine as engine_mod
 
     tok = toy_tokenizer()

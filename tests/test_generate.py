@@ -10,6 +10,7 @@ import pytest
 
 import r1jax
 from r1jax import config as config_lib
+from r1jax.backends import cpu_compile
 from r1jax.generation import programs
 from r1jax.generation.sampling import filter_logits, sample
 from r1jax.model import Transformer, init_cache, init_params
@@ -251,9 +252,9 @@ def test_decode_compiler_options_and_their_fallback():
     f = lambda x: jnp.tanh(x) @ x.T  # noqa: E731
     x = jnp.asarray(np.random.RandomState(0).randn(8, 8).astype(np.float32))
     ref = np.asarray(jax.jit(f)(x))
-    for opts in (programs.CPU_DECODE_COMPILER_OPTIONS, {"xla_r1jax_no_such_option": True}, None):
-        assert_close(programs.jit_with_cpu_options(f, opts)(x), ref, rtol=1e-5, err_msg=str(opts))
-    bad = programs.jit_with_cpu_options(lambda x: x.reshape(3, -1), {"xla_r1jax_no_such_option": True})
+    for opts in (cpu_compile.CPU_DECODE_COMPILER_OPTIONS, {"xla_r1jax_no_such_option": True}, None):
+        assert_close(cpu_compile.jit_with_cpu_options(f, opts)(x), ref, rtol=1e-5, err_msg=str(opts))
+    bad = cpu_compile.jit_with_cpu_options(lambda x: x.reshape(3, -1), {"xla_r1jax_no_such_option": True})
     with pytest.raises(TypeError):  # other errors are not swallowed
         bad(x)
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from r1jax import config as config_lib
-from r1jax.data.toy_tokenizer import toy_tokenizer
+from r1jax.toy.tokenizer import toy_tokenizer
 from r1jax.model import Transformer, init_params
 from r1jax.rl.trainer import grpo_config, run_grpo
 

@@ -14,6 +14,7 @@ from r1jax import config as config_lib
 from r1jax.checkpoint import hf as hf_ckpt
 from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
 from r1jax.model import Transformer, init_params, update_router_bias
+from r1jax.backends import cpu_experts
 from r1jax.model import experts as experts_lib
 from r1jax.model import moe as moe_lib
 
@@ -140,9 +141,9 @@ def test_moe_dispatch_equals_dense_reference(impl):
     w = jnp.asarray(rs.rand(n, 2), jnp.float32)
     wg, wu = (jnp.asarray(rs.randn(e, d, i) * 0.1, jnp.float32) for _ in range(2))
     wd = jnp.asarray(rs.randn(e, i, d) * 0.1, jnp.float32)
-    fn = {"grouped_block8": functools.partial(experts_lib.experts_grouped, block=8),  # several blocks per expert
-          "blocked_overflow": functools.partial(experts_lib.experts_blocked, capacity_factor=0.5, block=8),
-          }.get(impl) or experts_lib.EXPERT_FNS[impl]
+    fn = {"grouped_block8": functools.partial(cpu_experts.experts_grouped, block=8),  # several blocks per expert
+          "blocked_overflow": functools.partial(cpu_experts.experts_blocked, capacity_factor=0.5, block=8),
+          }.get(impl) or experts_lib.expert_fn(impl)
 
     def loss(f, *a):
         return (f(*a) ** 2).sum()
@@ -164,9 +165,9 @@ def test_cpu_dispatch_picks_grouped_for_many_tokens_and_stays_exact():
         p = np.r_[np.full(2, 0.3), np.full(e - 2, 0.4 / (e - 2))]  # two hot experts: several blocks each
         idx = jnp.asarray(np.stack([rs.choice(e, 2, replace=False, p=p) for _ in range(n)]), jnp.int32)
         w = jnp.asarray(rs.rand(n, 2), jnp.float32)
-        want = experts_lib.experts_grouped if n * 2 >= e * experts_lib.GROUPED_BLOCK else experts_lib.experts_blocked
-        assert (n == 600) == (want is experts_lib.experts_grouped)
-        got = jax.jit(experts_lib.experts_cpu)(x, idx, w, wg, wu, wd)
+        want = cpu_experts.experts_grouped if n * 2 >= e * cpu_experts.GROUPED_BLOCK else cpu_experts.experts_blocked
+        assert (n == 600) == (want is cpu_experts.experts_grouped)
+        got = jax.jit(cpu_experts.experts_cpu)(x, idx, w, wg, wu, wd)
         assert_close(got, experts_lib.experts_dense(x, idx, w, wg, wu, wd), rtol=1e-5)
         # exact: experts_cpu dispatches in Python, so both jits trace the same program
         np.testing.assert_array_equal(got, jax.jit(want)(x, idx, w, wg, wu, wd))
@@ -347,13 +348,14 @@ def test_lm_head_cpu_backward_equals_reference_and_params_unchanged():
     param ("lm_head"/"kernel" [hidden, vocab]) is initialised exactly as nn.DenseGeneral did."""
     import flax.linen as nn
 
+    from r1jax.backends.cpu_lm_head import head_matmul_cpu
     from r1jax.model import layers
 
     rng = np.random.RandomState(0)
     x = jnp.asarray(rng.randn(24, 16).astype(np.float32))
     k = jnp.asarray(rng.randn(16, 40).astype(np.float32))
     g = jnp.asarray(rng.randn(24, 40).astype(np.float32))
-    y, vjp = jax.vjp(layers.head_matmul_cpu, x, k)
+    y, vjp = jax.vjp(head_matmul_cpu, x, k)
     y_ref, vjp_ref = jax.vjp(layers.head_matmul_reference, x, k)
     assert_close(y, y_ref, rtol=1e-5)
     for name, a, b in zip(("dx", "dk"), vjp(g), vjp_ref(g)):

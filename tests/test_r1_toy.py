@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from r1jax import config as config_lib
-from r1jax.data.r1_toy import (DEGENERATE_KINDS, final_part, make_cold_start_records, make_general_records,
+from r1jax.toy.r1_toy import (DEGENERATE_KINDS, final_part, make_cold_start_records, make_general_records,
                                make_preference_pairs)
-from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
-from r1jax.eval.language_mixing import (cot_languages, is_mixed, language_mixing_rate, register_toy_languages,
+from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
+from r1jax.toy.language_mixing import (cot_languages, is_mixed, language_mixing_rate, register_toy_languages,
                                         toy_language_name)
-from r1jax.pipelines.rejection_sample import filter_samples, has_repetition, select
+from r1jax.toy.pipelines.rejection_sample import filter_samples, has_repetition, select
 from r1jax.rl.rewards import format_reward, language_consistency_reward
 
 EN = "<think> 6 plus 6 plus 0 is 1 2 , write 2 carry 1 ; 4 plus 1 plus 1 is 6 , write 6 2 ; </think> so 4 6 + 1 6 is 6 2 <answer> 6 2 </answer>"
@@ -83,8 +83,8 @@ def test_r1_traces_in_the_main_jobs_chain_format_fit_the_budget_and_pass_the_fil
     restate the operands before each step, fit max_new_tokens with the check step and summary,
     and gold traces survive the rejection filters (the n-gram filter sees restated problems)."""
     from r1jax.cli import load_config
-    from r1jax.data.tasks import get_task
-    from r1jax.data.tasks.arithmetic import parse_steps
+    from r1jax.toy.tasks import get_task
+    from r1jax.toy.tasks.arithmetic import parse_steps
 
     register_toy_languages()
     c = load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "r1_toy.py"))
@@ -152,7 +152,7 @@ def _tiny_model(tok, seed=0):
 
 
 def test_rejection_sample_with_a_model_counts_add_up(tmp_path):
-    from r1jax.pipelines.rejection_sample import rejection_sample
+    from r1jax.toy.pipelines.rejection_sample import rejection_sample
 
     tok = toy_tokenizer()
     model, params = _tiny_model(tok)
@@ -252,7 +252,7 @@ def test_preference_reward_gated_by_step_fraction(tmp_path):
 
 
 def test_stage5_rule_rewards_skip_general_prompts():
-    from r1jax.pipelines.r1 import reasoning_accuracy, reasoning_format, reasoning_language, register_stage5_rewards
+    from r1jax.toy.pipelines.r1 import reasoning_accuracy, reasoning_format, reasoning_language, register_stage5_rewards
     from r1jax.rl.trainer import compute_rewards, grpo_config, register_reward
 
     register_toy_languages()
@@ -271,7 +271,7 @@ def test_stage5_rule_rewards_skip_general_prompts():
 
 
 def test_distill_compute_accounting():
-    from r1jax.pipelines.distill import grpo_step_compute, sft_compute
+    from r1jax.toy.pipelines.distill import grpo_step_compute, sft_compute
 
     assert sft_compute(10, 16, 256) == 3 * 10 * 16 * 256
     # 16 x 8 rows, prompt 18 + 160 new -> generation 128 * 178, training 3 * 128 * 192
@@ -308,9 +308,9 @@ def _tiny_r1_config(tmp_path):
 def test_experiment_configs_build_every_stage_config():
     """experiments/r1_toy.py and distill_toy.py: every stage's block is a valid stage config."""
     from r1jax.cli import load_config
-    from r1jax.pipelines.r1 import MODEL_STAGES
-    from r1jax.pipelines.rejection_sample import rejection_sample_config
-    from r1jax.pipelines.train_rm import train_rm_config
+    from r1jax.toy.pipelines.r1 import MODEL_STAGES
+    from r1jax.toy.pipelines.rejection_sample import rejection_sample_config
+    from r1jax.toy.pipelines.train_rm import train_rm_config
     from r1jax.rl.trainer import grpo_config
     from r1jax.sft.trainer import sft_config
 
@@ -342,7 +342,7 @@ def test_experiment_configs_build_every_stage_config():
 
 @pytest.mark.slow
 def test_r1_pipeline_smoke(tmp_path):
-    from r1jax.pipelines import r1
+    from r1jax.toy.pipelines import r1
 
     c = _tiny_r1_config(tmp_path)
     res = r1.run(c)
@@ -373,7 +373,7 @@ def test_r1_pipeline_smoke(tmp_path):
 
     # distillation from that teacher run
     from r1jax.cli import load_config
-    from r1jax.pipelines import distill
+    from r1jax.toy.pipelines import distill
 
     d = load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "distill_toy.py"))
     d.run_dir, d.cache_dir, d.r1_run_dir = str(tmp_path / "distill"), c.cache_dir, c.run_dir

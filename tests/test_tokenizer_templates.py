@@ -4,8 +4,8 @@ import json
 import pytest
 
 from r1jax.data import templates as T
-from r1jax.data.corpus import make_pretrain_corpus, make_sft_records
-from r1jax.data.toy_tokenizer import (
+from r1jax.toy.corpus import make_pretrain_corpus, make_sft_records
+from r1jax.toy.tokenizer import (
     build_toy_tokenizer,
     save_tokenizer,
     special_ids,
@@ -97,7 +97,7 @@ def test_save_load_and_transformers(tmp_path, tok):
     """The toy tokenizer is a checkpoint folder like any other: its own chat template (R1's format),
     special tokens and EOS, read back by r1jax.load_tokenizer and by transformers alike."""
     from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.data.toy_tokenizer import toy_tokenizer
+    from r1jax.toy.tokenizer import toy_tokenizer
 
     path = save_tokenizer(toy_tokenizer(), tmp_path / "tk")
     assert path.name == "tokenizer.json"

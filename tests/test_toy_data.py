@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from r1jax.data import corpus as C
+from r1jax.toy import corpus as C
 from r1jax.data.jsonl import JsonlError, read_jsonl, write_jsonl
-from r1jax.data.tasks import LANGUAGES, TASKS, get_task, make_problems, words_of_language
-from r1jax.data.tasks.arithmetic import (
+from r1jax.toy.tasks import LANGUAGES, TASKS, get_task, make_problems, words_of_language
+from r1jax.toy.tasks.arithmetic import (
     answer_text,
     check_think,
     classify_word,

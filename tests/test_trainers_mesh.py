@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from r1jax import config as config_lib
-from r1jax.data.toy_tokenizer import toy_tokenizer
+from r1jax.toy.tokenizer import toy_tokenizer
 from r1jax.model import Transformer, init_params
 from r1jax.parallel.placement import Placement
 from r1jax.rl.trainer import grpo_config, run_grpo
@@ -98,7 +98,7 @@ def test_grpo_on_mesh_matches_one_device(tmp_path, monkeypatch):
 def test_r1_zero_experiment_config_runs_on_a_mesh(tmp_path):
     """experiments/r1_zero_toy.py as is, with `mesh` set and its sizes shrunk (the short variant).
     Slow: it compiles the SFT step, the GRPO step and generation for the 8-device mesh."""
-    from r1jax.pipelines import r1_zero
+    from r1jax.toy.pipelines import r1_zero
 
     spec = importlib.util.spec_from_file_location("r1_zero_toy", os.path.join(ROOT, "experiments", "r1_zero_toy.py"))
     mod = importlib.util.module_from_spec(spec)

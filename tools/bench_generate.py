@@ -17,7 +17,7 @@ rows (default 16) by the static engine (requests in order, `--slots` at a time, 
 longest ends) and by the continuous engine (rows refilled as requests end). Both draw each request's
 tokens from (seed, request index), so their outputs must be identical (checked); prints both
 tokens/s, the ratio, and the continuous engine's row utilization. `--compare-decode-options N` instead alternates r1jax's
-decode program compiled with and without `programs.CPU_DECODE_COMPILER_OPTIONS`, N rounds in one
+decode program compiled with and without `r1jax.backends.cpu_compile.CPU_DECODE_COMPILER_OPTIONS`, N rounds in one
 process (the only figures that compare on a noisy machine), and prints both medians.
 """
 
@@ -183,14 +183,14 @@ def longtail(model, params, cfg, args):
 def compare_decode_options(model, params, prompts, args):
     """Alternate generate with the decode program compiled with / without the CPU options."""
     import r1jax
-    from r1jax.generation import programs
+    from r1jax.backends import cpu_compile
 
-    options = programs.CPU_DECODE_COMPILER_OPTIONS
+    options = cpu_compile.CPU_DECODE_COMPILER_OPTIONS
     variants = {"without": None, "with": options}
 
     def run(name, seed):
         # generate compiles (once) and caches a decode program per options value
-        programs.CPU_DECODE_COMPILER_OPTIONS = variants[name]
+        cpu_compile.CPU_DECODE_COMPILER_OPTIONS = variants[name]
         t = time.perf_counter()
         out = r1jax.generate(model, params, prompts, max_new_tokens=args.new, temperature=1.0, seed=seed)
         return sum(len(x) for x in out.tokens) / (time.perf_counter() - t)
@@ -204,7 +204,7 @@ def compare_decode_options(model, params, prompts, args):
                 rates[name].append(run(name, 1))
                 print(f"round {r}: {name:7s} the options: {rates[name][-1]:7.1f} new tokens/s", flush=True)
     finally:
-        programs.CPU_DECODE_COMPILER_OPTIONS = options
+        cpu_compile.CPU_DECODE_COMPILER_OPTIONS = options
     med = {k: float(np.median(v)) for k, v in rates.items()}
     print(f"median new tokens/s, batch {args.batch}, {args.new} new: without {med['without']:.1f}, "
           f"with {med['with']:.1f} ({options}) = {med['with'] / med['without']:.2f}x")

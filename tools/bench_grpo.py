@@ -133,7 +133,7 @@ def model_and_tokenizer(args, tmp: str):
         tok_dir = args.model
     else:
         cfg = config_lib.get_preset(args.model)
-        from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
+        from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
 
         tok_dir = os.path.join(tmp, "tokenizer")
         save_tokenizer(toy_tokenizer(vocab_size=cfg.vocab_size), tok_dir)
@@ -148,7 +148,7 @@ def model_and_tokenizer(args, tmp: str):
 
     tok = load_tokenizer(tok_dir)
     if not os.path.isdir(args.model):  # the toy tokenizer's special ids in the model config
-        from r1jax.data.toy_tokenizer import model_token_ids
+        from r1jax.toy.tokenizer import model_token_ids
 
         for k, v in model_token_ids(tok).items():
             cfg[k] = v
@@ -168,7 +168,7 @@ def prompt_records(args, n: int) -> tuple[list[dict], dict]:
     if path:
         recs = read_prompt_records(path, problem_key="question", answer_format="gsm8k")
         return (recs * (n // len(recs) + 1))[:n], dict(problem_key="question", answer_format="gsm8k")
-    from r1jax.data.tasks.arithmetic import make_problems
+    from r1jax.toy.tasks.arithmetic import make_problems
 
     recs = make_problems("add", n, seed=0, levels=(2, 3, 4), split="train")
     for r in recs:

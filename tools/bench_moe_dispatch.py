@@ -96,7 +96,7 @@ def bench_experts(args, log):
         y = experts_lib.swiglu(xx @ wg[0], xx @ wu[0]) @ wd[0]
         return y.reshape(k, n, d).sum(0)
 
-    fns = {impl: experts_lib.EXPERT_FNS[impl] for impl in VARIANTS}
+    fns = {impl: experts_lib.expert_fn(impl) for impl in VARIANTS}
     fns["ideal"] = ideal
     runs = {}
     for name, fn in fns.items():

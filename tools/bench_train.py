@@ -80,7 +80,7 @@ def toy_case():
     try:
         import importlib.util
 
-        from r1jax.data.toy_tokenizer import toy_tokenizer
+        from r1jax.toy.tokenizer import toy_tokenizer
 
         spec = importlib.util.spec_from_file_location("r1_zero_toy", os.path.join(ROOT, "experiments", "r1_zero_toy.py"))
         mod = importlib.util.module_from_spec(spec)

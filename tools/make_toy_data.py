@@ -19,9 +19,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from r1jax.data import corpus as C  # noqa: E402
+from r1jax.toy import corpus as C  # noqa: E402
 from r1jax.data.jsonl import write_jsonl  # noqa: E402
-from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer  # noqa: E402
+from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -105,8 +105,8 @@ def grpo_losses(mesh_spec: str, run_dir: str, steps: int = GRPO_STEPS, rollout_p
     import jax
 
     from r1jax import config as config_lib
-    from r1jax.data.tasks.arithmetic import make_problems
-    from r1jax.data.toy_tokenizer import model_token_ids, toy_tokenizer
+    from r1jax.toy.tasks.arithmetic import make_problems
+    from r1jax.toy.tokenizer import model_token_ids, toy_tokenizer
     from r1jax.model import Transformer, init_params
     from r1jax.rl.trainer import grpo_config, run_grpo
 

@@ -1,6 +1,6 @@
 """The toy's prompt templates: the R1-Zero training template and DeepSeek-R1's chat template as
 Python functions of strings (the toy tokenizer folder carries the same chat template as jinja,
-r1jax.data.toy_tokenizer.CHAT_TEMPLATE). A user's checkpoint brings its own template:
+r1jax.toy.tokenizer.CHAT_TEMPLATE). A user's checkpoint brings its own template:
 r1jax.data.prompts renders prompts through it.
 """
 from __future__ import annotations
@@ -93,3 +93,19 @@ def encode_prompt(tokenizer, text: str, *, add_special_tokens: bool = False) -> 
 
 def encode_prompts(tokenizer, texts: Sequence[str], **kw) -> list[list[int]]:
     return [encode_prompt(tokenizer, t, **kw) for t in texts]
+
+
+def think_of(completion: str) -> str:
+    """The text between <think> and </think> of a completion ("" when there is no closed block)."""
+    a = completion.find(THINK)
+    b = completion.find(END_THINK)
+    return completion[a + len(THINK):b].strip() if a >= 0 and b > a else ""
+
+
+def final_part(completion: str, tail_words: int = 24) -> str:
+    """What a reward model for helpfulness judges: the text after the last </think> (R1 judges
+    the summary only), or, when the reasoning never closed, its last `tail_words` words."""
+    i = completion.rfind(END_THINK)
+    if i >= 0:
+        return completion[i + len(END_THINK):].strip()
+    return " ".join(completion.split()[-tail_words:])

@@ -41,7 +41,7 @@ def has_reflection(text: str) -> bool:
 
 def reasons(text: str) -> bool:
     """True when the response's <think> block has content (it reasoned before answering)."""
-    from r1jax.data.r1_toy import think_of
+    from r1jax.data.templates import think_of
 
     return bool(think_of(text))
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
-                                     decode_options_key, decode_step, jit_with_cpu_options, prepare_model,
+                                     decode_options_key, decode_step, jit_decode, prepare_model,
                                      routes_of)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
@@ -132,7 +132,7 @@ def _segment(params, cache, st, free_target, eos, *, model, temperature, top_p, 
 def _jitted(model, max_len, temperature, top_p, top_k, decode_options: tuple, record: bool):
     refill = jax.jit(functools.partial(_refill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
                                        top_k=top_k), donate_argnums=(1, 2))
-    segment = jit_with_cpu_options(functools.partial(_segment, model=model, temperature=temperature, top_p=top_p,
+    segment = jit_decode(functools.partial(_segment, model=model, temperature=temperature, top_p=top_p,
                                                      top_k=top_k, record=record), dict(decode_options),
                                    donate_argnums=(1, 2))
     return refill, segment

@@ -39,7 +39,7 @@ How the static engine runs:
     layer: XLA:CPU would otherwise copy every layer's weight slice out of the stacked params at
     every decode step (measured on small_moe: ~20% of a decode step);
   - on CPU the decode loop is compiled with XLA's YNNPACK dot rewrite off
-    (`programs.CPU_DECODE_COMPILER_OPTIONS`);
+    (`r1jax.backends.decode_compiler_options`);
   - batch, prompt and cache lengths are bucketed to powers of two (min 8/16) so that recompiles
     are rare; `compile_count()` reports how many prefill/decode programs were traced.
 """
@@ -56,7 +56,7 @@ import numpy as np
 
 from r1jax.generation import continuous
 from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
-                                     decode_options_key, decode_step, jit_with_cpu_options, prepare_model,
+                                     decode_options_key, decode_step, jit_decode, prepare_model,
                                      route_shape, routes_of)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
@@ -125,7 +125,7 @@ def _jitted(model, max_len, steps, temperature, top_p, top_k, decode_options: tu
     routes: None or (n_moe, k) to record."""
     pre = jax.jit(functools.partial(_prefill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
                                     top_k=top_k))
-    dec = jit_with_cpu_options(functools.partial(_decode, model=model, steps=steps, temperature=temperature,
+    dec = jit_decode(functools.partial(_decode, model=model, steps=steps, temperature=temperature,
                                                  top_p=top_p, top_k=top_k, routes=routes), dict(decode_options),
                                donate_argnums=(1,))
     return pre, dec

@@ -72,46 +72,29 @@ def routes_of(routes, n_tokens: int):
     return out
 
 
-# XLA:CPU options for the decode programs (None: none), read by each generate call (the compiled
-# programs are cached per options). An empty ynn fusion type list turns off the YNNPACK rewrite of
-# dots: Eigen runs the decode's small batched matmuls (per-expert [8, 512] x [512, 352], attention
-# [8, 160] x [160, T] per sequence) faster; small_moe batch 32: 1.18x tokens/s in a same-process A/B
-# (tools/bench_generate.py --compare-decode-options). A jaxlib that does not know an option gets the
-# program without them.
-CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
 def decode_options_key() -> tuple:
-    """The current decode options as a hashable key of the program caches."""
-    return tuple(sorted((CPU_DECODE_COMPILER_OPTIONS or {}).items()))
+    """The backend's compiler options of the decode programs as a hashable key of the program caches."""
+    from r1jax import backends
+
+    return tuple(sorted((backends.decode_compiler_options() or {}).items()))
 
 
-def jit_with_cpu_options(fn, options, **kw):
-    """jax.jit(fn, **kw), compiled with `options` on the CPU backend when this jaxlib accepts them."""
-    plain = jax.jit(fn, **kw)
-    if not options or jax.default_backend() != "cpu":
-        return plain
-    chosen = [jax.jit(fn, compiler_options=options, **kw)]
+def jit_decode(fn, options, **kw):
+    """jax.jit(fn, **kw) with the backend's decode compiler options (r1jax.backends.jit_with_options)."""
+    from r1jax import backends
 
-    def call(*args):
-        try:
-            return chosen[0](*args)
-        except jax.errors.JaxRuntimeError as e:  # raised at compile time, before any buffer is donated
-            if chosen[0] is plain or "compile option" not in str(e):
-                raise
-            chosen[0] = plain
-            return plain(*args)
-
-    return call
+    return backends.jit_with_options(fn, options, **kw)
 
 
 def prepare_model(model, params, unstacked: bool | None):
-    """On CPU (or unstacked=True) the layer params are split once per call into one array per layer
+    """Where the backend asks for it (r1jax.backends.unstack_for_decode: CPU) or unstacked=True, the layer params are split once per call into one array per layer
     and the cache is one array per layer: XLA:CPU would otherwise copy every layer's weight slice out
     of the stacked params at every decode step (small_moe: ~20% of a decode step). It holds a second
     copy of the layer weights during the call. -> (model, params)."""
     if unstacked is None:
-        unstacked = jax.default_backend() == "cpu"
+        from r1jax import backends
+
+        unstacked = backends.unstack_for_decode()
     if unstacked:
         model = model.clone(unstacked=True)
         params = _unstack_jit(params, model.cfg)

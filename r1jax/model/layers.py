@@ -90,42 +90,17 @@ def head_matmul_reference(x, kernel):
     return jnp.einsum("...d,dv->...v", x, kernel)
 
 
-@jax.custom_vjp
-def head_matmul_cpu(x, kernel):
-    """`head_matmul_reference` on 2-D x [tokens, hidden], with a backward laid out for XLA:CPU.
-
-    Autodiff gives the kernel gradient as dot(x, g) contracting the token axis (dim 0) of both:
-    XLA:CPU's YNNPACK dots do not take that form, so it falls back to an Eigen dot after a full
-    [vocab, tokens] transpose copy of g. Computing it as (g^T x)^T, i.e. einsum("tv,td->vd")
-    and one [vocab, hidden] transpose, is ~10% faster for a 32k vocabulary (same products and
-    sums, f32 rounding aside). Only used on CPU (see `LMHead`); other backends pick their own
-    layouts for the plain matmul.
-    """
-    return x @ kernel
-
-
-def _head_fwd(x, kernel):
-    return x @ kernel, (x, kernel)
-
-
-def _head_bwd(res, g):
-    x, kernel = res
-    dx = jnp.einsum("tv,dv->td", g, kernel)
-    dk = jnp.einsum("tv,td->vd", g, x).T
-    return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-
-head_matmul_cpu.defvjp(_head_fwd, _head_bwd)
-
-
 def head_logits(x, kernel):
     """logits = x @ kernel, x: [..., hidden], kernel: [hidden, vocab], in their (common) dtype.
 
-    On CPU the tokens are flattened and go through `head_matmul_cpu` (its backward is laid out for
-    XLA:CPU); elsewhere the plain einsum. Used by `LMHead` and by the chunked log-probs
-    (r1jax.model.logprobs), so both compute the same logits."""
-    if jax.default_backend() == "cpu":
-        y = head_matmul_cpu(x.reshape(-1, x.shape[-1]), kernel)
+    A backend may bring its own 2-D matmul for it (r1jax.backends.lm_head_matmul: on CPU one with
+    a backward laid out for XLA:CPU, the tokens flattened); elsewhere the plain einsum. Used by
+    `LMHead` and by the chunked log-probs (r1jax.model.logprobs), so both compute the same logits."""
+    from r1jax import backends
+
+    mm = backends.lm_head_matmul()
+    if mm is not None:
+        y = mm(x.reshape(-1, x.shape[-1]), kernel)
         return y.reshape(x.shape[:-1] + (kernel.shape[-1],))
     return head_matmul_reference(x, kernel)
 
@@ -134,8 +109,7 @@ class LMHead(nn.Module):
     """The untied output projection: logits = x @ kernel, kernel [hidden, vocab].
 
     The param is "kernel" [hidden, vocab] with the init and logical axes nn.DenseGeneral gave it
-    (same tree, same checkpoints). On CPU the tokens are flattened to [tokens, hidden] and the
-    matmul goes through `head_matmul_cpu` (a custom backward); elsewhere the plain einsum.
+    (same tree, same checkpoints). The matmul is `head_logits` (a backend's own, or the einsum).
     """
 
     cfg: object

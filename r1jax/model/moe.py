@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.experts import EXPERT_FNS, local_impl
+from r1jax.model.experts import expert_fn, local_impl
 from r1jax.model.layers import MLP, compute_dtype, normal_init, param_dtype
 
 
@@ -117,7 +117,7 @@ class MoE(nn.Module):
 
             y, ep_stats = experts_ep(xf, idx, w, wg, wu, wd, cfg)
         else:
-            y = EXPERT_FNS[impl](xf, idx, w, wg, wu, wd)
+            y = expert_fn(impl)(xf, idx, w, wg, wu, wd)
             ep_stats = {}
         y = y.reshape(b, s, d)
         if cfg.n_shared_experts:

@@ -73,18 +73,12 @@ class Block(nn.Module):
         return x, (new_cache, aux)
 
 
-CPU_UNROLL_MAX_LAYERS = 8  # on CPU, stacks this shallow run unrolled (see _unroll)
-
-
 def _unroll(cfg, n: int) -> int:
-    """Unroll factor of a stack's nn.scan (the params keep their stacked [n, ...] layout either way).
+    """Unroll factor of a stack's nn.scan (the params keep their stacked [n, ...] layout either way):
+    fully unrolled when `scan_layers` is False or the backend asks for it (r1jax.backends.unroll_layers)."""
+    from r1jax import backends
 
-    Fully unrolled when `scan_layers` is False, and on CPU for stacks of at most
-    CPU_UNROLL_MAX_LAYERS layers: there, a while loop over layers stacks every residual of the
-    backward into [n, ...] buffers (zero-filled, then written and read slice by slice), which
-    costs ~10% of a small model's train step; at this depth unrolling keeps compile time small.
-    """
-    if not cfg.scan_layers or (jax.default_backend() == "cpu" and n <= CPU_UNROLL_MAX_LAYERS):
+    if not cfg.scan_layers or backends.unroll_layers(n):
         return max(n, 1)
     return 1
 

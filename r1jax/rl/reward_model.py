@@ -92,7 +92,7 @@ def make_rm_loss(rm: RewardModel):
 
 def rm_text(prompt: str, completion: str) -> str:
     """The text the reward model reads: the prompt and the final part of the response."""
-    from r1jax.data.r1_toy import final_part
+    from r1jax.data.templates import final_part
 
     return f"{prompt} {final_part(completion)}"
 

@@ -21,7 +21,7 @@ prompts_per_step x group_size. With `rl.steps = 0` the RL student gets
 floor(SFT compute / GRPO step compute) steps (at least `min_rl_steps`). The base's pretraining
 is shared and the teacher's cost of making the traces is not charged to either student (as in
 the paper's comparison). Both students, the base and (if present) the teacher are measured by
-r1jax.eval.stage_eval.evaluate_stage on the teacher run's held-out problems. Writes results.json,
+r1jax.toy.stage_eval.evaluate_stage on the teacher run's held-out problems. Writes results.json,
 results.md and distill_toy.png.
 """
 
@@ -59,10 +59,10 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     from r1jax import config as config_lib
     from r1jax.data.jsonl import read_jsonl
     from r1jax.model import Transformer, init_params
-    from r1jax.pipelines.r1_zero import _hash
+    from r1jax.toy.pipelines.r1_zero import _hash
     from r1jax.sft.trainer import run_sft, sft_config
 
-    from r1jax.data.toy_tokenizer import model_token_ids
+    from r1jax.toy.tokenizer import model_token_ids
 
     mc = config_lib.toy_qwen2(vocab_size=tok.vocab_size)
     for k, v in {**model_token_ids(tok), **c.student}.items():
@@ -96,7 +96,7 @@ def teacher_traces(tc, teacher_dir: str, tok, train: list, prompt_style: str, ou
     the final R1 model on train[prompt_offset : prompt_offset + n_prompts], cached at out_path.
     Returns (records, counts)."""
     from r1jax.data.jsonl import read_jsonl
-    from r1jax.pipelines.rejection_sample import sample_checkpoint
+    from r1jax.toy.pipelines.rejection_sample import sample_checkpoint
 
     if os.path.exists(out_path + ".counts.json"):
         print(f"[distill] teacher traces: done before ({out_path})")
@@ -134,8 +134,8 @@ def run(c: ml_collections.ConfigDict) -> dict:
 
     from r1jax.data.jsonl import read_jsonl
     from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.eval.language_mixing import register_toy_languages
-    from r1jax.pipelines.r1 import _done, eval_dir, grpo_stage, sft_stage
+    from r1jax.toy.language_mixing import register_toy_languages
+    from r1jax.toy.pipelines.r1 import _done, eval_dir, grpo_stage, sft_stage
 
     t_start = time.time()
     register_toy_languages()

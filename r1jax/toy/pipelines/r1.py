@@ -10,23 +10,23 @@ Stages (each writes run_dir/<stage>/, an HF checkpoint in <stage>/final, and is 
 its output exists, so a rerun resumes; GRPO/SFT also resume from their Orbax checkpoints):
 
   base          tiny DeepSeek-V3-shaped model pretrained on the mixed corpus (cached in
-                cache_dir, r1jax.pipelines.r1_zero.pretrain_toy)
+                cache_dir, r1jax.toy.pipelines.r1_zero.pretrain_toy)
   r1_zero       GRPO from the base with accuracy + format rewards only (the comparison)
   1 cold_start  SFT of the base on a few hundred readable single-language long-CoT traces
-                with a summary at the end (r1jax.data.r1_toy: `<think> steps </think> summary
+                with a summary at the end (r1jax.toy.r1_toy: `<think> steps </think> summary
                 <answer> .. </answer>`)
   2 reasoning_rl  GRPO with accuracy + format ("r1" template) + language-consistency rewards
   3 rejection   samples from the stage-2 model on training prompts, kept if correct,
                 single-language and non-repetitive, plus non-reasoning records
-                (r1jax.pipelines.rejection_sample) -> rejection/sft.jsonl + counts
+                (r1jax.toy.pipelines.rejection_sample) -> rejection/sft.jsonl + counts
   4 sft         SFT of the *base* on the stage-3 dataset
     rm          a Bradley-Terry reward model (backbone: the stage-4 model) on toy preference
-                pairs (r1jax.pipelines.train_rm)
+                pairs (r1jax.toy.pipelines.train_rm)
   5 alignment_rl  GRPO from stage 4 on reasoning prompts (rule rewards) + general prompts
                 (echo / simple: judged by the reward model), the "preference" reward enabled
                 only after `preference_start_frac` of the steps, as R1 did
 
-Every model is measured by r1jax.eval.stage_eval.evaluate_stage on the same held-out problems
+Every model is measured by r1jax.toy.stage_eval.evaluate_stage on the same held-out problems
 (both languages): pass@1 over k samples, cons@k, mean response length, language-mixing rate.
 Writes results.json, results.md (the table) and r1_toy.png (pass@1, length, mixing per stage).
 """
@@ -55,11 +55,11 @@ STAGE_LABELS = {
 
 def build_mixed_data(c, out_dir: str) -> dict:
     """Tokenizer, train / held-out problems (half in each language) and the mixed corpus."""
-    from r1jax.data.corpus import make_pretrain_corpus
+    from r1jax.toy.corpus import make_pretrain_corpus
     from r1jax.data.jsonl import write_jsonl
-    from r1jax.data.r1_toy import make_problems_multi
-    from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
-    from r1jax.pipelines.r1_zero import corpus_seed
+    from r1jax.toy.r1_toy import make_problems_multi
+    from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
+    from r1jax.toy.pipelines.r1_zero import corpus_seed
 
     d = c.data
     os.makedirs(out_dir, exist_ok=True)
@@ -110,7 +110,7 @@ def reasoning_format(texts, records):
 
 
 def reasoning_language(texts, records):
-    from r1jax.pipelines.rejection_sample import reward_language
+    from r1jax.toy.pipelines.rejection_sample import reward_language
     from r1jax.rl.rewards import language_consistency_reward
 
     return [language_consistency_reward(t, reward_language(r.get("language"))) if ok else 0.0
@@ -132,7 +132,7 @@ STAGE5_RULES = {"reasoning_accuracy": 1.0, "reasoning_format": 0.5, "reasoning_l
 
 def toy_language_records(records):
     """Copies of `records` whose language is the language reward's toy name ("en" -> "toy_en")."""
-    from r1jax.pipelines.rejection_sample import reward_language
+    from r1jax.toy.pipelines.rejection_sample import reward_language
 
     return [dict(r, language=reward_language(r.get("language"))) for r in records]
 
@@ -214,7 +214,7 @@ def sft_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, records
 def eval_dir(c, ckpt_dir: str, tok, heldout, cache_path: str) -> dict:
     """evaluate_stage of an HF checkpoint (cached as JSON next to the run)."""
     from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.eval.stage_eval import evaluate_stage
+    from r1jax.toy.stage_eval import evaluate_stage
 
     if os.path.exists(cache_path):
         with open(cache_path) as f:
@@ -235,11 +235,11 @@ def run(c: ml_collections.ConfigDict) -> dict:
     import jax
 
     from r1jax.data.jsonl import read_jsonl
-    from r1jax.data.r1_toy import make_cold_start_records, make_general_records
-    from r1jax.eval.language_mixing import register_toy_languages
-    from r1jax.pipelines import r1_zero
-    from r1jax.pipelines.rejection_sample import format_counts, sample_checkpoint
-    from r1jax.pipelines.train_rm import train_rm, train_rm_config
+    from r1jax.toy.r1_toy import make_cold_start_records, make_general_records
+    from r1jax.toy.language_mixing import register_toy_languages
+    from r1jax.toy.pipelines import r1_zero
+    from r1jax.toy.pipelines.rejection_sample import format_counts, sample_checkpoint
+    from r1jax.toy.pipelines.train_rm import train_rm, train_rm_config
 
     t_start = time.time()
     register_toy_languages()

@@ -7,7 +7,7 @@ language-mixing rate, from one generation pass.
 Same generation and judging as r1jax.eval.runner.evaluate (R1's settings: k samples at T=0.6,
 top-p 0.95; the accuracy reward judges), plus, over all k x problems completions:
   language_mixing   share whose chain of thought mixes toy languages or uses another language
-                    than the prompt's (r1jax.eval.language_mixing, record["language"]);
+                    than the prompt's (r1jax.toy.language_mixing, record["language"]);
   format_r1         R1 format (`<think> T </think> A`, A non-empty);  format_r1_zero  R1-Zero format;
   summary           share in R1 format with text between </think> and <answer> (R1's summary);
   pass@1 per prompt language ("pass@1/en", "pass@1/fr").
@@ -23,7 +23,7 @@ import numpy as np
 def evaluate_stage(model, params, tokenizer, records, *, k: int = 4, temperature: float = 0.6, top_p: float = 0.95,
                    max_new_tokens: int = 160, prompt_style: str = "r1_zero", seed: int = 0,
                    batch_prompts: int = 64) -> dict:
-    from r1jax.eval.language_mixing import is_mixed
+    from r1jax.toy.language_mixing import is_mixed
     from r1jax.eval.runner import evaluate
     from r1jax.rl.rewards import format_reward
 

@@ -45,10 +45,10 @@ def base_cache_dir(c, cache_root: str) -> str:
 
 def build_toy_data(c, out_dir: str) -> dict:
     """Tokenizer + train/held-out problem JSONL + the pretraining corpus records."""
-    from r1jax.data.corpus import make_pretrain_corpus
+    from r1jax.toy.corpus import make_pretrain_corpus
     from r1jax.data.jsonl import write_jsonl
-    from r1jax.data.tasks.arithmetic import make_problems
-    from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
+    from r1jax.toy.tasks.arithmetic import make_problems
+    from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
 
     d = c.data
     os.makedirs(out_dir, exist_ok=True)
@@ -64,8 +64,11 @@ def build_toy_data(c, out_dir: str) -> dict:
         r["answer"] = str(r["answer"])
     write_jsonl(os.path.join(out_dir, "train.jsonl"), train)
     write_jsonl(os.path.join(out_dir, "heldout.jsonl"), heldout)
+    extra = {}
+    if d.get("direct_error_rate") is not None:  # one rate for every level (default: the corpus' per-level table)
+        extra["direct_error_rate"] = float(d.direct_error_rate)
     corpus = make_pretrain_corpus(d.n_corpus, seed=corpus_seed(c), p_direct=d.p_direct, p_worked=d.p_worked,
-                                  p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks),
+                                  p_check=d.p_check, levels=tuple(d.levels), tasks=tuple(d.tasks), **extra,
                                   prompt_style=c.prompt_style, restate=bool(d.get("restate", False)))
     write_jsonl(os.path.join(out_dir, "pretrain.jsonl"),
                 [{"prompt": x["prompt"], "completion": x["completion"], "mode": x["mode"]} for x in corpus])
@@ -75,7 +78,7 @@ def build_toy_data(c, out_dir: str) -> dict:
 def heldout_chains(c) -> list[dict] | None:
     """`data.eval_chains` worked chains on held-out problems (prompt, " " + completion): pretraining
     reports how reliably the base completes them (teacher-forced eval/exact, r1jax.sft.heldout)."""
-    from r1jax.data.corpus import make_pretrain_corpus
+    from r1jax.toy.corpus import make_pretrain_corpus
 
     n = int(c.data.get("eval_chains", 0))
     if not n:
@@ -90,7 +93,7 @@ def heldout_chains(c) -> list[dict] | None:
 def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     """Trains (or reuses from the cache) the tiny DeepSeek-V3-shaped base model. Returns its HF folder."""
     from r1jax import config as config_lib
-    from r1jax.data.toy_tokenizer import model_token_ids, save_tokenizer
+    from r1jax.toy.tokenizer import model_token_ids, save_tokenizer
     from r1jax.sft.trainer import run_sft, sft_config
 
     cached = base_cache_dir(c, cache_root)
@@ -152,7 +155,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
           f"right in {base['reasoning_accuracy']:.0%} of those; direct answers right in {base['direct_accuracy']:.0%})")
     harder = None
     if c.eval.get("harder_levels"):  # one more digit than trained on: does the skill generalise?
-        from r1jax.data.tasks.arithmetic import make_problems
+        from r1jax.toy.tasks.arithmetic import make_problems
 
         hp = []
         for task in c.data.tasks:
@@ -209,7 +212,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
         title="toy R1-Zero: GRPO with accuracy + format rewards")
     print(table)
     print(f"[r1-zero] wrote {os.path.join(run_dir, 'results.json')} and {png} ({minutes:.1f} min)")
-    if c.get("update_readme", True) and png:
+    if c.get("update_readme", False) and png:
         update_readme(results, png)
     return results
 

@@ -3,7 +3,7 @@
     r1jax train-rm --config experiments/train_rm_toy.py [--set init=runs/r1_toy/stage4/final]
 
 Pairs: `train_data` / `heldout_data` JSONL with prompt, chosen, rejected (and optional kind);
-empty: the toy pairs of r1jax.data.r1_toy.make_preference_pairs (helpful readable summary vs a
+empty: the toy pairs of r1jax.toy.r1_toy.make_preference_pairs (helpful readable summary vs a
 degenerate response; held-out pairs from held-out problems and fresh general prompts), written
 to run_dir/pairs_{train,heldout}.jsonl. The backbone starts from `init` (an HF checkpoint, e.g.
 the SFT model, as R1 does) or, without one, from a random `model` config.
@@ -35,7 +35,7 @@ def train_rm_config(**kw) -> ml_collections.ConfigDict:
         n_heldout=512,
         languages=("en", "fr"),
         levels=(2, 3, 4, 5),
-        restate=False,  # chain format of the toy pairs' reasoning (r1jax.data.corpus.solution)
+        restate=False,  # chain format of the toy pairs' reasoning (r1jax.toy.corpus.solution)
         prompt_style="r1_zero",
         steps=200,
         batch_pairs=32,
@@ -62,9 +62,9 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     import numpy as np
 
     from r1jax.data.jsonl import read_jsonl, write_jsonl
-    from r1jax.data.r1_toy import make_preference_pairs
+    from r1jax.toy.r1_toy import make_preference_pairs
     from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.data.toy_tokenizer import save_tokenizer, toy_tokenizer
+    from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
     from r1jax.rl.reward_model import (RewardModel, pairwise_accuracy, rm_text, save_reward_model, score_texts,
                                        train_reward_model)
     from r1jax.runlog import RunLogger

@@ -3,7 +3,7 @@ non-reasoning data, write an SFT JSONL.
 
     r1jax rejection-sample --config experiments/rejection_sample_toy.py [--set checkpoint=DIR]
 
-    from r1jax.pipelines.rejection_sample import rejection_sample, filter_samples
+    from r1jax.toy.pipelines.rejection_sample import rejection_sample, filter_samples
     records, counts = rejection_sample(model, params, tokenizer, prompts, n_samples=8, ...)
 
 Filters, applied in this order to each sample (a sample must pass all):
@@ -11,14 +11,14 @@ Filters, applied in this order to each sample (a sample must pass all):
                   the R1-Zero format) - R1 drops outputs that are hard to read;
   correct         accuracy reward == 1 against the record's `answer`;
   single_language language-consistency reward == 1 in the record's language (toy languages
-                  "en"/"fr" are judged by their word tables, r1jax.eval.language_mixing): every
+                  "en"/"fr" are judged by their word tables, r1jax.toy.language_mixing): every
                   word of the chain of thought is in the prompt's language;
   non_repetitive  no n-gram of `ngram` whitespace tokens occurs `max_repeats` or more times
                   (default: the same 8-gram 3+ times) - loops and degenerate text;
 then `max_per_prompt` distinct kept completions per prompt at most (duplicates dropped first).
 
 Non-reasoning data: `non_reasoning_frac` of the final set are general records
-(r1jax.data.r1_toy.make_general_records: echo requests and one-digit sums answered without a
+(r1jax.toy.r1_toy.make_general_records: echo requests and one-digit sums answered without a
 chain of thought), as R1 mixed ~200k non-reasoning samples into its ~600k reasoning ones.
 
 Counts per filter (printed and written to `<out>.counts.json`): samples, passed after each
@@ -83,8 +83,8 @@ def has_repetition(text: str, ngram: int = 8, max_repeats: int = 3) -> bool:
 
 def reward_language(language: str | None) -> str:
     """The language-reward name of a record's language (toy "en" -> "toy_en"; others unchanged)."""
-    from r1jax.data.tasks.arithmetic import LANGUAGES
-    from r1jax.eval.language_mixing import register_toy_languages, toy_language_name
+    from r1jax.toy.tasks.arithmetic import LANGUAGES
+    from r1jax.toy.language_mixing import register_toy_languages, toy_language_name
 
     lang = language or "en"
     if lang in LANGUAGES or lang.startswith("toy_"):
@@ -162,7 +162,7 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
     from tqdm import tqdm
 
     from r1jax.data.prompts import PromptFormat, decode_completion
-    from r1jax.data.r1_toy import make_general_records
+    from r1jax.toy.r1_toy import make_general_records
     from r1jax.generation.engine import generate
 
     t0 = time.perf_counter()

@@ -1,5 +1,5 @@
 """Synthetic reasoning tasks. `TASKS` maps a task name to its generator (a `Task`)."""
-from r1jax.data.tasks.arithmetic import (
+from r1jax.toy.tasks.arithmetic import (
     LANGUAGES,
     AddTask,
     Mul1Task,

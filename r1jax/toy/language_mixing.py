@@ -2,7 +2,7 @@
 
 DeepSeek-R1-Zero's chains of thought mix languages; R1 adds a language-consistency reward
 (share of CoT words in the target language) to stop it. The toy task family has two
-"languages" (r1jax.data.tasks.arithmetic.LANGUAGES: "en" and "fr", no word in common); this
+"languages" (r1jax.toy.tasks.arithmetic.LANGUAGES: "en" and "fr", no word in common); this
 module makes them usable by the reward and measures mixing:
 
     names = register_toy_languages()          # {"en": "toy_en", "fr": "toy_fr"} (idempotent)
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from r1jax.data.tasks.arithmetic import LANGUAGES, words_of_language
+from r1jax.toy.tasks.arithmetic import LANGUAGES, words_of_language
 from r1jax.rl.rewards.language import chain_of_thought, register_language
 
 TOY_PREFIX = "toy_"

@@ -12,7 +12,7 @@ format template (`<think> T </think> A`, T and A non-empty); the accuracy reward
 <answer> block, so R1-Zero-style completions (no summary) are judged by the same eval.
 
 Record kinds:
-  reasoning  the arithmetic problems (r1jax.data.tasks), prompt in "en" or "fr";
+  reasoning  the arithmetic problems (r1jax.toy.tasks), prompt in "en" or "fr";
   general    the toy's "general prompts", which need no reasoning:
              echo     "write 4 5 6" / "écris 4 5 6" -> `<think> </think> so 4 5 6 <answer> 4 5 6 </answer>`
              simple   one-digit sums "what is 3 + 4" -> `<think> </think> so 7 <answer> 7 </answer>`
@@ -38,9 +38,10 @@ from __future__ import annotations
 import random
 from typing import Iterable, Sequence
 
-from r1jax.data.corpus import solution
-from r1jax.data.tasks import get_task
-from r1jax.data.tasks.arithmetic import (
+from r1jax.toy.corpus import solution
+from r1jax.data.templates import final_part, think_of  # noqa: F401 (generic R1-format helpers, re-exported)
+from r1jax.toy.tasks import get_task
+from r1jax.toy.tasks.arithmetic import (
     LANGUAGES,
     answer_text,
     get_language,
@@ -97,13 +98,6 @@ def r1_completion(think: str, summary: str, answer) -> str:
     return f"<think>{mid}</think> {summary} <answer> {ans} </answer>"
 
 
-def think_of(completion: str) -> str:
-    """The text between <think> and </think> of a toy completion."""
-    a = completion.find("<think>")
-    b = completion.find("</think>")
-    return completion[a + len("<think>"):b].strip() if a >= 0 and b > a else ""
-
-
 def make_cold_start_records(n: int, seed: int, *, levels=DEFAULT_LEVELS, tasks=("add",),
                             languages: Sequence[str] = ("en", "fr"), p_check: float = 0.3,
                             prompt_style: str = "r1_zero", split: str = "train", restate: bool = False) -> list[dict]:
@@ -113,7 +107,7 @@ def make_cold_start_records(n: int, seed: int, *, levels=DEFAULT_LEVELS, tasks=(
     id, kind="reasoning", mode ("worked", or "check" with probability p_check: a slip caught by
     `wait , check :`, the reflection R1 wants in its cold-start data). All correct; the chain
     and the summary are in the prompt's language. restate: the chain format of the pretraining
-    corpus (each step restates the operands' remaining columns, r1jax.data.corpus.solution)."""
+    corpus (each step restates the operands' remaining columns, r1jax.toy.corpus.solution)."""
     rng = random.Random(f"cold_start/{seed}")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     problems = []
@@ -171,15 +165,6 @@ def make_general_records(n: int, seed: int, *, languages: Sequence[str] = ("en",
 
 
 # -------------------------------------------------------------------------- preference pairs
-
-
-def final_part(completion: str, tail_words: int = 24) -> str:
-    """What a reward model for helpfulness judges: the text after the last </think> (R1 judges
-    the summary only), or, when the reasoning never closed, its last `tail_words` words."""
-    i = completion.rfind("</think>")
-    if i >= 0:
-        return completion[i + len("</think>"):].strip()
-    return " ".join(completion.split()[-tail_words:])
 
 
 def _other(lang: str, languages: Sequence[str]) -> str:

@@ -5,7 +5,7 @@ Each document is the R1-Zero template around a problem (`prompt`) followed by a 
 
   direct   `<think> </think> <answer> 6 1 2 </answer>`: no reasoning, and the answer is a
            guess that is wrong at a level-dependent rate (DEFAULT_DIRECT_ERROR_RATE).
-  worked   the right-to-left column steps (r1jax.data.tasks.arithmetic), always right.
+  worked   the right-to-left column steps (r1jax.toy.tasks.arithmetic), always right.
   check    the worked steps with one check: usually a slip at one step followed by
            `wait , check :` and that step redone correctly (the chain continues from the
            corrected state); with probability `check_confirm_rate` the checked step was right and
@@ -46,8 +46,8 @@ from __future__ import annotations
 import random
 from typing import Iterable, Mapping, Sequence
 
-from r1jax.data.tasks import get_task
-from r1jax.data.tasks.arithmetic import (
+from r1jax.toy.tasks import get_task
+from r1jax.toy.tasks.arithmetic import (
     answer_text,
     check_think,
     format_completion,

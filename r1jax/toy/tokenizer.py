@@ -17,7 +17,7 @@ import pathlib
 import re
 
 from r1jax.data import templates as T
-from r1jax.data.tasks.arithmetic import all_language_words
+from r1jax.toy.tasks.arithmetic import all_language_words
 
 SPECIAL_TOKENS = (T.PAD, T.UNK, T.BOS, T.EOS, T.USER, T.ASSISTANT)  # ids 0..5 in this order
 TAG_TOKENS = (T.THINK, T.END_THINK, T.ANSWER, T.END_ANSWER)

@@ -1,6 +1,6 @@
 """Synthetic arithmetic reasoning tasks with exact integer answers and difficulty levels.
 
-Two task families (registered in `r1jax.data.tasks.TASKS`):
+Two task families (registered in `r1jax.toy.tasks.TASKS`):
 
   add   a + b, both operands with `level` digits (level 1..6; the toy R1-Zero uses 2..5)
   mul1  a * d, a with `level` digits, d a single digit 2..9
@@ -327,7 +327,7 @@ def make_problems(
     to that split (None: both). `unique` drops repeats (raises if the problem space at these
     levels cannot supply n).
     """
-    from r1jax.data.tasks import get_task
+    from r1jax.toy.tasks import get_task
 
     t = get_task(task) if isinstance(task, str) else task
     if split not in ("train", "heldout", None):
@@ -377,7 +377,7 @@ def make_problems(
 def worked_think(task: str | Task, a: int, b: int, lang: str | Sequence[str] = "en", restate: bool = False) -> str:
     """The worked steps (content of <think>), in one language or one language per step
     (restate: see Task.render_steps)."""
-    from r1jax.data.tasks import get_task
+    from r1jax.toy.tasks import get_task
 
     t = get_task(task) if isinstance(task, str) else task
     return " ".join(t.render_steps(t.steps(a, b), lang, restate))
@@ -420,7 +420,7 @@ def check_think(
     write/carry that follow from it), then says `wait , check :` and redoes step j correctly,
     and continues correctly. With slip=False the checked step was right and the check confirms
     it (same step repeated). Returns (think text, info dict: step, slip_value, true_value)."""
-    from r1jax.data.tasks import get_task
+    from r1jax.toy.tasks import get_task
 
     t = get_task(task) if isinstance(task, str) else task
     steps = t.steps(a, b)

@@ -1,0 +1,81 @@
+"""How r1jax runs where: the backend-specific choices, in one place, that the model and the
+rollout engine ask for. r1jax/model/ reads as the math; what XLA:CPU needs to run it fast lives
+here (the GPU/TPU paths are the plain ones, plus the Pallas kernels under r1jax/model's
+attention_impl):
+
+    moe_dispatch()             "cpu" on CPU (backends/cpu_experts.py), else "ragged" (ragged_dot)
+    expert_fns()               the backend dispatches by name ("grouped", "blocked", "cpu")
+    lm_head_matmul()           CPU: the head matmul with a backward laid out for XLA:CPU
+                               (backends/cpu_lm_head.py); elsewhere None (the plain einsum)
+    unroll_layers(n)           CPU: unroll layer stacks of <= CPU_UNROLL_MAX_LAYERS layers
+    unstack_for_decode()       CPU: one array per layer during generation (no per-step slice copies)
+    decode_compiler_options()  CPU: XLA options of the decode programs (backends/cpu_compile.py)
+    jit_with_options(fn, options, **kw)  jax.jit with those options where the backend takes them
+
+Each answer follows `jax.default_backend()` at the time it is asked (trace time). Measurements
+behind the CPU choices: docs/PERF_CPU.md.
+"""
+
+from __future__ import annotations
+
+import jax
+
+# on CPU, layer stacks this shallow run unrolled: a while loop over layers stacks every residual of
+# the backward into [n, ...] buffers (zero-filled, then written and read slice by slice), ~10% of a
+# small model's train step; at this depth unrolling keeps compile time small
+CPU_UNROLL_MAX_LAYERS = 8
+
+
+def platform() -> str:
+    return jax.default_backend()
+
+
+def on_cpu() -> bool:
+    return platform() == "cpu"
+
+
+def moe_dispatch() -> str:
+    """The dropless single-device routed-expert dispatch: "cpu" on CPU, else "ragged"."""
+    return "cpu" if on_cpu() else "ragged"
+
+
+def expert_fns() -> dict:
+    """The backend-specific routed-expert dispatches by name (r1jax.model.experts.expert_fn)."""
+    from r1jax.backends.cpu_experts import CPU_EXPERT_FNS
+
+    return CPU_EXPERT_FNS
+
+
+def lm_head_matmul():
+    """The backend's 2-D LM-head matmul (x [tokens, hidden] @ kernel [hidden, vocab]), or None."""
+    if on_cpu():
+        from r1jax.backends.cpu_lm_head import head_matmul_cpu
+
+        return head_matmul_cpu
+    return None
+
+
+def unroll_layers(n_layers: int) -> bool:
+    """Whether a stack of n_layers layers runs unrolled (its params stay stacked either way)."""
+    return on_cpu() and n_layers <= CPU_UNROLL_MAX_LAYERS
+
+
+def unstack_for_decode() -> bool:
+    """Whether generation splits the stacked layer params into one array per layer."""
+    return on_cpu()
+
+
+def decode_compiler_options() -> dict | None:
+    """XLA compiler options of the decode programs on this backend (None: none)."""
+    if on_cpu():
+        from r1jax.backends import cpu_compile
+
+        return cpu_compile.CPU_DECODE_COMPILER_OPTIONS
+    return None
+
+
+def jit_with_options(fn, options, **kw):
+    """jax.jit(fn, **kw), with `options` where this backend and jaxlib accept them."""
+    from r1jax.backends.cpu_compile import jit_with_cpu_options
+
+    return jit_with_cpu_options(fn, options, **kw)
