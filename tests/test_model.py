@@ -14,6 +14,7 @@ from r1jax import config as config_lib
 from r1jax.checkpoint import hf as hf_ckpt
 from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
 from r1jax.model import Transformer, init_params, update_router_bias
+from r1jax import backends
 from r1jax.backends import cpu_experts
 from r1jax.model import experts as experts_lib
 from r1jax.model import moe as moe_lib
@@ -143,7 +144,7 @@ def test_moe_dispatch_equals_dense_reference(impl):
     wd = jnp.asarray(rs.randn(e, i, d) * 0.1, jnp.float32)
     fn = {"grouped_block8": functools.partial(cpu_experts.experts_grouped, block=8),  # several blocks per expert
           "blocked_overflow": functools.partial(cpu_experts.experts_blocked, capacity_factor=0.5, block=8),
-          }.get(impl) or experts_lib.expert_fn(impl)
+          }.get(impl) or backends.expert_fn(impl)
 
     def loss(f, *a):
         return (f(*a) ** 2).sum()

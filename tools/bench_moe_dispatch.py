@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from r1jax import config as config_lib  # noqa: E402
 from r1jax import train  # noqa: E402
 from r1jax.model import Transformer, init_params  # noqa: E402
+from r1jax import backends  # noqa: E402
 from r1jax.model import experts as experts_lib  # noqa: E402
 
 VARIANTS = ("blocked", "grouped")
@@ -96,7 +97,7 @@ def bench_experts(args, log):
         y = experts_lib.swiglu(xx @ wg[0], xx @ wu[0]) @ wd[0]
         return y.reshape(k, n, d).sum(0)
 
-    fns = {impl: experts_lib.expert_fn(impl) for impl in VARIANTS}
+    fns = {impl: backends.expert_fn(impl) for impl in VARIANTS}
     fns["ideal"] = ideal
     runs = {}
     for name, fn in fns.items():

@@ -4,7 +4,7 @@ here (the GPU/TPU paths are the plain ones, plus the Pallas kernels under r1jax/
 attention_impl):
 
     moe_dispatch()             "cpu" on CPU (backends/cpu_experts.py), else "ragged" (ragged_dot)
-    expert_fns()               the backend dispatches by name ("grouped", "blocked", "cpu")
+    expert_fn(name)            every routed-expert dispatch by name (model/experts.py's + the backends')
     lm_head_matmul()           CPU: the head matmul with a backward laid out for XLA:CPU
                                (backends/cpu_lm_head.py); elsewhere None (the plain einsum)
     unroll_layers(n)           CPU: unroll layer stacks of <= CPU_UNROLL_MAX_LAYERS layers
@@ -12,7 +12,9 @@ attention_impl):
     decode_compiler_options()  CPU: XLA options of the decode programs (backends/cpu_compile.py)
     jit_with_options(fn, options, **kw)  jax.jit with those options where the backend takes them
 
-Each answer follows `jax.default_backend()` at the time it is asked (trace time). Measurements
+Each answer follows `jax.default_backend()` at the time it is asked (trace time). One-way: this
+package imports r1jax.model.experts (the generic math); r1jax/model never imports r1jax.backends'
+modules at import time, only asks these functions when it traces. Measurements
 behind the CPU choices: docs/PERF_CPU.md.
 """
 
@@ -40,10 +42,20 @@ def moe_dispatch() -> str:
 
 
 def expert_fns() -> dict:
-    """The backend-specific routed-expert dispatches by name (r1jax.model.experts.expert_fn)."""
+    """Every routed-expert dispatch by name: the generic ones (r1jax.model.experts: dense, ragged)
+    and the backends' (cpu_experts: grouped, blocked, cpu)."""
     from r1jax.backends.cpu_experts import CPU_EXPERT_FNS
+    from r1jax.model.experts import GENERIC_EXPERT_FNS
 
-    return CPU_EXPERT_FNS
+    return {**GENERIC_EXPERT_FNS, **CPU_EXPERT_FNS}
+
+
+def expert_fn(impl: str):
+    """The dispatch named `impl` ("ragged" on CPU is not rewritten here: see moe_dispatch)."""
+    fns = expert_fns()
+    if impl not in fns:
+        raise KeyError(f"unknown MoE dispatch {impl!r}; known: {sorted(fns)}")
+    return fns[impl]
 
 
 def lm_head_matmul():

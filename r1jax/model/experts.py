@@ -1,6 +1,6 @@
 """Routed experts on one device: the SwiGLU expert MLP and the dropless dispatches of identical math.
 
-    y = expert_fn(impl)(x, idx, w, wg, wu, wd)
+    y = r1jax.backends.expert_fn(impl)(x, idx, w, wg, wu, wd)
     x: [n, d], idx / w: [n, k] (expert ids / routing weights), wg / wu: [E, d, I], wd: [E, I, d] -> y: [n, d]
 
   - "ragged": sort assignments by expert, `jax.lax.ragged_dot` (dropless; the fast path on GPU/TPU)
@@ -8,9 +8,11 @@
   - "grouped" / "blocked" / "cpu": the XLA:CPU dispatches, in r1jax.backends.cpu_experts
     ("cpu" is what "ragged" resolves to on CPU: r1jax.backends.moe_dispatch)
 
+The dispatch of a name comes from r1jax.backends.expert_fn (these and the backends' own).
+
 Used by the MoE layer (r1jax.model.moe) and by expert parallelism (r1jax.parallel.moe_ep, which
-runs `batched_expert_mlp` on the rows each device receives and `expert_fn(local_impl())` when
-there is no expert axis). Imports nothing else from r1jax at import time.
+runs `batched_expert_mlp` on the rows each device receives and the backend's dispatch when
+there is no expert axis). Imports nothing else from r1jax.
 """
 
 from __future__ import annotations
@@ -70,23 +72,4 @@ def experts_ragged(x, idx, w, wg, wu, wd):
     return out.astype(x.dtype)
 
 
-def local_impl() -> str:
-    """The dropless single-device dispatch for this backend (r1jax.backends.moe_dispatch)."""
-    from r1jax import backends
-
-    return backends.moe_dispatch()
-
-
 GENERIC_EXPERT_FNS = {"dense": experts_dense, "ragged": experts_ragged}
-
-
-def expert_fn(impl: str):
-    """The dispatch named `impl`: the generic ones here, the backends' (r1jax.backends.expert_fns)."""
-    if impl in GENERIC_EXPERT_FNS:
-        return GENERIC_EXPERT_FNS[impl]
-    from r1jax import backends
-
-    fns = backends.expert_fns()
-    if impl not in fns:
-        raise KeyError(f"unknown MoE dispatch {impl!r}; known: {sorted({**GENERIC_EXPERT_FNS, **fns})}")
-    return fns[impl]

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.experts import expert_fn, local_impl
+from r1jax import backends
 from r1jax.model.layers import MLP, compute_dtype, normal_init, param_dtype
 
 
@@ -71,7 +71,7 @@ def sequence_balance_loss(scores, idx, token_mask, cfg) -> jnp.ndarray:
 
 
 def resolve_moe_impl(cfg) -> str:
-    return local_impl() if cfg.moe_impl == "ragged" else cfg.moe_impl
+    return backends.moe_dispatch() if cfg.moe_impl == "ragged" else cfg.moe_impl
 
 
 class MoE(nn.Module):
@@ -111,13 +111,13 @@ class MoE(nn.Module):
         impl = self.impl or resolve_moe_impl(cfg)
         xf = x.reshape(-1, d)
         if impl == "ep":
-            # one-way: moe_ep needs only r1jax.model.experts; imported here because importing it at the
+            # one-way: moe_ep needs only r1jax.model.experts and r1jax.backends; imported here because importing it at the
             # top would run r1jax.parallel's __init__ while r1jax.model's is still running
             from r1jax.parallel.moe_ep import experts_ep
 
             y, ep_stats = experts_ep(xf, idx, w, wg, wu, wd, cfg)
         else:
-            y = expert_fn(impl)(xf, idx, w, wg, wu, wd)
+            y = backends.expert_fn(impl)(xf, idx, w, wg, wu, wd)
             ep_stats = {}
         y = y.reshape(b, s, d)
         if cfg.n_shared_experts:

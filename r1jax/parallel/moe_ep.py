@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from r1jax.model.experts import batched_expert_mlp, expert_fn, local_impl
+from r1jax import backends
+from r1jax.model.experts import batched_expert_mlp
 from r1jax.parallel.rules import BATCH_AXES
 
 
@@ -61,7 +62,7 @@ def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, i
     k = idx.shape[1]
     e = wg.shape[0]
     if mesh is None or mesh.empty or "expert" not in mesh.axis_names:
-        y = expert_fn(local_impl())(x, idx, w, wg, wu, wd)
+        y = backends.expert_fn(backends.moe_dispatch())(x, idx, w, wg, wu, wd)
         return y, {"ep_dropped": jnp.zeros((), jnp.float32), "ep_capacity": jnp.full((), n, jnp.float32)}
 
     names = tuple(mesh.axis_names)

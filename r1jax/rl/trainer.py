@@ -409,9 +409,9 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     local_rollout = c.rollout_placement == "local" or (c.rollout_placement == "auto" and n_proc > 1)
     rollout_model = model
     if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
-        from r1jax.model.experts import local_impl
+        from r1jax import backends
 
-        rollout_model = model.clone(moe_impl=local_impl())
+        rollout_model = model.clone(moe_impl=backends.moe_dispatch())
     # The frozen reference exists only when the KL term does; it is held in the compute dtype.
     ref_params = None
     if lk.get("kl_coef"):
