@@ -28,27 +28,8 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_single_process_losses(tmp_path):
-    port = _free_port()
     out = tmp_path / "losses.json"
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid), PYTHONPATH=ROOT)
-        env.pop("XLA_FLAGS", None)  # the worker sets 4 devices per process
-        cmd = [sys.executable, WORKER, "--devices", "4", "--mesh", "data=2,expert=4", "--steps", str(STEPS),
-               "--out", str(out)]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=1500)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-4000:]
-    results = [json.loads([ln for ln in log.splitlines() if ln.startswith("{")][-1]) for log in logs]
+    results = _run_workers(2, 4, ["--mesh", "data=2,expert=4", "--steps", str(STEPS), "--out", str(out)])
     for i, r in enumerate(results):
         assert r["process_index"] == i and r["process_count"] == 2 and r["how"] == "env"
         assert r["local_devices"] == 4 and r["global_devices"] == 8 and r["devices_per_process"] == [4, 4]

@@ -52,7 +52,9 @@ def setup(moe_impl: str):
 
 def scalar(x) -> float:
     """A replicated scalar as float, also when it spans other processes' devices."""
-    return float(x.addressable_data(0)) if hasattr(x, "addressable_data") else float(x)
+    from r1jax.parallel.handoff import host_scalar
+
+    return host_scalar(x)
 
 
 def train_losses(mesh_spec=None, steps: int = 5, seed: int = 0, router_bias_rate: float = 1e-3,
