@@ -1,15 +1,10 @@
 """Model configurations: presets and `from_hf_config`.
 
-A model config is an `ml_collections.ConfigDict` whose keys follow the HF `config.json` names of
-the architecture (`kv_lora_rank`, `qk_rope_head_dim`, `n_routed_experts`, ...) so a reader maps
-both ways. Keys that only r1jax has (compute dtype, attention/MoE implementation, remat, losses)
-are listed in `R1JAX_KEYS`.
+Keys and conventions (HF config.json names, `R1JAX_KEYS`, what 0 means where HF uses null): see
+r1jax.config.schema.
 
-Conventions where HF uses null: `q_lora_rank = 0` means "no q low-rank path" (DeepSeek-V2-Lite
-style); `n_routed_experts = 0` means a dense model; `rope_scaling.rope_type = "default"` means no
-scaling.
-
-Presets: `deepseek_v3_671b`, `qwen2_5_1_5b` (a real dense shape), `small_moe` (the training
+Presets: `deepseek_v3_671b`, `qwen2_5_1_5b` (a real dense shape), `v3_moe_2b` (the V3
+architecture at one-GPU size), `small_moe` (the training
 benchmark's MoE), `toy_moe` (the toy R1-Zero base model), `tiny_moe` (tests),
 `tiny_qwen2`, `tiny_llama`, `toy_qwen2`.
 
