@@ -23,7 +23,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "trl"],  # trl: tools/bench_trl_grpo.py
         "tpu": ["jax[tpu]"],
     },
     entry_points={"console_scripts": ["r1jax=r1jax.cli:main"]},

@@ -121,39 +121,45 @@ def device_peaks(args) -> tuple[str, float, float, str]:
 # ------------------------------------------------------------------------------------ inputs
 
 
-def model_and_tokenizer(args, tmp: str):
-    """(model, random params, tokenizer folder) of a preset or an HF folder's config."""
-    import jax
-
+def model_config(args, tmp: str):
+    """(model config, tokenizer folder) of a preset or an HF folder's config.json (--set, --dtype and
+    --mesh applied; a preset gets a word-level tokenizer of its vocabulary size, written under tmp)."""
     from r1jax import config as config_lib
-    from r1jax.model import Transformer, init_params
+    from r1jax.data.tokenizer import load_tokenizer
 
-    if os.path.isdir(args.model):
+    hf_dir = os.path.isdir(args.model)
+    if hf_dir:
         cfg = config_lib.from_hf_config(os.path.join(args.model, "config.json"))
-        tok_dir = args.model
     else:
         cfg = config_lib.get_preset(args.model)
-        from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
-
-        tok_dir = os.path.join(tmp, "tokenizer")
-        save_tokenizer(toy_tokenizer(vocab_size=cfg.vocab_size), tok_dir)
     for kv in args.set:
         k, v = kv.split("=", 1)
         cfg[k] = type(cfg[k])(v) if cfg.get(k) is not None and not isinstance(cfg[k], bool) else json.loads(v)
+    tok_dir = args.model
+    if not hf_dir:  # a word-level tokenizer of the (overridden) vocabulary size, its special ids in the config
+        from r1jax.toy.tokenizer import model_token_ids, save_tokenizer, toy_tokenizer
+
+        tok_dir = os.path.join(tmp, "tokenizer")
+        save_tokenizer(toy_tokenizer(vocab_size=cfg.vocab_size), tok_dir)
+        for k, v in model_token_ids(load_tokenizer(tok_dir)).items():
+            cfg[k] = v
     if args.dtype:
         cfg.dtype = args.dtype
-    if args.mesh and config_lib.is_moe(cfg):
+    if getattr(args, "mesh", "") and config_lib.is_moe(cfg):
         cfg.moe_impl = "ep"
+    return cfg, tok_dir
+
+
+def model_and_tokenizer(args, tmp: str):
+    """(model, random params, tokenizer) of a preset or an HF folder's config."""
+    import jax
+
     from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.model import Transformer, init_params
 
-    tok = load_tokenizer(tok_dir)
-    if not os.path.isdir(args.model):  # the toy tokenizer's special ids in the model config
-        from r1jax.toy.tokenizer import model_token_ids
-
-        for k, v in model_token_ids(tok).items():
-            cfg[k] = v
+    cfg, tok_dir = model_config(args, tmp)
     params = init_params(cfg, jax.random.PRNGKey(0))
-    return Transformer(cfg), params, tok
+    return Transformer(cfg), params, load_tokenizer(tok_dir)
 
 
 def prompt_records(args, n: int) -> tuple[list[dict], dict]:
