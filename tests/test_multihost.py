@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tools", "multihost_worker.py")
@@ -73,30 +74,43 @@ def _run_workers(n_proc: int, devices: int, args: list, timeout: int = 1500) -> 
     return [json.loads([ln for ln in log.splitlines() if ln.startswith("{")][-1]) for log in logs]
 
 
-def test_grpo_two_processes_match_one_process(tmp_path):
-    """GRPO (rollouts, a reward with spread, recomputed old log-probs, two mini-batches, the update)
-    with 2 processes x 4 devices: each process samples its half of the prompts on a local replica
-    of the weights and the update's global arrays are built from the process-local rows. The
-    losses, rewards and lengths of 3 steps equal those of 1 process x 8 devices."""
+@pytest.fixture(scope="module")
+def grpo_one_process(tmp_path_factory):
+    """The reference: the GRPO steps of 1 process x 8 devices (sampling SPMD on the mesh)."""
     from multihost_worker import GRPO_STEPS
 
-    args = ["--mesh", "data=2,expert=4", "--steps", str(GRPO_STEPS)]
+    run_dir = tmp_path_factory.mktemp("grpo_one")
+    one = _run_workers(1, 8, ["--mesh", "data=2,expert=4", "--steps", str(GRPO_STEPS), "--grpo", str(run_dir),
+                              "--rollout-placement", "auto"])[0]  # one process: auto = mesh
+    assert one["process_count"] == 1
+    losses = [s["train/loss"] for s in one["steps"]]
+    assert min(abs(x) for x in losses) > 1e-4  # non-trivial: the advantages are not all zero
+    assert len({round(x, 6) for x in losses}) == GRPO_STEPS  # and the steps differ
+    return one["steps"]
+
+
+@pytest.mark.parametrize("placement", ["local", "mesh"])
+def test_grpo_two_processes_match_one_process(tmp_path, grpo_one_process, placement):
+    """GRPO (rollouts, a reward with spread, recomputed old log-probs, two mini-batches, the update)
+    with 2 processes x 4 devices; the update's global arrays are built from the process-local rows.
+    local: each process samples its half of the prompts on a local replica of the weights; mesh: one
+    sampling program over all 8 devices of both processes (every process passes every prompt and keeps
+    its half). The losses, rewards and lengths of 3 steps equal those of 1 process x 8 devices."""
+    from multihost_worker import GRPO_STEPS
+
+    args = ["--mesh", "data=2,expert=4", "--steps", str(GRPO_STEPS), "--rollout-placement", placement]
     two = _run_workers(2, 4, args + ["--grpo", str(tmp_path / "two")])
-    one = _run_workers(1, 8, args + ["--grpo", str(tmp_path / "one")])[0]
-    assert [r["process_count"] for r in two] == [2, 2] and one["process_count"] == 1
+    assert [r["process_count"] for r in two] == [2, 2]
     # only process 0 writes the run's metrics
     assert (tmp_path / "two" / "metrics.jsonl").exists()
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == GRPO_STEPS
-    ref = one["steps"]
+    ref = grpo_one_process
     print("one process: ", [r["train/loss"] for r in ref])
     for r in two:
-        print("two processes:", [s["train/loss"] for s in r["steps"]])
+        print(f"two processes ({placement}):", [s["train/loss"] for s in r["steps"]])
         assert len(r["steps"]) == GRPO_STEPS
         for a, b in zip(r["steps"], ref):
             # the same samples: rewards and lengths equal, losses to float rounding
             assert a["rollout/response_length"] == b["rollout/response_length"]
             np.testing.assert_allclose(a["reward/total"], b["reward/total"], rtol=1e-6)
             np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4, atol=1e-7)
-    losses = [s["train/loss"] for s in ref]
-    assert min(abs(x) for x in losses) > 1e-4  # non-trivial: the advantages are not all zero
-    assert len({round(x, 6) for x in losses}) == GRPO_STEPS  # and the steps differ

@@ -79,6 +79,24 @@ def host_tree(tree):
     return jax.tree.map(get, tree)
 
 
+def global_tree(tree):
+    """jax.device_get of whole global arrays, also those sharded over other processes' devices
+    (all-gathered over the processes: a collective, so every process must call it with the same
+    tree, as SPMD programs do). Replicated arrays are read from a local copy."""
+    def get(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
 def allgather_rows(x: np.ndarray) -> np.ndarray:
     """Process-local rows [n_local, ...] -> every process's rows concatenated in process order
     [n_processes * n_local, ...] (each process must pass the same shape). One process: `x`."""

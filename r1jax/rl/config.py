@@ -58,10 +58,12 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         route_agreement_mib=256,
         rollout_engine="static",  # static | continuous | auto (r1jax.generate; docs/ROLLOUT.md)
         rollout_slots=0,  # decode rows of the continuous engine (0: all of a step's samples)
-        # where rollouts run: "mesh" (SPMD over the training mesh, the params as they are sharded) |
-        # "local" (each process samples its prompts on a replica of the weights on its first local
-        # device, all-gathered on device: r1jax.parallel.handoff) | "auto" (mesh with one process,
-        # local with several)
+        # where rollouts run: "mesh" (SPMD over the training mesh, the params as they are sharded; with
+        # several processes one program over all their devices: every process passes all the step's
+        # prompts and keeps its block's samples; for weights that do not fit one device) | "local" (each
+        # process samples its prompts on a replica of the weights on its first local device,
+        # all-gathered on device: r1jax.parallel.handoff; no cross-process traffic while decoding) |
+        # "auto" (mesh with one process, local with several)
         rollout_placement="auto",
         # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
         param_dtype="float32",  # master weights (and Adam moments: always float32)

@@ -127,14 +127,20 @@ def rollout(run: Run, state, recs: list[dict], step: int) -> Rollout:
 
     c, t0 = run.c, time.perf_counter()
     prompt_ids, prompt_texts = run.fmt.render_all(run.tokenizer, [r["problem"] for r in recs])
-    lo = run.proc * run.p_local
+    lo, G = run.proc * run.p_local, c.group_size
+    # several processes sampling SPMD on the sharded weights ("mesh"): one program over every process's
+    # devices, so every process passes every prompt and keeps its block's samples (the outputs are read
+    # whole on each process); with a local replica each process samples its block alone
+    spmd = run.n_proc > 1 and not run.local_rollout
     params_r = run.rollout_params(state)
     with run.rollout_context():
-        gen = generate(run.rollout_model, params_r, prompt_ids[lo:lo + run.p_local], max_new_tokens=c.max_new_tokens,
-                       temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_id=run.eos,
-                       seed=c.seed * 1_000_003 + step, n=c.group_size, return_routes=run.record_routes,
-                       engine=c.rollout_engine, slots=c.rollout_slots or None, first_request=lo * c.group_size)
+        gen = generate(run.rollout_model, params_r, prompt_ids if spmd else prompt_ids[lo:lo + run.p_local],
+                       max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
+                       eos_id=run.eos, seed=c.seed * 1_000_003 + step, n=G, return_routes=run.record_routes,
+                       engine=c.rollout_engine, slots=c.rollout_slots or None, first_request=0 if spmd else lo * G)
     del params_r
+    if spmd:
+        gen = _prompt_block(gen, lo, run.p_local, G)
     seconds = time.perf_counter() - t0
     # The rewards see the whole response: "<think>" + completion when the prompt opened the block.
     texts = [("<think>" if opens_think(prompt_texts[lo + i]) else "") + decode_completion(run.tokenizer, t, run.eos)
@@ -143,6 +149,16 @@ def rollout(run: Run, state, recs: list[dict], step: int) -> Rollout:
                    prompt_ids=[prompt_ids[lo + i] for i in gen.prompt_index],
                    seq_len=bucket(max(len(p) for p in prompt_ids) + c.max_new_tokens),  # global: the same everywhere
                    seconds=seconds)
+
+
+def _prompt_block(gen, lo: int, n_prompts: int, n: int):
+    """The samples of prompts lo .. lo + n_prompts - 1 of a generation over all prompts (n samples
+    each, in prompt order), their prompt_index counted from lo; stats are the whole call's."""
+    a, b = lo * n, (lo + n_prompts) * n
+    return dataclasses.replace(gen, tokens=gen.tokens[a:b], logprobs=gen.logprobs[a:b],
+                               finish_reason=gen.finish_reason[a:b],
+                               prompt_index=[i - lo for i in gen.prompt_index[a:b]],
+                               routes=gen.routes[a:b] if gen.routes is not None else None)
 
 
 def score(c, ro: Rollout, step: int):
