@@ -26,7 +26,8 @@ def test_trl_peer_step_parts_and_ratio(tmp_path):
     cfg = config_lib.tiny_qwen2(vocab_size=tok.vocab_size, **model_token_ids(tok))
     ckpt = tmp_path / "tiny"
     save_pretrained(init_params(cfg, jax.random.PRNGKey(0)), cfg, str(ckpt), tokenizer=tok)
-    ours = dict(model=str(ckpt), prompts=2, group_size=2, new_tokens=8, step_s=0.5, rollout_s=0.25, update_s=0.125)
+    ours = dict(model=str(ckpt), prompts=2, group_size=2, new_tokens=8, remat="full", grad_accum=2, old_logp="sampler",
+                step_s=0.5, rollout_s=0.25, update_s=0.125)
     (tmp_path / "ours.json").write_text(json.dumps(ours))
     argv = ["--model", str(ckpt), "--prompts", "2", "--group-size", "2", "--new-tokens", "8", "--steps", "1",
             "--remat", "full", "--grad-accum", "2"]
@@ -43,6 +44,9 @@ def test_trl_peer_step_parts_and_ratio(tmp_path):
     np.testing.assert_allclose(js["rollout_tokens_per_s"], 4 * js["mean_response_length"] / js["rollout_s"], rtol=1e-9)
     for k in ("step_s", "rollout_s", "update_s"):
         np.testing.assert_allclose(js["vs_r1jax"][k], js[k] / ours[k], rtol=1e-12)
-    (tmp_path / "other.json").write_text(json.dumps(dict(ours, new_tokens=16)))
-    with pytest.raises(SystemExit, match="new_tokens 16 there, 8 here"):
-        bench_trl_grpo.main(argv + ["--compare", str(tmp_path / "other.json")])
+    for key, theirs, msg in (("new_tokens", 16, "new_tokens 16 there, 8 here"),
+                             ("remat", "none", "remat 'none' there, 'full' here"),
+                             ("old_logp", "recompute", "old_logp 'recompute' there, 'sampler' here")):
+        (tmp_path / "other.json").write_text(json.dumps(dict(ours, **{key: theirs})))
+        with pytest.raises(SystemExit, match=msg):
+            bench_trl_grpo.main(argv + ["--compare", str(tmp_path / "other.json")])

@@ -261,7 +261,8 @@ def main(argv=None):
     res = {
         "device": desc, "model": args.model, "model_params": {"total": cp["total"], "activated": cp["activated"]},
         "prompts": args.prompts, "group_size": args.group_size, "new_tokens": args.new_tokens, "mesh": args.mesh or "",
-        "dtype": cfg.dtype, "remat": args.remat or "model default", "old_logp": args.old_logp,
+        "dtype": cfg.dtype, "remat": args.remat or cfg.remat_policy or "none", "old_logp": args.old_logp,
+        "grad_accum": args.grad_accum, "minibatches": args.minibatches,
         "step_s": step_s, "rollout_s": rollout_s, "reward_s": reward_s, "logp_s": logp_s, "update_s": update_s,
         "other_s": step_s - rollout_s - reward_s - logp_s - update_s,
         "rollout_tokens_per_s": gen_tokens / max(rollout_s, 1e-9),

@@ -145,8 +145,10 @@ def main(argv=None):
     if args.compare:  # before the run: a JSON of other settings is refused at once
         with open(args.compare) as f:
             ours = json.load(f)
-        here = dict(model=args.model, prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens)
-        differ = [k for k, v in here.items() if ours.get(k) != v]
+        here = dict(model=args.model, prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
+                    remat="full" if args.remat == "full" else "none", grad_accum=args.grad_accum,
+                    minibatches=1, old_logp="sampler")  # TRL here: one optimizer step per round, no old-logp pass
+        differ = [k for k, v in here.items() if k in ours and ours[k] != v]
         if differ:
             raise SystemExit(f"bench_trl_grpo: {args.compare} was measured at other settings: "
                              + ", ".join(f"{k} {ours.get(k)!r} there, {here[k]!r} here" for k in differ))
@@ -219,7 +221,7 @@ def main(argv=None):
         "model_params_r1jax": config_lib.count_params(cfg)["total"],
         "prompts": args.prompts, "group_size": args.group_size, "new_tokens": args.new_tokens,
         "torch_dtype": str(dtype).replace("torch.", ""), "amp": args.amp or "none", "attn": args.attn,
-        "remat": args.remat or "none", "grad_accum": args.grad_accum, "kl": args.kl,
+        "remat": "full" if args.remat == "full" else "none", "grad_accum": args.grad_accum, "kl": args.kl,
         "step_s": step_s, "rollout_s": rollout_s, "reward_s": reward_s, "logp_s": prepare_s - rollout_s - reward_s,
         "update_s": update_s, "first_step_s": rows[0]["step_s"], "mean_response_length": resp,
         "rollout_tokens_per_s": n_rows * resp / max(rollout_s, 1e-9),
