@@ -107,14 +107,18 @@ def _moe_inputs(n=64, d=64, inter=32, seed=0):
     return x, idx, w, wg, wu, wd
 
 
-def _numpy_kept(idx, n_shards, c):
-    """Which assignments survive a capacity of c per (device, expert): rank in token order < c."""
+def _numpy_kept(idx, n_shards, c, valid=None):
+    """Which assignments survive a capacity of c per (device, expert): rank in token order < c,
+    counting only the valid tokens (the others are never sent: all False)."""
     idx = np.asarray(idx)
+    valid = np.ones(idx.shape[0], bool) if valid is None else np.asarray(valid)
     n = idx.shape[0] // n_shards
     keep = np.zeros(idx.shape, bool)
     for s in range(n_shards):
         count = np.zeros(E, int)
         for t in range(s * n, (s + 1) * n):
+            if not valid[t]:
+                continue
             for j in range(idx.shape[1]):
                 keep[t, j] = count[idx[t, j]] < c
                 count[idx[t, j]] += 1
@@ -154,6 +158,34 @@ def test_ep_dispatch_equals_dense_and_counts_dropped_tokens(mesh_cfg):
     assert float(stats1["ep_dropped"]) == (~keep).sum() > 0
     ref = experts_lib.experts_dense(x, idx, jnp.where(jnp.asarray(keep), w, 0.0), wg, wu, wd)
     assert_close(y1, ref, rtol=1e-5)
+
+
+def test_ep_padding_takes_no_capacity_from_real_tokens():
+    """Sequence padding (valid False) is not dispatched: with a tight capacity, real tokens keep the
+    slots padding would have taken (fewer drops than with every token sent), padding's routed output is
+    0 and only real tokens' drops are counted; the model passes its token_mask down."""
+    cfg = config_lib.tiny_moe()
+    x, idx, w, wg, wu, wd = _moe_inputs()
+    mesh = parallel.make_mesh(dict(expert=8, fsdp=1))
+    shards = parallel.batch_axis_size(mesh)
+    n_loc = x.shape[0] // shards
+    # rows of 4 tokens, each 1 real token then 3 of right padding: a device holds 2 rows, so the
+    # padding of its first row comes before the real token of its second in the dispatch order
+    valid = np.tile(np.arange(4) < 1, x.shape[0] // 4)
+    with parallel.use_mesh(mesh):
+        f = jax.jit(lambda v, *a: experts_ep(*a, cfg, capacity_factor=1.0, valid=v))
+        y, stats = f(jnp.asarray(valid), x, idx, w, wg, wu, wd)
+        y_all, stats_all = f(jnp.ones(len(valid), bool), x, idx, w, wg, wu, wd)
+    c = capacity(n_loc, K, E, 1.0)
+    keep = _numpy_kept(idx, shards, c, valid)
+    keep_all = _numpy_kept(idx, shards, c)
+    ref = experts_lib.experts_dense(x, idx, jnp.where(jnp.asarray(keep), w, 0.0), wg, wu, wd)
+    assert_close(y[valid], ref[valid], rtol=1e-5)
+    assert float(jnp.abs(y[~valid]).max()) == 0.0
+    assert float(stats["ep_dropped"]) == (valid[:, None] & ~keep).sum()
+    # sending the padding too drops real tokens' assignments that the mask keeps
+    assert ((~keep_all) & valid[:, None]).sum() > ((~keep) & valid[:, None]).sum()
+    assert float(stats_all["ep_dropped"]) == (~keep_all).sum()
 
 
 def test_ep_without_a_mesh_runs_locally_and_pads_uneven_token_counts():

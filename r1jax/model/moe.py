@@ -115,7 +115,8 @@ class MoE(nn.Module):
             # top would run r1jax.parallel's __init__ while r1jax.model's is still running
             from r1jax.parallel.moe_ep import experts_ep
 
-            y, ep_stats = experts_ep(xf, idx, w, wg, wu, wd, cfg)
+            # padding is not dispatched: it would take capacity from real tokens (and count as dropped)
+            y, ep_stats = experts_ep(xf, idx, w, wg, wu, wd, cfg, valid=token_mask.reshape(-1))
         else:
             y = backends.expert_fn(impl)(xf, idx, w, wg, wu, wd)
             ep_stats = {}

@@ -50,8 +50,13 @@ def capacity(tokens_per_device: int, k: int, n_experts: int, capacity_factor: fl
     return int(min(n, max(1, math.ceil(capacity_factor * n * k / n_experts))))
 
 
-def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, identity_experts=False):
+def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, identity_experts=False,
+               valid=None):
     """Routed experts with expert parallelism (see the module docstring). Returns (y, stats).
+
+    `valid` [n] bool (default all): the real tokens. The others (sequence padding) are not sent:
+    they take no dispatch capacity from real tokens, count in no `ep_dropped`, and their routed output
+    is 0 (padding's hidden states enter no loss; right padding is attended by no real token).
 
     `identity_experts=True` skips the expert matmuls (rows come back unchanged): the dispatch +
     return all-to-all + combine alone, to measure the dispatch overhead (tools/bench_parallel.py).
@@ -76,7 +81,7 @@ def experts_ep(x, idx, w, wg, wu, wd, cfg, *, mesh=None, capacity_factor=None, i
     inter = wg.shape[2]
     tensor = "tensor" if "tensor" in names and shape["tensor"] > 1 and inter % shape["tensor"] == 0 else None
     pad = (-n) % n_shards
-    valid = jnp.ones((n,), bool)
+    valid = jnp.ones((n,), bool) if valid is None else jnp.asarray(valid, bool).reshape(n)
     if pad:
         x = jnp.pad(x, ((0, pad), (0, 0)))
         idx = jnp.pad(idx, ((0, pad), (0, 0)))
