@@ -38,7 +38,7 @@ from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axi
                                      routes_of)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
-from r1jax.parallel.handoff import global_tree
+from r1jax.parallel.handoff import host_tree
 
 DEFAULT_REFILL_FRACTION = 0.125  # return to refill when this fraction of the rows (>= 1 row) is free
 
@@ -180,14 +180,14 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
         target = slots - busy + min(refill_at, n_req - waiting) if waiting < n_req else slots
         cache, st, seg_steps = segment(params, cache, st, jnp.int32(target), eos_arr)
         n_segments += 1
-        # global_tree: whole arrays on every process also when the rows span several processes
-        done, n_gen, seg_steps = global_tree((st["done"], st["n_gen"], seg_steps))
+        # host_tree: whole arrays on every process also when the rows span several processes
+        done, n_gen, seg_steps = host_tree((st["done"], st["n_gen"], seg_steps))
         seg_steps = int(seg_steps)
         n_steps += seg_steps
         finished = np.flatnonzero(done & (owner >= 0))
         if len(finished):
-            out_tok, out_lp = global_tree((st["out_tok"][finished], st["out_lp"][finished]))
-            out_route = global_tree(st["route"][finished]) if routes else None
+            out_tok, out_lp = host_tree((st["out_tok"][finished], st["out_lp"][finished]))
+            out_route = host_tree(st["route"][finished]) if routes else None
             for j, s in enumerate(finished):
                 k = int(n_gen[s])
                 results[int(owner[s])] = ([int(t) for t in out_tok[j, :k]], [float(x) for x in out_lp[j, :k]],

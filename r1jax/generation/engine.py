@@ -42,7 +42,7 @@ How the static engine runs:
     (`r1jax.backends.decode_compiler_options`);
   - with params sharded over several processes' devices (a pod; `jax.distributed`), every process
     calls generate with the same prompts: the programs run SPMD over all the devices and the outputs
-    are read whole on every process (`r1jax.parallel.handoff.global_tree`), so each gets every sample
+    are read whole on every process (`r1jax.parallel.handoff.host_tree`), so each gets every sample
     (the same as one process draws); the continuous engine likewise;
   - batch, prompt and cache lengths are bucketed to powers of two (min 8/16) so that recompiles
     are rare; `compile_count()` reports how many prefill/decode programs were traced.
@@ -64,7 +64,7 @@ from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axi
                                      route_shape, routes_of)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
-from r1jax.parallel.handoff import global_tree
+from r1jax.parallel.handoff import host_tree
 
 __all__ = ["generate", "GenerationOutput", "bucket", "compile_count"]
 
@@ -219,7 +219,7 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
     out_tok, out_lp, n_gen, n_steps, out_route, _ = dec(params, cache, first_tok, first_lp, done0, lens_n, keys,
                                                         eos_arr, jnp.asarray(row_budget))
     # whole arrays on every process, also when the rows are sharded over several processes' devices
-    out_tok, out_lp, n_gen, out_route, n_steps = global_tree((out_tok, out_lp, n_gen, out_route, n_steps))
+    out_tok, out_lp, n_gen, out_route, n_steps = host_tree((out_tok, out_lp, n_gen, out_route, n_steps))
     dt = time.perf_counter() - t0
     eos_set = set(np.asarray(eos_arr).tolist())
     res_t, res_lp, reasons, pidx = [], [], [], []

@@ -3,6 +3,7 @@
     local = local_replica(params, mesh)      # every process: a full copy on its first local device
     rows = local_rows(global_array)          # the rows of a batch-sharded array this process holds
     x = host_scalar(metric)                  # a replicated scalar, also when it spans other processes
+    t = host_tree(outputs)                   # whole arrays on every process (sharded ones all-gathered)
     all_v = allgather_rows(np_vector)        # [sum over processes of n_local, ...] in process order
     t = reshard_seconds(params, shardings)   # the weight handoff when layouts differ (per GB)
 
@@ -64,25 +65,13 @@ def local_rows(x) -> np.ndarray:
 
 def host_scalar(x) -> float:
     """A replicated scalar (or a numpy / Python number) as a float."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return float(np.asarray(x.addressable_data(0)))
-    return float(np.asarray(x))
+    return float(np.asarray(host_tree(x)))
 
 
 def host_tree(tree):
-    """jax.device_get that also reads replicated arrays spanning other processes' devices."""
-    def get(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(x) if isinstance(x, jax.Array) else x
-
-    return jax.tree.map(get, tree)
-
-
-def global_tree(tree):
-    """jax.device_get of whole global arrays, also those sharded over other processes' devices
-    (all-gathered over the processes: a collective, so every process must call it with the same
-    tree, as SPMD programs do). Replicated arrays are read from a local copy."""
+    """jax.device_get of whole global arrays, also those spanning other processes' devices:
+    replicated ones are read from a local copy, sharded ones all-gathered over the processes (a
+    collective, so every process must call it with the same tree, as SPMD programs do)."""
     def get(x):
         if not isinstance(x, jax.Array):
             return x
