@@ -111,11 +111,31 @@ def device_peaks(args) -> tuple[str, float, float, str]:
         gf, gb = cpu_peaks()
         return desc, gf * 1e9, gb * 1e9, "measured on this CPU (f32 matmul, copy)"
     kind = getattr(d, "device_kind", "")
+    found = table_peaks(kind)
+    if found is None:
+        raise SystemExit(f"bench_grpo: no peak figures for {kind!r}: pass --peak-tflops and --peak-gbps")
+    name, tf, gbs = found
+    n = jax.device_count()
+    return desc, (args.peak_tflops or tf) * 1e12 * n, (args.peak_gbps or gbs) * 1e9 * n, f"table ({name})"
+
+
+def table_peaks(kind: str):
+    """(table name, dense bf16 TFLOP/s, HBM GB/s) of one chip whose device name contains a PEAKS
+    name (e.g. "NVIDIA H100 80GB HBM3"), or None."""
     for name, (tf, gbs) in PEAKS.items():
         if name.lower() in kind.lower():
-            n = jax.device_count()
-            return desc, (args.peak_tflops or tf) * 1e12 * n, (args.peak_gbps or gbs) * 1e9 * n, f"table ({name})"
-    raise SystemExit(f"bench_grpo: no peak figures for {kind!r}: pass --peak-tflops and --peak-gbps")
+            return name, tf, gbs
+    return None
+
+
+def report(res: dict, json_path: str, tag: str) -> None:
+    """Print the figures one per line and write them as JSON to json_path (when given)."""
+    for k, v in res.items():
+        print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"[{tag}] wrote {json_path}")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -275,12 +295,7 @@ def main(argv=None):
         "peak_tflops": peak_flops / 1e12, "peak_gbps": peak_bw / 1e9, "peaks_from": peak_src,
         "jax": jax.__version__, "steps_measured": len(meas),
     }
-    for k, v in res.items():
-        print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-        print(f"[bench_grpo] wrote {args.json}")
+    report(res, args.json, "bench_grpo")
     return res
 
 

@@ -228,21 +228,14 @@ def main(argv=None):
         "train_tokens_per_s": seq_tokens / max(update_s, 1e-9), "steps_measured": len(meas),
         "versions": {m: __import__(m).__version__ for m in ("trl", "transformers", "torch")},
     }
-    if cuda:
-        kind = torch.cuda.get_device_name(0)
-        for name, (tf, _) in bench_grpo.PEAKS.items():
-            if name.lower() in kind.lower():
-                flops = config_lib.flops_per_token(cfg, int(round(prompt_len + resp))) * seq_tokens
-                res["train_mfu"] = flops / max(update_s, 1e-9) / (tf * 1e12)
+    found = bench_grpo.table_peaks(torch.cuda.get_device_name(0)) if cuda else None
+    if found is not None:
+        flops = config_lib.flops_per_token(cfg, int(round(prompt_len + resp))) * seq_tokens
+        res["train_mfu"] = flops / max(update_s, 1e-9) / (found[1] * 1e12)
     if ours is not None:
         res["vs_r1jax"] = {k: res[k] / ours[k] for k in ("step_s", "rollout_s", "update_s") if ours.get(k)}
         res["vs_r1jax"]["r1jax_json"] = args.compare
-    for k, v in res.items():
-        print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-        print(f"[bench_trl_grpo] wrote {args.json}")
+    bench_grpo.report(res, args.json, "bench_trl_grpo")
     return res
 
 
