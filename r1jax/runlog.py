@@ -113,3 +113,17 @@ class RunLogger:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def write_results(run_dir: str | os.PathLike, results: dict, table: str, *, png: str, tag: str,
+                  minutes: float) -> str:
+    """A finished job's figures: results.json and results.md (the markdown `table`) in run_dir; prints
+    the table and what was written (png: the job's plot). -> the results.json path."""
+    path = os.path.join(run_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(run_dir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(f"[{tag}] wrote {path} and {png} ({minutes:.1f} min)")
+    return path

@@ -36,6 +36,8 @@ import time
 
 import ml_collections
 
+from r1jax.runlog import write_results
+
 LABELS = {"student_base": "student base (Qwen2 toy)", "distilled": "student: SFT on R1 traces (distilled)",
           "rl": "student: GRPO from its base (same compute)", "teacher": "teacher: R1 (stage 5)"}
 
@@ -213,14 +215,8 @@ def run(c: ml_collections.ConfigDict) -> dict:
                "stage_minutes": minutes, "k": c.eval.k,
                "problems": len(heldout), "seed": c.seed,
                "samples": {n: evals[n]["samples"][:3] for n in evals}}
-    with open(os.path.join(rd, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    table = results_table(results)
-    with open(os.path.join(rd, "results.md"), "w") as f:
-        f.write(table + "\n")
     png = plot(results, os.path.join(rd, "distill_toy.png"))
-    print(table)
-    print(f"[distill] wrote {os.path.join(rd, 'results.json')} and {png} ({total:.1f} min)")
+    write_results(rd, results, results_table(results), png=png, tag="distill", minutes=total)
     return results
 
 

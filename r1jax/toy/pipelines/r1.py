@@ -39,6 +39,8 @@ import time
 
 import ml_collections
 
+from r1jax.runlog import write_results
+
 MODEL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "alignment_rl")
 STAGE_LABELS = {
     "base": "base (mixed corpus)",
@@ -347,14 +349,8 @@ def run(c: ml_collections.ConfigDict) -> dict:
                "rejection": counts, "reward_model": rm_res and {k: rm_res[k] for k in ("pair_acc", "per_kind", "pairs")},
                "minutes": minutes, "minutes_all_stages": sum(clock.t.values()), "stage_minutes": clock.t, "k": c.eval.k, "problems": len(heldout), "seed": c.seed,
                "samples": {s: evals[s]["samples"][:3] for s in evals}}
-    with open(os.path.join(rd, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    table = results_table(results)
-    with open(os.path.join(rd, "results.md"), "w") as f:
-        f.write(table + "\n")
     png = plot_stages(results, os.path.join(rd, "r1_toy.png"))
-    print(table)
-    print(f"[r1] wrote {os.path.join(rd, 'results.json')} and {png} ({minutes:.1f} min)")
+    write_results(rd, results, results_table(results), png=png, tag="r1", minutes=minutes)
     return results
 
 

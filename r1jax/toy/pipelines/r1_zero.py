@@ -131,7 +131,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     from r1jax.eval.runner import evaluate
     from r1jax.parallel.placement import Placement
     from r1jax.rl.trainer import grpo_config, run_grpo
-    from r1jax.runlog import RunLogger
+    from r1jax.runlog import RunLogger, write_results
 
     t_start = time.time()
     load_start = os.getloadavg()[0]
@@ -199,19 +199,13 @@ def run(c: ml_collections.ConfigDict) -> dict:
                                          if "rollout/reflection" in r]}
     if harder is not None:
         results["harder"] = harder
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    table = results_table(results)
-    with open(os.path.join(run_dir, "results.md"), "w") as f:
-        f.write(table + "\n")
     log = RunLogger(gc.run_dir, resume_step=10**9, tensorboard=False)
     png = log.plot(os.path.join(run_dir, "r1_zero.png"), [
         ("eval/pass@1", "held-out pass@1 (T=0.6)"), ("rollout/response_length", "mean response length (tokens)"),
         ("rollout/reflection", "share with a self-check (wait/check/recheck)"),
         ("reward/accuracy", "train accuracy reward")],
         title="toy R1-Zero: GRPO with accuracy + format rewards")
-    print(table)
-    print(f"[r1-zero] wrote {os.path.join(run_dir, 'results.json')} and {png} ({minutes:.1f} min)")
+    write_results(run_dir, results, results_table(results), png=png, tag="r1-zero", minutes=minutes)
     if c.get("update_readme", False) and png:
         update_readme(results, png)
     return results
