@@ -228,3 +228,194 @@ def test_worker_killed_while_idle_is_replaced_without_losing_a_task():
             w.proc.wait()
     comps = [r"\boxed{\frac{1}{2}}", r"\boxed{\sqrt{4}}", r"\boxed{x+1}"]
     assert accuracy_rewards(comps, ["0.5", "2", "1+x"]) == [1.0, 1.0, 1.0]
+
+
+# --------------------------------------------------------------------------------------------
+# GSM8K-style numeric answers: units, currency, separators, lead-ins - and what must stay wrong
+# --------------------------------------------------------------------------------------------
+def _gsm8k(shared_data):
+    with open(shared_data / "gsm8k_test.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    for r in rows:
+        r["gold"] = r["answer"].rsplit("####", 1)[1].strip()  # as written: "18", "1,600", "-10"
+        r["n"] = int(r["gold"].replace(",", ""))
+    return rows
+
+
+def _right_forms(n):
+    """The gold n written as a model might write it: every one must score 1.0."""
+    return [
+        f"<answer>{n} dollars</answer>",
+        f"<answer>{n} eggs</answer>",
+        f"<answer>{n} cm</answer>",
+        f"<answer>${n:,}</answer>",
+        f"<answer>\\${n:,}.00</answer>",
+        f"<answer>{n:,} eggs in total</answer>",
+        f"<answer>{n}%</answer>",
+        f"<answer>{n}.</answer>",
+        f"<answer>**{n}**</answer>",
+        f"<answer>The answer is {n}.</answer>",
+        f"<answer>The final answer is ${n:,}$</answer>",
+        f"<answer>She has 3 boxes of 6, so the answer is {n} eggs.</answer>",
+        f"<think>3 * 6 = 18; so 17 + 1</think> The final answer is ${n}$. I hope it is correct.",
+        f"<think>17 or 19?</think>\n**Answer:** {n:,}",
+        f"Answer: {n} dollars",
+        f"#### {n:,}",
+        f"\\boxed{{{n} \\text{{ dollars}}}}",
+        f"\\boxed{{\\${n:,}}}",
+    ]
+
+
+def _wrong_forms(n):
+    """Wrong numbers, several numbers, substrings of the gold, garbage: every one must score 0.0."""
+    return [
+        f"<answer>{n + 1} dollars</answer>",
+        f"<answer>${n - 1:,}</answer>",
+        f"<answer>{n * 10 if n else 7}</answer>",  # the gold with a 0 appended
+        f"<answer>1{abs(n)}</answer>",  # the gold with a digit prepended
+        f"<answer>{n}.5</answer>",
+        f"<answer>{n}5 eggs</answer>",
+        f"<answer>{n},0000</answer>",  # a malformed thousands group
+        f"<answer>{n} or {n + 1}</answer>",
+        f"<answer>{n + 1} or {n}</answer>",
+        f"<answer>between {n - 1} and {n + 1}</answer>",
+        f"<answer>{n - 1}, {n}, {n + 1}</answer>",
+        f"<answer>{n - 1},{n},{n + 1}</answer>",
+        f"<answer>${n} and {n + 1} cents</answer>",
+        f"<answer>{n} {n}</answer>",
+        f"<answer>The answer is {n} or maybe {n + 2}.</answer>",
+        f"<answer>The answer is {n - 1}.</answer> The answer is {n}.",  # the <answer> block decides
+        f"<answer>{n} " + "eggs and more eggs " * 10 + "</answer>",  # long garbage around the gold
+        f"<think>so the answer is {n}</think>",  # an answer inside the reasoning only
+        f"<think>so the answer is {n}",  # unfinished reasoning
+        f"The answer is {n}. To check: 3 * 6 = 18 and 2 + 2 = 4.",  # more numbers after the lead-in
+        f"I think it is {n}.",  # no <answer>, no box, no lead-in: no answer
+    ]
+
+
+def test_gsm8k_numeric_answers_right_and_wrong(shared_data, monkeypatch):
+    """Every GSM8K gold, written in 18 right ways (units, currency, separators, percent, trailing period,
+    lead-ins inside and outside <answer>, bold, boxed) scores 1.0 against the gold as written ("1,600")
+    and as the data pipeline gives it ("1600"); 21 wrong ways (wrong number, several numbers, substrings,
+    garbage, no answer) score 0.0. All of it is decided in-process, without the math_verify workers."""
+    import r1jax.rl.rewards.accuracy as acc
+
+    rows = _gsm8k(shared_data)
+    assert len(rows) == 1319
+    assert any("," in r["gold"] for r in rows) and any(r["n"] < 0 for r in rows)
+
+    def no_pool(*a, **k):
+        raise AssertionError("numeric GSM8K answers must be judged in-process")
+
+    monkeypatch.setattr(acc, "get_pool", no_pool)
+    comps, golds, want, what = [], [], [], []
+    for r in rows:
+        for form_set, expected in ((_right_forms(r["n"]), 1.0), (_wrong_forms(r["n"]), 0.0)):
+            for k, c in enumerate(form_set):
+                for g in (r["gold"], r["gold"].replace(",", "")):
+                    comps.append(c)
+                    golds.append(g)
+                    want.append(expected)
+                    what.append((expected, k))
+    t0 = time.perf_counter()
+    scores = accuracy_rewards(comps, golds)
+    dt = time.perf_counter() - t0
+    bad = [(what[i], golds[i], comps[i], s) for i, s in enumerate(scores) if s != want[i]]
+    print(f"\nGSM8K numeric forms: {len(comps) - len(bad)}/{len(comps)} judged as expected in {dt:.2f} s")
+    assert not bad, bad[:10]
+    assert sum(w == 1.0 for w in want) == 1319 * 18 * 2 and sum(w == 0.0 for w in want) == 1319 * 21 * 2
+
+
+def test_gsm8k_reference_solutions(shared_data):
+    """A GSM8K reference solution ("... #### 1,600") is right against its own gold, wrong against another's."""
+    rows = _gsm8k(shared_data)
+    perm = _derangement(len(rows), seed=1)
+    pairs = [(r["answer"], r["gold"], 1.0) for r in rows]
+    pairs += [(rows[i]["answer"], rows[j]["gold"], 0.0) for i, j in enumerate(perm) if rows[i]["n"] != rows[j]["n"]]
+    assert len(pairs) > 2500
+    scores = accuracy_rewards([p[0] for p in pairs], [p[1] for p in pairs])
+    bad = [(p[1], p[0][-40:], s) for p, s in zip(pairs, scores) if s != p[2]]
+    assert not bad, bad[:10]
+
+
+@pytest.mark.parametrize(
+    "completion, gold, expected",
+    [
+        # the issue's case, and units / currency / separators
+        ("<answer>18 dollars</answer>", "18", 1.0),
+        ("<answer>$1,234.50</answer>", "1234.5", 1.0),
+        ("<answer>\\$1,234.50</answer>", "1,234.5", 1.0),
+        ("<answer>1,000</answer>", "1000", 1.0),
+        ("<answer>1000</answer>", "1,000", 1.0),
+        ("<answer>1,000,000 grains</answer>", "1000000", 1.0),
+        (r"<answer>$1\,000$</answer>", "1000", 1.0),
+        (r"<answer>$32,\!348$</answer>", "32348", 1.0),
+        ("<answer>1{,}000</answer>", "1000", 1.0),
+        ("<answer>18.0 kg</answer>", "18", 1.0),
+        ("<answer>18 cm^2</answer>", "18", 1.0),
+        ("<answer>18 m²</answer>", "18", 1.0),
+        ("<answer>18 km/h</answer>", "18", 1.0),
+        (r"<answer>90^\circ</answer>", "90", 1.0),
+        ("<answer>(18)</answer>", "18", 1.0),
+        ("<answer>+18</answer>", "18", 1.0),
+        # signs
+        ("<answer>-$10</answer>", "-10", 1.0),
+        ("<answer>\u221210 degrees</answer>", "-10", 1.0),
+        ("<answer>a loss of -10 dollars</answer>", "-10", 1.0),
+        ("<answer>$10</answer>", "-10", 0.0),
+        ("<answer>18-year-old</answer>", "18", 1.0),
+        # percent: the number of percent, or its hundredth (math_verify's reading), nothing else
+        ("<answer>25%</answer>", "25", 1.0),
+        (r"<answer>25\%</answer>", "0.25", 1.0),
+        ("<answer>25 percent</answer>", "25", 1.0),
+        ("<answer>25%</answer>", "2.5", 0.0),
+        ("<answer>25</answer>", "0.25", 0.0),
+        # lead-ins: the number after the last one decides, alone
+        ("<answer>Answer: 18</answer>", "18", 1.0),
+        ("<answer>The answer is 17. The answer is 18.</answer>", "18", 1.0),
+        ("<answer>The answer is 17. The answer is 18.</answer>", "17", 0.0),
+        ("<answer>17 18 19 - the answer is: 18</answer>", "18", 1.0),
+        ("<answer>She sells 9 eggs for $18</answer>", "18", 0.0),
+        ("<answer>18 dollars and 50 cents</answer>", "18", 0.0),
+        ("The final answer is $18$. I hope it is correct.", "18", 1.0),
+        ("<think>17?</think>\n**Final Answer:** **18**", "18", 1.0),
+        ("<think>x</think> #### 18", "18", 1.0),
+        ("<think>x</think><answer></answer> The answer is 18", "18", 0.0),  # an (empty) answer block decides
+        ("<answer>17</answer> The answer is 18", "18", 0.0),
+        ("The answer is 17. Check: 3 * 6 = 18", "18", 0.0),  # fallback: a plain number or nothing
+        ("The answer is 18", r"\frac{1}{2}", 0.0),  # no fallback for golds that are not numbers
+        # wrong numbers, substrings, several numbers
+        ("<answer>17 dollars</answer>", "18", 0.0),
+        ("<answer>18.5</answer>", "18", 0.0),
+        ("<answer>180</answer>", "18", 0.0),
+        ("<answer>118</answer>", "18", 0.0),
+        ("<answer>1.8</answer>", "18", 0.0),
+        ("<answer>18,000</answer>", "18", 0.0),
+        ("<answer>1,0000</answer>", "10000", 0.0),
+        ("<answer>1,0000</answer>", "1", 0.0),
+        ("<answer>18,5</answer>", "18", 0.0),
+        ("<answer>1.8.0</answer>", "1.8", 0.0),
+        ("<answer>18 or 19</answer>", "18", 0.0),
+        ("<answer>18 or 19</answer>", "19", 0.0),
+        ("<answer>between 17 and 19</answer>", "18", 0.0),
+        ("<answer>17, 18, 19</answer>", "18", 0.0),
+        ("<answer>17,18,19</answer>", "18", 0.0),
+        ("<answer>18, 18</answer>", "18", 0.0),
+        ("<answer>$18$ or $19$</answer>", "18", 0.0),
+        (r"<answer>18 \text{ or } 19</answer>", "18", 0.0),
+        (r"<answer>18 \quad 19</answer>", "18", 0.0),
+        ("<answer>18\n19</answer>", "18", 0.0),
+        ("<answer>18 " + "x" * 200 + "</answer>", "18", 0.0),
+        # expressions keep the math_verify path
+        (r"<answer>\frac{36}{2}</answer>", "18", 1.0),
+        ("<answer>x = 18</answer>", "18", 1.0),
+        ("<answer>17-19</answer>", "18", 0.0),
+        ("<answer>17-19</answer>", "-2", 1.0),
+        ("<answer>18x^2</answer>", "18", 0.0),
+        ("<answer>18!</answer>", "18", 0.0),
+        (r"<answer>\{17, 18\}</answer>", "18", 0.0),
+        (r"\boxed{18 \lor 19}", "18", 0.0),
+    ],
+)
+def test_numeric_answer_forms(completion, gold, expected):
+    assert accuracy_reward(completion, gold) == expected
