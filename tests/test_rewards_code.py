@@ -1,8 +1,8 @@
 """Code reward: HumanEval canonical solutions, broken variants, and a hostile suite in the sandbox."""
 import json
 import os
-import socket
-import threading
+import subprocess
+import sys
 import time
 import warnings
 
@@ -12,6 +12,9 @@ from r1jax.rl.rewards import code_reward, code_rewards, extract_code, sandbox_ca
 from r1jax.rl.rewards._sandbox_launcher import pids_of_uid
 from r1jax.rl.rewards.code import run_tests
 from r1jax.rl.rewards.sandbox import NUM_SLOTS, UID_BASE, run_sandboxed
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sandbox_suite  # noqa: E402
 
 FAST_SUBSET = [0, 2, 10, 13, 32, 38, 53, 64, 96, 101, 120, 145, 160, 163]
 OFF_BY_ONE_FAST = [4, 12, 14, 16, 18, 23, 37, 47]  # canonical with the first len(x) -> len(x) - 1
@@ -153,18 +156,6 @@ def test_asserts_finished_before_a_timeout_still_count():
     assert time.perf_counter() - t0 < 10
 
 
-def test_fake_result_lines_are_ignored():
-    code = (
-        "import os, sys\n"
-        "for i in range(4):\n"
-        "    print(f'0123456789abcdef0123456789abcdef {i} 1')\n"
-        "    print(f'{i} 1')\n"
-        "sys.stdout.flush()\n"
-        "os._exit(0)\n"
-    )
-    assert code_reward(fence(code), ["assert True"] * 4) == 0.0
-
-
 def test_flood_of_output_does_not_hide_results():
     code = ADD + "print('x' * 3_000_000)\n"
     passed, res = run_tests(code, ["assert add(1, 2) == 3", "assert add(1, 1) == 3"], timeout=10)
@@ -188,31 +179,6 @@ def test_capabilities_reported(caps):
     assert "root" in caps and "uid_dropped" in caps and "private_proc" in caps, caps
     if os.geteuid() == 0:  # this box: everything must be on
         assert all(caps.get(k) for k in ("uid_dropped", "netns", "mountns", "pidns", "readonly_fs", "private_proc")), caps
-
-
-def test_infinite_loop_is_killed():
-    t0 = time.perf_counter()
-    passed, res = run_tests("def f():\n    while True:\n        pass\n", ["f()"], timeout=2)
-    assert passed == [False] and res.timed_out
-    assert time.perf_counter() - t0 < 8
-    assert_nothing_left(res)
-
-
-def test_fork_bomb_is_contained():
-    bomb = (
-        "import os\n"
-        "def f():\n"
-        "    while True:\n"
-        "        try:\n"
-        "            os.fork()\n"
-        "        except OSError:\n"
-        "            pass\n"
-    )
-    t0 = time.perf_counter()
-    passed, res = run_tests(bomb, ["f()"], timeout=2)
-    assert passed == [False]
-    assert time.perf_counter() - t0 < 15
-    assert_nothing_left(res)
 
 
 def test_fork_bomb_contained_without_pid_namespace(caps):
@@ -239,142 +205,6 @@ def test_fork_bomb_contained_without_pid_namespace(caps):
     assert_nothing_left(res)
 
 
-def test_allocating_50_gb_fails():
-    code = "def f():\n    x = bytearray(50 * 1024 ** 3)\n    return len(x)\n"
-    passed, res = run_tests(code, ["assert f() == 50 * 1024 ** 3"], timeout=10, memory_mb=512)
-    assert passed == [False]
-    assert "MemoryError" in res.output, res.output
-    assert_nothing_left(res)
-
-
-def test_cannot_write_outside_its_temp_dir(tmp_path, caps):
-    target_dir = tmp_path / "parent_owned"
-    target_dir.mkdir()
-    os.chmod(tmp_path, 0o777)  # make the parent's dir world-writable: only the sandbox may stop it
-    os.chmod(target_dir, 0o777)
-    (target_dir / "keep.txt").write_text("original")
-    host_tmp = f"/tmp/r1jax-sandbox-escape-{os.getpid()}"
-    before = sorted(os.listdir(target_dir))
-    code = (
-        "import os\n"
-        "def escape():\n"
-        "    wrote = []\n"
-        f"    for p in [{str(target_dir / 'pwned')!r}, {str(target_dir / 'keep.txt')!r}, {host_tmp!r},\n"
-        "              '/dev/shm/r1jax-pwned', os.path.expanduser('~/written_in_home')]:\n"
-        "        try:\n"
-        "            with open(p, 'w') as f:\n"
-        "                f.write('pwned')\n"
-        "            wrote.append(p)\n"
-        "        except OSError:\n"
-        "            pass\n"
-        "    with open('scratch.txt', 'w') as f:\n"  # the work dir itself is writable
-        "        f.write('ok')\n"
-        "    return wrote\n"
-    )
-    passed, res = run_tests(code, ["w = escape(); assert w == [] or all(p.startswith('/tmp/work') for p in w), w"])
-    if not caps.get("readonly_fs"):
-        pytest.skip(f"no mount namespace: only file permissions protect the parent ({caps})")
-    assert passed == [True], res.output
-    assert sorted(os.listdir(target_dir)) == before
-    assert (target_dir / "keep.txt").read_text() == "original"
-    assert not os.path.exists(host_tmp)
-    assert not os.path.exists("/dev/shm/r1jax-pwned")
-    assert_nothing_left(res)
-
-
-def test_no_network_to_localhost(caps):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(5)
-    srv.settimeout(0.2)
-    port = srv.getsockname()[1]
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-                accepted.append(conn)
-                return
-            except (socket.timeout, OSError):
-                continue
-
-    th = threading.Thread(target=accept)
-    th.start()
-    code = (
-        "import socket\n"
-        "def reach():\n"
-        "    try:\n"
-        f"        s = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-        "        s.sendall(b'hello')\n"
-        "        return True\n"
-        "    except OSError:\n"
-        "        return False\n"
-    )
-    passed, res = run_tests(code, ["assert reach() is False"], timeout=5)
-    time.sleep(0.3)
-    stop.set()
-    th.join()
-    srv.close()
-    if not caps.get("netns"):
-        pytest.skip(f"no network namespace on this machine ({caps})")
-    assert passed == [True], res.output
-    assert accepted == []
-    assert_nothing_left(res)
-
-
-def test_parent_environment_is_invisible(monkeypatch):
-    secret = "r1jax-secret-7f3c9a"
-    monkeypatch.setenv("R1JAX_TEST_SECRET", secret)
-    me = os.getpid()
-    code = (
-        "import os\n"
-        "def leak():\n"
-        "    found = any(v == " + repr(secret) + " for v in os.environ.values())\n"
-        f"    for pid in (os.getppid(), {me}, 1):\n"
-        "        try:\n"
-        "            with open(f'/proc/{pid}/environ', 'rb') as f:\n"
-        f"                found = found or {secret.encode()!r} in f.read()\n"
-        "        except OSError:\n"
-        "            pass\n"
-        "    print(sorted(os.environ))\n"
-        "    return found\n"
-    )
-    passed, res = run_tests(code, ["assert leak()"])
-    assert passed == [False]
-    assert secret not in res.output
-    assert_nothing_left(res)
-
-
-def test_cannot_kill_parent_or_trainer():
-    me = os.getpid()
-    code = (
-        "import os, signal\n"
-        "def kill_all():\n"
-        "    hits = []\n"
-        f"    for pid in (os.getppid(), {me}, 1):\n"
-        "        if pid <= 1:\n"
-        "            continue\n"
-        "        try:\n"
-        "            os.kill(pid, signal.SIGKILL)\n"
-        "            hits.append(pid)\n"
-        "        except OSError:\n"
-        "            pass\n"
-        "    try:\n"
-        f"        os.killpg(os.getpgid({me}), signal.SIGKILL)\n"
-        "        hits.append('pgrp')\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "    return hits\n"
-    )
-    passed, res = run_tests(code, ["assert kill_all() == []"])
-    # we are still alive to check, and the kills were refused
-    assert os.getpid() == me
-    assert passed == [True], res.output
-    assert_nothing_left(res)
-
-
 def test_sandbox_uids_are_private_per_run():
     a = run_sandboxed("import os; print(os.getuid())", timeout=10)
     b = run_sandboxed("import os; print(os.getuid())", timeout=10)
@@ -385,11 +215,202 @@ def test_sandbox_uids_are_private_per_run():
     assert ua == a.report["uid"] and ub == b.report["uid"]
 
 
-def test_degraded_mode_still_runs_and_reports():
-    """isolate=False: no namespaces; the run still happens and the report says what is missing."""
-    res = run_sandboxed("import os\nprint('hi', sorted(os.environ))", timeout=10, isolate=False)
+def test_unsafe_mode_runs_unconfined_and_says_so():
+    """isolation="unsafe": no namespaces; the run still happens, warned about, and the report says so."""
+    import r1jax.rl.rewards.sandbox as sb
+
+    sb._WARNED = False
+    with pytest.warns(RuntimeWarning, match="UNSAFE"):
+        res = run_sandboxed("import os\nprint('hi', sorted(os.environ))", timeout=10, isolation="unsafe")
     assert res.output.startswith("hi") and res.returncode == 0
-    assert not res.report.get("netns") and not res.report.get("readonly_fs")
+    assert res.report["mode"] == "unsafe" and not res.report.get("netns") and not res.report.get("minimal_root")
     assert "PATH" in res.output and "R1JAX" not in res.output
-    if os.geteuid() == 0 and not res.report.get("uid_dropped"):
-        assert "uid_drop_error" in res.report  # e.g. python lives under /root (mode 0700)
+    with pytest.raises(ValueError, match="isolation"):
+        run_sandboxed("print(1)", isolation="none")
+
+
+# --------------------------------------------------------------------------------------------
+# the hostile suite (tests/sandbox_suite.py) as root and as an unprivileged uid
+# --------------------------------------------------------------------------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NONROOT = os.path.join(REPO, "tests", "nonroot.py")
+
+
+def _check_suite(out: dict, mode: str):
+    assert out["_caps"].get("mode") == mode, out["_caps"]
+    assert all(out["_caps"].get(k) for k in ("uid_dropped", "netns", "mountns", "pidns", "minimal_root")), out
+    failed = {k: v for k, v in out.items() if k != "_caps" and not v["ok"]}
+    assert not failed, failed
+    assert set(out) - {"_caps"} == set(sandbox_suite.CASES)
+
+
+def _as_nonroot(script: str, *opts: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    if os.geteuid() != 0:
+        pytest.skip("starting a process as another uid needs root (the suite itself runs in-process here)")
+    return subprocess.run([sys.executable, NONROOT, "65534", *opts, "--", sys.executable, script], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_hostile_suite_contained_in_process():
+    """As the test process' own uid: root here (the root jail), any other uid (the user-namespace jail)."""
+    _check_suite(sandbox_suite.run_suite(), "root" if os.geteuid() == 0 else "userns")
+
+
+def test_hostile_suite_contained_as_an_unprivileged_uid():
+    """uid 65534, no capabilities (as a cluster user): the user-namespace jail contains the same suite."""
+    proc = _as_nonroot(os.path.join(REPO, "tests", "sandbox_suite.py"))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SUITE ")]
+    assert lines, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    out = json.loads(lines[-1][6:])
+    if not out["_caps"].get("works", True) and "user namespaces are not available" in str(out["_caps"]):
+        pytest.skip(f"this machine disallows unprivileged user namespaces: {out['_caps']}")
+    _check_suite(out, "userns")
+
+
+_IMPOSSIBLE = """
+import json, warnings
+from r1jax.rl.rewards import code_reward, run_sandboxed, SandboxError
+from r1jax.rl.rewards.sandbox import check_sandbox
+out = {}
+for name, fn in (("run", lambda: run_sandboxed("print(1)")), ("reward", lambda: code_reward("```python\\nx = 1\\n```", ["assert x == 1"])),
+                 ("check", lambda: check_sandbox())):
+    try:
+        fn()
+        out[name] = "ran"
+    except SandboxError as e:
+        out[name] = str(e)
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    out["unsafe"] = code_reward("```python\\nx = 1\\n```", ["assert x == 1"], isolation="unsafe")
+    out["warned"] = [str(x.message) for x in w]
+print("OUT " + json.dumps(out))
+"""
+
+
+def test_no_root_and_no_user_namespaces_fails_closed(tmp_path):
+    """Isolation impossible (unprivileged user namespaces refused by a seccomp filter): SandboxError,
+    never an unconfined run; isolation='unsafe' runs it, warning loudly."""
+    script = tmp_path / "impossible.py"
+    script.write_text(_IMPOSSIBLE)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(script, 0o644)
+    proc = _as_nonroot(str(script), "--no-userns")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("OUT ")]
+    assert lines, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    out = json.loads(lines[-1][4:])
+    for k in ("run", "reward", "check"):
+        assert "cannot isolate untrusted code" in out[k] and "user namespaces are not available" in out[k], out
+        assert "isolation='unsafe'" in out[k] or k == "check", out
+    assert out["unsafe"] == 1.0
+    assert any("UNSAFE" in m for m in out["warned"]), out
+
+
+# --------------------------------------------------------------------------------------------
+# forgeries: the candidate never shares a process with the tests or the verdicts
+# --------------------------------------------------------------------------------------------
+FORGERIES = {
+    "nonce_in_main": "import __main__, os, sys\nfor k, v in vars(__main__).items():\n"
+                     "    if isinstance(v, str) and len(v) == 32:\n"
+                     "        [sys.stdout.write('\\n%s %d 1\\n' % (v, i)) for i in range(9)]\nos._exit(0)\n",
+    "nonce_by_gc": "import gc, os, re, sys\nfor o in gc.get_objects():\n    if isinstance(o, dict):\n"
+                   "        for v in list(o.values()):\n"
+                   "            if isinstance(v, str) and re.fullmatch(r'[0-9a-f]{32}', v):\n"
+                   "                [sys.stdout.write('\\n%s %d 1\\n' % (v, i)) for i in range(9)]\n"
+                   "sys.stdout.flush()\nos._exit(0)\n",
+    "rebind_report": "import __main__\nfor k, v in list(vars(__main__).items()):\n"
+                     "    if callable(v) and 'report' in k:\n"
+                     "        setattr(__main__, k, lambda i, ok, _o=v: _o(i, True))\n",
+    "wrap_exec": "import builtins\n_e = builtins.exec\ndef _x(c, g=None, l=None):\n    try:\n        return _e(c, g, l)\n"
+                 "    except BaseException:\n        return None\nbuiltins.exec = _x\n",
+    "wrap_compile": "import builtins\n_c = builtins.compile\nbuiltins.compile = lambda s, f, m, *a, **k: _c('pass', f, m)\n",
+    "clear_tests": "import __main__\nfor k, v in vars(__main__).items():\n    if isinstance(v, list) and k.endswith('tests'):\n"
+                   "        n = len(v); v.clear(); v.extend(['pass'] * n)\n",
+    "exit0_at_import": "import os\nos._exit(0)\n",
+    "sys_exit_at_import": "import sys\nsys.exit(0)\n",
+    "exit_in_function": "import os\ndef add(a, b):\n    os._exit(0)\n",
+    "sys_exit_in_function": "import sys\ndef add(a, b):\n    sys.exit(0)\n",
+    "atexit_hook": "import atexit, sys\natexit.register(lambda: [sys.stdout.write('\\n%d 1\\n' % i) for i in range(9)])\n",
+    "signals": "import os, signal\nfor s in (signal.SIGTERM, signal.SIGALRM):\n    signal.signal(s, signal.SIG_IGN)\n"
+               "for pid in range(1, 300):\n    try:\n        os.kill(pid, signal.SIGSTOP) if pid != os.getpid() else None\n"
+               "    except OSError:\n        pass\n",
+    "fork_writes_fd1": "import os, time\nif os.fork() == 0:\n    time.sleep(0.2)\n"
+                       "    [os.write(1, ('\\n%d 1\\n' % i).encode()) for i in range(9)]\n    os._exit(0)\n",
+    "peek_caller_frame": "import sys, re\ndef add(a, b):\n    f = sys._getframe(1)\n    while f is not None:\n"
+                         "        for v in list(f.f_locals.values()) + list(f.f_globals.values()):\n"
+                         "            m = isinstance(v, str) and re.search(r'add\\(%d, %d\\) == (\\d+)' % (a, b), v)\n"
+                         "            if m:\n                return int(m.group(1))\n        f = f.f_back\n    return -1\n",
+    "read_test_source": "import glob, re\nsrc = ''\nfor p in glob.glob('/tmp/**', recursive=True) + ['/proc/1/cmdline']:\n"
+                        "    try:\n        src += open(p).read()\n    except Exception:\n        pass\n"
+                        "_a = {(int(a), int(b)): int(c) for a, b, c in re.findall(r'add\\((\\d+), (\\d+)\\) == (\\d+)', src)}\n"
+                        "def add(a, b):\n    return _a.get((a, b), -1)\n",
+    "eq_always_true": "class _Y:\n    def __eq__(self, o):\n        return True\n    __hash__ = object.__hash__\n"
+                      "def add(a, b):\n    return _Y()\n",
+    "int_subclass_eq": "class _Y(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n"
+                       "def add(a, b):\n    return _Y(-1)\n",
+    "shadow_builtins": "def add(a, b):\n    return -1\ndef isinstance(*a):\n    return True\nclass AssertionError(Exception):\n    pass\n",
+}
+WRONG_ADD = "def add(a, b):\n    return a - b - 1\n"
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forgeries_score_zero(name):
+    """Each of these forges a pass at the old in-process harness (where they apply); here 0.0."""
+    code = FORGERIES[name]
+    if "def add" not in code:
+        code = WRONG_ADD + code
+    assert code_reward(fence(code), ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 5) == 5"],
+                       timeout=5) == 0.0
+
+
+def test_honest_solution_with_the_same_tricks_still_scores():
+    """The harness fails the forgery, not the program: a right add that also exits, forks and prints scores 1."""
+    code = ("import os, sys\ndef add(a, b):\n    return a + b\nprint('\\n0 1\\n')\n"
+            "if os.fork() == 0:\n    os._exit(0)\n")
+    assert code_reward(fence(code), ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]) == 1.0
+
+
+def test_prompt_helpers_cannot_be_redefined(shared_data):
+    """HumanEval/38: the test encodes with the prompt's encode_cyclic; a candidate that redefines it as
+    the identity (and decode_cyclic too) passed the old harness; the judge uses the prompt's."""
+    rows = _humaneval(shared_data)
+    row = rows[38]
+    cheat = ("def encode_cyclic(s: str):\n    return s\n\n\ndef decode_cyclic(s: str):\n    return s\n")
+    assert code_reward(fence(cheat), _tests(row), prompt=row["prompt"]) == 0.0
+    assert code_reward(fence(row["canonical_solution"]), _tests(row), prompt=row["prompt"]) == 1.0
+    fake_math = "class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef area(r):\n    return 0\n"
+    assert code_reward(fence(fake_math), ["assert math.isclose(area(2), 12.566, rel_tol=1e-3)"]) == 0.0
+    real = "import math\ndef area(r):\n    return math.pi * r * r\n"
+    assert code_reward(fence(real), ["assert math.isclose(area(2), 12.566, rel_tol=1e-3)"]) == 1.0
+
+
+def test_judge_semantics_for_honest_programs():
+    """What crosses the process boundary: exceptions by type, generators, the candidate's own classes
+    as arguments and results, namedtuples and subclasses as plain values, big ints, sets, Fractions."""
+    code = (
+        "import collections, fractions\n"
+        "class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+        "def longest(pairs):\n    return max(p.b - p.a for p in pairs)\n"
+        "def make(a, b):\n    return Pair(a, b)\n"
+        "def gen(n):\n    yield from range(n)\n"
+        "def check_positive(x):\n    if x <= 0:\n        raise ValueError('not positive')\n    return True\n"
+        "P = collections.namedtuple('P', 'x y')\n"
+        "def point():\n    return P(1, 2)\n"
+        "def counts(s):\n    return collections.Counter(s)\n"
+        "def big():\n    return 3 ** 5000\n"
+        "def half():\n    return fractions.Fraction(1, 2)\n"
+        "def uniq(xs):\n    return set(xs)\n"
+    )
+    tests = [
+        "assert longest([Pair(1, 5), Pair(2, 3)]) == 4",
+        "assert make(1, 2).b == 2",
+        "assert list(gen(3)) == [0, 1, 2] and sum(gen(4)) == 6",
+        "try:\n    check_positive(-1)\n    assert False\nexcept ValueError as e:\n    assert 'positive' in str(e)",
+        "assert point() == (1, 2)",
+        "assert counts('aab') == {'a': 2, 'b': 1}",
+        "assert big() == 3 ** 5000",
+        "assert half() == 0.5",
+        "assert uniq([1, 1, 2]) == {1, 2} and 2 in uniq([2])",
+        "assert make(1, 2) != make(1, 2)",  # candidate objects compare by identity only
+    ]
+    passed, res = run_tests(code, tests)
+    assert passed == [True] * len(tests), res.output[-3000:]

@@ -12,7 +12,7 @@ import pytest
 
 from r1jax.rl.rewards import code_reward, code_rewards
 from r1jax.rl.rewards import sandbox as sandbox_mod
-from r1jax.rl.rewards._jail import JailError, _tmp_plan
+from r1jax.rl.rewards._jail import JailError, bind_plan
 from r1jax.rl.rewards.code import SandboxError as CodeSandboxError
 from r1jax.rl.rewards.pool import VerifierError, VerifierPool
 from r1jax.rl.rewards.sandbox import (NUM_SLOTS, PROTECTIONS, UID_BASE, SandboxError, run_sandboxed,
@@ -28,19 +28,29 @@ def fence(code: str) -> str:
 
 
 def _make_venv(path: str) -> str:
-    """``python -m venv --system-site-packages path`` (r1jax and its deps come from the base)."""
+    """A venv at ``path`` as a user makes one on top of the running environment: ``python -m venv``
+    from the base interpreter, then a path file in its site-packages that adds this environment's
+    site-packages (``site.addsitedir``, so their .pth files - an editable r1jax - apply too). Works
+    whether the tests run from a system interpreter, a venv or a conda env (``--system-site-packages``
+    would give the *base* interpreter's packages, not a venv's)."""
+    import site
+    import sysconfig
+
+    base = getattr(sys, "_base_executable", None) or sys.executable
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", path],
-            capture_output=True, text=True, timeout=120,
-        )
+        out = subprocess.run([base, "-m", "venv", "--without-pip", path], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot create a venv with {sys.executable} -m venv: {e}")
+        pytest.skip(f"cannot create a venv with {base} -m venv: {e}")
     if out.returncode != 0:
-        pytest.skip(f"cannot create a venv with {sys.executable} -m venv: {out.stderr.strip()[-500:]}")
+        pytest.skip(f"cannot create a venv with {base} -m venv: {out.stderr.strip()[-500:]}")
     py = os.path.join(path, "bin", "python")
     if not os.path.exists(py):
         pytest.skip(f"venv at {path} has no bin/python")
+    purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    ours = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if os.path.isdir(p)]
+    with open(os.path.join(purelib, "_r1jax_test_parent.pth"), "w") as f:
+        f.write("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in dict.fromkeys(ours)) + "\n")
     return py
 
 
@@ -122,8 +132,10 @@ def test_code_reward_from_a_venv_under_tmp(mode):
         os.chmod(venv, mode)
         out = _run_in_venv(os.path.join(venv, "bin", "python"))
         _check_venv_run(out, venv)
-        if out["plain"]["report"].get("mountns"):  # the fresh /tmp hides it unless bound back
-            assert venv in out["plain"]["report"].get("tmp_binds", []), out["plain"]["report"]
+        report = out["plain"]["report"]
+        binds = report.get("binds", [])
+        if report.get("minimal_root"):  # the venv is bound (as root, a 0700 one by its entries)
+            assert any(b == venv or b.startswith(venv + "/") for b in binds), report
     finally:
         shutil.rmtree(venv, ignore_errors=True)
 
@@ -143,7 +155,7 @@ def test_code_reward_from_a_venv_under_home():
 # --------------------------------------------------------------------------------------------
 # where the interpreter pieces under /tmp go (pure planning, no mounts)
 # --------------------------------------------------------------------------------------------
-def test_tmp_plan_follows_symlinks_and_refuses_the_work_dir(tmp_path):
+def test_bind_plan_follows_symlinks_and_refuses_the_work_dir(tmp_path):
     base = f"/tmp/r1jax-plan-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         os.makedirs(f"{base}/real/venv/bin")
@@ -151,14 +163,18 @@ def test_tmp_plan_follows_symlinks_and_refuses_the_work_dir(tmp_path):
         os.symlink("/usr/bin/env", f"{base}/real/venv/bin/python3")
         os.symlink("python3", f"{base}/real/venv/bin/python")
         os.symlink(f"{base}/real", f"{base}/link")
-        binds, links = _tmp_plan([f"{base}/link/venv/bin/python", f"{base}/link/venv", "/usr/bin/env"])
-        assert binds == [f"{base}/real/venv"]  # one bind: everything else is inside it
-        assert links == {f"{base}/link": f"{base}/real"}  # the symlinked directory is recreated
+        binds, links = bind_plan([f"{base}/link/venv/bin/python", f"{base}/link/venv", "/usr/bin/env"])
+        assert f"{base}/real/venv" in binds  # one bind: everything else is inside it
+        assert not any(b.startswith(f"{base}/real/venv/") for b in binds)
+        assert links[f"{base}/link"] == f"{base}/real"  # the symlinked directory is recreated
+        assert "/usr/bin/env" in binds or "/usr" in binds or any("/usr/bin/env".startswith(b + "/") for b in binds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     for bad in ("/tmp/work/venv/bin/python", "/tmp/work", "/tmp"):
         with pytest.raises(JailError, match="sandbox"):
-            _tmp_plan([bad])
+            bind_plan([bad])
+    with pytest.raises(JailError, match="root directory"):
+        bind_plan(["/"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,7 +196,7 @@ def test_launcher_without_report_line_raises(tmp_path, monkeypatch):
     fake = tmp_path / "fake_launcher.py"
     fake.write_text("import sys\nprint('launcher crashed')\nsys.exit(3)\n")
     monkeypatch.setattr(sandbox_mod, "_LAUNCHER", str(fake))
-    with pytest.raises(SandboxError, match="without a report line"):
+    with pytest.raises(SandboxError, match="without a report"):
         run_sandboxed("print(1)")
 
 
@@ -188,7 +204,7 @@ def test_program_failures_are_results_not_errors():
     res = run_sandboxed("import os\nos._exit(125)")  # the exit code the old launcher used for setup failures
     assert res.returncode == 125 and not res.report.get("setup_error")
     fake = '\\n@@R1JAX-SANDBOX@@ {"setup_error": "fake"}'
-    res = run_sandboxed(f"print('{fake}')\nraise SystemExit(2)")  # a fake report line is not the report
+    res = run_sandboxed(f"print('{fake}')\nraise SystemExit(2)")  # the report comes on its own pipe, not stdout
     assert res.returncode == 2 and not res.report.get("setup_error")
     assert code_reward(fence("def add(a, b):\n    raise ValueError\n"), TESTS) == 0.0
 

@@ -1,41 +1,49 @@
-"""Process confinement primitives for untrusted work (stdlib + ctypes only; Linux).
+"""Confinement of untrusted work in a minimal root, as root or as any user (Linux; stdlib + ctypes only).
 
-Used by the code sandbox launcher (:mod:`r1jax.rl.rewards._sandbox_launcher`) and by the
-math-verify workers. Everything degrades gracefully: each step that the OS refuses is skipped
-and recorded in the returned report, so callers can tell what was enforced.
+Loaded from its file (not imported as part of r1jax) by the code-sandbox launcher
+(:mod:`r1jax.rl.rewards._sandbox_launcher`) and the math-verify workers
+(:mod:`r1jax.rl.rewards._verify_worker`), which run as ``python -I [-S]``.
 
-:func:`enter_jail` does, in this order, in the calling (single-threaded) process:
+Two ways in, one result:
 
-1. ``unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWPID])`` -
-   a private mount table, a network namespace with only a downed loopback (no network at all,
-   127.0.0.1 unreachable), private SysV IPC. With ``CLONE_NEWPID`` the *next forked child* is
-   PID 1 of a new PID namespace (the caller forks); when it dies the kernel kills the rest.
-2. (new mount namespace only) make every mount private, remount every mount except ``/proc``
-   and ``/dev`` **read-only**, cover ``/dev/shm`` with an empty read-only tmpfs, cover the
-   directories that hide the Python installation from unprivileged users (e.g. ``/root`` with
-   mode 0700 when Python lives in ``/root/.pyenv``) with a tmpfs and bind the installation back
-   read-only, and optionally (``workdir=True``) mount a fresh size-limited tmpfs at ``/tmp``
-   holding the work directory ``/tmp/work`` (owned by the sandbox uid, mode 0700) - the only
-   writable place.
+* **root** - :func:`enter_namespaces` unshares mount, network, IPC, UTS (and optionally PID)
+  namespaces directly; the confined processes later drop to an unprivileged uid
+  (:func:`drop_privileges`: ``setgroups([])``, ``setgid``, ``setuid``).
+* **not root** - :func:`enter_namespaces` first unshares a *user* namespace that maps one inside
+  id, :data:`SANDBOX_ID` (1000), to the caller's uid/gid (``setgroups`` denied), which gives the
+  caller the capabilities to create the other namespaces and mounts inside it, and nothing on the
+  host. The confined program then runs as uid 1000 with no capabilities: ``execve`` of a non-root
+  uid drops them, and a process that does not exec calls :func:`drop_privileges` (``capset`` to
+  empty sets). Its files and processes count as the caller's uid on the host; it cannot name any
+  host process (PID namespace) and sees none of the host's files but those bound read-only below.
 
-Interpreters under ``/tmp`` (``python -m venv /tmp/venv``, a conda env or pyenv root there):
-the fresh ``/tmp`` tmpfs would hide them, so before mounting it :func:`enter_jail` opens an
-``O_PATH`` fd of each piece of the installation that lies under ``/tmp`` (see
-:func:`interpreter_paths`: ``sys.executable`` and every link of its symlink chain, the venv
-directory holding ``pyvenv.cfg``, the prefixes, stdlib, site-packages and the shared libraries
-the interpreter has mapped), and after mounting it recreates their parent directories (root-owned, mode
-0755: not writable by the sandbox uid) and bind-mounts each piece back at its old path,
-read-only, ``nosuid``, ``nodev``; symlinks on the way (``bin/python -> python3``, a symlinked
-directory) are recreated as symlinks. ``/tmp`` itself stays root-owned 0755, so ``/tmp/work``
-is still the only writable place. An installation that *is* ``/tmp`` or lies inside
-``/tmp/work`` cannot be confined this way: :class:`JailError` (nothing mounted over ``/tmp``).
+Where neither works (not root and unprivileged user namespaces disabled: ``sysctl
+user.max_user_namespaces=0``, an AppArmor or seccomp policy), :func:`enter_namespaces` raises
+:class:`JailError`: the caller refuses to run the untrusted work (fails closed).
 
-Errors: a step the OS refuses is skipped and recorded (``mount_error``), except failures that
-would leave the confined process unable to run its interpreter (the ``/tmp`` re-exposure
-above), which raise :class:`JailError`.
+:func:`build_root` (in the new mount namespace, before the untrusted code runs) then makes a
+**minimal root** on a tmpfs and ``pivot_root``\\ s into it; the host's root is detached:
 
-:func:`drop_privileges` then sets rlimits, ``setgroups([])``, ``setgid``/``setuid`` to the
-unprivileged ids, and ``PR_SET_PDEATHSIG(SIGKILL)`` (after the uid change, which clears it).
+* read-only binds (``nosuid``, ``nodev``, the source mount's locked flags kept) of the system
+  directories (``/usr``, ``/bin``, ``/sbin``, ``/lib*``, the dynamic loader's files of ``/etc``)
+  and of the Python installation (:func:`interpreter_paths`: the executable's symlink chain, a
+  venv with its ``pyvenv.cfg``, prefixes, stdlib, site-packages, mapped shared libraries), each
+  at its own path, symlinks on the way recreated (:func:`bind_plan`); as root, a bound directory
+  that other users cannot traverse (a 0700 venv or ``$HOME``) is replaced by its entries in a
+  fresh 0755 directory;
+* nothing else of the host: no ``$HOME``, ``/root``, ``/home``, ``/work``, ``/run`` sockets, ``/etc``
+  files beyond the loader's;
+* ``/dev`` with null, zero, full, random, urandom (bound) and the ``fd``/``std*`` links, a
+  read-only empty ``/dev/shm``;
+* ``/proc`` of the caller's PID namespace when it is PID 1 of a new one (``proc=True``), else an
+  empty directory;
+* ``/tmp`` an empty read-only tmpfs holding ``/tmp/work`` (``workdir=True``): a tmpfs of
+  ``tmp_size_mb`` MiB, mode 0700, owned by the confined uid - **the only writable place**;
+* finally ``/`` (a tmpfs), ``/tmp`` and ``/dev`` are made read-only.
+
+Each step that fails raises :class:`JailError`; nothing degrades silently. An installation that
+*is* ``/tmp`` or lies inside ``/tmp/work`` cannot be bound (the fresh ``/tmp`` replaces it):
+:class:`JailError` saying so.
 """
 from __future__ import annotations
 
@@ -47,6 +55,7 @@ import sys
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
@@ -61,24 +70,28 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
 
-_OPT_FLAGS = {
-    "nosuid": MS_NOSUID,
-    "nodev": MS_NODEV,
-    "noexec": MS_NOEXEC,
-    "noatime": MS_NOATIME,
-    "nodiratime": MS_NODIRATIME,
-    "relatime": MS_RELATIME,
-    "strictatime": MS_STRICTATIME,
-}
+# statvfs f_flag bit -> mount flag: a bind in a user namespace must keep the source's locked flags
+_ST_TO_MS = ((1, MS_RDONLY), (2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, MS_NOATIME),
+             (2048, MS_NODIRATIME), (4096, MS_RELATIME))
+_PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 217, "arm64": 217, "ppc64le": 203, "ppc64": 203, "s390x": 217,
+                  "riscv64": 41, "loongarch64": 41, "i686": 217, "i386": 217, "armv7l": 218, "armv8l": 218}
 
+SANDBOX_ID = 1000  # the confined uid/gid inside a user namespace (mapped to the caller's ids)
 WORKDIR = "/tmp/work"
 TMP = "/tmp"
+NEWROOT = "/tmp"  # where the minimal root is assembled (in the private mount namespace) before pivot_root
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc/ld.so.cache",
+                "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEV_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
+             "/dev/stderr": "/proc/self/fd/2"}
 
 
 class JailError(RuntimeError):
-    """The jail cannot be set up so that the confined interpreter can still run (see module doc)."""
+    """The confinement could not be set up (module docstring): the untrusted work must not run."""
+
 
 _libc = None
 
@@ -97,45 +110,65 @@ def _b(s):
 def _mount(src, tgt, fstype, flags, data=None) -> None:
     if _lib().mount(_b(src), _b(tgt), _b(fstype), ctypes.c_ulong(flags), _b(data)) != 0:
         e = ctypes.get_errno()
-        raise OSError(e, f"mount {src} -> {tgt}: {os.strerror(e)}")
+        raise OSError(e, f"mount {src} -> {tgt} ({fstype or 'bind/remount'}): {os.strerror(e)}")
 
 
-def _unshare(flags: int) -> bool:
+def _unshare(flags: int) -> int:
+    """0 on success, else the errno."""
     try:
-        return _lib().unshare(ctypes.c_int(flags)) == 0
+        if _lib().unshare(ctypes.c_int(flags)) == 0:
+            return 0
+        return ctypes.get_errno()
     except (AttributeError, OSError):  # not Linux
-        return False
+        return 38  # ENOSYS
 
 
-def _mounts() -> list[tuple[str, int]]:
-    """(mount point, preserved flags) from /proc/self/mountinfo, parents first."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            mp = parts[4].encode().decode("unicode_escape")  # \040 etc.
-            flags = 0
-            for o in parts[5].split(","):
-                flags |= _OPT_FLAGS.get(o, 0)
-            out.append((mp, flags))
-    return out
-
-
-def _others_can_traverse(path: str) -> bool:
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
     try:
-        return bool(os.stat(path).st_mode & 0o001)
-    except OSError:
-        return True
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
-def _python_paths() -> list[str]:
-    paths = set(interpreter_paths())
-    for p in sys.path:
-        if p and os.path.isabs(p) and os.path.exists(p):
-            paths.add(os.path.realpath(p))
-    return sorted(paths)
+# --------------------------------------------------------------------------------------------
+# namespaces
+# --------------------------------------------------------------------------------------------
+def enter_namespaces(*, pid: bool, net: bool = True) -> dict:
+    """New mount/net/IPC/UTS (+ PID: for the next forked child) namespaces, via a user namespace
+    when not root (module docstring); mounts made private. Call single-threaded. Raises JailError."""
+    report = {"mode": "root" if os.geteuid() == 0 else "userns"}
+    if report["mode"] == "userns":
+        uid, gid = os.geteuid(), os.getegid()
+        err = _unshare(CLONE_NEWUSER)
+        if err:
+            raise JailError(
+                f"cannot isolate untrusted code: not root (uid {uid}) and unprivileged user namespaces are not "
+                f"available (unshare(CLONE_NEWUSER): {os.strerror(err)}; see sysctl user.max_user_namespaces, "
+                "kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns)")
+        try:
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{SANDBOX_ID} {uid} 1\n")
+            _write("/proc/self/gid_map", f"{SANDBOX_ID} {gid} 1\n")
+        except OSError as e:
+            raise JailError(f"user namespace: cannot write the uid/gid map: {e}") from e
+        report["userns"] = True
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWNET if net else 0) | (CLONE_NEWPID if pid else 0)
+    err = _unshare(flags)
+    if err:
+        raise JailError(f"cannot create the sandbox namespaces (mount, network, ipc, uts{', pid' if pid else ''}): "
+                        f"unshare: {os.strerror(err)}")
+    report.update(mountns=True, netns=bool(net), pidns=bool(pid))
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    except OSError as e:
+        raise JailError(f"cannot make the mounts private: {e}") from e
+    return report
 
 
+# --------------------------------------------------------------------------------------------
+# what the confined interpreter needs
+# --------------------------------------------------------------------------------------------
 def _symlink_chain(path: str) -> list[str]:
     """``path`` and every symlink it leads through (final component only), then its realpath."""
     out = []
@@ -172,31 +205,26 @@ def interpreter_paths() -> list[str]:
     ``sys.executable`` with its symlink chain (a venv's ``bin/python -> python3 -> /base/python3``),
     the venv directory holding ``pyvenv.cfg`` beside or above the executable (found the way
     Python's getpath finds it: under ``-S`` ``sys.prefix`` is the base installation's),
-    ``sys.prefix``, ``exec_prefix``, ``base_prefix``,
-    ``base_exec_prefix``, the stdlib directory, the site-packages directories, and the entries of
-    ``sys.path`` that lie inside one of the prefixes (``lib-dynload``, the stdlib zip) - not the
-    running script's own directory - and the shared libraries mapped into this process.
+    ``sys.prefix``, ``exec_prefix``, ``base_prefix``, ``base_exec_prefix``, the stdlib directory,
+    the site-packages directories, the entries of ``sys.path`` inside one of the prefixes
+    (``lib-dynload``, the stdlib zip) - not the running script's own directory - and the shared
+    libraries mapped into this process.
     """
     paths = []
     prefixes = [p for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix} if p]
     if sys.executable:
         chain = _symlink_chain(sys.executable)
         paths += chain
-        for exe in chain:  # a venv: pyvenv.cfg beside or one above the executable (as getpath looks;
-            for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):  # under -S,
-                if os.path.isfile(os.path.join(d, "pyvenv.cfg")):  # sys.prefix is the base's)
+        for exe in chain:  # a venv: pyvenv.cfg beside or one above the executable (as getpath looks)
+            for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):
+                if os.path.isfile(os.path.join(d, "pyvenv.cfg")):
                     prefixes.append(d)
-                    paths.append(os.path.join(d, "pyvenv.cfg"))  # (for _expose of a mode-0700 venv)
+                    paths.append(os.path.join(d, "pyvenv.cfg"))
                     break
     paths += prefixes
     if getattr(os, "__file__", None):
         paths.append(os.path.dirname(os.__file__))
-    try:
-        import site
-
-        paths += list(site.getsitepackages(prefixes))  # with the venv's (not in sys.path under -S)
-    except Exception:  # noqa: BLE001
-        pass
+    paths += site_packages(prefixes)
     for p in sys.path:
         if p and os.path.isabs(p) and any(p == q or p.startswith(q.rstrip("/") + "/") for q in prefixes):
             paths.append(p)
@@ -210,36 +238,62 @@ def interpreter_paths() -> list[str]:
     return out
 
 
+def site_packages(prefixes=None) -> list[str]:
+    """The installation's site-packages directories (with a venv's, found from ``pyvenv.cfg``)."""
+    if prefixes is None:
+        prefixes = [p for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix} if p]
+        for exe in _symlink_chain(sys.executable) if sys.executable else []:
+            for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):
+                if os.path.isfile(os.path.join(d, "pyvenv.cfg")):
+                    prefixes.append(d)
+                    break
+    try:
+        import site
+
+        return [p for p in site.getsitepackages(list(prefixes)) if os.path.isdir(p)]
+    except Exception:  # noqa: BLE001
+        return []
+
+
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _tmp_plan(paths: list[str], root: str = TMP, workdir: str = WORKDIR) -> tuple[list[str], dict[str, str]]:
-    """(real paths under ``root`` to bind back, {symlink path: link text} to recreate there).
+def _bad_location(p: str) -> str:
+    where = f"is {TMP} itself" if p == TMP else f"lies inside the sandbox work dir {WORKDIR}"
+    return (f"the Python installation path {p} {where}, which the sandbox replaces with an empty private "
+            f"directory, so the sandboxed interpreter could not start; install Python / create the venv "
+            f"elsewhere (another directory under {TMP}, or $HOME)")
 
-    Each path under ``root`` is walked component by component; a symlink on the way is recorded
-    and its target followed, so the binds are real, non-nested paths (a bind inside another is
-    dropped: it comes with it). Raises :class:`JailError` for ``root`` itself or ``workdir``.
+
+def bind_plan(paths) -> tuple[list[str], dict[str, str]]:
+    """(real paths to bind, {symlink path: link text} to recreate) so that every one of ``paths``
+    resolves in the minimal root as on the host.
+
+    Each path is walked component by component from ``/``; a symlink on the way is recorded and its
+    target followed, so the binds are real, non-nested paths (a bind inside another is dropped: it
+    comes with it). Raises :class:`JailError` for ``/`` (binding the host root would undo the jail),
+    ``/tmp`` itself and paths inside the work dir.
     """
     binds, links, seen = set(), {}, set()
-    todo = [os.path.normpath(p) for p in paths if _under(os.path.normpath(p), root)]
+    todo = [os.path.normpath(os.path.abspath(p)) for p in paths]
     while todo:
         p = todo.pop()
-        if p in seen or len(seen) > 1000:
+        if p in seen or len(seen) > 10000:
             continue
         seen.add(p)
-        if p == root or _under(p, workdir):
-            raise JailError(_bad_location(p, root, workdir))
-        rel = p[len(root.rstrip("/")) + 1 :].split("/")
-        cur = root.rstrip("/")
+        if p == "/":
+            raise JailError("refusing to bind the host's root directory into the sandbox")
+        if p == TMP or _under(p, WORKDIR):
+            raise JailError(_bad_location(p))
+        rel = p.strip("/").split("/")
+        cur = ""
         for i, part in enumerate(rel):
             cur = cur + "/" + part
             if os.path.islink(cur):
                 text = os.readlink(cur)
                 links[cur] = text
-                target = os.path.normpath(os.path.join(os.path.dirname(cur), text, *rel[i + 1 :]))
-                if _under(target, root):
-                    todo.append(target)
+                todo.append(os.path.normpath(os.path.join(os.path.dirname(cur), text, *rel[i + 1:])))
                 break
         else:
             if os.path.exists(p):
@@ -247,22 +301,43 @@ def _tmp_plan(paths: list[str], root: str = TMP, workdir: str = WORKDIR) -> tupl
     binds = sorted(b for b in binds if not any(o != b and _under(b, o) for o in binds))
     links = {k: v for k, v in links.items() if not any(_under(k, b) for b in binds)}
     for k in list(binds) + list(links):
-        if k == root or _under(k, workdir):
-            raise JailError(_bad_location(k, root, workdir))
+        if k == TMP or _under(k, WORKDIR):
+            raise JailError(_bad_location(k))
     return binds, links
 
 
-def _bad_location(p: str, root: str, workdir: str) -> str:
-    where = f"is {root} itself" if p == root else f"lies inside the sandbox work dir {workdir}"
-    return (
-        f"the Python installation path {p} {where}, which the sandbox replaces with an empty private "
-        f"directory, so the sandboxed interpreter could not start; install Python / create the venv "
-        f"elsewhere (another directory under {root}, or $HOME)"
-    )
+def _others_can_traverse(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & 0o001)
+    except OSError:
+        return True
 
 
-def _makedirs_root(path: str) -> None:
-    """mkdir -p with mode 0755 (whatever the umask) for directories created here."""
+def _split_hidden(binds: list[str], links: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Replace each bound directory that other users cannot traverse (mode 0700) by its entries, so
+    that it appears as a fresh 0755 directory to the unprivileged uid (root mode only)."""
+    out, todo = [], list(binds)
+    for _ in range(10000):
+        if not todo:
+            break
+        b = todo.pop()
+        if os.path.isdir(b) and not os.path.islink(b) and not _others_can_traverse(b):
+            for e in sorted(os.listdir(b)):
+                c = os.path.join(b, e)
+                if os.path.islink(c):
+                    links[c] = os.readlink(c)
+                else:
+                    todo.append(c)
+        else:
+            out.append(b)
+    return sorted(out), links
+
+
+# --------------------------------------------------------------------------------------------
+# the minimal root
+# --------------------------------------------------------------------------------------------
+def _makedirs(path: str) -> None:
+    """mkdir -p with mode 0755 (whatever the umask)."""
     missing = []
     p = path
     while not os.path.lexists(p):
@@ -273,134 +348,104 @@ def _makedirs_root(path: str) -> None:
         os.chmod(d, 0o755)
 
 
-def _mount_tmp(paths: list[str], uid: int, gid: int, size_mb: int, report: dict) -> None:
-    """Fresh tmpfs on /tmp with the work dir; bind the interpreter pieces under /tmp back read-only."""
-    binds, links = _tmp_plan(paths)
-    fds = []
+def _locked_flags(path: str) -> int:
+    """The mount flags of the mount at ``path`` that a remount must keep (atime, nosuid, nodev, noexec)."""
+    st = os.statvfs(path).f_flag
+    return sum(ms for s, ms in _ST_TO_MS if st & s and ms != MS_RDONLY)
+
+
+def _bind(fd: int, target: str, *, readonly: bool = True) -> None:
+    is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
+    _makedirs(os.path.dirname(target))
+    if not os.path.lexists(target):
+        if is_dir:
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+    if readonly:
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | _locked_flags(target))
+
+
+def _pivot_root(new: str, old: str) -> None:
+    nr = _PIVOT_ROOT_NR.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
+    if _lib().syscall(ctypes.c_long(nr), _b(new), _b(old)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"pivot_root({new}, {old}): {os.strerror(e)}")
+
+
+def build_root(paths, *, uid: int, gid: int, proc: bool, workdir: bool, tmp_size_mb: int = 64,
+               hide_from_others: bool = False) -> dict:
+    """Assemble the minimal root (module docstring) with ``paths`` (and the system paths) bound
+    read-only, ``pivot_root`` into it and detach the host's. ``uid``/``gid`` own the work dir;
+    ``hide_from_others``: split directories the unprivileged uid cannot traverse (root mode).
+    Call in a private mount namespace (:func:`enter_namespaces`). Returns a report; raises JailError."""
+    report = {}
+    binds, links = bind_plan(list(paths) + [p for p in SYSTEM_PATHS if os.path.lexists(p)])
+    if hide_from_others:
+        binds, links = _split_hidden(binds, links)
+    devices = [d for d in DEVICES if os.path.exists(d)]
+    fds = {}
     try:
-        for b in binds:
-            fds.append((b, os.open(b, os.O_PATH)))
-        _mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={int(size_mb)}m")
-        os.mkdir(WORKDIR, 0o700)
-        os.chown(WORKDIR, uid, gid)
-        report["workdir"] = WORKDIR
         try:
-            for b, fd in fds:
-                _makedirs_root(os.path.dirname(b))
-                if os.path.isdir(f"/proc/self/fd/{fd}"):
-                    os.mkdir(b)
-                else:
-                    os.close(os.open(b, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-                _mount(f"/proc/self/fd/{fd}", b, None, MS_BIND | MS_REC)
-                _mount(None, b, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            for p in binds + devices:
+                fds[p] = os.open(p, os.O_PATH | os.O_CLOEXEC)
+            R = NEWROOT.rstrip("/")
+            _mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=4m")
+            _makedirs(R + TMP)
+            _mount("tmpfs", R + TMP, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+            if workdir:
+                os.mkdir(R + WORKDIR, 0o700)
+                _mount("tmpfs", R + WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV,
+                       f"mode=700,uid={uid},gid={gid},size={int(tmp_size_mb)}m")
+                report["workdir"] = WORKDIR
+            for p in binds:
+                _bind(fds[p], R + p)
             for k, text in sorted(links.items()):
-                _makedirs_root(os.path.dirname(k))
-                if not os.path.lexists(k):
-                    os.symlink(text, k)
-        except OSError as e:
-            raise JailError(f"could not bind the Python installation under {TMP} back into the sandbox: {e}") from e
-        if binds or links:
-            report["tmp_binds"] = binds
-            if links:
-                report["tmp_links"] = sorted(links)
-    finally:
-        for _, fd in fds:
-            os.close(fd)
-
-
-def _expose(paths: list[str], report: dict) -> None:
-    """Cover each non-traversable ancestor of ``paths`` with a tmpfs; bind the needed child back."""
-    exposed = []
-    for _ in range(8):  # nested hidden directories: repeat until all paths are reachable
-        hidden = None
-        for p in paths:
-            parts = p.strip("/").split("/")
-            for k in range(1, len(parts)):
-                anc = "/" + "/".join(parts[:k])
-                if not _others_can_traverse(anc):
-                    hidden = (anc, "/" + "/".join(parts[: k + 1]))
-                    break
-            if hidden:
-                break
-        if not hidden:
-            break
-        anc = hidden[0]
-        children = sorted(
-            {
-                "/" + "/".join(p.strip("/").split("/")[: anc.count("/") + 1])
-                for p in paths
-                if p.startswith(anc + "/")
-            }
-        )
-        fds = [(c, os.open(c, os.O_PATH)) for c in children if os.path.exists(c)]
-        _mount("tmpfs", anc, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=64k")
-        for c, fd in fds:
-            if os.path.isdir(f"/proc/self/fd/{fd}"):
-                os.mkdir(c)
-            else:
-                open(c, "w").close()
-            _mount(f"/proc/self/fd/{fd}", c, None, MS_BIND | MS_REC)
-            _mount(None, c, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-            os.close(fd)
-            exposed.append(c)
-        _mount(None, anc, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    report["exposed"] = exposed
-
-
-def python_reachable() -> bool:
-    """Can a process of another uid exec this interpreter and read its stdlib (o+x on every dir)?"""
-    for p in _python_paths():
-        parts = p.strip("/").split("/")
-        for k in range(1, len(parts)):
-            if not _others_can_traverse("/" + "/".join(parts[:k])):
-                return False
-    return True
-
-
-def enter_jail(*, new_pid: bool = False, new_net: bool = True, workdir: bool = True, uid: int = 65534,
-               gid: int = 65534, tmp_size_mb: int = 64) -> dict:
-    """Namespaces + read-only filesystem (see module docstring). Returns a report dict.
-
-    Raises :class:`JailError` when the interpreter under ``/tmp`` cannot be kept reachable.
-    """
-    report = {"netns": False, "mountns": False, "pidns": False, "readonly_fs": False, "workdir": None}
-    want = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    want |= (CLONE_NEWPID if new_pid else 0) | (CLONE_NEWNET if new_net else 0)
-    if _unshare(want):
-        got = want
-    else:  # try what the OS permits, one namespace at a time
-        got = 0
-        for fl in (CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWPID):
-            if fl & want and _unshare(fl):
-                got |= fl
-    report["netns"] = bool(got & CLONE_NEWNET)
-    report["mountns"] = bool(got & CLONE_NEWNS)
-    report["pidns"] = bool(got & CLONE_NEWPID)
-    if not report["mountns"]:
-        return report
-    try:
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        skip = ("/proc", "/dev")
-        for mp, flags in _mounts():
-            if any(mp == s or mp.startswith(s + "/") for s in skip):
-                continue
-            try:
-                _mount(None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
-            except OSError:
-                pass
-        if os.path.isdir("/dev/shm"):
-            _mount("tmpfs", "/dev/shm", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
-        _expose(_python_paths(), report)
-        report["readonly_fs"] = True
-        if workdir:
-            _mount_tmp(interpreter_paths(), uid, gid, tmp_size_mb, report)
+                _makedirs(os.path.dirname(R + k))
+                if not os.path.lexists(R + k):
+                    os.symlink(text, R + k)
+            _makedirs(R + "/dev")
+            _mount("tmpfs", R + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
+            for d in devices:
+                _bind(fds[d], R + d, readonly=False)
+            for k, text in DEV_LINKS.items():
+                os.symlink(text, R + k)
+            os.mkdir(R + "/dev/shm", 0o755)
+            _mount("tmpfs", R + "/dev/shm", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+            _makedirs(R + "/proc")
+            report["private_proc"] = False
+            if proc:
+                try:
+                    _mount("proc", R + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                    report["private_proc"] = True
+                except OSError as e:  # e.g. a container that masks parts of the host's /proc
+                    report["proc_error"] = str(e)
+            os.mkdir(R + "/.oldroot", 0o700)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        _pivot_root(NEWROOT, NEWROOT.rstrip("/") + "/.oldroot")
+        os.chdir("/")
+        if _lib().umount2(b"/.oldroot", ctypes.c_int(MNT_DETACH)) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"umount /.oldroot: {os.strerror(e)}")
+        os.rmdir("/.oldroot")
+        for m in ("/dev", TMP, "/"):
+            _mount(None, m, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(m))
     except OSError as e:
-        report["mount_error"] = str(e)
+        raise JailError(f"cannot build the sandbox's root: {e}") from e
+    report.update(readonly_fs=True, minimal_root=True, binds=binds)
     return report
 
 
+# --------------------------------------------------------------------------------------------
+# the confined process itself
+# --------------------------------------------------------------------------------------------
 def mount_proc() -> bool:
-    """Mount a fresh /proc (call in the new PID + mount namespace): shows only the sandbox's pids."""
+    """Mount a fresh /proc over the current one (in a new PID + mount namespace: only its pids)."""
     try:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         return True
@@ -429,11 +474,39 @@ def die_with_parent() -> None:
         os._exit(0)
 
 
-def drop_privileges(uid: int, gid: int) -> bool:
-    """setgroups([]) + setgid + setuid when root; True if the process is now unprivileged."""
-    if os.geteuid() != 0:
-        return False
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    return True
+def no_new_privs() -> None:
+    """PR_SET_NO_NEW_PRIVS: execve can never grant privileges (setuid files, file capabilities)."""
+    _lib().prctl(38, 1, 0, 0, 0)
+
+
+def not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: processes of the same uid cannot ptrace this one or read its /proc/<pid>/mem."""
+    _lib().prctl(4, 0, 0, 0, 0)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Empty effective/permitted/inheritable capability sets (a process that will not exec)."""
+    hdr = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if _lib().capset(ctypes.byref(hdr), data) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"capset: {os.strerror(e)}")
+
+
+def drop_privileges(mode: str, uid: int, gid: int) -> None:
+    """Root mode: ``setgroups([])``, ``setgid``, ``setuid`` to the unprivileged ids. User-namespace
+    mode: the uid is already :data:`SANDBOX_ID`; drop every capability. Raises OSError."""
+    if mode == "root":
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    elif mode == "userns":
+        drop_capabilities()

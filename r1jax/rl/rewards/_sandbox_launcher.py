@@ -1,34 +1,33 @@
 """Sandbox launcher: run as ``python -I -S _sandbox_launcher.py '<json config>'`` by
 :func:`r1jax.rl.rewards.sandbox.run_sandboxed`, with the untrusted program on stdin.
 
-It is a fresh single-threaded process (so it may safely fork, unshare and mount - unlike a
-``preexec_fn`` in a multi-threaded trainer). Steps:
+It is a fresh single-threaded process (so it may safely unshare, fork and mount - unlike a
+``preexec_fn`` in a multi-threaded trainer). Three processes, each trusting only the one above:
 
-1. read the program from stdin;
-2. :func:`_jail.enter_jail` (new mount/net/ipc/uts/pid namespaces, read-only filesystem, fresh
-   tmpfs ``/tmp`` with the work dir, the interpreter bound back read-only when it lives under
-   ``/tmp``, e.g. a venv there), or - where namespaces are refused - a ``mkdtemp`` work dir
-   chowned to the sandbox uid;
-3. fork: the child (PID 1 of the new PID namespace) mounts a private ``/proc``, writes
-   ``main.py`` into the work dir, sets RLIMIT_CPU / AS / FSIZE / NPROC / NOFILE / CORE, drops to
-   the sandbox uid/gid with no groups, asks for SIGKILL on the launcher's death, checks *as the
-   sandbox uid* that the interpreter's files are reachable (a venv's ``pyvenv.cfg``, the stdlib's
-   ``os.py``), closes every fd but 0-2 (stdin = /dev/null) and the status pipe, and ``execve``s
-   ``python -I -B -u main.py`` (``cfg["python"]``, default the launcher's own interpreter) with a
-   fresh environment (PATH, HOME/TMPDIR = work dir, LANG) - nothing of the trainer's environment;
-4. the launcher waits for it (``pidfd`` + ``poll``) up to the wall-clock limit, then SIGKILLs it
-   (as PID 1 of its namespace its death takes every descendant with it), then sweeps: while any
-   process of the sandbox uid is left, a forked helper that has become that uid calls
-   ``kill(-1, SIGKILL)`` (reaches exactly that uid's processes, however they re-parented or
-   re-grouped);
-5. removes a fallback work dir and prints ``\\n@@R1JAX-SANDBOX@@ {json}`` as its last line.
+* **L**, this launcher: reads the program; :func:`_jail.enter_namespaces` (as root, or through a
+  user namespace when not; where neither is possible it refuses to run the program, unless the
+  config says ``isolation="unsafe"``); forks T; enforces the wall-clock limit; collects T's events
+  (the program's set-up, each test's verdict, its exit status) from a pipe only T holds; sweeps the
+  sandbox uid (root mode); writes its report as one JSON object on ``report_fd``, a pipe of the
+  caller that neither T nor C holds.
+* **T**, PID 1 of the new PID namespace: builds the minimal root and ``pivot_root``\\ s into it
+  (:func:`_jail.build_root`), writes ``main.py`` into the work dir, unshares another PID namespace
+  and forks C; then drops its privileges, makes itself non-dumpable and either waits for C (a plain
+  program) or, with a ``judge`` config, runs the tests against C (:mod:`_judge`) and sends each
+  verdict to L.
+* **C**, PID 1 of its own PID namespace, nested in T's (it can name no process outside it): mounts
+  its own ``/proc``, sets RLIMIT_CPU / AS / FSIZE / NPROC / NOFILE / CORE, starts a new session,
+  drops to the sandbox uid (root mode) or keeps the user namespace's unprivileged uid, sets
+  no-new-privs and SIGKILL on T's death, checks that the interpreter's files are readable, closes
+  every fd but 0-2 (stdin = /dev/null) and - with a judge - the two request/reply pipes (moved to
+  fds 3 and 4), and ``execve``\\ s ``python -I -B -u main.py`` with a fresh environment (PATH,
+  HOME/TMPDIR = the work dir, LANG).
 
-Setup failures are told apart from the program's own failures: the status pipe is close-on-exec
-(as in :mod:`subprocess`); the child writes ``R <child report>`` on it once its setup is done and
-``E <message>`` if anything up to and including ``execve`` fails (then exits 125). A successful
-``execve`` closes the pipe, so the program itself can never write to it. No ``R`` line, or an
-``E`` line, means the program never started: the report gets ``setup_error`` (as it does when
-step 2 fails) and :func:`run_sandboxed` raises ``SandboxError`` instead of scoring the run.
+When the limit passes, L SIGKILLs T: T is PID 1 of its namespace, so every process of the sandbox
+dies with it. Setup failures are told apart from the program's own: C reports ``R <json>`` on a
+close-on-exec status pipe just before ``execve`` and ``E <message>`` if anything up to and including
+``execve`` fails; no ``R`` line, or an ``E`` line, means the program never ran: the report gets
+``setup_error`` and :func:`run_sandboxed` raises ``SandboxError``.
 """
 import json
 import os
@@ -39,27 +38,25 @@ import sys
 import tempfile
 import time
 
-MARKER = "@@R1JAX-SANDBOX@@"
 
-
-def _load_jail():
+def _load(name):
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_jail.py")
-    spec = importlib.util.spec_from_file_location("_r1jax_jail", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location("_r1jax" + name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def pids_of_uid(uid: int, include_zombies: bool = False) -> list[int]:
+def pids_of_uid(uid: int, include_zombies: bool = False, proc: str = "/proc") -> list[int]:
     """Pids (in this /proc) whose real uid is ``uid``; zombies only if asked."""
     out = []
-    for name in os.listdir("/proc"):
+    for name in os.listdir(proc):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/status") as f:
+            with open(f"{proc}/{name}/status") as f:
                 zombie = False
                 for line in f:
                     if line.startswith("State:"):
@@ -109,7 +106,7 @@ def sweep_uid(uid: int, gid: int, rounds: int = 50) -> int:
 
 
 def _preflight_paths(python: str) -> list[str]:
-    """Files the interpreter needs to start (called before the jail: as they are on the host)."""
+    """Files the interpreter needs to start (checked as the sandbox uid inside the jail)."""
     if python != sys.executable:  # an interpreter given by the caller: only the exec itself is checked
         return []
     need = []
@@ -125,58 +122,60 @@ def _preflight_paths(python: str) -> list[str]:
     return need
 
 
-def _preflight(python: str, need: list[str]) -> None:
-    """As the sandbox uid: can it read what the interpreter needs (exec is checked by execve)?"""
-    for p in need:
-        if not os.access(p, os.R_OK):
-            raise RuntimeError(f"{p} (needed by the interpreter {python}) is not readable by the sandbox uid "
-                               f"{os.getuid()} inside the jail (a directory on its path not o+x, or the file "
-                               "not o+r?)")
+def _send(fd: int, msg: dict) -> None:
+    data = (json.dumps(msg) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
 
 
-def _child(cfg, jail, report, workdir, program: bytes, status_fd: int, need: list[str]) -> None:
-    """Set up and exec the program; never returns. ``status_fd`` is close-on-exec (module doc)."""
+# --------------------------------------------------------------------------------------------
+# C: the program
+# --------------------------------------------------------------------------------------------
+def _child(cfg, jail, mode, workdir, status_fd, rpc, need) -> None:
+    """Set up and exec the program; never returns. ``status_fd`` is close-on-exec."""
     import resource
 
     try:
         python = cfg.get("python") or sys.executable
-        child_report = {"private_proc": False}
-        if report.get("pidns") and report.get("mountns"):
-            child_report["private_proc"] = jail.mount_proc()
-        path = os.path.join(workdir, "main.py")
-        with open(path, "wb") as f:
-            f.write(program)
-        os.chmod(path, 0o644)
+        report = {"private_proc": False}
+        if mode != "unsafe" and cfg.get("pidns", True):
+            err = jail._unshare(jail.CLONE_NEWNS)
+            if err:
+                raise OSError(err, "unshare(CLONE_NEWNS) for the program's /proc")
+            report["private_proc"] = jail.mount_proc()
         os.chdir(workdir)
-        cpu = int(cfg["cpu_s"])
-        jail.set_rlimits(
-            {
-                resource.RLIMIT_CPU: cpu,
-                resource.RLIMIT_AS: int(cfg["memory_mb"]) * 1024 * 1024,
-                resource.RLIMIT_FSIZE: int(cfg["max_file_mb"]) * 1024 * 1024,
-                resource.RLIMIT_NOFILE: 256,
-                resource.RLIMIT_CORE: 0,
-            }
-        )
-        if cfg.get("uid") is not None and os.geteuid() == 0:
-            if report.get("readonly_fs") or jail.python_reachable():
-                jail.set_rlimits({resource.RLIMIT_NPROC: int(cfg["max_procs"])})
-                child_report["uid_dropped"] = jail.drop_privileges(int(cfg["uid"]), int(cfg["gid"]))
-            else:  # the interpreter is hidden from other uids and no mount namespace can expose it
-                child_report["uid_drop_error"] = "python is not reachable by an unprivileged uid"
+        jail.set_rlimits({
+            resource.RLIMIT_CPU: int(cfg["cpu_s"]),
+            resource.RLIMIT_AS: int(cfg["memory_mb"]) * 1024 * 1024,
+            resource.RLIMIT_FSIZE: int(cfg["max_file_mb"]) * 1024 * 1024,
+            resource.RLIMIT_NOFILE: 256,
+            resource.RLIMIT_CORE: 0,
+            resource.RLIMIT_NPROC: int(cfg["max_procs"]),
+        })
+        os.setsid()
+        if mode != "unsafe":
+            jail.drop_privileges(mode, int(cfg["uid"]), int(cfg["gid"]))
+            report["uid_dropped"] = True
+        jail.no_new_privs()
         jail.die_with_parent()
-        _preflight(python, need)
+        for p in need:
+            if not os.access(p, os.R_OK):
+                raise RuntimeError(f"{p} (needed by the interpreter {python}) is not readable by the sandbox uid "
+                                   f"{os.getuid()} inside the jail (a directory on its path not o+x, or the file "
+                                   "not o+r?)")
+        import fcntl
+
+        status_fd = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, 100)  # clear of 0-4
+        if rpc is not None:  # the request / reply pipes at fds 3 and 4
+            hi = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in rpc]
+            os.dup2(hi[0], 3)
+            os.dup2(hi[1], 4)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        os.closerange(3, status_fd)
+        os.closerange(3 if rpc is None else 5, status_fd)
         os.closerange(status_fd + 1, 65536)
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "LANG": "C.UTF-8",
-        }
-        os.write(status_fd, b"R " + json.dumps(child_report).encode() + b"\n")
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+        os.write(status_fd, b"R " + json.dumps(report).encode() + b"\n")
         os.execve(python, [python, "-I", "-B", "-u", "main.py"], env)
     except BaseException as e:  # noqa: BLE001
         try:
@@ -209,117 +208,233 @@ def _read_status(fd: int) -> tuple[dict | None, str | None]:
     return child_report, error
 
 
-def _wait(pid: int, timeout: float) -> tuple[int, bool]:
-    """(wait status, timed_out); SIGKILLs the child at the deadline."""
-    deadline = time.monotonic() + timeout
-    pidfd = None
+# --------------------------------------------------------------------------------------------
+# T: the sandbox's init, and the judge
+# --------------------------------------------------------------------------------------------
+def _t_main(cfg, jail, judge_mod, mode, program: bytes, ev: int, need, site) -> None:
+    """Never returns. Events to L on ``ev``: setup / setup_error, v (verdicts), exit."""
     try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        pass
-    timed_out = False
-    while True:
-        wpid, status = os.waitpid(pid, os.WNOHANG)
-        if wpid == pid:
-            break
-        left = deadline - time.monotonic()
-        if left <= 0:
-            timed_out = True
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _, status = os.waitpid(pid, 0)
-            break
-        if pidfd is not None:
-            p = select.poll()
-            p.register(pidfd, select.POLLIN)
-            p.poll(max(1, int(left * 1000)))
+        os.closerange(3, ev)  # nothing of L's but the event pipe
+        os.closerange(ev + 1, 65536)
+        jail.die_with_parent()
+        uid, gid = int(cfg["uid"]), int(cfg["gid"])
+        treport = {}
+        if mode == "unsafe":
+            workdir = tempfile.mkdtemp(prefix="r1jax-sandbox-")
+            treport["workdir"] = workdir
         else:
-            time.sleep(min(left, 0.01))
-    if pidfd is not None:
-        os.close(pidfd)
-    return status, timed_out
+            err = jail._unshare(jail.CLONE_NEWNS)  # a mount namespace of T's own: L keeps the host's view
+            if err:
+                raise OSError(err, "unshare(CLONE_NEWNS) for the sandbox's root")
+            treport = jail.build_root(jail.interpreter_paths(), uid=uid, gid=gid, proc=cfg.get("pidns", True),
+                                      workdir=True, tmp_size_mb=int(cfg["max_file_mb"]) * 4,
+                                      hide_from_others=(mode == "root"))
+            workdir = treport["workdir"]
+        path = os.path.join(workdir, "main.py")
+        with open(path, "wb") as f:
+            f.write(program)
+        os.chmod(path, 0o644)
+        status_r, status_w = os.pipe()  # close-on-exec
+        rpc_child = rpc_mine = None
+        if cfg.get("judge") is not None:
+            req_r, req_w = os.pipe()
+            rep_r, rep_w = os.pipe()
+            rpc_child, rpc_mine = (req_r, rep_w), (req_w, rep_r)
+        if mode != "unsafe" and cfg.get("pidns", True):
+            err = jail._unshare(jail.CLONE_NEWPID)
+            if err:
+                raise OSError(err, "unshare(CLONE_NEWPID) for the program")
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_r)
+            if rpc_mine is not None:
+                os.close(rpc_mine[0])
+                os.close(rpc_mine[1])
+            _child(cfg, jail, mode, workdir, status_w, rpc_child, need)
+            os._exit(125)
+        os.close(status_w)
+        if rpc_child is not None:
+            os.close(rpc_child[0])
+            os.close(rpc_child[1])
+        child_report, setup_error = _read_status(status_r)
+        os.close(status_r)
+        if setup_error is None and child_report is None:
+            setup_error = "the sandbox child exited during its setup"
+        if setup_error is not None:
+            _send(ev, {"setup_error": setup_error})
+            os._exit(0)
+        treport.update(child_report)
+        treport["pid"] = pid
+        _send(ev, {"setup": treport})
+        if mode != "unsafe":
+            jail.drop_privileges(mode, uid, gid)
+        jail.not_dumpable()
+        if rpc_mine is not None:
+            sys.path.extend(p for p in site if p not in sys.path)  # tests may import installed packages
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            judge_mod.judge(cfg["judge"], rpc_mine[0], rpc_mine[1], lambda i, ok: _send(ev, {"v": [i, bool(ok)]}))
+            sys.stdout.flush()
+            os.close(rpc_mine[0])  # EOF for the candidate's server: it returns
+            deadline = time.monotonic() + 0.5
+            done = (0, 0)
+            while time.monotonic() < deadline:
+                done = os.waitpid(pid, os.WNOHANG)
+                if done[0] == pid:
+                    break
+                time.sleep(0.002)
+            if done[0] != pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                done = os.waitpid(pid, 0)
+            status = done[1]
+        else:
+            _, status = os.waitpid(pid, 0)
+        _send(ev, {"exit": status})
+        if mode == "unsafe":
+            shutil.rmtree(workdir, ignore_errors=True)
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001
+        try:
+            _send(ev, {"setup_error": f"{type(e).__name__}: {e}"})
+        finally:
+            os._exit(125)
 
 
-def _emit(report: dict) -> None:
-    os.write(1, ("\n" + MARKER + " " + json.dumps(report) + "\n").encode())
-
-
+# --------------------------------------------------------------------------------------------
+# L
+# --------------------------------------------------------------------------------------------
 def main() -> None:
     report = {"root": os.geteuid() == 0}
     try:
         cfg = json.loads(sys.argv[1])
+        out_fd = int(cfg["report_fd"])
+    except BaseException as e:  # noqa: BLE001
+        print(f"sandbox launcher: bad config: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    def emit(rep):
+        try:
+            os.write(out_fd, json.dumps(rep).encode())
+        finally:
+            os.close(out_fd)
+
+    try:
         program = sys.stdin.buffer.read()
-        jail = _load_jail()
+        jail = _load("_jail")
+        judge_mod = _load("_judge") if cfg.get("judge") is not None else None
+        jail.die_with_parent()
     except BaseException as e:  # noqa: BLE001
         report["setup_error"] = f"launcher start-up: {type(e).__name__}: {e}"
-        _emit(report)
+        emit(report)
         return
+    isolation = cfg.get("isolation", "auto")
+    mode = "unsafe" if isolation == "unsafe" else ("root" if report["root"] else "userns")
+    report["mode"] = mode
     uid, gid = cfg.get("uid"), cfg.get("gid")
-    is_root = report["root"]
-    fallback_dir = None
+    if mode == "userns":
+        uid = gid = jail.SANDBOX_ID
+    elif mode == "unsafe":
+        uid, gid = os.getuid(), os.getgid()
+    cfg["uid"], cfg["gid"] = uid, gid
+    if mode == "userns" and not cfg.get("pidns", True):
+        report["setup_error"] = "a sandbox without root needs its PID namespace (pidns=False is for root only)"
+        emit(report)
+        return
     try:
         need = _preflight_paths(cfg.get("python") or sys.executable)
-        if is_root and cfg.get("isolate", True):
-            report.update(jail.enter_jail(new_pid=cfg.get("pidns", True), new_net=cfg.get("netns", True), workdir=True,
-                                          uid=uid if uid is not None else 65534,
-                                          gid=gid if gid is not None else 65534,
-                                          tmp_size_mb=int(cfg["max_file_mb"]) * 4))
-        workdir = report.get("workdir")
-        if not workdir:
-            fallback_dir = tempfile.mkdtemp(prefix="r1jax-sandbox-")
-            if is_root and uid is not None:
-                os.chown(fallback_dir, uid, gid)
-            os.chmod(fallback_dir, 0o700)
-            workdir = fallback_dir
-    except BaseException as e:  # noqa: BLE001  (JailError, a read-only /tmp for the fallback dir, ...)
-        err = f"{type(e).__name__}: {e}"
-        if report.get("mount_error"):
-            err += f" (after mount error: {report['mount_error']})"
-        report["setup_error"] = err
-        if fallback_dir:
-            shutil.rmtree(fallback_dir, ignore_errors=True)
-        _emit(report)
+        site = jail.site_packages()
+        if mode != "unsafe":
+            report.update(jail.enter_namespaces(pid=cfg.get("pidns", True)))
+    except BaseException as e:  # noqa: BLE001  (JailError: isolation impossible -> the program does not run)
+        report["setup_error"] = f"{type(e).__name__}: {e}"
+        emit(report)
         return
-    t0 = time.monotonic()
     sys.stdout.flush()
     try:  # orphans of the sandbox re-parent to us (not to init), so we can reap them
         jail._lib().prctl(36, 1, 0, 0, 0)  # 36 = PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
         pass
-    rfd, wfd = os.pipe()  # both ends close-on-exec (PEP 446)
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        _child(cfg, jail, report, workdir, program, wfd, need)
+    ev_r, ev_w = os.pipe()
+    t0 = time.monotonic()
+    tpid = os.fork()
+    if tpid == 0:
+        os.close(ev_r)
+        _t_main(cfg, jail, judge_mod, mode, program, ev_w, need, site)
         os._exit(125)
-    os.close(wfd)
-    status, timed_out = _wait(pid, float(cfg["timeout"]))
-    child_report, setup_error = _read_status(rfd)
-    os.close(rfd)
-    if child_report is not None:
-        report.update(child_report)
-    wall = time.monotonic() - t0
+    os.close(ev_w)
+    verdicts, status, setup, setup_error, timed_out = {}, None, None, None, False
+    setup_deadline = t0 + 60.0
+    deadline = None
+    buf = b""
+    eof = False
+    while not eof:
+        now = time.monotonic()
+        limit = deadline if deadline is not None else setup_deadline
+        if now >= limit:
+            timed_out = deadline is not None
+            if deadline is None:
+                setup_error = "the sandbox did not finish its setup within 60 s"
+            break
+        r, _, _ = select.select([ev_r], [], [], limit - now)
+        if not r:
+            continue
+        chunk = os.read(ev_r, 65536)
+        if not chunk:
+            eof = True
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "setup" in msg:
+                setup = msg["setup"]
+                deadline = time.monotonic() + float(cfg["timeout"])
+                t_run = time.monotonic()
+            elif "setup_error" in msg:
+                setup_error = msg["setup_error"]
+            elif "v" in msg:
+                i, ok = msg["v"]
+                verdicts.setdefault(str(int(i)), bool(ok))
+            elif "exit" in msg:
+                status = msg["exit"]
+    for pid in (tpid, (setup or {}).get("pid") if mode == "unsafe" else None):
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    os.waitpid(tpid, 0)
+    os.close(ev_r)
     leftovers = 0
-    if is_root and uid is not None:
+    if mode == "root" and uid is not None and not cfg.get("pidns", True):
+        # with a PID namespace there is nothing to sweep: its init (T) is reaped only after every
+        # process of the namespace has exited (and L can fork no more into the dead namespace)
         leftovers = sweep_uid(uid, gid)
     _reap()
-    if fallback_dir:
-        shutil.rmtree(fallback_dir, ignore_errors=True)
-    try:
-        rc = os.waitstatus_to_exitcode(status)
-    except ValueError:
-        rc = None
-    if setup_error is None and child_report is None:
-        why = ", killed at the time limit" if timed_out else ""
-        setup_error = f"the sandbox child exited during its setup (exit status {rc}{why})"
+    if setup is not None:
+        report.update({k: v for k, v in setup.items() if k != "pid"})
+    elif setup_error is None:
+        setup_error = "the sandbox exited during its setup"
     if setup_error is not None:
         report["setup_error"] = setup_error
-    report.update({"rc": rc, "timed_out": timed_out, "wall_s": round(wall, 4), "leftover_procs": leftovers,
-                   "uid": uid})
+    rc = None
+    if status is not None:
+        try:
+            rc = os.waitstatus_to_exitcode(status)
+        except ValueError:
+            rc = None
+    elif timed_out:
+        rc = -signal.SIGKILL
+    report.update({"rc": rc, "timed_out": timed_out, "leftover_procs": leftovers, "uid": uid,
+                   "wall_s": round(time.monotonic() - (t_run if setup is not None else t0), 4)})
+    if cfg.get("judge") is not None:
+        report["verdicts"] = verdicts
     report.setdefault("uid_dropped", False)
-    _emit(report)
+    emit(report)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,15 @@ wall-clock limit per task and SIGKILLs this process on overrun, so nothing here 
 interruptible.
 
 Hardening (the input is untrusted model output; sympy's ``parse_expr`` uses ``eval``): after the
-imports, when started as root, the worker enters :func:`_jail.enter_jail` (new mount + network
-namespaces, read-only filesystem, no network); then it sets RLIMIT_AS (``--mem-mb``),
-RLIMIT_FSIZE=0 (it writes no files), RLIMIT_CORE=0, drops to uid/gid 65534 (nobody) with no
-supplementary groups, and asks for SIGKILL when the parent dies. SIGINT is ignored (the parent
-stops it; terminal Ctrl-C goes to the trainer only).
+imports the worker enters new mount, network, IPC and UTS namespaces - as root directly, otherwise
+through a user namespace (:func:`_jail.enter_namespaces`) - and ``pivot_root``\ s into the minimal
+root of :func:`_jail.build_root` (the system directories and the Python installation read-only,
+nothing else of the host, no writable place, no network); then it sets RLIMIT_AS (``--mem-mb``),
+RLIMIT_FSIZE=0 (it writes no files), RLIMIT_CORE=0, drops to uid/gid 65534 (root) or gives up every
+capability (user namespace), sets no-new-privs and asks for SIGKILL when the parent dies. Where
+isolation is impossible (not root, no user namespaces) it reports an error and the pool raises
+``VerifierError``, unless started with ``--isolation unsafe``. SIGINT is ignored (the parent stops
+it; terminal Ctrl-C goes to the trainer only).
 """
 import json
 import os
@@ -32,20 +36,27 @@ def _load_jail():
     return mod
 
 
-def _harden(mem_mb: int) -> dict:
+def _harden(mem_mb: int, isolation: str) -> dict:
+    """Confine this process (module docstring); raises where isolation is impossible (unless unsafe)."""
     import resource
 
     jail = _load_jail()
-    report = {}
-    if os.geteuid() == 0:
-        report = jail.enter_jail(new_pid=False, workdir=False)
-        os.chdir("/")
+    report = {"mode": "unsafe"}
+    if isolation != "unsafe":
+        report = jail.enter_namespaces(pid=False)
+        mode = report["mode"]
+        uid = gid = 65534 if mode == "root" else jail.SANDBOX_ID
+        # the installation, plus every site directory math_verify and sympy were imported from (a
+        # venv stacked on another environment through a path file): their lazy imports must resolve
+        extra = [p for p in sys.path if os.path.isabs(p) and os.path.isdir(p)
+                 and os.path.basename(p) in ("site-packages", "dist-packages")]
+        report.update(jail.build_root(jail.interpreter_paths() + extra, uid=uid, gid=gid, proc=False, workdir=False,
+                                      hide_from_others=(mode == "root")))
     jail.set_rlimits({resource.RLIMIT_AS: mem_mb * 1024 * 1024, resource.RLIMIT_FSIZE: 0, resource.RLIMIT_CORE: 0})
-    try:
-        report["unprivileged"] = jail.drop_privileges(65534, 65534) or os.geteuid() != 0
-    except OSError as e:
-        report["unprivileged"] = False
-        report["drop_error"] = str(e)
+    if isolation != "unsafe":
+        jail.drop_privileges(report["mode"], uid, gid)
+        jail.no_new_privs()
+        report["unprivileged"] = True
     jail.die_with_parent()
     return report
 
@@ -54,6 +65,7 @@ def main() -> None:
     mem_mb = 4096
     if "--mem-mb" in sys.argv:
         mem_mb = int(sys.argv[sys.argv.index("--mem-mb") + 1])
+    isolation = sys.argv[sys.argv.index("--isolation") + 1] if "--isolation" in sys.argv else "auto"
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
@@ -96,7 +108,7 @@ def main() -> None:
         out.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
         return
     try:
-        report = _harden(mem_mb)
+        report = _harden(mem_mb, isolation)
     except BaseException as e:  # noqa: BLE001
         out.write(json.dumps({"error": f"confinement failed: {type(e).__name__}: {e}"}) + "\n")
         return

@@ -203,11 +203,14 @@ def accuracy_rewards(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     num_workers: int | None = None,
+    isolation: str = "auto",
 ) -> list[float | None]:
     """Batched :func:`accuracy_reward`: one entry per (completion, answer) pair.
 
     Pairs not settled by the fast path are spread over a persistent pool of ``num_workers``
-    worker processes (default ``min(4, cpu_count)``; created on first use, killed at exit).
+    worker processes (default ``min(4, cpu_count)``; created on first use, killed at exit), each
+    confined as the code sandbox is (``isolation="unsafe"``: not confined where that is impossible;
+    otherwise :class:`~r1jax.rl.rewards.pool.VerifierError` there).
     """
     if len(completions) != len(answers):
         raise ValueError(f"accuracy_rewards: {len(completions)} completions but {len(answers)} answers")
@@ -239,7 +242,7 @@ def accuracy_rewards(
         slow_idx.append(i)
         slow_pairs.append((gold, pred))
     if slow_pairs:
-        for i, r in zip(slow_idx, get_pool(num_workers).map(slow_pairs, timeout=timeout)):
+        for i, r in zip(slow_idx, get_pool(num_workers, isolation).map(slow_pairs, timeout=timeout)):
             out[i] = r
     return out
 

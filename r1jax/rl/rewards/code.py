@@ -2,34 +2,54 @@
 
     r_code(completion, tests) = (#tests passed) / (#tests)         (0.0 when there is no code block)
 
-* ``tests`` as a list of assert strings (MBPP style): each string is executed separately after
-  the candidate code; it passes if it raises nothing. Results are streamed, so asserts that
-  finished before a timeout still count.
+* ``tests`` as a list of assert strings (MBPP style): each string is executed separately; it passes
+  if it raises nothing. Verdicts are streamed, so tests that finished before a timeout still count.
 * ``tests`` as a dict ``{"test": src defining check(candidate), "entry_point": name}`` (HumanEval
   style): one test - ``check(<entry_point>)`` raises nothing -> 1.0, else 0.0.
-* ``prompt`` (optional) is prepended to the extracted code: with HumanEval, the prompt holds the
-  signature and docstring, so a completion that is only the function body (like
-  ``canonical_solution``) is completed into a program; a completion that repeats the whole
-  function simply redefines it.
+* ``prompt`` (optional, trusted: from the data set) is prepended to the extracted code: with
+  HumanEval, the prompt holds the signature and docstring, so a completion that is only the
+  function body (like ``canonical_solution``) is completed into a program; a completion that
+  repeats the whole function simply redefines it.
 
-The candidate and the tests run in their own globals (``__name__ == "__candidate__"``, so
-``if __name__ == "__main__":`` demo blocks do not run). The harness writes one line per test,
-``<nonce> <index> <0|1>``, with a random nonce, so a candidate that prints fake result lines
-gets nothing. Limitation (as in the official HumanEval harness): candidate and tests share one
-interpreter, so a deliberately adversarial program could tamper with the harness in memory; the
-sandbox (:mod:`r1jax.rl.rewards.sandbox`) bounds what that can achieve to its own reward.
+**The candidate never shares a process with the tests or the verdicts.** The sandboxed program is
+a small server (:mod:`r1jax.rl.rewards._candidate_server`) that loads the candidate module
+(``__name__ == "__candidate__"``, so ``if __name__ == "__main__":`` demo blocks do not run) and
+answers calls; the tests run in the judge (:mod:`r1jax.rl.rewards._judge`), another process of
+the sandbox, in an outer PID namespace the candidate cannot see, which calls the candidate's
+functions over a pipe and reports each verdict to the launcher over a pipe the candidate never
+holds. The candidate cannot read the tests (they are not in its process or files), and nothing it
+prints, exits with, registers at exit, rewrites in memory (nonces, report functions, ``exec`` /
+``compile``, the test list), signals or forks is a verdict: forging a pass means returning
+values that make the test's own comparisons, run in the judge, succeed. A test's reference to a
+name the trusted ``prompt`` defines (HumanEval's helpers such as ``encode_cyclic``) uses the
+prompt's definition, not one the candidate redefines; builtins and stdlib modules in a test are
+always the real ones.
+
+What is still possible, and why:
+
+* *A value that compares equal to anything.* Results come back as plain data: an ``int`` / ``str``
+  / ``list`` / ``tuple`` / ``dict`` / ``set`` subclass arrives as the base type (its ``__eq__``
+  is gone), and a comparison of any other candidate object (a handle) with a value is identity,
+  never forwarded to the candidate, so ``candidate(x) == expected`` cannot be forged this way.
+  The price: a test that compares an instance of the candidate's own class by value fails (no
+  HumanEval test does).
+* *A function that peeks at its caller.* Its caller is the server loop in its own process, which
+  holds only the call's arguments; the test's frame and expected values are in the judge.
+* *Special-casing visible inputs.* The arguments of each call reach the candidate, so a function
+  can memorise them, not the expected outputs; a test suite whose expected values follow from
+  its inputs by a trivial rule stays as weak as it is anywhere.
+* *Tests that pass callables (lambdas, T-side functions) to the candidate* fail: arguments travel
+  by value. Mutation of an argument inside the candidate is not seen by the test (copies).
 
 Errors: a sandbox that cannot run the program at all (its setup fails - e.g. the interpreter is
-unreachable inside the jail - or the launcher crashes) raises
-:class:`~r1jax.rl.rewards.sandbox.SandboxError` from :func:`code_reward`, :func:`code_rewards`
-and :func:`run_tests`; such a run is never scored 0.0, so an RL run cannot silently train on
-zeros. Only programs that ran are scored.
+unreachable inside the jail, or isolation is impossible on this machine - or the launcher
+crashes) raises :class:`~r1jax.rl.rewards.sandbox.SandboxError` from :func:`code_reward`,
+:func:`code_rewards` and :func:`run_tests`; such a run is never scored 0.0, so an RL run cannot
+silently train on zeros. Only programs that ran are scored.
 """
 from __future__ import annotations
 
 import os
-import re
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence, Union
 
@@ -40,34 +60,8 @@ __all__ = ["SandboxError", "build_program", "code_reward", "code_rewards", "run_
 
 Tests = Union[Sequence[str], dict]
 
-_HARNESS = """\
-import sys as _r1_sys
-_r1_out = _r1_sys.stdout
-_r1_nonce = {nonce!r}
-_r1_tests = {tests!r}
-def _r1_report(i, ok, _w=_r1_out.write, _f=_r1_out.flush, _n=_r1_nonce):
-    _w("\\n%s %d %d\\n" % (_n, i, 1 if ok else 0))
-    _f()
-_r1_g = {{"__name__": "__candidate__", "__builtins__": __builtins__}}
-try:
-    exec(compile({code!r}, "<candidate>", "exec"), _r1_g)
-    _r1_ok = True
-except BaseException:
-    import traceback as _r1_tb
-    _r1_tb.print_exc()
-    _r1_ok = False
-for _r1_i, _r1_t in enumerate(_r1_tests):
-    if not _r1_ok:
-        _r1_report(_r1_i, False)
-        continue
-    try:
-        exec(compile(_r1_t, "<test %d>" % _r1_i, "exec"), _r1_g)
-        _r1_report(_r1_i, True)
-    except BaseException:
-        import traceback as _r1_tb
-        _r1_tb.print_exc()
-        _r1_report(_r1_i, False)
-"""
+_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_candidate_server.py")
+_SERVER_SRC: str | None = None
 
 
 def _test_sources(tests: Tests) -> list[str]:
@@ -81,29 +75,26 @@ def _test_sources(tests: Tests) -> list[str]:
     return [str(t) for t in tests]
 
 
-def build_program(code: str, tests: Tests, nonce: str) -> str:
-    """The harness program run in the sandbox (exposed for debugging)."""
-    return _HARNESS.format(nonce=nonce, tests=_test_sources(tests), code=code)
+def build_program(code: str) -> str:
+    """The sandboxed program: the candidate server with ``code`` to load (exposed for debugging)."""
+    global _SERVER_SRC
+    if _SERVER_SRC is None:
+        with open(_SERVER, encoding="utf-8") as f:
+            _SERVER_SRC = f.read()
+    return _SERVER_SRC + f"\n\n_r1_serve({code!r})\n"
 
 
-def run_tests(code: str, tests: Tests, **sandbox_kwargs) -> tuple[list[bool], "object"]:
-    """Run ``code`` against ``tests``; returns (per-test pass flags, SandboxResult).
-
-    Raises :class:`SandboxError` when the sandbox could not start the program.
+def run_tests(code: str, tests: Tests, *, prompt: str | None = None, **sandbox_kwargs) -> tuple[list[bool], "object"]:
+    """Run ``code`` (the candidate's whole program: ``prompt`` + completion) against ``tests``;
+    returns (per-test pass flags, SandboxResult). ``prompt`` is the trusted part of ``code``
+    (module docstring). Raises :class:`SandboxError` when the sandbox could not start the program.
     """
     srcs = _test_sources(tests)
-    nonce = secrets.token_hex(16)
-    res = run_sandboxed(build_program(code, tests, nonce), keep_lines_with=nonce, **sandbox_kwargs)
-    passed = [None] * len(srcs)
-    pat = re.compile(rf"{nonce} (\d+) ([01])")
-    for line in res.marked_lines:
-        m = pat.fullmatch(line.strip())
-        if m is None:
-            continue
-        i = int(m.group(1))
-        if 0 <= i < len(srcs) and passed[i] is None:
-            passed[i] = m.group(2) == "1"
-    return [bool(p) for p in passed], res
+    entry = tests.get("entry_point") if isinstance(tests, dict) else None
+    res = run_sandboxed(build_program(code), judge={"tests": srcs, "prompt": prompt, "entry_point": entry},
+                        **sandbox_kwargs)
+    verdicts = res.report.get("verdicts") or {}
+    return [verdicts.get(str(i)) is True for i in range(len(srcs))], res
 
 
 def code_reward(
@@ -125,7 +116,7 @@ def code_reward(
         return 0.0
     if prompt:
         code = prompt + code
-    passed, _ = run_tests(code, tests, timeout=timeout, memory_mb=memory_mb, **sandbox_kwargs)
+    passed, _ = run_tests(code, tests, prompt=prompt, timeout=timeout, memory_mb=memory_mb, **sandbox_kwargs)
     return sum(passed) / n
 
 

@@ -39,9 +39,9 @@ class VerifierError(RuntimeError):
 
 
 class _Worker:
-    def __init__(self, mem_mb: int):
+    def __init__(self, mem_mb: int, isolation: str = "auto"):
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", _WORKER, "--mem-mb", str(mem_mb)],
+            [sys.executable, "-I", _WORKER, "--mem-mb", str(mem_mb), "--isolation", isolation],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -106,13 +106,17 @@ class _Worker:
 class VerifierPool:
     """``n`` math-verify workers; :meth:`map` scores (gold, pred) pairs with a per-task deadline."""
 
-    def __init__(self, num_workers: int = 2, mem_mb: int = 4096, start_timeout: float = 120.0):
+    def __init__(self, num_workers: int = 2, mem_mb: int = 4096, start_timeout: float = 120.0,
+                 isolation: str = "auto"):
+        if isolation not in ("auto", "unsafe"):
+            raise ValueError(f"VerifierPool: isolation={isolation!r} must be auto | unsafe")
         self.num_workers = max(1, int(num_workers))
         self.mem_mb = mem_mb
+        self.isolation = isolation
         self.start_timeout = start_timeout
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._workers = [_Worker(mem_mb) for _ in range(self.num_workers)]
+        self._workers = [_Worker(mem_mb, isolation) for _ in range(self.num_workers)]
         self.restarts = 0
         self.timeouts = 0
         self.jail_report: dict = {}  # what the workers' confinement achieved (see _jail.enter_jail)
@@ -120,7 +124,7 @@ class VerifierPool:
     # -- helpers -------------------------------------------------------------------------------
     def _replace(self, i: int) -> None:
         self._workers[i].kill()
-        self._workers[i] = _Worker(self.mem_mb)
+        self._workers[i] = _Worker(self.mem_mb, self.isolation)
         self.restarts += 1
 
     def close(self) -> None:
@@ -219,8 +223,10 @@ def default_num_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def get_pool(num_workers: int | None = None) -> VerifierPool:
-    """The process-wide pool (created on first use; re-created after fork, on a size change, or once closed)."""
+def get_pool(num_workers: int | None = None, isolation: str = "auto") -> VerifierPool:
+    """The process-wide pool (created on first use; re-created after fork, on a size or isolation
+    change, or once closed). ``isolation="unsafe"``: workers run unconfined where confinement is
+    impossible (module docstring of :mod:`r1jax.rl.rewards._verify_worker`)."""
     global _POOL
     n = num_workers or (_POOL.num_workers if _POOL is not None else default_num_workers())
     with _POOL_LOCK:
@@ -228,11 +234,11 @@ def get_pool(num_workers: int | None = None) -> VerifierPool:
             _POOL = None  # inherited across fork: the pipes belong to the parent
         if _POOL is not None and not _POOL._workers:
             _POOL = None  # closed (e.g. after a start-up failure): try afresh
-        if _POOL is not None and _POOL.num_workers != n:
+        if _POOL is not None and (_POOL.num_workers != n or _POOL.isolation != isolation):
             _POOL.close()
             _POOL = None
         if _POOL is None:
-            _POOL = VerifierPool(n)
+            _POOL = VerifierPool(n, isolation=isolation)
         return _POOL
 
 

@@ -1,43 +1,50 @@
 """Run an untrusted Python program in a sandboxed subprocess with time, memory and process limits.
 
-:func:`run_sandboxed` starts ``python -I -S _sandbox_launcher.py`` (see that module for the
-exact sequence) in a new session with an empty environment and feeds it the program on stdin.
-What is enforced, when the trainer runs as root on Linux (as here):
+:func:`run_sandboxed` starts ``python -I -S _sandbox_launcher.py`` (see that module for the three
+processes and their order) in a new session with an empty environment, feeds it the program on
+stdin and reads its report from a pipe the program never holds. The same confinement is built
+whether the trainer runs as root or not (:mod:`r1jax.rl.rewards._jail`):
 
-* **identity** - the program runs as a *per-run* unprivileged uid/gid (``UID_BASE + slot``; slots
-  are claimed with ``flock`` so concurrent runs, even from other processes, never share a uid),
-  no supplementary groups. It therefore cannot signal the trainer or any other process, cannot
-  read ``/proc/<pid>/environ`` of others, and RLIMIT_NPROC (a per-uid count) caps its own forks;
-* **filesystem** - new mount namespace: every mount read-only, a fresh tmpfs ``/tmp`` (size
-  ``4 * max_file_mb``) whose ``/tmp/work`` (mode 0700, owned by the sandbox uid) is the cwd and
-  the only writable place; it vanishes with the namespace;
+* **identity** - as root, the program runs as a *per-run* unprivileged uid/gid (``UID_BASE +
+  slot``; slots are claimed with ``flock`` so concurrent runs, even from other processes, never
+  share a uid), no supplementary groups; as any other user, as uid 1000 of a user namespace of its
+  own, with no capabilities (its files and processes count as the trainer's uid on the host). Either
+  way it holds no privilege, sets no-new-privs, and can name no process outside its sandbox;
+* **filesystem** - a minimal root (``pivot_root``; the host's root detached): the system
+  directories and the Python installation bound read-only, nothing else of the host (no
+  ``$HOME``, ``/root``, ``/home``, project or data folders, ``/run``); ``/tmp/work`` (a tmpfs of
+  ``4 * max_file_mb`` MiB, mode 0700, owned by the sandbox uid) is the cwd and the only writable
+  place; it vanishes with the namespace;
 * **network** - new network namespace: no interfaces up, ``connect`` to anything (127.0.0.1
   included) fails;
-* **processes** - new PID namespace with the program as PID 1 (it sees only its own processes; its
-  death kills all it forked), ``start_new_session``, a wall-clock limit (``timeout``) after which
-  the launcher SIGKILLs it, then a uid sweep (``kill(-1)`` as the sandbox uid); the parent's
+* **processes** - the sandbox's init (the judge, for a code reward) is PID 1 of a new PID
+  namespace and the program PID 1 of another nested in it (it sees only its own processes; when
+  the launcher kills the init at the wall-clock limit ``timeout``, every process of the sandbox
+  dies); as root, a uid sweep (``kill(-1)`` as the sandbox uid) after each run; the parent's
   backstop kills the launcher's process group and sweeps the uid itself if the launcher hangs;
 * **rlimits** - RLIMIT_CPU (``cpu_s``, default ``ceil(timeout) + 1``), RLIMIT_AS (``memory_mb``),
-  RLIMIT_FSIZE (``max_file_mb``), RLIMIT_NPROC (``max_procs``), RLIMIT_NOFILE 256, RLIMIT_CORE 0;
+  RLIMIT_FSIZE (``max_file_mb``), RLIMIT_NPROC (``max_procs``; per user namespace when not root),
+  RLIMIT_NOFILE 256, RLIMIT_CORE 0;
 * **environment** - only PATH, HOME, TMPDIR, LANG; ``python -I`` ignores PYTHON* variables;
 * **output** - stdout+stderr captured, at most ``max_output`` bytes kept.
 
-Where the OS refuses a step (not root, no namespaces), the run still happens with what is left
-and :attr:`SandboxResult.report` / :func:`sandbox_capabilities` say what was enforced.
+**Fails closed.** Where the confinement cannot be built - not root and unprivileged user
+namespaces disabled, a mount refused - the program does not run and :class:`SandboxError` says
+why. ``isolation="unsafe"`` (GRPO config ``sandbox="unsafe"``) runs it anyway without any of the
+above but the rlimits, the wall-clock kill and the cleared environment, and says so loudly once
+per process. :func:`check_sandbox` fails a run at its start instead of at its first code reward.
 
 **Interpreter location.** The program runs under the trainer's own interpreter
-(``sys.executable``), wherever it lives: the system Python, pyenv under a mode-0700 ``$HOME``
-(the hiding directory is covered by a tmpfs and the installation bound back read-only), or a
-venv / conda env under ``/tmp``, which the fresh ``/tmp`` would hide: its pieces (the venv
-directory with ``pyvenv.cfg``, ``bin/python`` and its symlink chain, stdlib, site-packages) are
-bind-mounted back at the same paths, read-only, nosuid, nodev, in root-owned 0755 directories,
-so ``/tmp/work`` stays the only writable place (:mod:`r1jax.rl.rewards._jail`). An interpreter
-inside ``/tmp/work`` itself is refused with a :class:`SandboxError` saying so.
+(``sys.executable``), wherever it lives: the system Python, pyenv under a mode-0700 ``$HOME``, a
+venv or conda env anywhere (under ``/tmp`` too): its pieces (the venv directory with
+``pyvenv.cfg``, ``bin/python`` and its symlink chain, stdlib, site-packages, mapped libraries) are
+bound at the same paths, read-only, nosuid, nodev. An interpreter that is ``/tmp`` or lies
+inside ``/tmp/work`` is refused with a :class:`SandboxError` saying so.
 
 **Errors.** A program that runs and fails (exception, non-zero exit, timeout, killed by a
 limit) is a normal result. A sandbox that cannot *start* the program - the jail cannot be set
 up, the interpreter cannot be exec'd or its files are unreadable by the sandbox uid, the
-launcher crashes or prints no report line, or hangs past the backstop - raises
+launcher crashes or writes no report, or hangs past the backstop - raises
 :class:`SandboxError` (with the launcher's ``setup_error`` message) and is never scored.
 """
 from __future__ import annotations
@@ -45,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import logging
 import math
 import os
 import select
@@ -54,7 +62,7 @@ import sys
 import time
 import warnings
 
-from r1jax.rl.rewards._sandbox_launcher import MARKER, pids_of_uid
+from r1jax.rl.rewards._sandbox_launcher import pids_of_uid
 
 _LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_launcher.py")
 UID_BASE = 1_900_000_000  # far from any real account; one uid per concurrent sandbox slot
@@ -73,16 +81,15 @@ class SandboxResult:
     timed_out: bool
     report: dict  # what the launcher enforced (netns, mountns, pidns, readonly_fs, uid_dropped, ...)
     wall_s: float
-    marked_lines: list = dataclasses.field(default_factory=list)  # lines holding `keep_lines_with`
 
 
 class _Slot:
     """An exclusive sandbox uid, held by an flock on /tmp/r1jax-sandbox-slots/<uid>."""
 
-    def __init__(self):
+    def __init__(self, disabled: bool = False):
         self.uid = None
         self._fd = None
-        if os.geteuid() != 0:
+        if disabled or os.geteuid() != 0:
             return
         os.makedirs(_SLOT_DIR, mode=0o700, exist_ok=True)
         start = (os.getpid() * 7919 + time.monotonic_ns()) % NUM_SLOTS
@@ -127,25 +134,31 @@ def run_sandboxed(
     max_procs: int = 32,
     max_file_mb: int = 16,
     max_output: int = 1 << 20,
-    isolate: bool = True,
-    keep_lines_with: str | None = None,
+    isolation: str = "auto",
     python: str | None = None,
+    judge: dict | None = None,
     _pid_namespace: bool = True,
 ) -> SandboxResult:
     """Run ``program`` (Python source) under the limits above; never raises for program errors.
 
-    ``keep_lines_with``: every output line containing this string is kept in
-    ``SandboxResult.marked_lines`` even past ``max_output`` (how the code reward reads results).
+    ``isolation``: ``"auto"`` (the root jail as root, the user-namespace jail otherwise;
+    :class:`SandboxError` where neither can be set up) or ``"unsafe"`` (no isolation at all: only
+    the rlimits, the wall-clock kill and the cleared environment; warned about once per process).
     ``python``: the interpreter that runs the program inside the jail (default: this process's
-    ``sys.executable``, whose installation the jail keeps reachable; another path must be visible
-    inside the jail as it is). Tests use a nonexistent path to exercise the setup-failure path.
+    ``sys.executable``, whose installation the jail binds; another path must be visible inside the
+    jail as it is). ``judge``: ``{"tests": [sources], "prompt": str | None, "entry_point": str |
+    None}``: the program is a candidate server (:mod:`r1jax.rl.rewards._candidate_server`) and the
+    tests run against it from outside (:mod:`r1jax.rl.rewards._judge`); the verdicts come back in
+    ``report["verdicts"]`` (``{"<index>": bool}``, tests that finished before the limit).
 
     Raises :class:`SandboxError` when the program could not be started (module docstring).
     """
-    marker_b = keep_lines_with.encode() if keep_lines_with else None
-    marked: list[str] = []
-    carry = b""
-    slot = _Slot()
+    if isolation not in ISOLATION:
+        raise ValueError(f"run_sandboxed: isolation={isolation!r} must be one of {ISOLATION}")
+    if isolation == "unsafe":
+        _warn_unsafe()
+    slot = _Slot() if isolation != "unsafe" else _Slot(disabled=True)
+    report_r, report_w = os.pipe()
     cfg = {
         "timeout": float(timeout),
         "cpu_s": int(cpu_s if cpu_s is not None else math.ceil(timeout) + 1),
@@ -154,13 +167,15 @@ def run_sandboxed(
         "max_file_mb": int(max_file_mb),
         "uid": slot.uid,
         "gid": slot.uid,
-        "isolate": bool(isolate),
-        "pidns": bool(_pid_namespace),  # tests turn it off to exercise the uid sweep
+        "isolation": isolation,
+        "pidns": bool(_pid_namespace),  # tests turn it off (root only) to exercise the uid sweep
         "python": os.fspath(python) if python is not None else sys.executable,
+        "report_fd": report_w,
+        "judge": judge,
     }
     t0 = time.monotonic()
     head = bytearray()  # the first max_output bytes: the program's output
-    tail = b""  # the last 8 KiB: where the launcher's report line is
+    rep = b""
     timed_out_parent = False
     try:
         try:
@@ -171,35 +186,40 @@ def run_sandboxed(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(report_w,),
                 env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
             )
         except OSError as e:
             raise SandboxError(f"could not start the sandbox launcher ({sys.executable}): {e}") from e
+        finally:
+            os.close(report_w)
         try:
             proc.stdin.write(program.encode("utf-8", "surrogateescape"))
             proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
-        fd = proc.stdout.fileno()
-        deadline = t0 + timeout + 15.0  # backstop; the launcher enforces `timeout` itself
-        while True:
+        out_fd = proc.stdout.fileno()
+        open_fds = [out_fd, report_r]
+        deadline = t0 + timeout + 75.0  # backstop; the launcher enforces `timeout` (and 60 s of setup) itself
+        while open_fds:
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out_parent = True
                 break
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            if len(head) < max_output:
-                head += chunk[: max_output - len(head)]
-            tail = (tail + chunk)[-8192:]
-            if marker_b is not None and len(marked) < 100_000:
-                lines = (carry + chunk).split(b"\n")
-                carry = lines.pop()[-4096:]
-                marked.extend(ln.decode("utf-8", "replace") for ln in lines if marker_b in ln)
+            r, _, _ = select.select(open_fds, [], [], left)
+            for fd in r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    open_fds.remove(fd)
+                elif fd == report_r:
+                    rep += chunk
+                elif len(head) < max_output:
+                    head += chunk[: max_output - len(head)]
+            if report_r not in open_fds and out_fd in open_fds and proc.poll() is not None:
+                # the launcher is done: output still open means a leftover holds it (unsafe mode)
+                r, _, _ = select.select([out_fd], [], [], 0.5)
+                if not r:
+                    break
         if timed_out_parent:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -217,80 +237,81 @@ def run_sandboxed(
         if slot.uid is not None and (timed_out_parent or proc.returncode != 0):
             _sweep_uid(slot.uid)
     finally:
+        os.close(report_r)
         slot.release()
-    tail_text = tail.decode("utf-8", "replace")
     if timed_out_parent:
         raise SandboxError(
-            f"sandbox launcher did not finish within {timeout + 15.0:.0f} s (timeout {timeout} s + 15 s backstop); "
-            f"it was killed. Last output: {tail_text[-500:]!r}"
+            f"sandbox launcher did not finish within {timeout + 75.0:.0f} s (timeout {timeout} s + 75 s backstop); "
+            f"it was killed. Last output: {bytes(head[-500:])!r}"
         )
-    report = None
-    pos = tail_text.rfind("\n" + MARKER + " ")
-    if pos >= 0:
-        try:
-            report = json.loads(tail_text[pos + len(MARKER) + 2 :].strip().splitlines()[0])
-        except (ValueError, IndexError):
-            report = None
+    try:
+        report = json.loads(rep.decode("utf-8", "replace")) if rep else None
+    except ValueError:
+        report = None
     if not isinstance(report, dict):
         raise SandboxError(
-            f"sandbox launcher exited with status {proc.returncode} without a report line. "
-            f"Last output: {tail_text[-1500:]!r}"
+            f"sandbox launcher exited with status {proc.returncode} without a report. "
+            f"Last output: {bytes(head[-1500:]).decode('utf-8', 'replace')!r}"
         )
     if report.get("setup_error"):
-        raise SandboxError(f"sandbox setup failed, the program did not run: {report['setup_error']}")
-    text = head.decode("utf-8", "replace")
-    pos = text.rfind("\n" + MARKER + " ")
-    if pos >= 0:
-        text = text[:pos]
-    if isolate:
-        _warn_if_degraded(report)
-    timed_out = timed_out_parent or bool(report.get("timed_out"))
+        hint = ("; to run untrusted code without isolation anyway, set isolation='unsafe' "
+                "(GRPO config: sandbox='unsafe')") if "cannot isolate" in str(report["setup_error"]) else ""
+        raise SandboxError(f"sandbox setup failed, the program did not run: {report['setup_error']}{hint}")
+    if isolation != "unsafe":
+        missing = [k for k in PROTECTIONS if not report.get(k)]
+        if missing and _pid_namespace:
+            raise SandboxError(f"sandbox ran without {missing} (report: {report}): refusing its result")
     return SandboxResult(
-        output=text,
+        output=head.decode("utf-8", "replace"),
         returncode=report.get("rc"),
-        timed_out=timed_out,
+        timed_out=bool(report.get("timed_out")),
         report=report,
         wall_s=time.monotonic() - t0,
-        marked_lines=marked,
     )
 
 
-_CAPS: dict | None = None
+_CAPS: dict = {}
 _WARNED = False
-PROTECTIONS = ("uid_dropped", "netns", "mountns", "pidns", "readonly_fs", "private_proc")
+ISOLATION = ("auto", "unsafe")
+PROTECTIONS = ("uid_dropped", "netns", "mountns", "pidns", "readonly_fs", "minimal_root")
 
 
-def _warn_if_degraded(report: dict) -> None:
-    """Warn once per process when the OS refused some of the protections."""
+def _warn_unsafe() -> None:
+    """Once per process, loudly: untrusted code is about to run without isolation."""
     global _WARNED
     if _WARNED:
         return
-    missing = [k for k in PROTECTIONS if not report.get(k)]
-    if missing:
-        _WARNED = True
-        warnings.warn(
-            f"code sandbox runs without {missing} on this machine (needs root on Linux with namespaces); "
-            f"enforced: rlimits, wall-clock kill, cleared environment. Report: {report}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    _WARNED = True
+    msg = ("UNSAFE: code sandbox isolation is OFF (isolation='unsafe'): untrusted programs run as this user, "
+           "with its files, network and processes in reach; only rlimits, the wall-clock kill and a cleared "
+           "environment apply")
+    logging.getLogger("r1jax.sandbox").warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-def sandbox_capabilities() -> dict:
-    """What the sandbox enforces on this machine (runs one trivial program; cached).
+def sandbox_capabilities(isolation: str = "auto") -> dict:
+    """What the sandbox enforces on this machine (runs one trivial program; cached per isolation).
 
-    Keys: ``root``, ``uid_dropped``, ``netns``, ``mountns``, ``pidns``, ``readonly_fs``,
-    ``private_proc``, ``workdir``, ``works``; a missing or False key means that protection is
-    not in force. Where the sandbox cannot start at all: ``{"works": False, "setup_error": msg}``
-    (not cached).
+    Keys: ``mode`` (root | userns | unsafe), ``root``, ``uid_dropped``, ``netns``, ``mountns``,
+    ``pidns``, ``readonly_fs``, ``minimal_root``, ``private_proc``, ``workdir``, ``works``. Where the
+    sandbox cannot start at all (e.g. neither root nor user namespaces): ``{"works": False,
+    "setup_error": msg}`` (not cached).
     """
-    global _CAPS
-    if _CAPS is None:
+    if isolation not in _CAPS:
         try:
-            res = run_sandboxed("print('ok')", timeout=30)
+            res = run_sandboxed("print('ok')", timeout=30, isolation=isolation)
         except SandboxError as e:
             return {"works": False, "setup_error": str(e)}
         caps = dict(res.report)
         caps["works"] = res.output.strip().endswith("ok") and res.returncode == 0
-        _CAPS = caps
-    return dict(_CAPS)
+        _CAPS[isolation] = caps
+    return dict(_CAPS[isolation])
+
+
+def check_sandbox(isolation: str = "auto") -> dict:
+    """Fail early (before a run's first rollout) where the code sandbox cannot run: raises
+    :class:`SandboxError` with the reason; returns :func:`sandbox_capabilities`."""
+    caps = sandbox_capabilities(isolation)
+    if not caps.get("works"):
+        raise SandboxError(caps.get("setup_error") or f"the code sandbox does not run a trivial program: {caps}")
+    return caps
