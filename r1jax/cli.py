@@ -9,7 +9,8 @@
 
 A config file is a Python file with `get_config()` returning an ml_collections.ConfigDict;
 `--set key.sub=value` overrides any key (the value is parsed as a Python literal when it can be).
-An unknown key fails naming the key.
+An unknown key fails naming the dotted key and the closest valid one; every stage checks its whole
+config (and the tokenizer against the model) before anything heavy runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ import os
 import sys
 
 
-def load_config(path: str, sets: list[str] | None = None):
+OPEN_BLOCKS = ("model", "student", "rewards", "loss_kwargs")  # dicts of free keys: checked when the stage builds them
+
+
+def load_config(path: str, sets: list[str] | None = None, schema=None):
+    """The config of an experiment file with `--set key.sub=value` overrides. An unknown key fails
+    naming the dotted key and the closest valid one. `schema` (r1jax.config.schema_of of the stage's
+    full config): keys a partial block of the file leaves out but the stage takes can be set too.
+    Keys under a block of free keys (model, rewards, loss_kwargs) are checked when the stage builds
+    its config (the trainers check them before anything heavy runs)."""
+    from r1jax.config import OPEN_SCHEMA, unknown_key
+
     if not os.path.exists(path):
         raise SystemExit(f"r1jax: config file {path} does not exist")
     spec = importlib.util.spec_from_file_location("r1jax_experiment_config", path)
@@ -39,17 +50,68 @@ def load_config(path: str, sets: list[str] | None = None):
             val = ast.literal_eval(val)
         except (ValueError, SyntaxError):
             pass
-        node = cfg
+        node, sch, free = cfg, schema, False
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts):
+            prefix = ".".join(parts[:i]) + "." if i else ""
+            known = set(node.keys()) | (set(sch.keys()) if isinstance(sch, dict) else set())
+            if p not in node and not free and p not in known:
+                raise SystemExit(str(unknown_key(f"r1jax: {path}", key if i == len(parts) - 1 else prefix + p,
+                                                 known, prefix)))
+            if i == len(parts) - 1:
+                break
             if p not in node:
-                raise SystemExit(f"r1jax: {path}: unknown config key {key!r}")
+                raise SystemExit(f"r1jax: {path}: {prefix + p!r} is not set in the config file: set the whole "
+                                 f"block ({prefix + p}=dict(...)) or add it to the file")
+            free = free or p in OPEN_BLOCKS or (isinstance(sch, dict) and sch.get(p) is OPEN_SCHEMA)
+            sch = sch.get(p) if isinstance(sch, dict) else None
             node = node[p]
-        if parts[-1] not in node and not (len(parts) > 1 and parts[-2] == "model"):
-            # (`model` holds overrides of a preset: any model config key, validated when built)
-            raise SystemExit(f"r1jax: {path}: unknown config key {key!r}")
         node[parts[-1]] = val
     return cfg
+
+
+def config_schema(cmd: str):
+    """The full schema (nested dict of keys, r1jax.config.schema_of) of a stage's config, or None."""
+    from r1jax.config import schema_of
+
+    if cmd == "grpo":
+        from r1jax.rl.config import OPEN_KEYS, REPLACED_KEYS, grpo_config
+
+        return schema_of(grpo_config(), open=OPEN_KEYS + REPLACED_KEYS)
+    if cmd == "sft":
+        from r1jax.sft.trainer import sft_config
+
+        return schema_of(sft_config(), open=("model",))
+    name = {"pretrain-toy": "r1-zero"}.get(cmd, cmd).replace("-", "_")
+    try:
+        mod = importlib.import_module(f"r1jax.toy.pipelines.{name}")
+    except ModuleNotFoundError:
+        return None
+    return mod.config_schema() if hasattr(mod, "config_schema") else None
+
+
+def validate_stage_config(cmd: str, cfg) -> None:
+    """Checks a stage's whole config as the stage will (keys at any depth, enumerated settings, the
+    loss options, reward names, every sub-stage of a pipeline) without loading or running anything."""
+    if cmd == "grpo":
+        from r1jax.rl.config import grpo_config, validate_config
+
+        validate_config(grpo_config(**cfg.to_dict()))
+    elif cmd == "sft":
+        from r1jax.sft.trainer import sft_config, validate_sft_config
+
+        validate_sft_config(sft_config(**cfg.to_dict()))
+    elif cmd == "rejection-sample":
+        from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
+
+        validate_rejection_config(rejection_sample_config(**cfg.to_dict()))
+    elif cmd == "train-rm":
+        from r1jax.toy.pipelines.train_rm import train_rm_config, validate_train_rm_config
+
+        validate_train_rm_config(train_rm_config(**cfg.to_dict()))
+    else:
+        name = {"pretrain-toy": "r1-zero"}.get(cmd, cmd).replace("-", "_")
+        importlib.import_module(f"r1jax.toy.pipelines.{name}").validate(cfg)
 
 
 def _init_distributed():
@@ -113,9 +175,13 @@ def main(argv=None):
         r1jax.save_pretrained(params, model.cfg, args.out, fp8=args.fp8, dtype=args.dtype)
         print(f"wrote {args.out}")
         return 0
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set, schema=config_schema(args.cmd))
     if args.run_dir:
         cfg.run_dir = args.run_dir
+    try:  # the whole config, before anything loads or runs (each stage checks it again itself)
+        validate_stage_config(args.cmd, cfg)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"r1jax {args.cmd}: {args.config}: {e.args[0] if e.args else e}") from None
     if args.cmd == "r1-zero":
         from r1jax.toy.pipelines import r1_zero
 
@@ -148,15 +214,37 @@ def _eval(args):
     from r1jax.data.tokenizer import load_tokenizer
     from r1jax.eval.runner import evaluate
 
-    model, params = r1jax.from_pretrained(args.checkpoint, dtype=args.dtype)
-    tok = load_tokenizer(args.tokenizer or args.checkpoint)
+    from r1jax import config as config_lib
+    from r1jax.data.prompts import PromptFormat
+    from r1jax.data.tokenizer import check_fits_model
+    from r1jax.eval.runner import check_eval_settings
+    from r1jax.generation.engine import check_positions
+
+    # every setting, the tokenizer against the model's config.json and the prompts against its
+    # positions, before the weights load
+    what = "r1jax eval"
+    config_lib.check_choice(what, "--dtype", args.dtype, config_lib.DTYPES)
+    system = R1_ZERO_SYSTEM if args.system_prompt == "r1_zero" else args.system_prompt
+    template = args.format_template or ("r1_zero" if args.prompt_style == "r1_zero" or system == R1_ZERO_SYSTEM
+                                        else "r1")
+    check_eval_settings(k=args.k, temperature=args.temperature, top_p=args.top_p,
+                        max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, template=template,
+                        engine=args.engine, what=what)
+    if args.problems < 0:
+        raise SystemExit(f"{what}: --problems={args.problems} must be >= 0")
+    fmt = PromptFormat(args.prompt_style, system_prompt=system, user_template=args.user_template)
+    model_cfg = config_lib.from_hf_config(args.checkpoint)
+    tok_dir = args.tokenizer or args.checkpoint
+    tok = load_tokenizer(tok_dir)
+    check_fits_model(tok, model_cfg.vocab_size, tokenizer_where=repr(tok_dir), model_where=repr(args.checkpoint),
+                     what=what)
     recs = read_prompt_records(args.data, problem_key=args.problem_key, answer_key=args.answer_key,
                                answer_format=args.answer_format)
     if args.problems:
         recs = recs[: args.problems]
-    system = R1_ZERO_SYSTEM if args.system_prompt == "r1_zero" else args.system_prompt
-    template = args.format_template or ("r1_zero" if args.prompt_style == "r1_zero" or system == R1_ZERO_SYSTEM
-                                        else "r1")
+    check_positions(model_cfg, [len(p) for p in fmt.render_all(tok, [r["problem"] for r in recs])[0]],
+                    args.max_new_tokens, what=f"{what}: {args.data}", key="--max-new-tokens")
+    model, params = r1jax.from_pretrained(args.checkpoint, dtype=args.dtype)
     res = evaluate(model, params, tok, recs, k=args.k, temperature=args.temperature, top_p=args.top_p,
                    max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, seed=args.seed,
                    system_prompt=system, user_template=args.user_template, template=template, engine=args.engine)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from r1jax import config as config_lib
 from r1jax.model.moe import update_router_bias
 
 BIAS_NAME = "e_score_correction_bias"
@@ -45,17 +46,29 @@ class TrainState:
     opt_state: Any
 
 
+SCHEDULES = ("constant", "cosine", "linear")  # the learning-rate schedules make_schedule builds
+
+
 def optimizer_config(**kw) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(dict(
         learning_rate=3e-4, schedule="cosine", warmup_steps=0, total_steps=1000, min_lr_ratio=0.1,
         b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0,
         moment_dtype="float32",  # Adam moments (and the update math) in this dtype, whatever the param dtype
     ))
-    for k, v in kw.items():
-        if k not in c:
-            raise KeyError(f"optimizer config: unknown key {k!r}")
-        c[k] = v
-    return c
+    return config_lib.override(c, kw, "optimizer config")
+
+
+def validate_optimizer(c, what: str = "optimizer config", prefix: str = "") -> None:
+    """Fails naming the key (`prefix` + key: e.g. "optimizer.schedule") on a setting make_optimizer
+    cannot build: an unknown schedule or moment dtype, a negative rate or step count."""
+    config_lib.check_choice(what, prefix + "schedule", c.schedule, SCHEDULES)
+    config_lib.check_choice(what, prefix + "moment_dtype", c.get("moment_dtype", "float32"), config_lib.DTYPES)
+    for k in ("learning_rate", "warmup_steps", "weight_decay", "grad_clip", "eps"):
+        if not c[k] >= 0:
+            raise ValueError(f"{what}: {prefix}{k}={c[k]!r} must be >= 0")
+    for k in ("b1", "b2"):
+        if not 0 <= c[k] < 1:
+            raise ValueError(f"{what}: {prefix}{k}={c[k]!r} must be in [0, 1)")
 
 
 def make_schedule(c) -> optax.Schedule:
@@ -67,7 +80,7 @@ def make_schedule(c) -> optax.Schedule:
         main = optax.linear_schedule(c.learning_rate, c.learning_rate * c.min_lr_ratio,
                                      max(c.total_steps - c.warmup_steps, 1))
     else:
-        raise ValueError(f"optimizer config: schedule={c.schedule!r} is not constant | cosine | linear")
+        raise ValueError(f"optimizer config: schedule={c.schedule!r} is not {' | '.join(SCHEDULES)}")
     if c.warmup_steps:
         return optax.join_schedules([optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps), main],
                                     [c.warmup_steps])

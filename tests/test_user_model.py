@@ -48,8 +48,10 @@ def user_ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("qwen_user")
     make_folder("chatml", d)
     tok = load_tokenizer(d)
+    # 1024 positions: the chat prompts with the R1-Zero system message are ~300-450 tokens of this small
+    # BPE (MATH-500 / GSM8K test problems included), and prompt + max_new_tokens is checked against it
     make_hf_model("qwen2", str(d), vocab_size=tok.vocab_size, bos_token_id=None, eos_token_id=tok.eos_token_id,
-                  num_hidden_layers=2, hidden_size=64)
+                  num_hidden_layers=2, hidden_size=64, max_position_embeddings=1024)
     return d
 
 

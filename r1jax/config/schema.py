@@ -16,6 +16,8 @@ from __future__ import annotations
 import ml_collections
 
 MODEL_TYPES = ("deepseek_v3", "qwen2", "llama")
+DTYPES = ("float32", "bfloat16", "float16")  # dtype / param_dtype names (dtype_of)
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")  # r1jax.model.transformer's checkpoint policies
 
 # Keys that r1jax adds on top of the HF names.
 R1JAX_KEYS = (
@@ -187,14 +189,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if cfg.rope_scaling.rope_type in ("yarn", "llama3") and cfg.rope_scaling.original_max_position_embeddings <= 0:
         bad("rope_scaling", "needs original_max_position_embeddings > 0")
     for k in ("dtype", "param_dtype"):
-        if cfg[k] not in ("float32", "bfloat16", "float16"):
-            bad(k, "must be float32 | bfloat16 | float16")
+        if cfg[k] not in DTYPES:
+            bad(k, f"must be {' | '.join(DTYPES)}")
     if cfg.attention_impl not in ("xla", "pallas"):
         bad("attention_impl", "must be xla | pallas")
     if cfg.moe_impl not in ("ragged", "dense", "ep"):
         bad("moe_impl", "must be ragged | dense | ep")
-    if cfg.remat_policy not in ("none", "full", "dots", "dots_no_batch"):
-        bad("remat_policy", "must be none | full | dots | dots_no_batch")
+    if cfg.remat_policy not in REMAT_POLICIES:
+        bad("remat_policy", f"must be {' | '.join(REMAT_POLICIES)}")
     if cfg.hidden_act not in ("silu", "swish"):
         bad("hidden_act", "is not supported (the gated MLP is SwiGLU: silu)")
 
@@ -214,4 +216,6 @@ def num_moe_layers(cfg) -> int:
 def dtype_of(name: str):
     import jax.numpy as jnp
 
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r} is not one of {' | '.join(DTYPES)}")
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]

@@ -53,7 +53,7 @@ from typing import Any
 
 from r1jax.data.chat_template import SPECIAL_TOKEN_NAMES, ChatTemplateError, render_chat_template
 
-__all__ = ["Tokenizer", "TokenizerFilesError", "load_tokenizer"]
+__all__ = ["Tokenizer", "TokenizerFilesError", "load_tokenizer", "check_fits_model"]
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
@@ -487,6 +487,13 @@ class Tokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
+    @property
+    def max_token_id(self) -> int:
+        """The largest id the tokenizer can produce (added and special tokens included): a model's
+        embedding table needs more rows than this (ids need not be dense, so it may exceed len - 1)."""
+        ids = self._backend.get_vocab(with_added_tokens=True).values()
+        return max(ids) if ids else -1
+
     def token_to_id(self, token: str) -> int | None:
         return self._backend.token_to_id(token)
 
@@ -622,6 +629,32 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (f"Tokenizer(vocab_size={self.vocab_size}, special_tokens={self._named}, "
                 f"eos_token_ids={self.eos_token_ids}, chat_template={'yes' if self._templates else 'no'})")
+
+
+def check_fits_model(tokenizer, vocab_size: int, *, tokenizer_where: str = "the tokenizer",
+                     model_where: str = "the model", what: str = "") -> None:
+    """ValueError unless every id `tokenizer` can produce (its vocabulary with the added / special
+    tokens, its EOS and pad ids) is below the model's `vocab_size` (rows of its embedding table):
+    an id past the table reads garbage (NaN logits for the whole row). A model with more rows than
+    the tokenizer has ids (a padded embedding, as most released checkpoints) is fine. The error
+    names both folders (`tokenizer_where`, `model_where`) and both sizes."""
+    vocab_size = int(vocab_size)
+    n = len(tokenizer)
+    top = getattr(tokenizer, "max_token_id", n - 1)
+    pre = f"{what}: " if what else ""
+    if top >= vocab_size:
+        raise ValueError(f"{pre}the tokenizer {tokenizer_where} has {n} tokens (ids up to {top}, added and special "
+                         f"tokens included) but the model {model_where} has vocab_size={vocab_size} embedding rows: "
+                         f"ids >= {vocab_size} would read past the embedding table (NaN logits). Use the tokenizer "
+                         f"the model was trained with (a model needs vocab_size >= {top + 1} for this one)")
+    named = [("eos", i) for i in getattr(tokenizer, "eos_token_ids", ())]
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None:
+        named.append(("pad", pad))
+    for name, i in named:
+        if not 0 <= int(i) < vocab_size:
+            raise ValueError(f"{pre}the tokenizer {tokenizer_where}'s {name} id {i} is outside the model {model_where}'s "
+                             f"embedding table (vocab_size={vocab_size})")
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -53,6 +53,28 @@ def decode_completion(tokenizer, tokens: Sequence[int], eos_ids: int | Sequence[
     return dec(tokenizer, tokens, [eos_ids] if isinstance(eos_ids, int) else eos_ids)
 
 
+def check_eval_settings(*, k: int = 8, temperature: float = 0.6, top_p: float = 0.95, max_new_tokens: int = 256,
+                        prompt_style: str = "r1_zero", template: str = "r1_zero", engine: str = "auto",
+                        batch_prompts: int = 64, what: str = "evaluate") -> None:
+    """evaluate's settings, checked before a model loads or anything is sampled: ValueError naming
+    the setting, its value and the valid ones."""
+    from r1jax.config import check_choice
+    from r1jax.data.prompts import PROMPT_STYLES
+    from r1jax.generation.engine import ENGINES
+    from r1jax.rl.rewards.format import TEMPLATES
+
+    check_choice(what, "prompt_style", prompt_style, PROMPT_STYLES)
+    check_choice(what, "template", template, TEMPLATES)
+    check_choice(what, "engine", engine, ENGINES)
+    for key, v in (("k", k), ("max_new_tokens", max_new_tokens), ("batch_prompts", batch_prompts)):
+        if int(v) < 1:
+            raise ValueError(f"{what}: {key}={v!r} must be >= 1")
+    if not temperature >= 0:
+        raise ValueError(f"{what}: temperature={temperature!r} must be >= 0")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"{what}: top_p={top_p!r} must be in (0, 1]")
+
+
 def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: float = 0.6, top_p: float = 0.95,
              max_new_tokens: int = 256, prompt_style: str = "r1_zero", seed: int = 0, batch_prompts: int = 64,
              template: str = "r1_zero", keep_texts: bool = False, system_prompt: str = "",
@@ -67,10 +89,16 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     i is request i * k + j of one seed either way, so both give the same samples."""
     from r1jax.data.prompts import PromptFormat, opens_think
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
-    from r1jax.generation.engine import generate
+    from r1jax.generation.engine import check_positions, generate
     from r1jax.model.precision import compute_copy
     from r1jax.rl.rewards import accuracy_rewards, extract_answer, format_reward
 
+    from r1jax.data.tokenizer import check_fits_model
+
+    check_eval_settings(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        prompt_style=prompt_style, template=template, engine=engine, batch_prompts=batch_prompts)
+    if getattr(model.cfg, "vocab_size", None) is not None:
+        check_fits_model(tokenizer, model.cfg.vocab_size, what="evaluate")
     fmt = PromptFormat(prompt_style, system_prompt=system_prompt, user_template=user_template)
     eos = tuple(tokenizer.eos_token_ids)
     params = compute_copy(params, model.cfg)
@@ -82,6 +110,8 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     for s in range(0, len(records), chunk_size):
         chunk = records[s:s + chunk_size]
         prompts, ptexts = fmt.render_all(tokenizer, [r["problem"] for r in chunk])
+        check_positions(model.cfg, [len(p) for p in prompts], max_new_tokens, what="evaluate",
+                        key="max_new_tokens")
         out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        eos_id=eos, seed=seed, n=k, first_request=s * k, engine=engine,
                        slots=batch_prompts * k if engine == "continuous" else None)

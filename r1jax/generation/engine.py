@@ -66,7 +66,7 @@ from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 from r1jax.parallel.handoff import host_tree
 
-__all__ = ["generate", "GenerationOutput", "bucket", "compile_count"]
+__all__ = ["generate", "GenerationOutput", "bucket", "compile_count", "check_prompt_ids", "check_positions", "ENGINES"]
 
 ENGINES = ("static", "continuous", "auto")
 
@@ -150,6 +150,36 @@ def _budgets(max_new_tokens, n_prompts: int) -> list[int]:
     return budgets
 
 
+def check_prompt_ids(prompts: Sequence[Sequence[int]], vocab_size: int, what: str = "generate", pad_id=None) -> None:
+    """ValueError naming the first prompt with an id outside [0, vocab_size) (host-side, before anything
+    reaches the device: such an id reads past the embedding table and makes the whole row NaN), or a
+    pad_id outside it."""
+    vocab_size = int(vocab_size)
+    for i, p in enumerate(prompts):
+        a = np.asarray(p)
+        if a.size and (a.max() >= vocab_size or a.min() < 0):
+            j = int(np.argmax((a >= vocab_size) | (a < 0)))
+            raise ValueError(f"{what}: prompt {i} has token id {int(a[j])} at position {j}, outside the model's "
+                             f"vocabulary (vocab_size={vocab_size}): is the tokenizer the model's?")
+    if pad_id is not None and not 0 <= int(pad_id) < vocab_size:
+        raise ValueError(f"{what}: pad_id={pad_id} is outside the model's vocabulary (vocab_size={vocab_size})")
+
+
+def check_positions(cfg, prompt_lens: Sequence[int], max_new_tokens: int, *, what: str = "generate",
+                    key: str = "max_new_tokens") -> None:
+    """ValueError naming `key` and the model's max_position_embeddings when the longest prompt plus
+    `max_new_tokens` needs more positions than the model was configured for (none when it has no
+    such limit: max_position_embeddings <= 0)."""
+    limit = int(cfg.get("max_position_embeddings", 0) or 0) if hasattr(cfg, "get") else 0
+    if limit <= 0 or not len(prompt_lens):
+        return
+    longest = int(max(prompt_lens))
+    if longest + int(max_new_tokens) > limit:
+        raise ValueError(f"{what}: the longest prompt ({longest} tokens) + {key}={int(max_new_tokens)} = "
+                         f"{longest + int(max_new_tokens)} positions exceed the model's "
+                         f"max_position_embeddings={limit}: lower {key} or shorten the prompts")
+
+
 def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, eos_id: int | Sequence[int] | None = None,
              seed: int = 0, n: int = 1, pad_id: int = 0, min_batch: int = 1, unstack_layers: bool | None = None,
@@ -174,6 +204,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     lens = [len(p) for p in prompts]
     if min(lens) == 0:
         raise ValueError(f"generate: prompt {lens.index(0)} is empty")
+    check_prompt_ids(prompts, model.cfg.vocab_size, pad_id=pad_id)
     budgets = _budgets(max_new_tokens, len(prompts))
     if eos_id is None:  # the checkpoint's EOS set
         eos_id = tuple(model.cfg.eos_token_id)

@@ -44,17 +44,25 @@ def _as_sizes(config) -> dict:
     if hasattr(config, "mesh") and not isinstance(config, Mapping):
         config = config.mesh
     if isinstance(config, str):  # "data=2,expert=4"
-        config = dict(kv.split("=") for kv in config.replace(" ", "").split(",") if kv)
+        parts = [kv for kv in config.replace(" ", "").split(",") if kv]
+        bad = [kv for kv in parts if kv.count("=") != 1]
+        if bad:
+            raise ValueError(f"mesh config {config!r}: {bad[0]!r} is not axis=size (e.g. 'data=2,fsdp=-1')")
+        config = dict(kv.split("=") for kv in parts)
     d = dict(config)
     unknown = set(d) - set(MESH_AXES)
     if unknown:
         raise KeyError(f"mesh config: unknown axis {sorted(unknown)[0]!r}; axes are {MESH_AXES}")
-    sizes = {a: int(d.get(a, 1)) for a in MESH_AXES}
+    try:
+        sizes = {a: int(d.get(a, 1)) for a in MESH_AXES}
+    except ValueError as e:
+        raise ValueError(f"mesh config {config!r}: sizes must be integers ({e})") from None
     return sizes
 
 
-def resolve_mesh_shape(config, n_devices: int) -> tuple[int, ...]:
-    """(data, fsdp, expert, tensor) sizes for `n_devices`, with the one -1 filled in."""
+def mesh_sizes(config) -> dict:
+    """The axis sizes a mesh config asks for (a "data=2,fsdp=-1" string or a mapping), checked without
+    looking at the devices: known axes, integer sizes, positive or one -1."""
     sizes = _as_sizes(config)
     free = [a for a, s in sizes.items() if s == -1]
     if len(free) > 1:
@@ -62,6 +70,13 @@ def resolve_mesh_shape(config, n_devices: int) -> tuple[int, ...]:
     for a, s in sizes.items():
         if s == 0 or s < -1:
             raise ValueError(f"mesh config: {a}={s} must be a positive size or -1")
+    return sizes
+
+
+def resolve_mesh_shape(config, n_devices: int) -> tuple[int, ...]:
+    """(data, fsdp, expert, tensor) sizes for `n_devices`, with the one -1 filled in."""
+    sizes = mesh_sizes(config)
+    free = [a for a, s in sizes.items() if s == -1]
     fixed = math.prod(s for s in sizes.values() if s != -1)
     if free:
         if n_devices % fixed:

@@ -1,6 +1,15 @@
 """The GRPO run's config: `grpo_config(**overrides)` (every key with its default and what it does),
 `validate_config` (fails early, naming the key) and `override` (key=value; `rewards` is replaced
-as a whole). The trainer is r1jax.rl.trainer.run_grpo."""
+as a whole). The trainer is r1jax.rl.trainer.run_grpo.
+
+Checked before anything heavy runs: an unknown key at any depth fails naming the dotted key and
+the closest valid one (`optimizer.lr` -> `optimizer.learning_rate`), at `grpo_config(**kw)` /
+`override` and again in `validate_config` (which also catches keys set as attributes); every
+`loss_kwargs` key must be an option of the configured loss (its keyword parameters; a loss with
+**kwargs takes any); reward names must be registered or importable specs; enumerated settings
+(adv_scale, loss_agg, format_template, prompt_style, ...) must be one of their values. With a loss
+other than the built-in "grpo" that declares no **kwargs, `loss_kwargs` starts empty (the
+defaults below are grpo_loss's options)."""
 
 from __future__ import annotations
 
@@ -88,8 +97,86 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
     return override(c, kw)
 
 
+OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.recompute_logps)
+ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.setup)
+OPEN_KEYS = ("loss_kwargs",)  # checked against the loss's signature, not the defaults
+REPLACED_KEYS = ("rewards",)  # reward name -> weight, replaced as a whole
+
+
+def check_loss(c, what: str = "grpo config"):
+    """The configured loss takes every loss_kwargs key and what the trainer passes (entropy, and
+    sampler_logp with a rollout correction); the built-in loss's enumerated options are valid
+    values. Returns the loss function."""
+    from r1jax.rl import grpo
+    from r1jax.rl.policy import TRAINER_LOSS_ARGS, passed_loss_args
+
+    lk = c.loss_kwargs.to_dict() if hasattr(c.loss_kwargs, "to_dict") else dict(c.loss_kwargs)
+    fn = grpo.check_loss_kwargs(c.loss, lk, passed=passed_loss_args(lk), reserved=TRAINER_LOSS_ARGS, what=what)
+    if fn is grpo.grpo_loss:
+        opts = {k: lk[k] for k in ("loss_agg", "kl_estimator", "ratio_level", "dual_clip_c", "rollout_correction")
+                if k in lk}
+        try:
+            grpo.check_loss_options(prefix="loss_kwargs.", **opts)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+    return fn
+
+
+def check_rewards(c, what: str = "grpo config") -> dict:
+    """Every reward name is registered (r1jax.rl.rewards.registry) or a "module:function" /
+    "file.py:function" spec, imported now so that a bad one fails before the first rollout; weights
+    are numbers; "preference" needs preference_model. -> {name: fn}."""
+    from r1jax.config import closest
+    from r1jax.config.overrides import ConfigKeyError
+    from r1jax.plugins import is_spec, load_callable
+    from r1jax.rl.rewards.registry import REWARDS
+
+    rewards = c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else dict(c.rewards or {})
+    if not rewards:
+        raise ValueError(f"{what}: rewards is empty: name at least one reward with its weight, e.g. "
+                         "{'accuracy': 1.0}")
+    fns = {}
+    for name, w in rewards.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise ValueError(f"{what}: rewards.{name}={w!r}: a reward's weight must be a number")
+        if callable(name):
+            fns[name] = name
+        elif name in REWARDS:
+            fns[name] = REWARDS[name]
+        elif is_spec(name):
+            try:
+                fns[name] = load_callable(name, "reward")
+            except Exception as e:  # an import error, a missing file or function: before any rollout
+                raise ValueError(f"{what}: rewards: cannot load reward {name!r}: {e}") from e
+        else:
+            m = closest(str(name), REWARDS)
+            hint = f"; did you mean {'rewards.' + m!r}?" if m else ""
+            raise ConfigKeyError(f"{what}: unknown reward {'rewards.' + str(name)!r}: registered rewards are "
+                                 f"{', '.join(sorted(REWARDS))}, or give 'module:function' / 'file.py:function' "
+                                 f"(fn(texts, records) -> list){hint}")
+    if "preference" in rewards:
+        if not c.preference_model:
+            raise ValueError(f"{what}: rewards.preference needs preference_model (a `r1jax train-rm` folder)")
+        import os
+
+        if not os.path.isdir(c.preference_model):
+            raise ValueError(f"{what}: preference_model={c.preference_model!r} is not a folder")
+    return fns
+
+
 def validate_config(c) -> None:
-    """Fails early, naming the key, on settings a run cannot train with."""
+    """Fails early, naming the key, on settings a run cannot train with: unknown or missing keys
+    (dotted, with the closest valid one), numbers out of range, enumerated settings that are not one
+    of their values, loss_kwargs the loss does not take, rewards that do not resolve. Loads no model
+    and reads no data (the trainer calls it first)."""
+    from r1jax.config import DTYPES, REMAT_POLICIES, check_choice, check_keys, schema_of
+    from r1jax.data.prompts import ANSWER_FORMATS, PROMPT_STYLES, PromptFormat
+    from r1jax.generation.engine import ENGINES
+    from r1jax.rl import grpo
+    from r1jax.rl.rewards.format import TEMPLATES
+
+    what = "grpo config"
+    check_keys(c, schema_of(grpo_config(), open=OPEN_KEYS + REPLACED_KEYS), what, complete=True)
     if not c.temperature > 0:
         raise ValueError(f"grpo config: temperature={c.temperature!r}: sampling for training needs temperature > 0 "
                          "(0 is greedy: every sample of a group is the same, so every advantage is 0)")
@@ -98,12 +185,43 @@ def validate_config(c) -> None:
             raise ValueError(f"grpo config: {k}={c[k]!r} must be >= 1")
     if c.group_size < 2:
         raise ValueError(f"grpo config: group_size={c.group_size} must be >= 2 (advantages are relative to the group)")
-    if c.old_logp not in ("sampler", "recompute"):
-        raise ValueError(f"grpo config: old_logp={c.old_logp!r} must be sampler | recompute")
-    if c.rollout_placement not in ("auto", "mesh", "local"):
-        raise ValueError(f"grpo config: rollout_placement={c.rollout_placement!r} must be auto | mesh | local")
-    if c.rollout_engine not in ("static", "continuous", "auto"):
-        raise ValueError(f"grpo config: rollout_engine={c.rollout_engine!r} must be static | continuous | auto")
+    for k in ("top_k", "rollout_slots", "logprob_chunk", "route_agreement_mib", "eval_every", "eval_problems",
+              "save_every", "log_every", "stop_after", "router_bias_update_rate"):
+        if c[k] < 0:
+            raise ValueError(f"grpo config: {k}={c[k]!r} must be >= 0")
+    if c.eval_k < 1:
+        raise ValueError(f"grpo config: eval_k={c.eval_k!r} must be >= 1")
+    for k in ("top_p", "eval_top_p"):
+        if not 0 < c[k] <= 1:
+            raise ValueError(f"grpo config: {k}={c[k]!r} must be in (0, 1]")
+    if not c.eval_temperature >= 0:
+        raise ValueError(f"grpo config: eval_temperature={c.eval_temperature!r} must be >= 0")
+    if not 0 <= c.preference_start_frac <= 1:
+        raise ValueError(f"grpo config: preference_start_frac={c.preference_start_frac!r} must be in [0, 1]")
+    check_choice(what, "old_logp", c.old_logp, OLD_LOGP)
+    check_choice(what, "rollout_placement", c.rollout_placement, ROLLOUT_PLACEMENTS)
+    check_choice(what, "rollout_engine", c.rollout_engine, ENGINES)
+    check_choice(what, "adv_scale", c.adv_scale, grpo.ADV_SCALES)
+    check_choice(what, "format_template", c.format_template, TEMPLATES)
+    check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
+    check_choice(what, "answer_format", c.answer_format, ANSWER_FORMATS)
+    check_choice(what, "param_dtype", c.param_dtype, DTYPES)
+    check_choice(what, "dtype", c.dtype, DTYPES, allow_empty=True)
+    check_choice(what, "save_dtype", c.save_dtype, DTYPES, allow_empty=True)
+    check_choice(what, "remat_policy", c.remat_policy, REMAT_POLICIES, allow_empty=True)
+    try:
+        PromptFormat(c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+    train.validate_optimizer(c.optimizer, what, prefix="optimizer.")
+    if c.mesh:
+        from r1jax.parallel.mesh import mesh_sizes
+
+        try:
+            mesh_sizes(c.mesh)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{what}: mesh={c.mesh!r}: {e.args[0] if e.args else e}") from None
+    check_loss(c, what)
     corr = c.loss_kwargs.get("rollout_correction", "none")
     from r1jax.rl.rollout_correction import CORRECTIONS
 
@@ -113,6 +231,7 @@ def validate_config(c) -> None:
     if corr != "none" and c.old_logp != "recompute":
         raise ValueError(f"grpo config: loss_kwargs.rollout_correction={corr!r} weights exp(old_logp - sampler_logp), "
                          "which is 1 with old_logp='sampler': set old_logp='recompute'")
+    check_rewards(c, what)
     if c.param_dtype != "float32":
         import warnings
 
@@ -122,5 +241,22 @@ def validate_config(c) -> None:
 
 
 def override(c, kw):
-    """grpo_config's key=value overrides (`rewards` is replaced as a whole, other dicts are merged)."""
-    return override_config(c, kw, "grpo config", replace=("rewards",))
+    """grpo_config's key=value overrides, every key checked at any depth (`rewards` is replaced as a
+    whole, `loss_kwargs` is merged and checked against the loss, other dicts are merged key by key).
+    A new loss other than the built-in "grpo" whose signature has no **kwargs starts loss_kwargs
+    empty: the defaults are grpo_loss's options."""
+    kw = dict(kw)
+    if "loss" in kw and kw["loss"] != c.loss:
+        override_config(c, {"loss": kw.pop("loss")}, "grpo config")
+        from r1jax.rl import grpo
+
+        try:
+            fn = grpo.get_loss_fn(c.loss)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"grpo config: loss={c.loss!r}: {e}") from e
+        if fn is not grpo.grpo_loss and grpo.loss_options(fn) is not None:
+            c.loss_kwargs = ml_collections.ConfigDict()
+    override_config(c, kw, "grpo config", replace=REPLACED_KEYS, open=OPEN_KEYS)
+    if "loss_kwargs" in kw or c.loss != "grpo":
+        check_loss(c)
+    return c

@@ -61,12 +61,15 @@ A loss function has the signature of :func:`grpo_loss`::
 
     def my_loss(logp, old_logp, ref_logp, advantages, mask, **options) -> (loss, metrics)
 
-five positional arrays with the shapes above (``ref_logp`` may be None), keyword-only options
-that come from the experiment config (a custom loss should accept ``**kwargs`` and ignore the
-ones it does not use, e.g. ``entropy=`` which the trainer may pass), returning a scalar loss to
-*minimise* and a dict of scalar metrics. It must be pure and jit-able (Python-level options are
-static). Gradients flow through ``logp`` only. Register it with ``@register_loss("name")``, or
-name it in the config without touching the library::
+five positional arrays with the shapes above (``ref_logp`` may be None), keyword options that
+come from the experiment config's ``loss_kwargs``, returning a scalar loss to *minimise* and a
+dict of scalar metrics. It must be pure and jit-able (Python-level options are static). Gradients
+flow through ``logp`` only. The trainer also passes ``entropy=`` ([batch, seq] token entropies)
+always and ``sampler_logp=`` with a rollout correction. Options are checked before a run starts
+(:func:`check_loss_kwargs`): every ``loss_kwargs`` key, and what the trainer passes, must be a
+keyword parameter of the loss, so a misspelt option (``kl_coeff``) fails naming the closest one;
+a loss that declares ``**kwargs`` takes any option (and then nothing is checked for it). Register
+it with ``@register_loss("name")``, or name it in the config without touching the library::
 
     # experiments/my_experiment.py
     def get_config():
@@ -105,11 +108,17 @@ __all__ = [
     "get_loss_fn",
     "LOSS_AGGS",
     "KL_ESTIMATORS",
+    "RATIO_LEVELS",
+    "ADV_SCALES",
+    "check_loss_options",
+    "loss_options",
+    "check_loss_kwargs",
 ]
 
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ADV_SCALES = ("group", "batch", "none")
+RATIO_LEVELS = ("token", "sequence")
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +256,6 @@ def grpo_loss(
     tis_cap: float = 2.0,
     is_low: float = 0.5,
     is_high: float = 2.0,
-    **unused,
 ):
     """Clipped GRPO policy loss (to minimise) and metrics; see the module docstring for the math.
 
@@ -269,22 +277,16 @@ def grpo_loss(
       sampler_logp: [batch, seq] the rollout engine's log-probs, for a rollout correction.
       rollout_correction: "none" | "tis" | "icepop" | "mis" (r1jax.rl.rollout_correction): weights
         of the surrogate from r = exp(old_logp - sampler_logp); tis_cap, is_low, is_high its bounds.
-      **unused: other config options, ignored (so one config can serve several losses).
+      An option it does not take is a TypeError (and a config naming one fails before the run:
+      check_loss_kwargs).
 
     Returns:
       (loss scalar, metrics dict of scalars).
     """
-    del unused
     if clip_eps_high is None:
         clip_eps_high = clip_eps
-    if ratio_level not in ("token", "sequence"):
-        raise ValueError(f"ratio_level must be 'token' or 'sequence', got {ratio_level!r}")
-    if loss_agg not in LOSS_AGGS:
-        raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-    if dual_clip_c is not None and not dual_clip_c > 1.0:
-        raise ValueError(f"dual_clip_c must be > 1 (or None to disable), got {dual_clip_c}")
+    check_loss_options(loss_agg=loss_agg, kl_estimator=kl_estimator, ratio_level=ratio_level,
+                       dual_clip_c=dual_clip_c, rollout_correction=rollout_correction)
     if ref_logp is None and not (isinstance(kl_coef, (int, float)) and kl_coef == 0):
         raise ValueError("kl_coef != 0 needs ref_logp (the reference policy's log-probs)")
     logp = jnp.asarray(logp)
@@ -360,6 +362,88 @@ def grpo_loss(
     if entropy is not None:
         metrics["entropy"] = _masked_mean(jax.lax.stop_gradient(jnp.asarray(entropy, dtype)), mask)
     return loss, metrics
+
+
+def check_loss_options(*, loss_agg: str = "seq-mean-token-mean", kl_estimator: str = "k3",
+                       ratio_level: str = "token", dual_clip_c=None, rollout_correction: str = "none",
+                       prefix: str = "") -> None:
+    """grpo_loss's checks of its Python-level options (ValueError naming the option, `prefix` +
+    its name, e.g. "loss_kwargs.loss_agg", the value and the valid ones); the trainer's config
+    validation runs them before anything is compiled."""
+    from r1jax.rl.rollout_correction import CORRECTIONS
+
+    for name, value, valid in (("ratio_level", ratio_level, RATIO_LEVELS), ("loss_agg", loss_agg, LOSS_AGGS),
+                               ("kl_estimator", kl_estimator, KL_ESTIMATORS),
+                               ("rollout_correction", rollout_correction, tuple(sorted(CORRECTIONS)))):
+        if value not in valid:
+            raise ValueError(f"{prefix}{name} must be one of {valid}, got {value!r}")
+    if dual_clip_c is not None and not dual_clip_c > 1.0:
+        raise ValueError(f"{prefix}dual_clip_c must be > 1 (or None to disable), got {dual_clip_c}")
+
+
+N_ARRAYS = 5  # the positional arrays every loss takes: logp, old_logp, ref_logp, advantages, mask
+
+
+def loss_options(fn) -> tuple[str, ...] | None:
+    """The keyword options a loss function takes (its parameters after the five arrays), or None
+    when it declares **kwargs (it takes any)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no signature (a builtin): cannot tell
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                   inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return tuple(p.name for p in positional[N_ARRAYS:] if p.kind is not inspect.Parameter.POSITIONAL_ONLY) + tuple(
+        p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def check_loss_kwargs(loss, loss_kwargs, *, passed: tuple = (), reserved: tuple = (), what: str = "grpo config",
+                      key: str = "loss_kwargs") -> Callable:
+    """Resolves `loss` (get_loss_fn) and checks that it takes the five arrays and every option in
+    `loss_kwargs` and in `passed` (the options the trainer adds, e.g. entropy; `reserved`: those it
+    may add, which loss_kwargs must not hold); a loss with **kwargs takes any option. Errors name
+    `what`, the dotted key (`loss_kwargs.kl_coeff`), the loss and the closest option it does take.
+    Returns the loss function."""
+    import inspect
+
+    from r1jax.config import ConfigKeyError, closest
+
+    for k in loss_kwargs:
+        if k in reserved:
+            raise ValueError(f"{what}: {key}.{k} is passed to the loss by the trainer, not set in the config")
+    try:
+        fn = get_loss_fn(loss)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{what}: loss={loss!r}: {e}") from e
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss))
+    where = f"the loss {name!r}" + (f" ({fn.__module__}.{fn.__qualname__})" if hasattr(fn, "__qualname__") else "")
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return fn
+    P = inspect.Parameter
+    n_pos = sum(p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD) for p in params)
+    if n_pos < N_ARRAYS and not any(p.kind is P.VAR_POSITIONAL for p in params):
+        raise ValueError(f"{what}: {where} takes {n_pos} positional arguments; a loss takes the {N_ARRAYS} arrays "
+                         "(logp, old_logp, ref_logp, advantages, mask), then keyword options")
+    opts = loss_options(fn)
+    if opts is None:
+        return fn
+    for k in loss_kwargs:
+        if k not in opts:
+            m = closest(str(k), opts)
+            hint = f"; did you mean {key + '.' + m!r}?" if m else ""
+            raise ConfigKeyError(f"{what}: unknown key {key + '.' + str(k)!r}: not an option of {where}, whose "
+                                 f"options are {', '.join(opts) or '(none)'}{hint}")
+    for k in passed:
+        if k not in opts:
+            raise ValueError(f"{what}: {where} does not take {k}=, which the trainer passes to the loss: add "
+                             f"the parameter (`{k}=None`) or **kwargs to its signature")
+    return fn
 
 
 # --------------------------------------------------------------------------------------------

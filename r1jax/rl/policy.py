@@ -9,6 +9,16 @@ import jax.numpy as jnp
 from r1jax.rl import grpo
 
 
+TRAINER_LOSS_ARGS = ("entropy", "sampler_logp")  # what the train-step loss passes besides loss_kwargs
+
+
+def passed_loss_args(loss_kwargs) -> tuple[str, ...]:
+    """The keyword arguments make_policy_loss passes to the policy loss besides `loss_kwargs`:
+    entropy always, sampler_logp with a rollout correction (the config check asks the loss for them)."""
+    correct = loss_kwargs.get("rollout_correction", "none") != "none"
+    return ("entropy",) + (("sampler_logp",) if correct else ())
+
+
 def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: int = 0):
     """The train-step loss: forward at `temperature`, token log-probs (the LM head `chunk` positions
     at a time, r1jax.model.logprobs), then the policy loss. Padding (batch["token_mask"] == 0) does
@@ -19,7 +29,7 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
     from r1jax.rl.rollout_correction import agreement, expert_mismatch
 
     agg = loss_kwargs.get("loss_agg", "seq-mean-token-mean")
-    correct = loss_kwargs.get("rollout_correction", "none") != "none"
+    correct = "sampler_logp" in passed_loss_args(loss_kwargs)
 
     def loss_fn(params, batch, model):
         tm = batch.get("token_mask")

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from r1jax import config as config_lib
 from r1jax import train
 from r1jax.rl import grpo
 from r1jax.rl.batch import bucket, build_batch
@@ -123,10 +124,12 @@ def rollout(run: Run, state, recs: list[dict], step: int) -> Rollout:
     """Samples group_size completions of this process's block of the step's global prompts
     (prompts lo .. lo + p_local - 1, lo = proc * p_local)."""
     from r1jax.data.prompts import decode_completion, opens_think
-    from r1jax.generation.engine import generate
+    from r1jax.generation.engine import check_positions, generate
 
     c, t0 = run.c, time.perf_counter()
     prompt_ids, prompt_texts = run.fmt.render_all(run.tokenizer, [r["problem"] for r in recs])
+    check_positions(run.model.cfg, [len(p) for p in prompt_ids], c.max_new_tokens,
+                    what=f"grpo step {step + 1}: train_data", key="max_new_tokens")
     lo, G = run.proc * run.p_local, c.group_size
     # several processes sampling SPMD on the sharded weights ("mesh"): one program over every process's
     # devices, so every process passes every prompt and keeps its block's samples (the outputs are read
@@ -353,28 +356,41 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     return model, state.params
 
 
+def check_model_fits(c, model_cfg, tokenizer, what: str, *, model_where: str, tokenizer_where: str) -> None:
+    """Before the weights load: the tokenizer's ids (added / special, EOS, pad) fit the model's
+    embedding table (r1jax.data.tokenizer.check_fits_model, naming both folders and sizes), and
+    max_new_tokens leaves room for a prompt within max_position_embeddings."""
+    from r1jax.data.tokenizer import check_fits_model
+
+    check_fits_model(tokenizer, model_cfg.vocab_size, tokenizer_where=tokenizer_where, model_where=model_where,
+                     what=what)
+    limit = int(model_cfg.get("max_position_embeddings", 0) or 0)
+    if limit and c.max_new_tokens >= limit:
+        raise ValueError(f"{what} config: max_new_tokens={c.max_new_tokens} leaves no room for a prompt within the "
+                         f"model {model_where}'s max_position_embeddings={limit}")
+
+
 def setup(c, model, params, tokenizer, train_records, eval_records):
     """Validates the config, loads what is not passed in (model, tokenizer, records) and builds the
     step's pieces: -> (Run, the train state, train_records, eval_records)."""
     from r1jax.data.prompts import PromptFormat
     from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.generation.engine import check_positions
     from r1jax.generation.programs import route_shape
     from r1jax.model import precision
     from r1jax.parallel.placement import Placement
 
     validate_config(c)
-    os.makedirs(c.run_dir, exist_ok=True)
-    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
-    if model is None:
-        if not c.init:
-            raise ValueError("grpo config: init is empty: set it to the HF checkpoint folder to train "
-                             "(--set init=DIR)")
-        model, params = precision.load_for_training(c.init, None, c.seed, **over)
-    else:  # a model passed in keeps its params' storage; compute dtype and remat may change
-        model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
-                                                                   if k != "param_dtype"})
+    if model is None and not c.init:
+        raise ValueError("grpo config: init is empty: set it to the HF checkpoint folder to train "
+                         "(--set init=DIR)")
     if tokenizer is None:
         tokenizer = load_tokenizer(c.tokenizer or c.init)
+    # the tokenizer against the model's embedding table and position budget, before the weights load
+    model_cfg = model.cfg if model is not None else config_lib.from_hf_config(c.init)
+    check_model_fits(c, model_cfg, tokenizer, "grpo", model_where=(repr(c.init) if model is None or c.init
+                                                                    else "passed in"),
+                     tokenizer_where=repr(c.tokenizer or c.init) if c.tokenizer or c.init else "passed in")
     eos = tuple(tokenizer.eos_token_ids)
     if not eos:
         raise ValueError(f"grpo: the tokenizer ({c.tokenizer or c.init}) defines no EOS token: generation could not stop")
@@ -388,6 +404,9 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
         eval_records = load_train_records(c, c.eval_data)
     if eval_records is not None:
         eval_records = eval_records[: c.eval_problems]
+        if c.eval_every and eval_records:  # their prompts fit the model's positions (train prompts: each step)
+            lens = [len(p) for p in fmt.render_all(tokenizer, [r["problem"] for r in eval_records])[0]]
+            check_positions(model_cfg, lens, c.max_new_tokens, what="grpo: eval_data", key="max_new_tokens")
     # Many processes: every process reads the same global prompt stream and samples its block of
     # `prompts_per_step / processes` prompts; the update's global arrays are built from the
     # process-local rows. Mini-batch j takes the prompts j, j + minibatches, ... (whole groups), so
@@ -404,10 +423,20 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
                for j in range(c.minibatches)]  # process-local row indices of each mini-batch
     if mb % c.grad_accum:
         raise ValueError(f"grpo config: a minibatch of {mb} rows does not split into grad_accum={c.grad_accum}")
+    # everything above is checked before the weights load
+    os.makedirs(c.run_dir, exist_ok=True)
+    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
+    if model is None:
+        model, params = precision.load_for_training(c.init, None, c.seed, **over)
+    else:  # a model passed in keeps its params' storage; compute dtype and remat may change
+        model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
+                                                                   if k != "param_dtype"})
     lk = c.loss_kwargs.to_dict()
-    if not lk.get("max_len"):  # Dr. GRPO's constant normaliser: the generation budget, the same every step
-        lk["max_len"] = c.max_new_tokens
     policy_loss = grpo.get_loss_fn(c.loss)
+    takes = grpo.loss_options(policy_loss)
+    if not lk.get("max_len") and (takes is None or "max_len" in takes):
+        # Dr. GRPO's constant normaliser: the generation budget, the same every step
+        lk["max_len"] = c.max_new_tokens
     loss_fn = make_policy_loss(policy_loss, c.temperature, lk, chunk=c.logprob_chunk)
     opt = ml_collections.ConfigDict(c.optimizer.to_dict())
     opt.total_steps = c.steps * c.mu * c.minibatches

@@ -65,7 +65,43 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         save_hf=True,
         progress=True,
     ))
-    return config_lib.override(c, kw, "sft config")
+    return config_lib.override(c, kw, "sft config", open=("model",))
+
+
+def validate_sft_config(c) -> None:
+    """Fails early, naming the key, on settings SFT cannot run with: unknown or missing keys at any
+    depth (dotted, with the closest valid one; `model` holds model config keys), enumerated settings
+    (dtypes, remat policy, optimizer schedule) that are not one of their values, sizes out of
+    range, a malformed mesh. Loads nothing (run_sft calls it first)."""
+    what = "sft config"
+    config_lib.check_keys(c, config_lib.schema_of(sft_config(), open=("model",)), what, complete=True)
+    model_keys = config_lib.base_config()
+    for k in (c.model.keys() if c.model is not None else ()):
+        if k not in model_keys:
+            raise config_lib.unknown_key(what, f"model.{k}", model_keys.keys(), "model.")
+    config_lib.check_choice(what, "param_dtype", c.param_dtype, config_lib.DTYPES)
+    config_lib.check_choice(what, "dtype", c.dtype, config_lib.DTYPES, allow_empty=True)
+    config_lib.check_choice(what, "save_dtype", c.save_dtype, config_lib.DTYPES, allow_empty=True)
+    config_lib.check_choice(what, "remat_policy", c.remat_policy, config_lib.REMAT_POLICIES, allow_empty=True)
+    for k in ("seq_len", "batch_size", "grad_accum", "log_every"):
+        if int(c[k]) < 1:
+            raise ValueError(f"{what}: {k}={c[k]!r} must be >= 1")
+    for k in ("steps", "save_every", "eval_every", "eval_skip_tokens", "logprob_chunk", "router_bias_update_rate"):
+        if c[k] < 0:
+            raise ValueError(f"{what}: {k}={c[k]!r} must be >= 0")
+    if not c.steps and not c.epochs > 0:
+        raise ValueError(f"{what}: epochs={c.epochs!r} must be > 0 (or set steps)")
+    if c.batch_size % c.grad_accum:
+        raise ValueError(f"{what}: batch_size={c.batch_size} does not split into grad_accum={c.grad_accum} "
+                         "micro-batches")
+    train.validate_optimizer(c.optimizer, what, prefix="optimizer.")
+    if c.mesh:
+        from r1jax.parallel.mesh import mesh_sizes
+
+        try:
+            mesh_sizes(c.mesh)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{what}: mesh={c.mesh!r}: {e.args[0] if e.args else e}") from None
 
 
 def tokenize_records(records, tokenizer, eos_id: int, *, chat_template: bool = False, system_prompt: str = ""):
@@ -81,6 +117,16 @@ def tokenize_records(records, tokenizer, eos_id: int, *, chat_template: bool = F
         c = encode_prompt(tokenizer, r["completion"]) + [eos_id]
         out.append((p, c))
     return out
+
+
+def check_ids(ids, vocab_size: int, what: str) -> None:
+    """ValueError naming `what` when a token id (host array) is outside [0, vocab_size): it would read
+    past the embedding table (NaN logits), so it is refused before the rows reach the device."""
+    a = np.asarray(ids)
+    if a.size and (a.max() >= vocab_size or a.min() < 0):
+        bad = int(a.max()) if a.max() >= vocab_size else int(a.min())
+        raise ValueError(f"{what}: token id {bad} is outside the model's vocabulary (vocab_size={vocab_size}): "
+                         "is the tokenizer the model's?")
 
 
 def load_model(cfg_init: str, model_cfg, seed: int = 0, **overrides):
@@ -101,20 +147,23 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
 
     from r1jax.checkpoint.orbax import Checkpointer
     from r1jax.data.jsonl import read_jsonl
-    from r1jax.data.tokenizer import load_tokenizer
+    from r1jax.data.tokenizer import check_fits_model, load_tokenizer
     from r1jax.model import precision
     from r1jax.parallel.placement import Placement
     from r1jax.runlog import RunLogger
 
-    os.makedirs(c.run_dir, exist_ok=True)
-    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
-    if model is None:
-        model, params = load_model(c.init, c.model, c.seed, **over)
-    else:  # a model passed in keeps its params' storage; compute dtype and remat may change
-        model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
-                                                                   if k != "param_dtype"})
+    validate_sft_config(c)
     if tokenizer is None:
         tokenizer = load_tokenizer(c.tokenizer or c.init)
+    # the tokenizer against the model's embedding table, before the weights load or init
+    if model is not None:
+        model_cfg, model_where = model.cfg, repr(c.init) if c.init else "passed in"
+    elif c.init:
+        model_cfg, model_where = config_lib.from_hf_config(c.init), repr(c.init)
+    else:
+        model_cfg, model_where = config_lib.make_config(**c.model.to_dict()), "of the config's `model`"
+    check_fits_model(tokenizer, model_cfg.vocab_size, model_where=model_where, what="sft",
+                     tokenizer_where=repr(c.tokenizer or c.init) if c.tokenizer or c.init else "passed in")
     if records is None:
         if not c.data:
             raise ValueError("sft config: data is empty: set it to a JSONL of prompt/completion records "
@@ -135,8 +184,15 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     n_rows = rows["input_ids"].shape[0]
     if n_rows < c.batch_size:
         raise ValueError(f"sft: {n_rows} packed rows < batch_size {c.batch_size} (data: {c.data or 'records'})")
-    if c.batch_size % c.grad_accum:
-        raise ValueError(f"sft: batch_size {c.batch_size} does not split into grad_accum={c.grad_accum} micro-batches")
+    check_ids(rows["input_ids"], model_cfg.vocab_size, f"sft: the packed rows of {c.data or 'the records'}")
+    # everything above is checked before the weights load
+    os.makedirs(c.run_dir, exist_ok=True)
+    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
+    if model is None:
+        model, params = load_model(c.init, c.model, c.seed, **over)
+    else:  # a model passed in keeps its params' storage; compute dtype and remat may change
+        model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
+                                                                   if k != "param_dtype"})
     per_epoch = n_rows // c.batch_size
     steps = c.steps or max(1, int(round(c.epochs * per_epoch)))
     opt = ml_collections.ConfigDict(c.optimizer.to_dict())

@@ -58,18 +58,12 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     """Trains (or reuses from cache_dir) the student's base on the corpus JSONL. Returns its HF folder."""
     import jax
 
-    from r1jax import config as config_lib
     from r1jax.data.jsonl import read_jsonl
     from r1jax.model import Transformer, init_params
     from r1jax.toy.pipelines.r1_zero import _hash
     from r1jax.sft.trainer import run_sft, sft_config
 
-    from r1jax.toy.tokenizer import model_token_ids
-
-    mc = config_lib.toy_qwen2(vocab_size=tok.vocab_size)
-    for k, v in {**model_token_ids(tok), **c.student}.items():
-        mc[k] = v
-    config_lib.validate(mc)
+    mc = student_config(c, tok)
     # the whole model config is in the key (not only the overrides): a changed preset retrains
     key = _hash(mc, c.student_pretrain, _file_hash(corpus_path))
     cached = os.path.join(c.cache_dir, f"toy_student_{key}")
@@ -117,6 +111,69 @@ def teacher_traces(tc, teacher_dir: str, tok, train: list, prompt_style: str, ou
     return read_jsonl(out_path), counts
 
 
+def config_schema() -> dict:
+    """Every key an `r1jax distill` config may hold (experiments/distill_toy.py): `student` holds
+    model config keys (overrides of toy_qwen2), `student_pretrain` / `distill_sft` sft_config keys,
+    `rl` grpo_config keys, `teacher_traces` rejection-sampling keys, less those the stages set."""
+    from r1jax.toy.pipelines import r1
+    from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+
+    return dict(run_dir="", cache_dir="", r1_run_dir="", traces="", seed=0, prompt_style="r1_zero",
+                student=model_block(), student_pretrain=sft_block(("run_dir", "tokenizer", "init", "model", "data")),
+                eval=r1.config_schema()["eval"],
+                teacher_traces=dict(r1.REJECTION_KEYS, languages=("en",)),
+                distill_sft=sft_block(("run_dir", "init", "tokenizer", "seed", "model", "data")),
+                rl=grpo_block(("run_dir", "init", "tokenizer", "prompt_style", "seed")), min_rl_steps=1)
+
+
+def student_config(c, tok):
+    """The student's model config: toy_qwen2 at the tokenizer's size, its token ids, `c.student`."""
+    from r1jax import config as config_lib
+    from r1jax.toy.tokenizer import model_token_ids
+
+    mc = config_lib.toy_qwen2(vocab_size=tok.vocab_size)
+    for k, v in {**model_token_ids(tok), **c.student}.items():
+        mc[k] = v
+    config_lib.validate(mc)
+    return mc
+
+
+def validate(c) -> None:
+    """Checks the whole distill config before anything runs (r1jax.toy.pipelines.checks)."""
+    from r1jax import config as config_lib
+    from r1jax.data.prompts import PROMPT_STYLES
+    from r1jax.eval.runner import check_eval_settings
+    from r1jax.rl.config import grpo_config, validate_config
+    from r1jax.sft.trainer import sft_config, validate_sft_config
+    from r1jax.toy.pipelines import checks
+    from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
+    from r1jax.toy.tokenizer import toy_tokenizer
+
+    what = "distill config"
+    checks.check_config(c, config_schema(), what, required=("run_dir", "cache_dir", "r1_run_dir", "seed",
+                                                             "prompt_style", "student", "student_pretrain", "eval",
+                                                             "distill_sft", "rl"))
+    config_lib.check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
+    mc = checks.stage(what, "student", lambda: student_config(c, toy_tokenizer()))
+    checks.stage(what, "student_pretrain", lambda: validate_sft_config(sft_config(
+        run_dir="-", **_cfg_dict(c.student_pretrain))))
+    checks.stage(what, "distill_sft", lambda: validate_sft_config(sft_config(run_dir="-", seed=c.seed,
+                                                                             **_cfg_dict(c.distill_sft))))
+    gc = checks.stage(what, "rl", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
+                                                      **dict(_cfg_dict(c.rl), steps=max(int(c.rl.get("steps", 1)), 1))))
+    checks.stage(what, "rl", lambda: validate_config(gc))
+    checks.check_positions(what, "rl.max_new_tokens", gc.max_new_tokens, mc)
+    e = c.eval
+    checks.stage(what, "eval", lambda: check_eval_settings(k=e.k, temperature=e.temperature, top_p=e.top_p,
+                                                           max_new_tokens=e.max_new_tokens,
+                                                           prompt_style=c.prompt_style))
+    checks.check_positions(what, "eval.max_new_tokens", e.max_new_tokens, mc)
+    if c.get("teacher_traces") and c.teacher_traces.n_prompts:
+        t = {k: v for k, v in _cfg_dict(c.teacher_traces).items() if k != "prompt_offset"}
+        checks.stage(what, "teacher_traces", lambda: validate_rejection_config(rejection_sample_config(
+            prompt_style=c.prompt_style, **t)))
+
+
 def sft_compute(steps: int, batch_size: int, seq_len: int) -> float:
     """Forward-token passes of SFT: every packed token is trained on (x3)."""
     return 3.0 * steps * batch_size * seq_len
@@ -139,6 +196,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     from r1jax.toy.language_mixing import register_toy_languages
     from r1jax.toy.pipelines.r1 import _done, eval_dir, grpo_stage, sft_stage
 
+    validate(c)  # every key and stage config, before the student's pretraining or any stage
     t_start = time.time()
     register_toy_languages()
     rd = c.run_dir

@@ -139,6 +139,101 @@ def toy_language_records(records):
     return [dict(r, language=reward_language(r.get("language"))) for r in records]
 
 
+# ------------------------------------------------------------------------------ config checks
+
+STAGES = MODEL_STAGES[1:] + ("rejection", "rm")
+STAGE_NEEDS = {"reasoning_rl": "cold_start", "rejection": "reasoning_rl", "alignment_rl": "sft"}  # checkpoints
+REJECTION_KEYS = dict(prompt_offset=0, n_prompts=0, n_samples=1, temperature=0.8, top_p=0.95, max_new_tokens=1,
+                      ngram=8, max_repeats=3, max_per_prompt=4, non_reasoning_frac=0.1, non_reasoning_min=0,
+                      batch_prompts=64)
+_GRPO_SET = ("run_dir", "init", "tokenizer", "prompt_style", "seed")
+_SFT_SET = ("run_dir", "init", "tokenizer", "seed")
+_RM_SET = ("run_dir", "init", "tokenizer", "languages", "levels", "restate", "prompt_style", "seed")
+
+
+def config_schema() -> dict:
+    """Every key an `r1jax r1` config may hold (experiments/r1_toy.py): the GRPO stage blocks
+    (r1_zero, reasoning_rl, alignment_rl) hold grpo_config keys, the SFT ones sft_config keys,
+    `rm` train_rm_config keys, less the keys each stage sets itself."""
+    from r1jax.toy.pipelines import r1_zero
+    from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+    from r1jax.toy.pipelines.train_rm import train_rm_config
+    from r1jax import config as config_lib
+
+    sft = sft_block(_SFT_SET + ("model", "data"))
+    return dict(run_dir="", cache_dir="", seed=0, mesh="", prompt_style="r1_zero", stages=STAGES,
+                data=dict(r1_zero.DATA_KEYS, languages=("en",), p_mix=0.0, mix_style="switch"),
+                model=model_block(), pretrain=r1_zero.config_schema()["pretrain"],
+                eval=dict(problems=0, k=1, temperature=0.6, top_p=0.95, seed=0, max_new_tokens=1),
+                r1_zero=grpo_block(_GRPO_SET), reasoning_rl=grpo_block(_GRPO_SET),
+                alignment_rl=dict(grpo_block(_GRPO_SET + ("rewards", "preference_model", "format_template")),
+                                  general_frac=0.2, preference_weight=1.0),
+                cold_start=dict(n=0, p_check=0.0, sft=sft), rejection=dict(REJECTION_KEYS), sft=sft,
+                rm={k: v for k, v in config_lib.schema_of(train_rm_config(), open=("model",)).items()
+                    if k not in _RM_SET})
+
+
+def validate(c) -> None:
+    """Checks the whole r1 config before the first stage (r1jax.toy.pipelines.checks): its keys, the
+    stages and their order, the base model config, every stage's config as the stage builds it."""
+    from r1jax import config as config_lib
+    from r1jax.data.prompts import PROMPT_STYLES
+    from r1jax.eval.runner import check_eval_settings
+    from r1jax.rl.config import grpo_config, validate_config
+    from r1jax.sft.trainer import sft_config, validate_sft_config
+    from r1jax.toy.pipelines import checks, r1_zero
+    from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
+    from r1jax.toy.pipelines.train_rm import train_rm_config, validate_train_rm_config
+
+    what = "r1 config"
+    checks.check_config(c, config_schema(), what, required=("run_dir", "cache_dir", "seed", "prompt_style", "stages",
+                                                             "data", "model", "pretrain", "eval"))
+    config_lib.check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
+    stages = tuple(c.stages)
+    for st in stages:
+        config_lib.check_choice(what, "stages", st, STAGES)
+        if st not in c and st in ("r1_zero", "cold_start", "reasoning_rl", "rejection", "sft", "rm", "alignment_rl"):
+            raise config_lib.ConfigKeyError(f"{what}: stage {st!r} has no {st!r} block")
+        need = STAGE_NEEDS.get(st)
+        if need and need not in stages:
+            raise ValueError(f"{what}: stages: {st!r} starts from the {need!r} stage's model: add {need!r} to stages")
+    checks.check_tasks(what, c.data.tasks)
+    mc = checks.check_model(what, "model", r1_zero.base_model_config(c), {})
+    pre = c.pretrain.to_dict()
+    checks.stage(what, "pretrain", lambda: validate_sft_config(sft_config(run_dir="-", mesh=c.get("mesh", ""), **pre)))
+    e = c.eval
+    checks.stage(what, "eval", lambda: check_eval_settings(k=e.k, temperature=e.temperature, top_p=e.top_p,
+                                                           max_new_tokens=e.max_new_tokens,
+                                                           prompt_style=c.prompt_style))
+    checks.check_positions(what, "eval.max_new_tokens", e.max_new_tokens, mc)
+    for name in ("r1_zero", "reasoning_rl", "alignment_rl"):
+        if name not in stages:
+            continue
+        block = _cfg_dict(c[name])
+        extra = {}
+        if name == "alignment_rl":
+            block = {k: v for k, v in block.items() if k not in ("general_frac", "preference_weight")}
+            register_stage5_rewards()
+            extra = dict(rewards=dict(STAGE5_RULES), format_template="r1")  # preference: its model comes later
+        gc = checks.stage(what, name, lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
+                                                          **dict(block, **extra)))
+        checks.stage(what, name, lambda: validate_config(gc))
+        checks.check_positions(what, f"{name}.max_new_tokens", gc.max_new_tokens, mc)
+    for name, block in (("cold_start.sft", c.get("cold_start", {}).get("sft") if "cold_start" in stages else None),
+                        ("sft", c.get("sft") if "sft" in stages else None)):
+        if block is not None:
+            checks.stage(what, name, lambda: validate_sft_config(sft_config(run_dir="-", seed=c.seed,
+                                                                            **_cfg_dict(block))))
+    if "rejection" in stages:
+        r = {k: v for k, v in _cfg_dict(c.rejection).items() if k != "prompt_offset"}
+        checks.stage(what, "rejection", lambda: validate_rejection_config(rejection_sample_config(
+            prompt_style=c.prompt_style, **r)))
+        checks.check_positions(what, "rejection.max_new_tokens", c.rejection.max_new_tokens, mc)
+    if "rm" in stages:
+        checks.stage(what, "rm", lambda: validate_train_rm_config(train_rm_config(
+            prompt_style=c.prompt_style, languages=tuple(c.data.languages), **_cfg_dict(c.rm))))
+
+
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -243,6 +338,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     from r1jax.toy.pipelines.rejection_sample import format_counts, sample_checkpoint
     from r1jax.toy.pipelines.train_rm import train_rm, train_rm_config
 
+    validate(c)  # every key and stage config, before the data, the pretraining or any stage
     t_start = time.time()
     register_toy_languages()
     rd = c.run_dir

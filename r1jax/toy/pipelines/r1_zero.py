@@ -28,6 +28,72 @@ import ml_collections
 EXTRA_KEYS = ("format", "reflection", "truncated", "reasoning_share", "reasoning_accuracy", "direct_accuracy")
 
 
+DATA_KEYS = dict(seed=0, tasks=("add",), levels=(2,), n_train_problems=0, n_heldout_problems=0, n_corpus=0,
+                 p_direct=0.0, p_worked=0.0, p_check=0.0, restate=False, eval_chains=0, direct_error_rate=None)
+EVAL_KEYS = dict(problems=0, k=1, temperature=0.6, top_p=0.95, seed=0, harder_levels=(), harder_problems=0,
+                 harder_max_new_tokens=0)
+# keys of the stage blocks the pipeline sets itself (from the top-level keys)
+SET_BY_PIPELINE = {"grpo.run_dir": "run_dir/grpo", "grpo.prompt_style": "the top-level prompt_style",
+                   "grpo.seed": "the top-level seed", "grpo.mesh": "the top-level mesh",
+                   "pretrain.run_dir": "run_dir/pretrain", "pretrain.mesh": "the top-level mesh"}
+
+
+def config_schema() -> dict:
+    """Every key an `r1jax r1-zero` config may hold (experiments/r1_zero_toy.py): `grpo` holds
+    grpo_config keys, `pretrain` sft_config keys, `model` model config keys (overrides of toy_moe)."""
+    from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+
+    return dict(run_dir="", cache_dir="", seed=0, mesh="", prompt_style="r1_zero", update_readme=False,
+                data=dict(DATA_KEYS), model=model_block(),
+                pretrain=sft_block(("run_dir", "mesh", "tokenizer", "init", "model", "data")),
+                grpo=grpo_block(("run_dir", "prompt_style", "seed", "mesh")), eval=dict(EVAL_KEYS))
+
+
+def base_model_config(c, tok=None):
+    """The toy base model's config: toy_moe at the toy tokenizer's size, its token ids, `c.model`."""
+    from r1jax import config as config_lib
+    from r1jax.toy.tokenizer import model_token_ids, toy_tokenizer
+
+    tok = tok or toy_tokenizer()
+    mc = config_lib.toy_moe(vocab_size=tok.vocab_size)
+    for k, v in {**model_token_ids(tok), **c.model}.items():
+        mc[k] = v
+    return mc
+
+
+def validate(c) -> None:
+    """Checks the whole r1-zero config before anything runs (r1jax.toy.pipelines.checks): its keys,
+    the model config, the pretraining (SFT) and GRPO stage configs as the stages build them, the
+    eval settings."""
+    from r1jax import config as config_lib
+    from r1jax.data.prompts import PROMPT_STYLES
+    from r1jax.eval.runner import check_eval_settings
+    from r1jax.rl.config import grpo_config, validate_config
+    from r1jax.sft.trainer import sft_config, validate_sft_config
+    from r1jax.toy.pipelines import checks
+
+    what = "r1-zero config"
+    checks.check_config(c, config_schema(), what, set_by_pipeline=SET_BY_PIPELINE,
+                        required=("run_dir", "cache_dir", "seed", "prompt_style", "data", "model", "pretrain", "grpo",
+                                  "eval"))
+    config_lib.check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
+    checks.check_tasks(what, c.data.tasks)
+    mc = checks.check_model(what, "model", base_model_config(c), {})
+    pre = c.pretrain.to_dict()
+    checks.stage(what, "pretrain", lambda: validate_sft_config(sft_config(run_dir="-", mesh=c.get("mesh", ""), **pre)))
+    gc = checks.stage(what, "grpo", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
+                                                        mesh=c.get("mesh", ""), **c.grpo.to_dict()))
+    checks.stage(what, "grpo", lambda: validate_config(gc))
+    checks.check_positions(what, "grpo.max_new_tokens", gc.max_new_tokens, mc)
+    e = c.eval
+    checks.stage(what, "eval", lambda: check_eval_settings(k=e.k, temperature=e.temperature, top_p=e.top_p,
+                                                           max_new_tokens=gc.max_new_tokens,
+                                                           prompt_style=c.prompt_style))
+    if e.get("harder_levels"):
+        checks.check_positions(what, "eval.harder_max_new_tokens", e.get("harder_max_new_tokens", gc.max_new_tokens),
+                               mc)
+
+
 def _hash(*cfgs) -> str:
     s = json.dumps([c.to_dict() if hasattr(c, "to_dict") else c for c in cfgs], sort_keys=True, default=str)
     return hashlib.sha1(s.encode()).hexdigest()[:12]
@@ -92,17 +158,14 @@ def heldout_chains(c) -> list[dict] | None:
 
 def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     """Trains (or reuses from the cache) the tiny DeepSeek-V3-shaped base model. Returns its HF folder."""
-    from r1jax import config as config_lib
-    from r1jax.toy.tokenizer import model_token_ids, save_tokenizer
+    from r1jax.toy.tokenizer import save_tokenizer
     from r1jax.sft.trainer import run_sft, sft_config
 
     cached = base_cache_dir(c, cache_root)
     if os.path.exists(os.path.join(cached, "model.safetensors")):
         print(f"[r1-zero] base model: cached {cached}")
         return cached
-    mc = config_lib.toy_moe(vocab_size=data["tokenizer"].vocab_size)
-    for k, v in {**model_token_ids(data["tokenizer"]), **c.model}.items():
-        mc[k] = v
+    mc = base_model_config(c, data["tokenizer"])
     pre = c.pretrain.to_dict()
     pre["seed"] = c.pretrain.seed + c.seed  # data order
     sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), mesh=c.get("mesh", ""), **pre)
@@ -133,6 +196,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     from r1jax.rl.trainer import grpo_config, run_grpo
     from r1jax.runlog import RunLogger, write_results
 
+    validate(c)  # every key and stage config, before the data, the pretraining or any rollout
     t_start = time.time()
     load_start = os.getloadavg()[0]
     run_dir = c.run_dir

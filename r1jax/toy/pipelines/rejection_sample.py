@@ -62,11 +62,31 @@ def rejection_sample_config(**kw) -> ml_collections.ConfigDict:
         batch_prompts=64,
         seed=0,
     ))
-    for k, v in kw.items():
-        if k not in c:
-            raise KeyError(f"rejection-sample config: unknown key {k!r}")
-        c[k] = v
-    return c
+    from r1jax.config import override
+
+    return override(c, kw, "rejection-sample config")
+
+
+def validate_rejection_config(c) -> None:
+    """Fails naming the key on a setting rejection sampling cannot run with (before the model loads)."""
+    from r1jax.config import check_choice
+    from r1jax.data.prompts import PROMPT_STYLES
+    from r1jax.eval.runner import check_eval_settings
+    from r1jax.rl.rewards.format import TEMPLATES
+
+    what = "rejection-sample config"
+    check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
+    check_choice(what, "template", c.template, TEMPLATES)
+    check_eval_settings(k=c.n_samples, temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens,
+                        prompt_style=c.prompt_style, template=c.template, batch_prompts=c.batch_prompts, what=what)
+    for k in ("ngram", "max_repeats"):
+        if c[k] < 1:
+            raise ValueError(f"{what}: {k}={c[k]!r} must be >= 1")
+    for k in ("n_prompts", "max_per_prompt", "non_reasoning_min"):
+        if c[k] < 0:
+            raise ValueError(f"{what}: {k}={c[k]!r} must be >= 0")
+    if not 0 <= c.non_reasoning_frac < 1:
+        raise ValueError(f"{what}: non_reasoning_frac={c.non_reasoning_frac!r} must be in [0, 1)")
 
 
 # ------------------------------------------------------------------------------ filters
@@ -247,11 +267,17 @@ def run(c) -> dict:
     from r1jax.data.jsonl import read_jsonl
     from r1jax.data.tokenizer import load_tokenizer
 
+    from r1jax.config import from_hf_config
+    from r1jax.data.tokenizer import check_fits_model
+
     c = rejection_sample_config(**(c.to_dict() if hasattr(c, "to_dict") else dict(c)))
+    validate_rejection_config(c)
     if not c.checkpoint:
         raise SystemExit("rejection-sample: set checkpoint (an HF folder), e.g. --set checkpoint=runs/r1_toy/stage2/final")
-    os.makedirs(c.run_dir, exist_ok=True)
     tok = load_tokenizer(c.tokenizer or c.checkpoint)
+    check_fits_model(tok, from_hf_config(c.checkpoint).vocab_size, tokenizer_where=repr(c.tokenizer or c.checkpoint),
+                     model_where=repr(c.checkpoint), what="rejection-sample")
+    os.makedirs(c.run_dir, exist_ok=True)
     records = read_jsonl(c.data, required=("problem", "answer"))
     if c.n_prompts:
         records = records[: c.n_prompts]

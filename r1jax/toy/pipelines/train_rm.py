@@ -46,15 +46,29 @@ def train_rm_config(**kw) -> ml_collections.ConfigDict:
         seed=0,
         progress=True,
     ))
-    for k, v in kw.items():
-        if k not in c:
-            raise KeyError(f"train-rm config: unknown key {k!r}")
-        if isinstance(c[k], ml_collections.ConfigDict) and isinstance(v, dict):
-            for kk, vv in v.items():
-                c[k][kk] = vv
-        else:
-            c[k] = v
-    return c
+    from r1jax.config import override
+
+    return override(c, kw, "train-rm config", open=("model",))
+
+
+def validate_train_rm_config(c) -> None:
+    """Fails naming the key on a setting the reward model cannot train with (before anything loads)."""
+    from r1jax import config as config_lib
+    from r1jax.data.prompts import PROMPT_STYLES
+
+    what = "train-rm config"
+    config_lib.check_keys(c, config_lib.schema_of(train_rm_config(), open=("model",)), what, complete=True)
+    model_keys = config_lib.base_config()
+    for k in c.model.keys():
+        if k not in model_keys:
+            raise config_lib.unknown_key(what, f"model.{k}", model_keys.keys(), "model.")
+    config_lib.check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
+    for k in ("steps", "batch_pairs"):
+        if c[k] < 1:
+            raise ValueError(f"{what}: {k}={c[k]!r} must be >= 1")
+    for k in ("n_train", "n_heldout", "max_len", "eval_every", "learning_rate", "weight_decay"):
+        if c[k] < 0:
+            raise ValueError(f"{what}: {k}={c[k]!r} must be >= 0")
 
 
 def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
@@ -70,6 +84,7 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     from r1jax.runlog import RunLogger
     from r1jax.sft.trainer import load_model
 
+    validate_train_rm_config(c)
     t0 = time.time()
     os.makedirs(c.run_dir, exist_ok=True)
     if tokenizer is None:
@@ -81,10 +96,17 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     if not tok_dir:
         tok_dir = os.path.join(c.run_dir, "tokenizer")
         save_tokenizer(tokenizer, tok_dir)
+    mc = c.model.to_dict() if hasattr(c.model, "to_dict") else dict(c.model)
+    if not c.init and "vocab_size" not in mc:
+        mc["vocab_size"] = tokenizer.vocab_size
+    from r1jax import config as config_lib
+    from r1jax.data.tokenizer import check_fits_model
+
+    model_cfg = (model.cfg if model is not None else config_lib.from_hf_config(c.init) if c.init
+                 else config_lib.make_config(**mc))
+    check_fits_model(tokenizer, model_cfg.vocab_size, tokenizer_where=repr(tok_dir),
+                     model_where=repr(c.init) if c.init else "of the config's `model`", what="train-rm")
     if model is None:
-        mc = c.model.to_dict() if hasattr(c.model, "to_dict") else dict(c.model)
-        if not c.init and "vocab_size" not in mc:
-            mc["vocab_size"] = tokenizer.vocab_size
         model, params = load_model(c.init, mc, c.seed)
     req = ("prompt", "chosen", "rejected")
     if c.train_data:
