@@ -419,3 +419,11 @@ def test_gsm8k_reference_solutions(shared_data):
 )
 def test_numeric_answer_forms(completion, gold, expected):
     assert accuracy_reward(completion, gold) == expected
+
+
+def test_digits_spaced_one_token_at_a_time_are_one_number():
+    """The toy tokenizer writes numbers a digit per token ("6 2"): one number, as before; two
+    spaced groups are still one joined number (so "18 18" is 1818, not a hedge for 18)."""
+    comps = ["<answer>6 2</answer>", "<answer>- 1 2</answer>", "<answer>18 18</answer>", "<answer>1 7 or 1 8</answer>",
+             "<answer>6 3</answer>"]
+    assert accuracy_rewards(comps, ["62", "-12", "18", "18", "62"]) == [1.0, 1.0, 0.0, 0.0, 0.0]

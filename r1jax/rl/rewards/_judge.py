@@ -203,9 +203,13 @@ def stub_names(prompt: str) -> set[str]:
     return out
 
 
+_NO_IMPORT = {"antigravity", "this", "__hello__", "__phello__", "idlelib", "tkinter", "turtle", "turtledemo",
+              "webbrowser", "pydoc", "pdb", "code", "ensurepip", "venv", "lib2to3"}  # side effects at import
+
+
 def _module(name: str):
     top = name.split(".")[0]
-    if top not in getattr(sys, "stdlib_module_names", ()):
+    if top not in getattr(sys, "stdlib_module_names", ()) or top in _NO_IMPORT:
         return None
     try:
         __import__(name)

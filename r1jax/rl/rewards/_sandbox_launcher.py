@@ -269,6 +269,9 @@ def _t_main(cfg, jail, judge_mod, mode, program: bytes, ev: int, need, site) -> 
         if mode != "unsafe":
             jail.drop_privileges(mode, uid, gid)
         jail.not_dumpable()
+        import resource
+
+        jail.set_rlimits({resource.RLIMIT_AS: int(cfg["memory_mb"]) * 1024 * 1024, resource.RLIMIT_CORE: 0})
         if rpc_mine is not None:
             sys.path.extend(p for p in site if p not in sys.path)  # tests may import installed packages
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)

@@ -117,6 +117,7 @@ _NUM_RE = re.compile(
     r"(?P<sign>(?<![^\s(\[])[-+])?(?P<num>\d+(?:,\d+)*(?:\.\d+)?|\.\d+)(?P<pct>\s*(?:%|(?i:percent)\b))?"
 )
 _GROUPED_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_SPACED_DIGITS_RE = re.compile(r"(?:[+-] ?)?\d(?: \d)+(?:\.(?: ?\d)+)?")
 
 
 def _normalise(s: str) -> str:
@@ -146,6 +147,8 @@ def _read_number(pred: str) -> tuple[str, Decimal | None, bool]:
     group, too long -, ("expr", None, False) - for math_verify - or ("none", None, False) - no digit.
     """
     s = _after_lead_in(_normalise(pred)).strip()
+    if _SPACED_DIGITS_RE.fullmatch(s):  # digits written one token at a time ("6 2", the toy tokenizer's
+        return "one", Decimal(s.replace(" ", "")), False  # output): one number, as before ("18 18" is 1818)
     if _EXPR_RE.search(s):
         return "expr", None, False
     if len(s) > MAX_PROSE_CHARS:
