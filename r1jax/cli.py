@@ -154,6 +154,8 @@ def main(argv=None):
     e.add_argument("--engine", default="auto", choices=["auto", "static", "continuous"],
                    help="rollout engine (auto: continuous, 64 x k rows refilled as samples end, past 64 problems)")
     e.add_argument("--out", default="", help="write the metrics as JSON here")
+    e.add_argument("--sandbox", default="auto", choices=["auto", "unsafe"],
+                   help="isolation of the math workers that score answers (unsafe: none, where isolation is impossible)")
     cv = sub.add_parser("convert")
     cv.add_argument("--checkpoint", required=True)
     cv.add_argument("--out", required=True)
@@ -244,10 +246,14 @@ def _eval(args):
         recs = recs[: args.problems]
     check_positions(model_cfg, [len(p) for p in fmt.render_all(tok, [r["problem"] for r in recs])[0]],
                     args.max_new_tokens, what=f"{what}: {args.data}", key="--max-new-tokens")
+    from r1jax.rl.rewards.sandbox import check_sandbox
+
+    check_sandbox(args.sandbox)  # before the weights load and the samples are drawn
     model, params = r1jax.from_pretrained(args.checkpoint, dtype=args.dtype)
     res = evaluate(model, params, tok, recs, k=args.k, temperature=args.temperature, top_p=args.top_p,
                    max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, seed=args.seed,
-                   system_prompt=system, user_template=args.user_template, template=template, engine=args.engine)
+                   system_prompt=system, user_template=args.user_template, template=template, engine=args.engine,
+                   sandbox=args.sandbox)
     samples = res.pop("samples")
     print(json.dumps(res, indent=2))
     if args.out:

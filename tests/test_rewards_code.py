@@ -279,9 +279,17 @@ for name, fn in (("run", lambda: run_sandboxed("print(1)")), ("reward", lambda: 
         out[name] = "ran"
     except SandboxError as e:
         out[name] = str(e)
+from r1jax.rl.config import grpo_config, validate_config
+from r1jax.rl.rewards.registry import check_isolation
+try:  # a GRPO run with the accuracy reward stops at its setup, before any rollout
+    check_isolation(grpo_config(train_data="x.jsonl", init="ckpt"), ["accuracy", "format"])
+    out["grpo"] = "ran"
+except SandboxError as e:
+    out["grpo"] = str(e)
 with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
     out["unsafe"] = code_reward("```python\\nx = 1\\n```", ["assert x == 1"], isolation="unsafe")
+    check_isolation(grpo_config(sandbox="unsafe"), ["code"])
     out["warned"] = [str(x.message) for x in w]
 print("OUT " + json.dumps(out))
 """
@@ -298,9 +306,9 @@ def test_no_root_and_no_user_namespaces_fails_closed(tmp_path):
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("OUT ")]
     assert lines, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     out = json.loads(lines[-1][4:])
-    for k in ("run", "reward", "check"):
+    for k in ("run", "reward", "check", "grpo"):
         assert "cannot isolate untrusted code" in out[k] and "user namespaces are not available" in out[k], out
-        assert "isolation='unsafe'" in out[k] or k == "check", out
+        assert "isolation='unsafe'" in out[k] or k in ("check", "grpo"), out
     assert out["unsafe"] == 1.0
     assert any("UNSAFE" in m for m in out["warned"]), out
 

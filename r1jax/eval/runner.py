@@ -78,7 +78,7 @@ def check_eval_settings(*, k: int = 8, temperature: float = 0.6, top_p: float = 
 def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: float = 0.6, top_p: float = 0.95,
              max_new_tokens: int = 256, prompt_style: str = "r1_zero", seed: int = 0, batch_prompts: int = 64,
              template: str = "r1_zero", keep_texts: bool = False, system_prompt: str = "",
-             user_template: str = "{problem}", engine: str = "auto") -> dict:
+             user_template: str = "{problem}", engine: str = "auto", sandbox: str = "auto") -> dict:
     """Samples k completions per record and scores them (see module doc). keep_texts=True adds every
     completion ("texts", record-major: record i's samples are texts[i*k:(i+1)*k]), its accuracy
     reward ("accuracy", None where the gold answer could not be parsed).
@@ -86,12 +86,14 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     engine: "static" generates `batch_prompts` records at a time; "continuous" streams all records
     through batch_prompts * k decode rows, refilled as samples end (no row waits for the slowest
     sample of its chunk); "auto": continuous when there is more than one chunk. Sample j of record
-    i is request i * k + j of one seed either way, so both give the same samples."""
+    i is request i * k + j of one seed either way, so both give the same samples. sandbox: the math
+    workers' isolation ("auto" | "unsafe", r1jax.rl.rewards.sandbox), checked before generating."""
     from r1jax.data.prompts import PromptFormat, opens_think
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
     from r1jax.generation.engine import check_positions, generate
     from r1jax.model.precision import compute_copy
     from r1jax.rl.rewards import accuracy_rewards, extract_answer, format_reward
+    from r1jax.rl.rewards.sandbox import check_sandbox
 
     from r1jax.data.tokenizer import check_fits_model
 
@@ -99,6 +101,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
                         prompt_style=prompt_style, template=template, engine=engine, batch_prompts=batch_prompts)
     if getattr(model.cfg, "vocab_size", None) is not None:
         check_fits_model(tokenizer, model.cfg.vocab_size, what="evaluate")
+    check_sandbox(sandbox)  # the answers are scored in confined workers: fail now, not after sampling
     fmt = PromptFormat(prompt_style, system_prompt=system_prompt, user_template=user_template)
     eos = tuple(tokenizer.eos_token_ids)
     params = compute_copy(params, model.cfg)
@@ -120,14 +123,14 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
         lengths += [len(t) for t in out.tokens]
         finish += out.finish_reason
     answers = [str(r["answer"]) for r in records for _ in range(k)]
-    acc = accuracy_rewards(texts, answers)
+    acc = accuracy_rewards(texts, answers, isolation=sandbox)
     valid = [i for i in range(len(records)) if all(acc[i * k + j] is not None for j in range(k))]
     correct = np.array([[acc[i * k + j] == 1.0 for j in range(k)] for i in valid], bool)
     preds = [[_norm(extract_answer(texts[i * k + j])) for j in range(k)] for i in valid]
     gold = [str(records[i]["answer"]) for i in valid]
 
     def judge(pred, g):
-        return accuracy_rewards([f"<answer> {pred} </answer>"], [g])[0] == 1.0
+        return accuracy_rewards([f"<answer> {pred} </answer>"], [g], isolation=sandbox)[0] == 1.0
 
     res = {
         "pass@1": pass1_over_k(correct) if len(valid) else float("nan"),

@@ -17,6 +17,7 @@ import ml_collections
 
 from r1jax import train
 from r1jax.config import override as override_config
+from r1jax.rl.rewards.sandbox import ISOLATION
 
 
 def grpo_config(**kw) -> ml_collections.ConfigDict:
@@ -36,6 +37,10 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         language="en",  # default target language of the language reward (a record's "language" wins)
         preference_model="",  # reward-model folder (`r1jax train-rm`) scoring the "preference" reward
         preference_start_frac=0.0,  # "preference" scores 0 before this fraction of `steps` (R1: last part only)
+        # isolation of untrusted model output (the code reward's programs, the math workers' LaTeX):
+        # "auto" (root: per-run uid; else an unprivileged user namespace; SandboxError where neither
+        # works, checked at setup) | "unsafe" (no isolation: logged loudly at start)
+        sandbox="auto",
         group_size=8,
         prompts_per_step=16,
         max_new_tokens=128,
@@ -199,6 +204,7 @@ def validate_config(c) -> None:
     if not 0 <= c.preference_start_frac <= 1:
         raise ValueError(f"grpo config: preference_start_frac={c.preference_start_frac!r} must be in [0, 1]")
     check_choice(what, "old_logp", c.old_logp, OLD_LOGP)
+    check_choice(what, "sandbox", c.sandbox, ISOLATION)
     check_choice(what, "rollout_placement", c.rollout_placement, ROLLOUT_PLACEMENTS)
     check_choice(what, "rollout_engine", c.rollout_engine, ENGINES)
     check_choice(what, "adv_scale", c.adv_scale, grpo.ADV_SCALES)

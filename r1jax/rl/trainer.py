@@ -48,7 +48,7 @@ from r1jax.rl.batch import bucket, build_batch
 from r1jax.rl.config import grpo_config, override, validate_config
 from r1jax.rl.policy import make_logprob_fn, make_policy_loss
 from r1jax.rl.rewards.preference import preference_active
-from r1jax.rl.rewards.registry import REWARDS, compute_rewards, register_reward
+from r1jax.rl.rewards.registry import REWARDS, check_isolation, compute_rewards, register_reward
 
 __all__ = [  # the trainer, and the names tools/ and tests import from here (defined in the modules above)
     "run_grpo", "load_train_records", "grpo_config", "validate_config", "override", "bucket", "build_batch",
@@ -274,7 +274,7 @@ def run_eval(run: Run, state, eval_records, log, step: int):
         r = evaluate(run.rollout_model, params_e, run.tokenizer, eval_records, k=c.eval_k,
                      temperature=c.eval_temperature, top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens,
                      prompt_style=c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template,
-                     seed=12345, template=c.format_template)
+                     seed=12345, template=c.format_template, sandbox=c.sandbox)
     log.scalars(step, {"eval/pass@1": r["pass@1"], "eval/cons@k": r["cons@k"], "eval/mean_length": r["mean_length"],
                        "eval/format": r["format"], "eval/reflection": r["reflection"]})
     return r
@@ -381,6 +381,7 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     from r1jax.parallel.placement import Placement
 
     validate_config(c)
+    check_isolation(c, list(c.rewards.keys()))  # the sandbox works here (or sandbox="unsafe", said loudly)
     if model is None and not c.init:
         raise ValueError("grpo config: init is empty: set it to the HF checkpoint folder to train "
                          "(--set init=DIR)")

@@ -119,7 +119,7 @@ class VerifierPool:
         self._workers = [_Worker(mem_mb, isolation) for _ in range(self.num_workers)]
         self.restarts = 0
         self.timeouts = 0
-        self.jail_report: dict = {}  # what the workers' confinement achieved (see _jail.enter_jail)
+        self.jail_report: dict = {}  # what the workers' confinement achieved (_jail.enter_namespaces + build_root)
 
     # -- helpers -------------------------------------------------------------------------------
     def _replace(self, i: int) -> None:

@@ -79,12 +79,28 @@ def compute_rewards(c, texts: list[str], records: list[dict], step: int | None =
 
 
 # ----------------------------------------------------------------------------------- built-in
+UNTRUSTED = ("accuracy", "code")  # built-in rewards that run model output in a confined process
+
+
+def _isolation(config) -> str:
+    return getattr(config, "sandbox", "auto") if config is not None else "auto"
+
+
+def check_isolation(c, names) -> None:
+    """Before a run's first rollout: where a reward of `names` runs model output in a confined
+    process, the confinement must work on this machine (SandboxError saying why, else), or the
+    config says sandbox="unsafe" (then a loud warning)."""
+    from r1jax.rl.rewards.sandbox import check_sandbox
+
+    if any(n in UNTRUSTED for n in names):
+        check_sandbox(_isolation(c))
+
 
 
 @register_reward("accuracy")
 def accuracy_scores(texts, records, *, config=None, step=None) -> list:
     """1.0 / 0.0 against each record's "answer" (None where the gold answer does not parse)."""
-    return accuracy_rewards(texts, [str(r["answer"]) for r in records])
+    return accuracy_rewards(texts, [str(r["answer"]) for r in records], isolation=_isolation(config))
 
 
 @register_reward("format")
@@ -102,7 +118,8 @@ def language_scores(texts, records, *, config, step=None) -> list:
 @register_reward("code")
 def code_scores(texts, records, *, config=None, step=None) -> list:
     """Fraction of each record's "tests" passed in the sandbox (its "code_prompt" prepended)."""
-    return code_rewards(texts, [r["tests"] for r in records], prompts=[r.get("code_prompt") for r in records])
+    return code_rewards(texts, [r["tests"] for r in records], prompts=[r.get("code_prompt") for r in records],
+                        isolation=_isolation(config))
 
 
 register_reward("preference", preference_scores)  # learned reward model (R1's general-data reward)
