@@ -242,6 +242,25 @@ def case_kill_parent():
     return {"ok": os.getpid() == me and passed == [True], "detail": f"{passed} {res.output[-300:]}"}
 
 
+def case_kernel_state():
+    """No kernel keyring (the trainer's session keys, the uid's key quota) and no System V shared
+    memory (kernel memory outside RLIMIT_AS): both refused by the sandbox's seccomp filter."""
+    nrs = {"x86_64": (250, 248, 29), "aarch64": (219, 217, 194)}.get(os.uname().machine)
+    if nrs is None:
+        return {"ok": True, "detail": f"no seccomp filter on {os.uname().machine}: not checked"}
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def probe():\n"
+        f"    out = [libc.syscall({nrs[0]}, 0, -3, 0, 0, 0), ctypes.get_errno()]\n"  # keyctl(GET_KEYRING_ID, session)
+        f"    out += [libc.syscall({nrs[1]}, b'user', b'x', b'v', 1, -3), ctypes.get_errno()]\n"  # add_key
+        f"    out += [libc.syscall({nrs[2]}, 0, 1 << 20, 0o1600), ctypes.get_errno()]\n"  # shmget(IPC_PRIVATE)
+        "    return out\n"
+    )
+    passed, res = run_tests(code, ["assert probe() == [-1, 1, -1, 1, -1, 1]"])
+    return {"ok": passed == [True], "detail": res.output[-300:]}
+
+
 def case_forgery():
     """An honest add scores 1.0; a wrong one that reads the process' memory and prints pass lines, 0.0."""
     honest = code_reward("```python\ndef add(a, b):\n    return a + b\n```", ADD_TESTS)

@@ -422,3 +422,38 @@ def test_judge_semantics_for_honest_programs():
     ]
     passed, res = run_tests(code, tests)
     assert passed == [True] * len(tests), res.output[-3000:]
+
+
+def test_judge_takes_only_public_names_from_the_candidate():
+    """What the candidate announces cannot replace the test's builtins, dunders or builtin names, and
+    a module is the judge's own import of a top-level stdlib name (red-team findings)."""
+    from r1jax.rl.rewards import _judge
+
+    names = {"__builtins__": ("value", {"abs": 0}), "__import__": ("value", 1), "len": ("value", 3),
+             "f": ("value", 2), 3: ("value", 1), "bad": "x", "m": ("module", "unittest.__main__"),
+             "mm": ("module", "math"), "os_path": ("module", "os.path"), "t": ("module", "this")}
+    g = _judge._candidate_globals(names)
+    import math
+
+    assert g == {"f": 2, "mm": math}
+    with pytest.raises(TypeError):
+        _judge._candidate_globals([("f", ("value", 1))])
+    assert _judge.module_uses("assert math.isclose(f(1), 2) and copy(x) == heapq") == {"math"}
+
+
+def test_stop_iteration_from_a_call_ends_no_map():
+    """A function that raises StopIteration must not make the test's map()/all() stop early (Python
+    would; the judge makes it a failure)."""
+    code = "def is_prime(n):\n    raise StopIteration\n"
+    tests = ["assert all(map(is_prime, [2, 3, 5]))", "assert not any(map(is_prime, [4, 6]))",
+             "assert list(filter(is_prime, [2, 3])) == [2, 3]"]
+    assert code_reward(fence(code), tests) == 0.0
+    gen = "def evens(n):\n    yield from range(0, n, 2)\n"
+    assert code_reward(fence(gen), ["assert list(evens(5)) == [0, 2, 4]"]) == 1.0
+
+
+def test_a_hostile_module_name_is_no_sandbox_error():
+    """A candidate whose namespace makes the judge choke fails its tests; the batch is still scored."""
+    hostile = "import types\nm = types.ModuleType('unittest.__main__')\nn = types.ModuleType('this')\n" + WRONG_ADD
+    honest = "def add(a, b):\n    return a + b\n"
+    assert code_rewards([fence(honest), fence(hostile)], [["assert add(1, 2) == 3"]] * 2, max_workers=1) == [1.0, 0.0]

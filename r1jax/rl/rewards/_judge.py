@@ -7,9 +7,11 @@ cannot name, signal, trace or read T, and holds neither the tests nor the verdic
 
 Each test's source is executed here, in fresh globals holding:
 
-* the names of the candidate's module as :class:`Remote` handles (its functions, classes, ...)
-  or plain values, except names of builtins (a candidate's ``len`` does not replace the test's)
-  and of stdlib modules (``math`` in a test is always the real module, imported here);
+* the public names of the candidate's module as :class:`Remote` handles (its functions, classes,
+  ...) or plain values - never ``__builtins__`` or another dunder, never a builtin's name (a
+  candidate's ``len`` does not replace the test's); a module the candidate imported is the judge's
+  own import of that stdlib module, and so is a stdlib module name the test uses as a module
+  (``math.isclose(...)``) whatever the candidate defined under it (no fake ``math`` class);
 * when the task gives a trusted ``prompt`` (HumanEval's signature and docstring), the prompt's
   own definitions, which win over the candidate's (HumanEval/38's test encodes with the prompt's
   ``encode_cyclic``, not with one the candidate redefines), except the *stubs* the candidate is
@@ -173,7 +175,9 @@ class Conn:
         if reply[0] == "ok" and len(reply) == 2:
             return reply[1]
         if reply[0] == "stop":
-            raise StopIteration
+            if op == "next":
+                raise StopIteration
+            raise CandidateError(f"StopIteration from {op!r}")  # never ends a judge-side map() early
         if reply[0] == "err" and len(reply) == 3:
             name, text = str(reply[1]), str(reply[2])
             cls = getattr(builtins, name, None)
@@ -207,33 +211,49 @@ _NO_IMPORT = {"antigravity", "this", "__hello__", "__phello__", "idlelib", "tkin
               "webbrowser", "pydoc", "pdb", "code", "ensurepip", "venv", "lib2to3"}  # side effects at import
 
 
-def _module(name: str):
-    top = name.split(".")[0]
-    if top not in getattr(sys, "stdlib_module_names", ()) or top in _NO_IMPORT:
+def _module(name):
+    """The real stdlib module ``name`` (top-level names only), imported here; None otherwise."""
+    if type(name) is not str or not name.isidentifier() or name.startswith("_") or name in _NO_IMPORT \
+            or name not in getattr(sys, "stdlib_module_names", ()):
         return None
     try:
-        __import__(name)
-        return sys.modules[name]
-    except Exception:  # noqa: BLE001
+        return __import__(name)
+    except BaseException:  # noqa: BLE001  (an import that raises SystemExit is no module)
         return None
 
 
-def _candidate_globals(names: dict, conn: Conn) -> dict:
+def module_uses(src: str) -> set[str]:
+    """Names a test uses as modules (``math.isclose``) that are stdlib module names: the judge binds
+    the real module for them, whatever the candidate defined under that name (a function of the
+    candidate's named ``copy`` that the test calls stays the candidate's)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return set()
+    std = getattr(sys, "stdlib_module_names", ())
+    return {n.value.id for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in std}
+
+
+def _candidate_globals(names) -> dict:
+    """The test's view of the candidate module's names (module docstring). ``names`` comes from the
+    candidate: only public identifiers are taken (never ``__builtins__`` or other dunders), never a
+    builtin's name; a module comes as the judge's own import of that name."""
+    if not isinstance(names, dict):
+        raise TypeError("the candidate's names are not a dict")
     g = {}
-    for name, (kind, value) in names.items():
-        if name in builtins.__dict__:
+    for name, item in names.items():
+        if type(name) is not str or not name.isidentifier() or name.startswith("__") or name in builtins.__dict__:
             continue
+        if not (type(item) is tuple and len(item) == 2 and item[0] in ("module", "value")):
+            continue
+        kind, value = item
         if kind == "module":
-            mod = _module(str(value))
+            mod = _module(value)
             if mod is not None:
                 g[name] = mod
         else:
             g[name] = value
-    for name in list(g):
-        if name.split(".")[0] in getattr(sys, "stdlib_module_names", ()) and type(g[name]) is not type(sys):
-            mod = _module(name)
-            if mod is not None:
-                g[name] = mod  # a candidate's fake `math` never stands in for the real one
     return g
 
 
@@ -256,17 +276,22 @@ def judge(spec: dict, wfd: int, rfd: int, emit) -> None:
     base = None
     try:
         hello = conn.recv()
-        if isinstance(hello, tuple) and len(hello) == 2 and hello[0] == "ready" and isinstance(hello[1], dict):
-            base = _candidate_globals(hello[1], conn)
+        if type(hello) is tuple and len(hello) == 2 and hello[0] == "ready":
+            base = _candidate_globals(hello[1])
         else:
-            print(f"candidate did not load: {hello[1] if isinstance(hello, tuple) and len(hello) > 1 else hello!r}")
-    except CandidateError as e:
-        print(f"candidate did not load: {e}")
+            print(f"candidate did not load: {str(hello)[:2000]}")
+    except BaseException as e:  # noqa: BLE001  (whatever the candidate sent, it only fails its tests)
+        print(f"candidate did not load: {type(e).__name__}: {e}")
+        base = None
     for i, src in enumerate(tests):
         if base is None or conn.dead:
             emit(i, False)
             continue
-        g = {"__name__": "__r1jax_test__", "__builtins__": builtins, **base, **trusted}
+        g = {**base, **trusted, "__name__": "__r1jax_test__", "__builtins__": builtins}
+        for name in module_uses(src) - set(trusted):
+            mod = _module(name)
+            if mod is not None:
+                g[name] = mod
         try:
             exec(compile(src, f"<test {i}>", "exec"), g)
             ok = True

@@ -153,10 +153,12 @@ def _child(cfg, jail, mode, workdir, status_fd, rpc, need) -> None:
             resource.RLIMIT_NPROC: int(cfg["max_procs"]),
         })
         os.setsid()
+        jail.oom_first()  # (while /proc/self is still ours to write)
         if mode != "unsafe":
             jail.drop_privileges(mode, int(cfg["uid"]), int(cfg["gid"]))
             report["uid_dropped"] = True
         jail.no_new_privs()
+        report["seccomp"] = jail.deny_syscalls()
         jail.die_with_parent()
         for p in need:
             if not os.access(p, os.R_OK):
@@ -275,7 +277,10 @@ def _t_main(cfg, jail, judge_mod, mode, program: bytes, ev: int, need, site) -> 
         if rpc_mine is not None:
             sys.path.extend(p for p in site if p not in sys.path)  # tests may import installed packages
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            judge_mod.judge(cfg["judge"], rpc_mine[0], rpc_mine[1], lambda i, ok: _send(ev, {"v": [i, bool(ok)]}))
+            try:  # from here on the program ran: a failure of the judge fails the remaining tests, it is no setup error
+                judge_mod.judge(cfg["judge"], rpc_mine[0], rpc_mine[1], lambda i, ok: _send(ev, {"v": [i, bool(ok)]}))
+            except BaseException as e:  # noqa: BLE001
+                _send(ev, {"judge_error": f"{type(e).__name__}: {e}"[:2000]})
             sys.stdout.flush()
             os.close(rpc_mine[0])  # EOF for the candidate's server: it returns
             deadline = time.monotonic() + 0.5
@@ -404,6 +409,8 @@ def main() -> None:
                 verdicts.setdefault(str(int(i)), bool(ok))
             elif "exit" in msg:
                 status = msg["exit"]
+            elif "judge_error" in msg:
+                report["judge_error"] = str(msg["judge_error"])
     for pid in (tpid, (setup or {}).get("pid") if mode == "unsafe" else None):
         if pid:
             try:

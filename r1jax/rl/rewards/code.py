@@ -40,6 +40,12 @@ What is still possible, and why:
   its inputs by a trivial rule stays as weak as it is anywhere.
 * *Tests that pass callables (lambdas, T-side functions) to the candidate* fail: arguments travel
   by value. Mutation of an argument inside the candidate is not seen by the test (copies).
+* *A function that raises StopIteration* fails the test (Python would end a ``map`` over it early).
+* *What the judge receives is still the candidate's*: what it announces as its names (only public
+  identifiers are taken; never ``__builtins__``, dunders or builtin names; modules are the judge's
+  own imports of stdlib names, and a stdlib name the test uses as a module, ``math.isclose``, is
+  always the real module), and any reply (read by a whitelist unpickler, at most 64 MiB). A judge
+  that cannot make sense of it fails the candidate's remaining tests; it is never a SandboxError.
 
 Errors: a sandbox that cannot run the program at all (its setup fails - e.g. the interpreter is
 unreachable inside the jail, or isolation is impossible on this machine - or the launcher

@@ -24,7 +24,14 @@ whether the trainer runs as root or not (:mod:`r1jax.rl.rewards._jail`):
   backstop kills the launcher's process group and sweeps the uid itself if the launcher hangs;
 * **rlimits** - RLIMIT_CPU (``cpu_s``, default ``ceil(timeout) + 1``), RLIMIT_AS (``memory_mb``),
   RLIMIT_FSIZE (``max_file_mb``), RLIMIT_NPROC (``max_procs``; per user namespace when not root),
-  RLIMIT_NOFILE 256, RLIMIT_CORE 0;
+  RLIMIT_NOFILE 256, RLIMIT_CORE 0. Memory is bounded per process, so a sandbox can hold up to
+  ``max_procs * memory_mb`` (plus its ``/tmp/work``); System V shared memory and message queues,
+  which would outlive that bound, are refused, and every sandboxed process has ``oom_score_adj``
+  1000 (under host memory pressure the kernel kills it before the trainer). No cgroup is created;
+* **system calls** - a seccomp filter refuses the kernel keyrings (``add_key``, ``request_key``,
+  ``keyctl``: the trainer's session keys, the uid's key quota), ``shmget``/``msgget``/``mq_open``,
+  ``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring``, module loading and x32 calls (x86_64
+  and aarch64);
 * **environment** - only PATH, HOME, TMPDIR, LANG; ``python -I`` ignores PYTHON* variables;
 * **output** - stdout+stderr captured, at most ``max_output`` bytes kept.
 
