@@ -436,6 +436,10 @@ def test_judge_takes_only_public_names_from_the_candidate():
     import math
 
     assert g == {"f": 2, "mm": math}
+    assert _judge._candidate_globals(names, {"len"})["len"] == 3  # a builtin name the tests exist to check
+    assert _judge.subjects(["assert abs(area(2) - 12.56) < 0.01", "assert area(0) == 0"]) == {"area"}
+    assert _judge.subjects(["assert sum(10, 15) == 6", "assert sum(4, 6) == 3"]) == {"sum"}
+    assert _judge.subjects(["assert abs(1) == 1"], entry_point="f") == {"f"}
     with pytest.raises(TypeError):
         _judge._candidate_globals([("f", ("value", 1))])
     assert _judge.module_uses("assert math.isclose(f(1), 2) and copy(x) == heapq") == {"math"}
@@ -457,3 +461,18 @@ def test_a_hostile_module_name_is_no_sandbox_error():
     hostile = "import types\nm = types.ModuleType('unittest.__main__')\nn = types.ModuleType('this')\n" + WRONG_ADD
     honest = "def add(a, b):\n    return a + b\n"
     assert code_rewards([fence(honest), fence(hostile)], [["assert add(1, 2) == 3"]] * 2, max_workers=1) == [1.0, 0.0]
+
+
+def test_mbpp_shapes_builtin_named_task_and_objects_built_by_the_test():
+    """MBPP/126 asks for a function named `sum`; MBPP/367 builds the candidate's tree in its setup
+    code (`root.left = Node(2)`): both pass, while a helper builtin the test only uses stays real."""
+    sum_code = "def sum(a, b):\n    s = 0\n    for i in range(1, min(a, b)):\n        if a % i == 0 and b % i == 0:\n" \
+               "            s += i\n    return s\n"
+    assert code_reward(fence(sum_code), ["assert sum(10, 15) == 6", "assert sum(100, 150) == 93"]) == 1.0
+    tree = ("class Node:\n    def __init__(self, data):\n        self.data = data\n        self.left = None\n"
+            "        self.right = None\n"
+            "def height(n):\n    return 0 if n is None else 1 + max(height(n.left), height(n.right))\n")
+    setup = "root = Node(1)\nroot.left = Node(2)\nroot.left.left = Node(3)\n"
+    assert code_reward(fence(tree), [setup + "assert height(root) == 3", setup + "assert root.left.data == 2"]) == 1.0
+    cheat = "def area(r):\n    return 0\ndef abs(x):\n    return 0\n"
+    assert code_reward(fence(cheat), ["assert abs(area(2) - 12.56) < 0.01", "assert abs(area(1) - 3.14) < 0.01"]) == 0.0

@@ -8,8 +8,9 @@ cannot name, signal, trace or read T, and holds neither the tests nor the verdic
 Each test's source is executed here, in fresh globals holding:
 
 * the public names of the candidate's module as :class:`Remote` handles (its functions, classes,
-  ...) or plain values - never ``__builtins__`` or another dunder, never a builtin's name (a
-  candidate's ``len`` does not replace the test's); a module the candidate imported is the judge's
+  ...) or plain values - never ``__builtins__`` or another dunder, and a builtin's name only when
+  the tests exist to check it (:func:`subjects`: a candidate's ``abs`` does not replace the one in
+  ``abs(area(2) - 12.56) < 0.01``, MBPP/126's ``sum`` is the task); a module the candidate imported is the judge's
   own import of that stdlib module, and so is a stdlib module name the test uses as a module
   (``math.isclose(...)``) whatever the candidate defined under it (no fake ``math`` class);
 * when the task gives a trusted ``prompt`` (HumanEval's signature and docstring), the prompt's
@@ -23,7 +24,8 @@ calls the function and replies with the result, plain or as a handle; replies ar
 unpickler that builds no object but plain data, ``Decimal``, ``Fraction`` and handles. An
 exception in C is raised here as the builtin exception of that name (``ValueError``, ...;
 others as :class:`CandidateError`), so tests that expect one still pass. :class:`Remote` forwards
-calls, iteration, ``len``, indexing, truth, attributes and ``repr``, never a comparison: ``==``
+calls, iteration, ``len``, indexing, truth, attributes (get and set), item assignment and ``repr``,
+never a comparison: ``==``
 between a handle and anything else is identity, ``in`` iterates, ``<`` raises. A test passes when
 its source runs to the end here; its verdict goes to the launcher over a pipe that C never holds.
 """
@@ -64,6 +66,12 @@ class Remote:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
         return self._call("getattr", name)
+
+    def __setattr__(self, name, value):  # a test building the candidate's objects: root.left = Node(2)
+        self._call("setattr", name, value)
+
+    def __setitem__(self, key, value):
+        self._call("setitem", key, value)
 
     def __iter__(self):
         return self._call("iter")
@@ -235,15 +243,36 @@ def module_uses(src: str) -> set[str]:
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in std}
 
 
-def _candidate_globals(names) -> dict:
+def subjects(tests: list[str], entry_point=None) -> set[str]:
+    """The names the tests exist to check: the ``entry_point`` when given (HumanEval); otherwise the
+    names called in every test, those that are not builtins if there are any (``abs(area(2) - 12.56)
+    < 0.01`` checks ``area``, not ``abs``), else the builtin ones (MBPP/126 asks for a ``sum``)."""
+    if entry_point:
+        return {str(entry_point)}
+    common = None
+    for src in tests:
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            return set()
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        common = called if common is None else common & called
+    common = common or set()
+    mine = {n for n in common if n not in builtins.__dict__}
+    return mine or common
+
+
+def _candidate_globals(names, subject: set = frozenset()) -> dict:
     """The test's view of the candidate module's names (module docstring). ``names`` comes from the
-    candidate: only public identifiers are taken (never ``__builtins__`` or other dunders), never a
-    builtin's name; a module comes as the judge's own import of that name."""
+    candidate: only public identifiers are taken (never ``__builtins__`` or other dunders), and a
+    builtin's name only when it is what the tests check (:func:`subjects`); a module comes as the
+    judge's own import of that name."""
     if not isinstance(names, dict):
         raise TypeError("the candidate's names are not a dict")
     g = {}
     for name, item in names.items():
-        if type(name) is not str or not name.isidentifier() or name.startswith("__") or name in builtins.__dict__:
+        if type(name) is not str or not name.isidentifier() or name.startswith("__") or \
+                (name in builtins.__dict__ and name not in subject):
             continue
         if not (type(item) is tuple and len(item) == 2 and item[0] in ("module", "value")):
             continue
@@ -277,7 +306,7 @@ def judge(spec: dict, wfd: int, rfd: int, emit) -> None:
     try:
         hello = conn.recv()
         if type(hello) is tuple and len(hello) == 2 and hello[0] == "ready":
-            base = _candidate_globals(hello[1])
+            base = _candidate_globals(hello[1], subjects(tests, entry))
         else:
             print(f"candidate did not load: {str(hello)[:2000]}")
     except BaseException as e:  # noqa: BLE001  (whatever the candidate sent, it only fails its tests)

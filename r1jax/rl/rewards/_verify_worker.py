@@ -112,7 +112,8 @@ def main() -> None:
     except BaseException as e:  # noqa: BLE001
         out.write(json.dumps({"error": f"confinement failed: {type(e).__name__}: {e}"}) + "\n")
         return
-    try:  # the confined worker must still score (lazy imports, reachable files): never silent zeros
+    try:  # the confined worker must still score (lazy imports, reachable files, room to allocate
+        bytearray(16 << 20)  # under its memory limit): never silent zeros
         ok = score("\\frac{3}{4}", "0.75")
     except BaseException as e:  # noqa: BLE001
         ok = f"{type(e).__name__}: {e}"
