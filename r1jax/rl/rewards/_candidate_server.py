@@ -28,7 +28,11 @@ def _r1_serve(_code, _rfd=3, _wfd=4):  # noqa: C901  (one self-contained loop)
     import pickle
     import struct
     import sys
-    import traceback
+
+    def print_exc():  # traceback is imported only when there is one to print
+        import traceback
+
+        traceback.print_exc()
 
     handles = {}
     ids = {}
@@ -135,7 +139,7 @@ def _r1_serve(_code, _rfd=3, _wfd=4):  # noqa: C901  (one self-contained loop)
         except StopIteration:
             send(("stop",))
         except BaseException as e:  # noqa: BLE001  (SystemExit in a function is a failure, not an exit)
-            traceback.print_exc()
+            print_exc()
             try:
                 text = str(e)[:2000]
             except BaseException:  # noqa: BLE001
@@ -146,7 +150,7 @@ def _r1_serve(_code, _rfd=3, _wfd=4):  # noqa: C901  (one self-contained loop)
     try:
         exec(compile(_code, "<candidate>", "exec"), g)
     except BaseException as e:  # noqa: BLE001
-        traceback.print_exc()
+        print_exc()
         send(("load_error", f"{type(e).__name__}: {e}"[:2000]))
         return
     names = {}
