@@ -103,7 +103,8 @@ def case_write_outside():
         "    return wrote\n"
     )
     try:
-        passed, res = run_tests(code, ["w = escape(); assert w == [] or all(p.startswith('/tmp/work') for p in w), w"])
+        # writable inside: the work dir and the sandbox's own /dev/shm (private tmpfs); the host's are untouched
+        passed, res = run_tests(code, ["w = escape(); assert all(p.startswith(('/tmp/work', '/dev/shm/')) for p in w), w"])
         on_host = [p for p in targets if os.path.exists(p) and p != keep]
         with open(keep) as f:
             kept = f.read() == "original"
@@ -243,9 +244,10 @@ def case_kill_parent():
 
 
 def case_kernel_state():
-    """No kernel keyring (the trainer's session keys, the uid's key quota) and no System V shared
-    memory (kernel memory outside RLIMIT_AS): both refused by the sandbox's seccomp filter."""
-    nrs = {"x86_64": (250, 248, 29), "aarch64": (219, 217, 194)}.get(os.uname().machine)
+    """No kernel keyring (the trainer's session keys, the uid's key quota), no System V shared memory
+    or memfd (kernel memory outside RLIMIT_AS), no namespace of its own (a user namespace would give
+    it capabilities): all refused by the sandbox's seccomp filter."""
+    nrs = {"x86_64": (250, 248, 29, 319), "aarch64": (219, 217, 194, 279)}.get(os.uname().machine)
     if nrs is None:
         return {"ok": True, "detail": f"no seccomp filter on {os.uname().machine}: not checked"}
     code = (
@@ -255,10 +257,30 @@ def case_kernel_state():
         f"    out = [libc.syscall({nrs[0]}, 0, -3, 0, 0, 0), ctypes.get_errno()]\n"  # keyctl(GET_KEYRING_ID, session)
         f"    out += [libc.syscall({nrs[1]}, b'user', b'x', b'v', 1, -3), ctypes.get_errno()]\n"  # add_key
         f"    out += [libc.syscall({nrs[2]}, 0, 1 << 20, 0o1600), ctypes.get_errno()]\n"  # shmget(IPC_PRIVATE)
+        f"    out += [libc.syscall({nrs[3]}, b'x', 0), ctypes.get_errno()]\n"  # memfd_create
+        "    out += [libc.unshare(0x10000000), ctypes.get_errno()]\n"  # a user namespace of its own
         "    return out\n"
     )
-    passed, res = run_tests(code, ["assert probe() == [-1, 1, -1, 1, -1, 1]"])
+    passed, res = run_tests(code, ["assert probe() == [-1, 1] * 5"])
     return {"ok": passed == [True], "detail": res.output[-300:]}
+
+
+def case_honest_runtime():
+    """What honest programs use still works inside: threads, fork, a Python subprocess, a
+    multiprocessing pool (POSIX semaphores in /dev/shm)."""
+    code = (
+        "import multiprocessing as mp, os, subprocess, sys, threading\n"
+        "def run():\n"
+        "    t = threading.Thread(target=lambda: None)\n    t.start()\n    t.join()\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n        os._exit(3)\n"
+        "    rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\n"
+        "    sub = subprocess.run([sys.executable, '-c', 'print(42)'], capture_output=True, text=True).stdout.strip()\n"
+        "    with mp.Pool(2) as p:\n        pool = p.map(abs, [-1, -2])\n"
+        "    return rc, sub, pool\n"
+    )
+    passed, res = run_tests(code, ["assert run() == (3, '42', [1, 2])"], timeout=30)
+    return {"ok": passed == [True], "detail": res.output[-500:]}
 
 
 def case_forgery():

@@ -440,9 +440,14 @@ def test_judge_takes_only_public_names_from_the_candidate():
     assert _judge.subjects(["assert abs(area(2) - 12.56) < 0.01", "assert area(0) == 0"]) == {"area"}
     assert _judge.subjects(["assert sum(10, 15) == 6", "assert sum(4, 6) == 3"]) == {"sum"}
     assert _judge.subjects(["assert abs(1) == 1"], entry_point="f") == {"f"}
+    # builtin helpers never become subjects: several, wrapping calls, on both sides (red-team round 2)
+    assert _judge.subjects(["assert abs(pow(2, 0.5) - 1.41421356) < 1e-6"] * 2) == set()
+    assert _judge.subjects(["assert sorted(S.two_sum([2, 7], 9)) == sorted([0, 1])"] * 2) == set()
+    assert _judge.subjects(["assert set(S.f(1)) == {1}"] * 2) == set()
     with pytest.raises(TypeError):
         _judge._candidate_globals([("f", ("value", 1))])
-    assert _judge.module_uses("assert math.isclose(f(1), 2) and copy(x) == heapq") == {"math"}
+    assert _judge.module_uses("assert math.isclose(f(1), 2) and copy(x) == heapq and np.allclose(1, 1)") == {
+        "math": {"isclose"}, "np": {"allclose"}}
 
 
 def test_stop_iteration_from_a_call_ends_no_map():
@@ -476,3 +481,20 @@ def test_mbpp_shapes_builtin_named_task_and_objects_built_by_the_test():
     assert code_reward(fence(tree), [setup + "assert height(root) == 3", setup + "assert root.left.data == 2"]) == 1.0
     cheat = "def area(r):\n    return 0\ndef abs(x):\n    return 0\n"
     assert code_reward(fence(cheat), ["assert abs(area(2) - 12.56) < 0.01", "assert abs(area(1) - 3.14) < 0.01"]) == 0.0
+
+
+def test_module_names_in_tests_are_real_modules_unless_the_object_is_the_candidates():
+    fake = "class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef area(r):\n    return 0\n"
+    assert code_reward(fence(fake), ["assert math.isclose(area(2), 12.566, rel_tol=1e-3)"]) == 0.0
+    queue = ("class Queue:\n    def __init__(self):\n        self.items = []\n"
+             "    def enqueue(self, x):\n        self.items.append(x)\n        return len(self.items)\n"
+             "queue = Queue()\n")
+    assert code_reward(fence(queue), ["assert queue.enqueue(1) == 1 and queue.enqueue(5) == 2"]) == 1.0
+    shapes = ("class Box:\n    def __init__(self):\n        self.d = {'a': 1}\n        self.x = 1\n"
+              "    def __delitem__(self, k):\n        del self.d[k]\n    def __len__(self):\n        return len(self.d)\n"
+              "    def _call(self):\n        return 7\n"
+              "def make():\n    return Box()\n")
+    tests = ["b = make(); del b['a']; assert len(b) == 0", "b = make(); del b.x; assert not hasattr(b, 'x')",
+             "assert isinstance(make(), Box) and not isinstance(3, Box)", "assert make()._call() == 7"]
+    passed, res = run_tests(shapes, tests)
+    assert passed == [True] * 4, res.output[-2000:]

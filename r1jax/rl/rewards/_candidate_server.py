@@ -17,8 +17,8 @@ tuples, dicts, sets, frozensets of them (``Decimal`` / ``Fraction`` by value); i
 base type through the base type's own slots (an ``int`` subclass whose ``__eq__`` always says
 True arrives as a plain int; a namedtuple as a tuple). Every other object (the candidate's
 functions, classes, instances, generators, modules) stays here and travels as a handle that the
-judge can call, iterate, index, take the length, truth value, attributes or repr of, and set
-attributes and items on.
+judge can call, iterate, index, take the length, truth value, attributes or repr of, set and
+delete attributes and items on, and test instances against (a class).
 """
 
 
@@ -166,7 +166,11 @@ def _r1_serve(_code, _rfd=3, _wfd=4):  # noqa: C901  (one self-contained loop)
         "call": lambda o, a, k: o(*a, **k),
         "getattr": lambda o, name: getattr(o, name),
         "setattr": lambda o, name, value: setattr(o, name, value),
+        "delattr": lambda o, name: delattr(o, name),
         "setitem": lambda o, key, value: o.__setitem__(key, value),
+        "delitem": lambda o, key: o.__delitem__(key),
+        "isinstance": lambda o, x: isinstance(x, o),
+        "issubclass": lambda o, x: issubclass(x, o),
         "iter": lambda o: iter(o),
         "next": lambda o: next(o),
         "len": lambda o: len(o),

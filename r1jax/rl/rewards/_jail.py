@@ -33,8 +33,8 @@ user.max_user_namespaces=0``, an AppArmor or seccomp policy), :func:`enter_names
   fresh 0755 directory;
 * nothing else of the host: no ``$HOME``, ``/root``, ``/home``, ``/work``, ``/run`` sockets, ``/etc``
   files beyond the loader's;
-* ``/dev`` with null, zero, full, random, urandom (bound) and the ``fd``/``std*`` links, a
-  read-only empty ``/dev/shm``;
+* ``/dev`` with null, zero, full, random, urandom (bound) and the ``fd``/``std*`` links, and
+  ``/dev/shm`` a tmpfs of ``shm_size_mb`` MiB (read-only and empty when 0);
 * ``/proc`` of the caller's PID namespace when it is PID 1 of a new one (``proc=True``), else an
   empty directory;
 * ``/tmp`` an empty read-only tmpfs holding ``/tmp/work`` (``workdir=True``): a tmpfs of
@@ -377,7 +377,7 @@ def _pivot_root(new: str, old: str) -> None:
 
 
 def build_root(paths, *, uid: int, gid: int, proc: bool, workdir: bool, tmp_size_mb: int = 64,
-               hide_from_others: bool = False) -> dict:
+               shm_size_mb: int = 0, hide_from_others: bool = False) -> dict:
     """Assemble the minimal root (module docstring) with ``paths`` (and the system paths) bound
     read-only, ``pivot_root`` into it and detach the host's. ``uid``/``gid`` own the work dir;
     ``hide_from_others``: split directories the unprivileged uid cannot traverse (root mode).
@@ -414,7 +414,11 @@ def build_root(paths, *, uid: int, gid: int, proc: bool, workdir: bool, tmp_size
             for k, text in DEV_LINKS.items():
                 os.symlink(text, R + k)
             os.mkdir(R + "/dev/shm", 0o755)
-            _mount("tmpfs", R + "/dev/shm", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+            if shm_size_mb:  # POSIX shared memory and semaphores (multiprocessing), within its size
+                _mount("tmpfs", R + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       f"mode=1777,size={int(shm_size_mb)}m")
+            else:
+                _mount("tmpfs", R + "/dev/shm", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
             _makedirs(R + "/proc")
             report["private_proc"] = False
             if proc:
@@ -444,13 +448,24 @@ def build_root(paths, *, uid: int, gid: int, proc: bool, workdir: bool, tmp_size
 # --------------------------------------------------------------------------------------------
 # the confined process itself
 # --------------------------------------------------------------------------------------------
+PROC_MASKED = ("/proc/keys", "/proc/key-users", "/proc/sysrq-trigger", "/proc/kcore", "/proc/timer_list")
+
+
 def mount_proc() -> bool:
-    """Mount a fresh /proc over the current one (in a new PID + mount namespace: only its pids)."""
+    """Mount a fresh /proc over the current one (in a new PID + mount namespace: only its pids), with
+    :data:`PROC_MASKED` (e.g. the key names other processes of the uid hold) covered by /dev/null."""
     try:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        return True
     except OSError:
         return False
+    for p in PROC_MASKED:
+        if os.path.exists(p):
+            try:
+                _mount("/dev/null", p, None, MS_BIND)
+                _mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except OSError:
+                return False
+    return True
 
 
 def set_rlimits(limits: dict[int, int]) -> None:
@@ -517,31 +532,40 @@ def drop_privileges(mode: str, uid: int, gid: int) -> None:
 # --------------------------------------------------------------------------------------------
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7, "arm64": 0xC00000B7}
 _DENIED = {  # add_key, request_key, keyctl (the trainer's keyrings, the uid's key quota); shmget,
-    # msgget, mq_open (kernel memory outside RLIMIT_AS that outlives a process); bpf, perf_event_open,
-    # userfaultfd, io_uring_*, kexec_load, (f)init_module, delete_module
-    "x86_64": (248, 249, 250, 29, 68, 240, 321, 298, 323, 425, 426, 427, 246, 175, 313, 176),
-    "aarch64": (217, 218, 219, 194, 186, 180, 280, 241, 282, 425, 426, 427, 104, 105, 273, 106),
+    # msgget, mq_open, memfd_create, memfd_secret (kernel memory outside RLIMIT_AS); unshare, setns
+    # (no namespaces of its own: a user namespace would give it capabilities and tmpfs mounts); bpf,
+    # perf_event_open, userfaultfd, io_uring_*, kexec_load, (f)init_module, delete_module
+    "x86_64": (248, 249, 250, 29, 68, 240, 319, 447, 272, 308, 321, 298, 323, 425, 426, 427, 246, 175, 313, 176),
+    "aarch64": (217, 218, 219, 194, 186, 180, 279, 447, 97, 268, 280, 241, 282, 425, 426, 427, 104, 105, 273, 106),
 }
 _DENIED["arm64"] = _DENIED["aarch64"]
+_CLONE = {"x86_64": 56, "aarch64": 220, "arm64": 220}
+_CLONE3 = 435
+_CLONE_NAMESPACES = 0x7E020080  # CLONE_NEWTIME | NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 
 
 def deny_syscalls() -> bool:
     """A seccomp filter (after no_new_privs): the kernel keyring calls, System V shared memory and
-    message queues, POSIX message queues and other attack surface the program never needs fail with
-    EPERM; x32 syscalls too. False where the architecture is unknown (x86_64 and aarch64 are known)."""
+    message queues, POSIX message queues, memfds, new namespaces (unshare, setns, clone with a
+    CLONE_NEW* flag; clone3 answers ENOSYS so libc uses clone) and other attack surface the program
+    never needs fail with EPERM; x32 syscalls too. False where the architecture is unknown (x86_64 and
+    aarch64 are known)."""
     import struct
 
     machine = os.uname().machine
     if machine not in _DENIED:
         return False
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, eperm = 0x7FFF0000, 0x00050000 | 1
     prog = [(ld, 0, 0, 4), (jeq, 1, 0, _AUDIT_ARCH[machine]), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
     if machine == "x86_64":
         prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]
     for nr in _DENIED[machine]:
         prog += [(jeq, 0, 1, nr), (ret, 0, 0, eperm)]
-    prog.append((ret, 0, 0, allow))
+    enosys = 0x00050000 | 38
+    prog += [(jeq, 0, 1, _CLONE3), (ret, 0, 0, enosys),  # clone3's flags are behind a pointer: glibc falls back
+             (jeq, 1, 0, _CLONE[machine]), (ret, 0, 0, allow),  # to clone, whose flags are checked here
+             (ld, 0, 0, 16), (jset, 0, 1, _CLONE_NAMESPACES), (ret, 0, 0, eperm), (ret, 0, 0, allow)]
     buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
 
     class _Prog(ctypes.Structure):

@@ -11,8 +11,10 @@ Each test's source is executed here, in fresh globals holding:
   ...) or plain values - never ``__builtins__`` or another dunder, and a builtin's name only when
   the tests exist to check it (:func:`subjects`: a candidate's ``abs`` does not replace the one in
   ``abs(area(2) - 12.56) < 0.01``, MBPP/126's ``sum`` is the task); a module the candidate imported is the judge's
-  own import of that stdlib module, and so is a stdlib module name the test uses as a module
-  (``math.isclose(...)``) whatever the candidate defined under it (no fake ``math`` class);
+  own import of that stdlib module (or of numpy, scipy, pandas, sympy, networkx), and so is a
+  module name the test uses as a module (``math.isclose(...)``, ``np.allclose(...)``) whatever the
+  candidate defined under it, when the module has the attributes the test reads (no fake ``math``
+  class; a candidate's ``queue = Queue()`` with ``queue.enqueue`` stays the candidate's);
 * when the task gives a trusted ``prompt`` (HumanEval's signature and docstring), the prompt's
   own definitions, which win over the candidate's (HumanEval/38's test encodes with the prompt's
   ``encode_cyclic``, not with one the candidate redefines), except the *stubs* the candidate is
@@ -47,59 +49,74 @@ class CandidateError(Exception):
     """The candidate raised an exception that is not a builtin one, or its process is gone."""
 
 
+def _ask(o, op, *args):
+    """Forward ``op`` on the candidate object behind handle ``o`` (a function, not a method of
+    :class:`Remote`, so that no attribute name of the candidate's objects is shadowed)."""
+    return object.__getattribute__(o, "_r1jax_conn").request(op, object.__getattribute__(o, "_r1jax_rid"), args)
+
+
 class Remote:
     """A handle to an object in the candidate's process (module docstring)."""
 
-    __slots__ = ("_rid", "_conn")
+    __slots__ = ("_r1jax_rid", "_r1jax_conn")
 
     def __init__(self, rid: int, conn):
-        object.__setattr__(self, "_rid", rid)
-        object.__setattr__(self, "_conn", conn)
-
-    def _call(self, op, *args):
-        return self._conn.request(op, self._rid, args)
+        object.__setattr__(self, "_r1jax_rid", rid)
+        object.__setattr__(self, "_r1jax_conn", conn)
 
     def __call__(self, *args, **kwargs):
-        return self._call("call", args, kwargs)
+        return _ask(self, "call", args, kwargs)
 
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return self._call("getattr", name)
+        return _ask(self, "getattr", name)
 
     def __setattr__(self, name, value):  # a test building the candidate's objects: root.left = Node(2)
-        self._call("setattr", name, value)
+        _ask(self, "setattr", name, value)
+
+    def __delattr__(self, name):
+        _ask(self, "delattr", name)
 
     def __setitem__(self, key, value):
-        self._call("setitem", key, value)
+        _ask(self, "setitem", key, value)
+
+    def __delitem__(self, key):
+        _ask(self, "delitem", key)
+
+    def __instancecheck__(self, obj):  # isinstance(x, CandidateClass)
+        return _ask(self, "isinstance", obj) is True
+
+    def __subclasscheck__(self, cls):
+        return _ask(self, "issubclass", cls) is True
 
     def __iter__(self):
-        return self._call("iter")
+        return _ask(self, "iter")
 
     def __next__(self):
-        return self._call("next")
+        return _ask(self, "next")
 
     def __len__(self):
-        n = self._call("len")
+        n = _ask(self, "len")
         if type(n) is not int or n < 0:
             raise TypeError("len() of a candidate object must be a non-negative int")
         return n
 
     def __getitem__(self, key):
-        return self._call("getitem", key)
+        return _ask(self, "getitem", key)
 
     def __bool__(self):
-        b = self._call("bool")
+        b = _ask(self, "bool")
         if type(b) is not bool:
             raise TypeError("bool() of a candidate object must be a bool")
         return b
 
     def __repr__(self):
-        r = self._call("repr")
+        r = _ask(self, "repr")
         return r if type(r) is str else "<candidate object>"
 
     def __str__(self):
-        r = self._call("str")
+        r = _ask(self, "str")
         return r if type(r) is str else "<candidate object>"
 
     def __reduce__(self):
@@ -108,7 +125,7 @@ class Remote:
 
 class _Sealed(pickle.Pickler):
     def persistent_id(self, o):
-        return ("h", object.__getattribute__(o, "_rid")) if type(o) is Remote else None
+        return ("h", object.__getattribute__(o, "_r1jax_rid")) if type(o) is Remote else None
 
 
 _ALLOWED = {("builtins", "complex"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"),
@@ -219,10 +236,12 @@ _NO_IMPORT = {"antigravity", "this", "__hello__", "__phello__", "idlelib", "tkin
               "webbrowser", "pydoc", "pdb", "code", "ensurepip", "venv", "lib2to3"}  # side effects at import
 
 
-def _module(name):
-    """The real stdlib module ``name`` (top-level names only), imported here; None otherwise."""
-    if type(name) is not str or not name.isidentifier() or name.startswith("_") or name in _NO_IMPORT \
-            or name not in getattr(sys, "stdlib_module_names", ()):
+def _module(name, third_party: bool = False):
+    """The real module ``name`` (a top-level stdlib name, or one of :data:`PACKAGES` when
+    ``third_party``), imported here; None otherwise (or where it cannot be imported)."""
+    if type(name) is not str or not name.isidentifier() or name.startswith("_") or name in _NO_IMPORT:
+        return None
+    if name not in getattr(sys, "stdlib_module_names", ()) and not (third_party or name in PACKAGES.values()):
         return None
     try:
         return __import__(name)
@@ -230,36 +249,72 @@ def _module(name):
         return None
 
 
-def module_uses(src: str) -> set[str]:
-    """Names a test uses as modules (``math.isclose``) that are stdlib module names: the judge binds
-    the real module for them, whatever the candidate defined under that name (a function of the
-    candidate's named ``copy`` that the test calls stays the candidate's)."""
+# third-party modules a test may use without importing them (MBPP's test_imports), by the names
+# tests use for them; anything else the judge imports is a top-level stdlib module
+PACKAGES = {"numpy": "numpy", "np": "numpy", "scipy": "scipy", "sp": "scipy", "pandas": "pandas", "pd": "pandas",
+            "sympy": "sympy", "networkx": "networkx", "nx": "networkx"}
+
+
+def module_uses(src: str) -> dict[str, set[str]]:
+    """{name: attributes} for each bare name a test uses as a module (``math.isclose`` -> math:
+    {isclose}), among stdlib module names and :data:`PACKAGES`."""
     try:
         tree = ast.parse(src)
     except SyntaxError:
-        return set()
+        return {}
     std = getattr(sys, "stdlib_module_names", ())
-    return {n.value.id for n in ast.walk(tree)
-            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in std}
+    out: dict[str, set[str]] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and (n.value.id in std
+                                                                             or n.value.id in PACKAGES):
+            out.setdefault(n.value.id, set()).add(n.attr)
+    return out
+
+
+def _real_modules(src: str, g: dict, trusted: dict) -> None:
+    """Bind the real module for each name ``src`` uses as one (module_uses) that the trusted prompt
+    does not define, when that module has every attribute the test reads: a candidate's fake
+    ``math`` (or ``np``) never stands in for the real one, while a candidate's object that merely
+    shares a module's name (``queue = Queue()``, ``queue.enqueue(1)``) stays the candidate's."""
+    for name, attrs in module_uses(src).items():
+        if name in trusted:
+            continue
+        mod = _module(PACKAGES.get(name, name), third_party=name in PACKAGES)
+        if mod is not None and all(hasattr(mod, a) for a in attrs):
+            g[name] = mod
 
 
 def subjects(tests: list[str], entry_point=None) -> set[str]:
-    """The names the tests exist to check: the ``entry_point`` when given (HumanEval); otherwise the
-    names called in every test, those that are not builtins if there are any (``abs(area(2) - 12.56)
-    < 0.01`` checks ``area``, not ``abs``), else the builtin ones (MBPP/126 asks for a ``sum``)."""
+    """The names the tests exist to check, the only builtin names a candidate may define for them:
+    the ``entry_point`` when given (HumanEval); otherwise the names called in every test - never a
+    builtin's when another name is (``abs(area(2) - 12.56) < 0.01`` checks ``area``), and a builtin's
+    only when it is the one name called in every test, on data alone, once per test (MBPP/126's
+    ``sum(10, 15) == 6``; not ``sorted(f.g(x)) == sorted(y)`` nor ``abs(pow(2, .5) - 1.414) < 1e-6``)."""
     if entry_point:
         return {str(entry_point)}
-    common = None
+    common, calls = None, []
     for src in tests:
         try:
             tree = ast.parse(src)
         except SyntaxError:
             return set()
-        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        common = called if common is None else common & called
+        found = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+        calls.append(found)
+        names = {n.func.id for n in found}
+        common = names if common is None else common & names
     common = common or set()
     mine = {n for n in common if n not in builtins.__dict__}
-    return mine or common
+    if mine:
+        return mine
+    if len(common) != 1:
+        return set()
+    (name,) = common
+    for found in calls:
+        uses = [n for n in found if n.func.id == name]
+        args = list(uses[0].args) + [k.value for k in uses[0].keywords] if uses else []
+        if len(uses) != 1 or any(isinstance(a, ast.Call) for arg in args for a in ast.walk(arg)):
+            return set()
+    return {name}
 
 
 def _candidate_globals(names, subject: set = frozenset()) -> dict:
@@ -301,6 +356,11 @@ def judge(spec: dict, wfd: int, rfd: int, emit) -> None:
             trusted = {k: v for k, v in tg.items() if not k.startswith("__") and k not in mine}
         except BaseException:  # noqa: BLE001  (a prompt that is not a whole program: nothing trusted)
             trusted = {}
+    for stream in (sys.stdout, sys.stderr):  # a candidate's exception text (lone surrogates) cannot stop the judge
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     conn = Conn(wfd, rfd)
     base = None
     try:
@@ -317,10 +377,7 @@ def judge(spec: dict, wfd: int, rfd: int, emit) -> None:
             emit(i, False)
             continue
         g = {**base, **trusted, "__name__": "__r1jax_test__", "__builtins__": builtins}
-        for name in module_uses(src) - set(trusted):
-            mod = _module(name)
-            if mod is not None:
-                g[name] = mod
+        _real_modules(src, g, trusted)
         try:
             exec(compile(src, f"<test {i}>", "exec"), g)
             ok = True

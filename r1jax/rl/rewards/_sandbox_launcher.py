@@ -230,6 +230,7 @@ def _t_main(cfg, jail, judge_mod, mode, program: bytes, ev: int, need, site) -> 
                 raise OSError(err, "unshare(CLONE_NEWNS) for the sandbox's root")
             treport = jail.build_root(jail.interpreter_paths(), uid=uid, gid=gid, proc=cfg.get("pidns", True),
                                       workdir=True, tmp_size_mb=int(cfg["max_file_mb"]) * 4,
+                                      shm_size_mb=int(cfg["max_file_mb"]),
                                       hide_from_others=(mode == "root"))
             workdir = treport["workdir"]
         path = os.path.join(workdir, "main.py")

@@ -13,8 +13,8 @@ whether the trainer runs as root or not (:mod:`r1jax.rl.rewards._jail`):
 * **filesystem** - a minimal root (``pivot_root``; the host's root detached): the system
   directories and the Python installation bound read-only, nothing else of the host (no
   ``$HOME``, ``/root``, ``/home``, project or data folders, ``/run``); ``/tmp/work`` (a tmpfs of
-  ``4 * max_file_mb`` MiB, mode 0700, owned by the sandbox uid) is the cwd and the only writable
-  place; it vanishes with the namespace;
+  ``4 * max_file_mb`` MiB, mode 0700, owned by the sandbox uid) is the cwd and, with a private
+  ``/dev/shm``, the only writable place; both vanish with the namespace;
 * **network** - new network namespace: no interfaces up, ``connect`` to anything (127.0.0.1
   included) fails;
 * **processes** - the sandbox's init (the judge, for a code reward) is PID 1 of a new PID
@@ -27,11 +27,16 @@ whether the trainer runs as root or not (:mod:`r1jax.rl.rewards._jail`):
   RLIMIT_NOFILE 256, RLIMIT_CORE 0. Memory is bounded per process, so a sandbox can hold up to
   ``max_procs * memory_mb`` (plus its ``/tmp/work``); System V shared memory and message queues,
   which would outlive that bound, are refused, and every sandboxed process has ``oom_score_adj``
-  1000 (under host memory pressure the kernel kills it before the trainer). No cgroup is created;
+  1000 (under host memory pressure the kernel kills it before the trainer; the program can lower
+  it again, so this is a default, not a guarantee). No cgroup is created (a memory cgroup would be
+  the complete bound; not done);
 * **system calls** - a seccomp filter refuses the kernel keyrings (``add_key``, ``request_key``,
-  ``keyctl``: the trainer's session keys, the uid's key quota), ``shmget``/``msgget``/``mq_open``,
-  ``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring``, module loading and x32 calls (x86_64
-  and aarch64);
+  ``keyctl``: the trainer's session keys, the uid's key quota; ``/proc/keys`` is masked too),
+  ``shmget``/``msgget``/``mq_open``/``memfd_create``, new namespaces (``unshare``, ``setns``,
+  ``clone`` with ``CLONE_NEW*``: no user namespace of its own with capabilities in it), ``bpf``,
+  ``perf_event_open``, ``userfaultfd``, ``io_uring``, module loading and x32 calls (x86_64 and
+  aarch64). Threads, fork, subprocesses and multiprocessing (a private ``/dev/shm`` of
+  ``max_file_mb``) work;
 * **environment** - only PATH, HOME, TMPDIR, LANG; ``python -I`` ignores PYTHON* variables;
 * **output** - stdout+stderr captured, at most ``max_output`` bytes kept.
 
