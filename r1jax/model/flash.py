@@ -140,12 +140,15 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 def flash_attention(q, k, v, segment_ids, scale, *, num_kv_groups: int = 1, block: int = BLOCK):
     """Causal (+ segment) attention in O(s) memory (module docstring). Same shapes and result as
-    ``attend(q, k, v, causal_segment_mask(segment_ids, b, s), scale, num_kv_groups=...)``."""
+    ``attend(q, k, v, causal_segment_mask(segment_ids, b, s), scale, num_kv_groups=...)``. ``scale``
+    is a Python float (static); blocks hold at most ``block`` rows, a multiple of 8, as few as cover
+    the length. Reverse mode only (custom VJP: no jvp / forward-mode)."""
     b, s, h, d = q.shape
     g = num_kv_groups
     kvh = h // g
-    block = min(block, -(-s // 8) * 8)
-    pad = -s % block
+    nb = -(-s // block)  # blocks of at most `block` rows, sized to the length (2049 -> 5 x 416, not 5 x 512)
+    block = -(-(-(-s // nb)) // 8) * 8
+    pad = nb * block - s
     seg = jnp.zeros((b, s), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
     seg = _pad(seg, pad, 1, value=-1)  # padded keys match only padded queries (whose rows are dropped)
     qh = _pad(q.reshape(b, s, kvh, g, d).transpose(0, 2, 3, 1, 4), pad, 3)  # [b, kvh, g, S, d]
