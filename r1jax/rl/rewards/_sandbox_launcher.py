@@ -282,7 +282,10 @@ def _t_main(cfg, jail, judge_mod, mode, program: bytes, ev: int, need, site) -> 
                 judge_mod.judge(cfg["judge"], rpc_mine[0], rpc_mine[1], lambda i, ok: _send(ev, {"v": [i, bool(ok)]}))
             except BaseException as e:  # noqa: BLE001
                 _send(ev, {"judge_error": f"{type(e).__name__}: {e}"[:2000]})
-            sys.stdout.flush()
+            try:
+                sys.stdout.flush()
+            except (OSError, ValueError):  # the output pipe is gone: the verdicts are already sent
+                pass
             os.close(rpc_mine[0])  # EOF for the candidate's server: it returns
             deadline = time.monotonic() + 0.5
             done = (0, 0)
