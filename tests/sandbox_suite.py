@@ -18,6 +18,7 @@ import time
 import uuid
 
 from r1jax.rl.rewards import code_reward
+from r1jax.rl.rewards._sandbox_launcher import pids_of_uid
 from r1jax.rl.rewards.code import run_tests
 from r1jax.rl.rewards.sandbox import SandboxError, sandbox_capabilities
 
@@ -25,10 +26,11 @@ ADD_TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 5)
 
 
 def _sandboxed_leftovers(res) -> list[int]:
-    """Processes of this run's sandbox still alive: its uid (root mode), or this uid in another PID
-    namespace (user-namespace mode: the sandbox's processes count as the caller's uid)."""
+    """Processes of this run's sandbox still alive (zombies too): its uid (root mode), or this uid in
+    another PID namespace (user-namespace mode: the sandbox's processes count as the caller's uid)."""
+    if res.report.get("mode") == "root":
+        return pids_of_uid(res.report["uid"], include_zombies=True)
     me, mine = os.getuid(), os.readlink("/proc/self/ns/pid")
-    want = res.report.get("uid") if res.report.get("mode") == "root" else None
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -36,7 +38,7 @@ def _sandboxed_leftovers(res) -> list[int]:
         try:
             with open(f"/proc/{name}/status") as f:
                 uid = int(next(ln for ln in f if ln.startswith("Uid:")).split()[1])
-            if uid == want or (want is None and uid == me and os.readlink(f"/proc/{name}/ns/pid") != mine):
+            if uid == me and os.readlink(f"/proc/{name}/ns/pid") != mine:
                 out.append(int(name))
         except (OSError, StopIteration, ValueError):
             continue

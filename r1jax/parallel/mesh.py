@@ -73,6 +73,14 @@ def mesh_sizes(config) -> dict:
     return sizes
 
 
+def check_mesh_config(config, what: str) -> None:
+    """mesh_sizes' checks for a run config's `mesh` key, the error naming `what` and the value."""
+    try:
+        mesh_sizes(config)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{what}: mesh={config!r}: {e.args[0] if e.args else e}") from None
+
+
 def resolve_mesh_shape(config, n_devices: int) -> tuple[int, ...]:
     """(data, fsdp, expert, tensor) sizes for `n_devices`, with the one -1 filled in."""
     sizes = mesh_sizes(config)

@@ -221,12 +221,9 @@ def validate_config(c) -> None:
         raise ValueError(f"{what}: {e}") from None
     train.validate_optimizer(c.optimizer, what, prefix="optimizer.")
     if c.mesh:
-        from r1jax.parallel.mesh import mesh_sizes
+        from r1jax.parallel.mesh import check_mesh_config
 
-        try:
-            mesh_sizes(c.mesh)
-        except (KeyError, ValueError) as e:
-            raise ValueError(f"{what}: mesh={c.mesh!r}: {e.args[0] if e.args else e}") from None
+        check_mesh_config(c.mesh, what)
     check_loss(c, what)
     corr = c.loss_kwargs.get("rollout_correction", "none")
     from r1jax.rl.rollout_correction import CORRECTIONS

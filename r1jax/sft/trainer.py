@@ -96,12 +96,9 @@ def validate_sft_config(c) -> None:
                          "micro-batches")
     train.validate_optimizer(c.optimizer, what, prefix="optimizer.")
     if c.mesh:
-        from r1jax.parallel.mesh import mesh_sizes
+        from r1jax.parallel.mesh import check_mesh_config
 
-        try:
-            mesh_sizes(c.mesh)
-        except (KeyError, ValueError) as e:
-            raise ValueError(f"{what}: mesh={c.mesh!r}: {e.args[0] if e.args else e}") from None
+        check_mesh_config(c.mesh, what)
 
 
 def tokenize_records(records, tokenizer, eos_id: int, *, chat_template: bool = False, system_prompt: str = ""):

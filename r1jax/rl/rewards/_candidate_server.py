@@ -69,9 +69,7 @@ def _r1_serve(_code, _rfd=3, _wfd=4):  # noqa: C901  (one self-contained loop)
         k = id(v)
         if k in memo:
             return memo[k]
-        if isinstance(v, bool):
-            return bool(int.__index__(v))
-        if isinstance(v, int):
+        if isinstance(v, int):  # (bool cannot be subclassed: an exact bool is in `exact`)
             return int.__index__(v)
         if isinstance(v, float):
             return float.__float__(v)

@@ -73,8 +73,8 @@ MS_RELATIME = 1 << 21
 MNT_DETACH = 2
 
 # statvfs f_flag bit -> mount flag: a bind in a user namespace must keep the source's locked flags
-_ST_TO_MS = ((1, MS_RDONLY), (2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, MS_NOATIME),
-             (2048, MS_NODIRATIME), (4096, MS_RELATIME))
+_ST_TO_MS = ((2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, MS_NOATIME), (2048, MS_NODIRATIME),
+             (4096, MS_RELATIME))
 _PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 217, "arm64": 217, "ppc64le": 203, "ppc64": 203, "s390x": 217,
                   "riscv64": 41, "loongarch64": 41, "i686": 217, "i386": 217, "armv7l": 218, "armv8l": 218}
 
@@ -211,22 +211,17 @@ def interpreter_paths() -> list[str]:
     libraries mapped into this process.
     """
     paths = []
-    prefixes = [p for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix} if p]
+    prefixes, cfg = _prefixes()
     if sys.executable:
-        chain = _symlink_chain(sys.executable)
-        paths += chain
-        for exe in chain:  # a venv: pyvenv.cfg beside or one above the executable (as getpath looks)
-            for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):
-                if os.path.isfile(os.path.join(d, "pyvenv.cfg")):
-                    prefixes.append(d)
-                    paths.append(os.path.join(d, "pyvenv.cfg"))
-                    break
+        paths += _symlink_chain(sys.executable)
+    if cfg:
+        paths.append(cfg)  # (a mode-0700 venv is bound by its entries: the file itself must be there)
     paths += prefixes
     if getattr(os, "__file__", None):
         paths.append(os.path.dirname(os.__file__))
     paths += site_packages(prefixes)
     for p in sys.path:
-        if p and os.path.isabs(p) and any(p == q or p.startswith(q.rstrip("/") + "/") for q in prefixes):
+        if p and os.path.isabs(p) and any(_under(p, q) for q in prefixes):
             paths.append(p)
     paths += _mapped_libraries()
     out, seen = [], set()
@@ -238,15 +233,28 @@ def interpreter_paths() -> list[str]:
     return out
 
 
+def _prefixes() -> tuple[list[str], str | None]:
+    """(the installation's prefixes, with a venv's directory; that venv's ``pyvenv.cfg`` or None).
+    The venv is found the way Python's getpath finds it, beside or one above the executable or a
+    link of its symlink chain (under ``-S``, ``sys.prefix`` is the base installation's)."""
+    prefixes = [p for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix} if p]
+    for exe in _symlink_chain(sys.executable) if sys.executable else []:
+        for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):
+            cfg = os.path.join(d, "pyvenv.cfg")
+            if os.path.isfile(cfg):
+                return prefixes + [d], cfg
+    return prefixes, None
+
+
+def venv_config() -> str | None:
+    """This interpreter's venv ``pyvenv.cfg`` (without it the interpreter starts as the base one), or None."""
+    return _prefixes()[1]
+
+
 def site_packages(prefixes=None) -> list[str]:
     """The installation's site-packages directories (with a venv's, found from ``pyvenv.cfg``)."""
     if prefixes is None:
-        prefixes = [p for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix} if p]
-        for exe in _symlink_chain(sys.executable) if sys.executable else []:
-            for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):
-                if os.path.isfile(os.path.join(d, "pyvenv.cfg")):
-                    prefixes.append(d)
-                    break
+        prefixes = _prefixes()[0]
     try:
         import site
 
@@ -351,7 +359,7 @@ def _makedirs(path: str) -> None:
 def _locked_flags(path: str) -> int:
     """The mount flags of the mount at ``path`` that a remount must keep (atime, nosuid, nodev, noexec)."""
     st = os.statvfs(path).f_flag
-    return sum(ms for s, ms in _ST_TO_MS if st & s and ms != MS_RDONLY)
+    return sum(ms for s, ms in _ST_TO_MS if st & s)
 
 
 def _bind(fd: int, target: str, *, readonly: bool = True) -> None:

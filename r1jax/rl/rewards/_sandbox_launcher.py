@@ -105,21 +105,14 @@ def sweep_uid(uid: int, gid: int, rounds: int = 50) -> int:
     return seen
 
 
-def _preflight_paths(python: str) -> list[str]:
-    """Files the interpreter needs to start (checked as the sandbox uid inside the jail)."""
+def _preflight_paths(python: str, jail) -> list[str]:
+    """Files the interpreter needs to start (checked as the sandbox uid inside the jail): the
+    stdlib's os.py (absent with a zipped stdlib) and a venv's pyvenv.cfg (without it the
+    interpreter starts as the base one)."""
     if python != sys.executable:  # an interpreter given by the caller: only the exec itself is checked
         return []
-    need = []
     os_py = getattr(os, "__file__", None)
-    if os_py and os.path.isfile(os_py):  # the stdlib (absent on disk with a zipped stdlib)
-        need.append(os_py)
-    for exe in (sys.executable, os.path.realpath(sys.executable)):
-        for d in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):
-            cfg = os.path.join(d, "pyvenv.cfg")
-            if os.path.isfile(cfg):  # a venv: without it the interpreter starts as the base one
-                need.append(cfg)
-                break
-    return need
+    return [p for p in (os_py if os_py and os.path.isfile(os_py) else None, jail.venv_config()) if p]
 
 
 def _send(fd: int, msg: dict) -> None:
@@ -355,7 +348,7 @@ def main() -> None:
         emit(report)
         return
     try:
-        need = _preflight_paths(cfg.get("python") or sys.executable)
+        need = _preflight_paths(cfg.get("python") or sys.executable, jail)
         site = jail.site_packages()
         if mode != "unsafe":
             report.update(jail.enter_namespaces(pid=cfg.get("pidns", True)))

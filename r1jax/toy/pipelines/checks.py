@@ -69,6 +69,17 @@ def stage(what: str, block: str, build: Callable):
         raise ValueError(f"{what}: {block}: {e.args[0] if e.args else e}") from None
 
 
+def grpo_stage(what: str, block: str, build: Callable, model_cfg):
+    """A GRPO stage's config `build()`-ed and validated as the stage will run it, its max_new_tokens
+    leaving room for a prompt within the model's positions. -> the config."""
+    from r1jax.rl.config import validate_config
+
+    gc = stage(what, block, build)
+    stage(what, block, lambda: validate_config(gc))
+    check_positions(what, f"{block}.max_new_tokens", gc.max_new_tokens, model_cfg)
+    return gc
+
+
 def check_model(what: str, block: str, base, overrides) -> object:
     """The model config `base` with the `overrides` block (as the pipeline sets them), validated."""
     cfg = base.to_dict() if hasattr(base, "to_dict") else dict(base)

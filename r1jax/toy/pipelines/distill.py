@@ -143,7 +143,7 @@ def validate(c) -> None:
     from r1jax import config as config_lib
     from r1jax.data.prompts import PROMPT_STYLES
     from r1jax.eval.runner import check_eval_settings
-    from r1jax.rl.config import grpo_config, validate_config
+    from r1jax.rl.config import grpo_config
     from r1jax.sft.trainer import sft_config, validate_sft_config
     from r1jax.toy.pipelines import checks
     from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
@@ -159,10 +159,9 @@ def validate(c) -> None:
         run_dir="-", **_cfg_dict(c.student_pretrain))))
     checks.stage(what, "distill_sft", lambda: validate_sft_config(sft_config(run_dir="-", seed=c.seed,
                                                                              **_cfg_dict(c.distill_sft))))
-    gc = checks.stage(what, "rl", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
-                                                      **dict(_cfg_dict(c.rl), steps=max(int(c.rl.get("steps", 1)), 1))))
-    checks.stage(what, "rl", lambda: validate_config(gc))
-    checks.check_positions(what, "rl.max_new_tokens", gc.max_new_tokens, mc)
+    checks.grpo_stage(what, "rl", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
+                                                      **dict(_cfg_dict(c.rl), steps=max(int(c.rl.get("steps", 1)), 1))),
+                      mc)
     e = c.eval
     checks.stage(what, "eval", lambda: check_eval_settings(k=e.k, temperature=e.temperature, top_p=e.top_p,
                                                            max_new_tokens=e.max_new_tokens,

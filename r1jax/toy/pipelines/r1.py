@@ -179,7 +179,7 @@ def validate(c) -> None:
     from r1jax import config as config_lib
     from r1jax.data.prompts import PROMPT_STYLES
     from r1jax.eval.runner import check_eval_settings
-    from r1jax.rl.config import grpo_config, validate_config
+    from r1jax.rl.config import grpo_config
     from r1jax.sft.trainer import sft_config, validate_sft_config
     from r1jax.toy.pipelines import checks, r1_zero
     from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
@@ -215,10 +215,8 @@ def validate(c) -> None:
             block = {k: v for k, v in block.items() if k not in ("general_frac", "preference_weight")}
             register_stage5_rewards()
             extra = dict(rewards=dict(STAGE5_RULES), format_template="r1")  # preference: its model comes later
-        gc = checks.stage(what, name, lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
-                                                          **dict(block, **extra)))
-        checks.stage(what, name, lambda: validate_config(gc))
-        checks.check_positions(what, f"{name}.max_new_tokens", gc.max_new_tokens, mc)
+        checks.grpo_stage(what, name, lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
+                                                          **dict(block, **extra)), mc)
     for name, block in (("cold_start.sft", c.get("cold_start", {}).get("sft") if "cold_start" in stages else None),
                         ("sft", c.get("sft") if "sft" in stages else None)):
         if block is not None:

@@ -68,7 +68,7 @@ def validate(c) -> None:
     from r1jax import config as config_lib
     from r1jax.data.prompts import PROMPT_STYLES
     from r1jax.eval.runner import check_eval_settings
-    from r1jax.rl.config import grpo_config, validate_config
+    from r1jax.rl.config import grpo_config
     from r1jax.sft.trainer import sft_config, validate_sft_config
     from r1jax.toy.pipelines import checks
 
@@ -81,10 +81,8 @@ def validate(c) -> None:
     mc = checks.check_model(what, "model", base_model_config(c), {})
     pre = c.pretrain.to_dict()
     checks.stage(what, "pretrain", lambda: validate_sft_config(sft_config(run_dir="-", mesh=c.get("mesh", ""), **pre)))
-    gc = checks.stage(what, "grpo", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
-                                                        mesh=c.get("mesh", ""), **c.grpo.to_dict()))
-    checks.stage(what, "grpo", lambda: validate_config(gc))
-    checks.check_positions(what, "grpo.max_new_tokens", gc.max_new_tokens, mc)
+    gc = checks.grpo_stage(what, "grpo", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
+                                                             mesh=c.get("mesh", ""), **c.grpo.to_dict()), mc)
     e = c.eval
     checks.stage(what, "eval", lambda: check_eval_settings(k=e.k, temperature=e.temperature, top_p=e.top_p,
                                                            max_new_tokens=gc.max_new_tokens,
