@@ -243,33 +243,17 @@ def _split_micro(batch, n):
     return jax.tree.map(f, batch)
 
 
-def train_step(state: TrainState, batch, *, model, loss_fn: Callable, tx, grad_accum: int = 1,
-               router_bias_update_rate: float = 0.0):
-    """Pure step: gradients (accumulated over micro-batches), optimizer update, router-bias update."""
-    grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, model), has_aux=True)
-    if grad_accum == 1:
-        (loss, aux), grads = grad_fn(state.params, batch)
-    else:
-        micro = _split_micro(batch, grad_accum)
+def _weighted(grad_fn, params, mb):
+    """One micro-batch's (grads, loss, metrics) times its weight w = aux["weight"] (1 without), the
+    counts (load, mtp_load) as they are, and w."""
+    (l, a), g = grad_fn(params, mb)
+    a = dict(a)
+    w = jnp.asarray(a.pop("weight", 1.0), jnp.float32)
+    scale = lambda t: jax.tree.map(lambda x: (x * w).astype(x.dtype), t)  # noqa: E731
+    return scale(g), l * w, scale(a["metrics"]), {k: v for k, v in a.items() if k != "metrics"}, w
 
-        def weighted(p, mb):
-            (l, a), g = grad_fn(p, mb)
-            a = dict(a)
-            w = jnp.asarray(a.pop("weight", 1.0), jnp.float32)
-            scale = lambda t: jax.tree.map(lambda x: (x * w).astype(x.dtype), t)  # noqa: E731
-            # grads, loss and metrics weighted by w; counts (load, mtp_load) are summed as they are
-            return scale(g), l * w, scale(a["metrics"]), {k: v for k, v in a.items() if k != "metrics"}, w
 
-        def body(acc, mb):
-            return jax.tree.map(jnp.add, acc, weighted(state.params, mb)), None
-
-        first = jax.tree.map(lambda x: x[0], micro)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(weighted, state.params, first))
-        (grads, loss, metrics, rest, wsum), _ = jax.lax.scan(body, zeros, micro)
-        inv = 1.0 / jnp.maximum(wsum, 1e-30)
-        grads = jax.tree.map(lambda g: (g * inv).astype(g.dtype), grads)
-        loss = loss * inv
-        aux = dict(rest, metrics=jax.tree.map(lambda m: m * inv, metrics))
+def _apply(state: TrainState, grads, loss, aux, *, tx, router_bias_update_rate: float):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = apply_router_bias_update(params, aux.get("load"), aux.get("mtp_load"), router_bias_update_rate)
@@ -280,6 +264,88 @@ def train_step(state: TrainState, batch, *, model, loss_fn: Callable, tx, grad_a
         ld = aux["load"].astype(jnp.float32)
         metrics["max_load_ratio"] = (ld.max(-1) / jnp.maximum(ld.mean(-1), 1e-9)).mean()
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def _normalise(acc):
+    grads, loss, metrics, rest, wsum = acc
+    inv = 1.0 / jnp.maximum(wsum, 1e-30)
+    grads = jax.tree.map(lambda g: (g * inv).astype(g.dtype), grads)
+    return grads, loss * inv, dict(rest, metrics=jax.tree.map(lambda m: m * inv, metrics))
+
+
+def train_step(state: TrainState, batch, *, model, loss_fn: Callable, tx, grad_accum: int = 1,
+               router_bias_update_rate: float = 0.0):
+    """Pure step: gradients (accumulated over micro-batches), optimizer update, router-bias update."""
+    grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, model), has_aux=True)
+    if grad_accum == 1:
+        (loss, aux), grads = grad_fn(state.params, batch)
+    else:
+        micro = _split_micro(batch, grad_accum)
+
+        def body(acc, mb):
+            return jax.tree.map(jnp.add, acc, _weighted(grad_fn, state.params, mb)), None
+
+        first = jax.tree.map(lambda x: x[0], micro)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                             jax.eval_shape(lambda p, b: _weighted(grad_fn, p, b), state.params, first))
+        acc, _ = jax.lax.scan(body, zeros, micro)
+        grads, loss, aux = _normalise(acc)
+    return _apply(state, grads, loss, aux, tx=tx, router_bias_update_rate=router_bias_update_rate)
+
+
+class AccumStep:
+    """The update over a list of micro-batches whose number changes from call to call (packed GRPO:
+    r1jax.rl.packed), compiled once: `accumulate(acc, params, mb)` adds a micro-batch's weighted
+    gradients, loss and metrics (one program for every micro-batch of the same shapes) and
+    `finish(state, acc)` divides by the summed weights and applies the optimizer and the router-bias
+    update (a second program). The same sums as train_step's scan, in a Python loop:
+
+        step = AccumStep(model, loss_fn, tx, router_bias_update_rate=1e-3)
+        state, metrics = step(state, [mb0, mb1, mb2])
+
+    `grad_sharding` (the params' shardings, on a mesh) pins the accumulated gradients there; `context`
+    is entered around every call (a mesh's use_mesh)."""
+
+    def __init__(self, model, loss_fn: Callable, tx, *, router_bias_update_rate: float = 0.0, grad_sharding=None,
+                 state_shardings=None, context=None):
+        import contextlib
+
+        grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, model), has_aux=True)
+        self._context = context or contextlib.nullcontext
+
+        def accumulate(acc, params, mb):
+            out = _weighted(grad_fn, params, mb)
+            if acc is None:
+                new = out
+            else:
+                new = jax.tree.map(jnp.add, acc, out)
+            if grad_sharding is not None:
+                new = (jax.lax.with_sharding_constraint(new[0], grad_sharding),) + tuple(new[1:])
+            return new
+
+        def finish(state, acc):
+            grads, loss, aux = _normalise(acc)
+            return _apply(state, grads, loss, aux, tx=tx, router_bias_update_rate=router_bias_update_rate)
+
+        kw = {}
+        if state_shardings is not None:
+            kw = {"out_shardings": (state_shardings, None)}
+        self.first = jax.jit(lambda params, mb: accumulate(None, params, mb))
+        self.accumulate = jax.jit(accumulate, donate_argnums=(0,))
+        self.finish = jax.jit(finish, donate_argnums=(0,), **kw)
+
+    def __call__(self, state: TrainState, micro_batches):
+        if not micro_batches:
+            raise ValueError("AccumStep: no micro-batches")
+        with self._context():
+            acc = self.first(state.params, micro_batches[0])
+            for mb in micro_batches[1:]:
+                acc = self.accumulate(acc, state.params, mb)
+            return self.finish(state, acc)
+
+    def trace_counts(self) -> dict:
+        """How many programs each part compiled (a test asserts one each across changing lengths)."""
+        return {k: getattr(self, k)._cache_size() for k in ("first", "accumulate", "finish")}
 
 
 def make_train_step(model, loss_fn: Callable, tx, *, grad_accum: int = 1, router_bias_update_rate: float = 0.0,

@@ -132,10 +132,14 @@ def test_loss_kwargs_are_checked_against_the_loss(tmp_path):
     f = tmp_path / "my_loss.py"
     f.write_text(textwrap.dedent("""
         import jax.numpy as jnp
-        def strict(logp, old_logp, ref_logp, advantages, mask, *, beta=0.0, entropy=None):
-            loss = -jnp.sum(logp * advantages[:, None] * mask) / jnp.sum(mask) + beta
+        from r1jax.rl import samples
+        def strict(logp, old_logp, ref_logp, advantages, mask, *, beta=0.0, entropy=None, sample_index=None):
+            a = samples.per_token(advantages, samples.sample_ids(sample_index, *logp.shape))
+            loss = -jnp.sum(logp * a * mask) / jnp.sum(mask) + beta
             return loss, {"loss": loss}
-        def no_entropy(logp, old_logp, ref_logp, advantages, mask, *, beta=0.0):
+        def no_entropy(logp, old_logp, ref_logp, advantages, mask, *, beta=0.0, sample_index=None):
+            return jnp.sum(logp), {}
+        def unpacked(logp, old_logp, ref_logp, advantages, mask, *, entropy=None):
             return jnp.sum(logp), {}
         def loose(logp, old_logp, ref_logp, advantages, mask, **kwargs):
             return jnp.sum(logp), {}
@@ -148,6 +152,10 @@ def test_loss_kwargs_are_checked_against_the_loss(tmp_path):
         grpo_config(loss=f"{f}:strict", loss_kwargs=dict(betta=0.1))
     with pytest.raises(ValueError, match="does not take entropy="):
         grpo_config(loss=f"{f}:no_entropy")
+    # packed updates pass sample_index: a loss written for padded rows says so, and runs with pack=False
+    with pytest.raises(ValueError, match="does not take sample_index="):
+        validate_config(grpo_config(loss=f"{f}:unpacked"))
+    validate_config(grpo_config(loss=f"{f}:unpacked", pack=False))
     # **kwargs takes anything (and keeps the defaults it may pass on to grpo_loss)
     c = grpo_config(loss=f"{f}:loose", loss_kwargs=dict(anything=1))
     assert c.loss_kwargs.anything == 1 and c.loss_kwargs.clip_eps_high == 0.28

@@ -60,6 +60,13 @@ def parse(argv=None):
     p.add_argument("--minibatches", type=int, default=1)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--engine", default="static", choices=("static", "continuous", "auto"))
+    p.add_argument("--response-lengths", default="", metavar="lognormal:MEDIAN:SIGMA",
+                   help="a long-tail workload: each sample stops at a length drawn from a lognormal (seeded by "
+                        "--seed, the step and the sample: the same samples in every run), at most --new-tokens")
+    p.add_argument("--no-pack", action="store_true", help="the padded update (rows padded to prompt + budget)")
+    p.add_argument("--max-tokens-per-microbatch", type=int, default=0)
+    p.add_argument("--kl-coef", type=float, default=0.0, help="> 0: the reference log-prob pass runs too")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--peak-tflops", type=float, default=0.0)
@@ -228,8 +235,52 @@ def decode_bytes_per_step(cfg, rows: int, mean_len: float) -> float:
     return weights * wbytes + cache
 
 
+def parse_lengths(spec: str):
+    """"lognormal:MEDIAN:SIGMA" -> (median, sigma)."""
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] != "lognormal":
+        raise SystemExit(f"bench_grpo: --response-lengths {spec!r}: expected lognormal:MEDIAN:SIGMA")
+    return float(parts[1]), float(parts[2])
+
+
+def drawn_lengths(seed: int, step: int, n: int, median: float, sigma: float, budget: int):
+    """Each sample's stop length (>= 1, <= budget): the same for a (seed, step) in every run."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, step, 0x1E5])
+    return np.clip(np.round(median * np.exp(sigma * rng.standard_normal(n))), 1, budget).astype(int)
+
+
+def stop_at_drawn_lengths(args):
+    """Makes every rollout of the trainer stop each sample at its drawn length (r1jax.rl.trainer.rollout
+    wrapped: tokens, log-probs and routes cut there; finish_reason "length" only at the budget). With
+    random weights samples seldom end by themselves, so this is the long-tail workload on any model."""
+    import dataclasses
+
+    from r1jax.rl import trainer
+
+    median, sigma = parse_lengths(args.response_lengths)
+    inner = trainer.rollout
+
+    def rollout(run, state, recs, step):
+        ro = inner(run, state, recs, step)
+        g = ro.gen
+        cut = drawn_lengths(args.seed, step, len(g.tokens), median, sigma, args.new_tokens)
+        tokens = [list(t)[:k] for t, k in zip(g.tokens, cut)]
+        gen = dataclasses.replace(
+            g, tokens=tokens, logprobs=[list(lp)[:k] for lp, k in zip(g.logprobs, cut)],
+            finish_reason=["length" if len(t) >= args.new_tokens else "stop" for t in tokens],
+            routes=None if g.routes is None else [r[:k] for r, k in zip(g.routes, cut)])
+        texts = [run.tokenizer.decode(t) for t in tokens]
+        return dataclasses.replace(ro, gen=gen, texts=texts)
+
+    trainer.rollout = rollout
+
+
 def main(argv=None):
     args = parse(argv)
+    if args.response_lengths:
+        stop_at_drawn_lengths(args)
     import jax
     import numpy as np
 
@@ -247,7 +298,9 @@ def main(argv=None):
                     remat_policy=args.remat, logprob_chunk=args.logprob_chunk, old_logp=args.old_logp,
                     minibatches=args.minibatches, grad_accum=args.grad_accum, rollout_engine=args.engine,
                     rewards={"accuracy": 1.0, "format": 0.5}, eval_every=0, save_every=0, save_hf=False,
-                    progress=False, route_agreement_mib=0, prompt_style="r1_zero", **keys)
+                    progress=False, route_agreement_mib=0, prompt_style="r1_zero", pack=not args.no_pack,
+                    max_tokens_per_microbatch=args.max_tokens_per_microbatch, seed=args.seed,
+                    loss_kwargs=dict(kl_coef=args.kl_coef), **keys)
     rows: list[dict] = []
     walls: list[float] = []
     t_last = [time.perf_counter()]
@@ -282,7 +335,9 @@ def main(argv=None):
         "device": desc, "model": args.model, "model_params": {"total": cp["total"], "activated": cp["activated"]},
         "prompts": args.prompts, "group_size": args.group_size, "new_tokens": args.new_tokens, "mesh": args.mesh or "",
         "dtype": cfg.dtype, "remat": args.remat or cfg.remat_policy or "none", "old_logp": args.old_logp,
-        "grad_accum": args.grad_accum, "minibatches": args.minibatches,
+        "grad_accum": args.grad_accum, "minibatches": args.minibatches, "pack": not args.no_pack,
+        "response_lengths": args.response_lengths or "model", "update_and_logp_s": update_s + logp_s,
+        "train_fill": mean("train/fill"), "micro_batches": mean("train/micro_batches"),
         "step_s": step_s, "rollout_s": rollout_s, "reward_s": reward_s, "logp_s": logp_s, "update_s": update_s,
         "other_s": step_s - rollout_s - reward_s - logp_s - update_s,
         "rollout_tokens_per_s": gen_tokens / max(rollout_s, 1e-9),

@@ -3,6 +3,7 @@ rollout engine ask for. r1jax/model/ reads as the math; what XLA:CPU needs to ru
 here (the GPU/TPU paths are the plain ones, plus the Pallas kernels under r1jax/model's
 attention_impl):
 
+    attention_impl()           attention_impl="auto": "pallas" on TPU / GPU, "xla" on CPU
     moe_dispatch()             "cpu" on CPU (backends/cpu_experts.py), else "ragged" (ragged_dot)
     expert_fn(name)            every routed-expert dispatch by name (model/experts.py's + the backends')
     lm_head_matmul()           CPU: the head matmul with a backward laid out for XLA:CPU
@@ -34,6 +35,24 @@ def platform() -> str:
 
 def on_cpu() -> bool:
     return platform() == "cpu"
+
+
+def attention_impl() -> str:
+    """attention_impl="auto": "pallas" on TPU and GPU (the MLA kernels of pallas_kernels, and for the
+    dense GQA path jax's splash attention on TPU / its Pallas flash attention on GPU), "xla" on CPU
+    (where Pallas only interprets; the XLA path is blockwise from r1jax.model.flash.FLASH_MIN_LEN)."""
+    return "pallas" if platform() in ("tpu", "gpu", "cuda", "rocm") else "xla"
+
+
+def implementation_overrides(attention_impl: str = "", moe_impl: str = "") -> dict:
+    """The model config keys a trainer config sets (SFT / GRPO `attention_impl`, `moe_impl`; "" keeps the
+    model's, attention_impl="auto" is `attention_impl()` here)."""
+    out = {}
+    if attention_impl:
+        out["attention_impl"] = globals()["attention_impl"]() if attention_impl == "auto" else attention_impl
+    if moe_impl:
+        out["moe_impl"] = moe_impl
+    return out
 
 
 def moe_dispatch() -> str:

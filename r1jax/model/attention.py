@@ -132,6 +132,22 @@ def write_cache(cache: jnp.ndarray, new: jnp.ndarray, positions: jnp.ndarray) ->
     return cache.at[jnp.arange(b)[:, None], positions].set(new.astype(cache.dtype), mode="drop")
 
 
+def causal_gqa(cfg, q, k, v, segment_ids, scale):
+    """Training / prefill attention of the GQA path: `attend_causal` (attention_impl="xla"), or the
+    Pallas flash kernel (attention_impl="pallas": pallas_kernels.mla_prefill, a flash attention with a
+    Pallas backward for any q/k and v widths, Mosaic on TPU, Triton on GPU, interpreted on CPU) with
+    each K/V head repeated for its query heads (O(s) extra memory; the repeat's transpose sums the
+    heads' dK/dV). q: [b, s, h, d]; k, v: [b, s, kv_heads, d] -> [b, s, h, d]."""
+    g = q.shape[2] // k.shape[2]
+    if cfg.attention_impl == "pallas":
+        from pallas_kernels import mla_prefill
+
+        kr = jnp.repeat(k, g, axis=2).astype(q.dtype)
+        vr = jnp.repeat(v, g, axis=2).astype(q.dtype)
+        return mla_prefill(q, kr, vr, sm_scale=scale, segment_ids=segment_ids, causal=True)
+    return attend_causal(q, k, v, segment_ids, scale, num_kv_groups=g)
+
+
 class GQAttention(nn.Module):
     """Grouped-query attention of Llama/Qwen2 (half-split rope, optional qkv bias), with a K/V cache.
 
@@ -156,13 +172,13 @@ class GQAttention(nn.Module):
         scale = hd**-0.5
         new_cache = None
         if cache is None:
-            o = attend_causal(q, k, v, segment_ids, scale, num_kv_groups=h // kvh)
+            o = causal_gqa(cfg, q, k, v, segment_ids, scale)
         else:
             kc = write_cache(cache["k"], k, positions)
             vc = write_cache(cache["v"], v, positions)
             new_cache = {"k": kc, "v": vc}
             if self.mode == "prefill":
-                o = attend_causal(q, k, v, segment_ids, scale, num_kv_groups=h // kvh)
+                o = causal_gqa(cfg, q, k, v, segment_ids, scale)
             else:
                 o = over_cache_prefix(
                     lambda t: attend(q, kc[:, :t].astype(q.dtype), vc[:, :t].astype(q.dtype), cache_mask(positions, t),

@@ -82,6 +82,16 @@ class Placement:
 
         return make_sharded_train_step(model, loss_fn, tx, self.mesh, self._state_sh, **kw)
 
+    def accum_step(self, model, loss_fn, tx, **kw):
+        """`r1jax.train.AccumStep` (an update over a changing number of micro-batches, compiled once),
+        on a mesh with the accumulated gradients in the params' shardings (call `train_state` first)."""
+        from r1jax import train
+
+        if self.mesh is None:
+            return train.AccumStep(model, loss_fn, tx, **kw)
+        return train.AccumStep(model, loss_fn, tx, grad_sharding=self._state_sh.params,
+                               state_shardings=self._state_sh, context=self.context, **kw)
+
     def batch(self, batch):
         """A host batch (pytree of arrays with the global leading dim) as device arrays."""
         if self.mesh is None:

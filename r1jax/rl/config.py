@@ -50,7 +50,20 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         steps=100,
         mu=1,
         minibatches=1,
-        grad_accum=1,  # micro-batches per mini-batch (gradients accumulated, weighted by the loss's normaliser)
+        grad_accum=1,  # micro-batches per mini-batch (gradients accumulated, weighted by the loss's normaliser);
+                       # packed: the first step's, which fixes the micro-batch size (max_tokens_per_microbatch)
+        # the update batch (r1jax.rl.packed): each sample (prompt + completion) a segment of rows of
+        # pack_len tokens, micro-batches by a token budget, balanced over data-parallel ranks, one program
+        # for the run; pack=False: today's rows padded to prompt + max_new_tokens, grad_accum micro-batches
+        pack=True,
+        pack_len=0,  # tokens per packed row; 0: longest prompt of the first step + max_new_tokens, rounded up
+                     # to 128 (grows, with a recompile and a warning, if a later step needs more)
+        max_tokens_per_microbatch=0,  # tokens per micro-batch per data-parallel rank; 0: the first step's rows
+                                      # in grad_accum micro-batches, at most the padded update's rows per rank
+        # model implementation (model config keys; "" keeps the checkpoint's): attention_impl xla | pallas |
+        # auto (pallas where kernels exist for the backend), moe_impl ragged | dense | ep
+        attention_impl="",
+        moe_impl="",
         loss="grpo",  # a registered name, "module:function" or "file.py:function"
         loss_kwargs=ml_collections.ConfigDict(dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0,
                                                    loss_agg="token-mean", kl_estimator="k3",
@@ -102,6 +115,8 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
     return override(c, kw)
 
 
+ATTENTION_IMPLS = ("xla", "pallas", "auto")  # r1jax.backends.attention_impl resolves "auto"
+MOE_IMPLS = ("ragged", "dense", "ep")
 OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.recompute_logps)
 ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.setup)
 OPEN_KEYS = ("loss_kwargs",)  # checked against the loss's signature, not the defaults
@@ -116,7 +131,8 @@ def check_loss(c, what: str = "grpo config"):
     from r1jax.rl.policy import TRAINER_LOSS_ARGS, passed_loss_args
 
     lk = c.loss_kwargs.to_dict() if hasattr(c.loss_kwargs, "to_dict") else dict(c.loss_kwargs)
-    fn = grpo.check_loss_kwargs(c.loss, lk, passed=passed_loss_args(lk), reserved=TRAINER_LOSS_ARGS, what=what)
+    fn = grpo.check_loss_kwargs(c.loss, lk, passed=passed_loss_args(lk, packed=bool(c.get("pack", True))),
+                                reserved=TRAINER_LOSS_ARGS, what=what)
     if fn is grpo.grpo_loss:
         opts = {k: lk[k] for k in ("loss_agg", "kl_estimator", "ratio_level", "dual_clip_c", "rollout_correction")
                 if k in lk}
@@ -191,6 +207,7 @@ def validate_config(c) -> None:
     if c.group_size < 2:
         raise ValueError(f"grpo config: group_size={c.group_size} must be >= 2 (advantages are relative to the group)")
     for k in ("top_k", "rollout_slots", "logprob_chunk", "route_agreement_mib", "eval_every", "eval_problems",
+              "pack_len", "max_tokens_per_microbatch",
               "save_every", "log_every", "stop_after", "router_bias_update_rate"):
         if c[k] < 0:
             raise ValueError(f"grpo config: {k}={c[k]!r} must be >= 0")
@@ -215,6 +232,14 @@ def validate_config(c) -> None:
     check_choice(what, "dtype", c.dtype, DTYPES, allow_empty=True)
     check_choice(what, "save_dtype", c.save_dtype, DTYPES, allow_empty=True)
     check_choice(what, "remat_policy", c.remat_policy, REMAT_POLICIES, allow_empty=True)
+    check_choice(what, "attention_impl", c.attention_impl, ATTENTION_IMPLS, allow_empty=True)
+    check_choice(what, "moe_impl", c.moe_impl, MOE_IMPLS, allow_empty=True)
+    if c.pack and c.pack_len and c.pack_len < c.max_new_tokens + 1:
+        raise ValueError(f"grpo config: pack_len={c.pack_len} cannot hold a sample of max_new_tokens="
+                         f"{c.max_new_tokens} plus its prompt")
+    if c.pack and c.pack_len and c.max_tokens_per_microbatch and c.max_tokens_per_microbatch < c.pack_len:
+        raise ValueError(f"grpo config: max_tokens_per_microbatch={c.max_tokens_per_microbatch} < pack_len="
+                         f"{c.pack_len}: a micro-batch holds at least one row")
     try:
         PromptFormat(c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template)
     except ValueError as e:

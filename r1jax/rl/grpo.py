@@ -6,7 +6,9 @@ trainer can call it inside its one compiled train step.
 Shapes
 ------
     rewards:     [batch]        consecutive groups of ``group_size`` completions of one prompt
-    advantages:  [batch]        one scalar per completion (broadcast over its tokens)
+    advantages:  [num_samples]  one scalar per completion (broadcast over its tokens)
+    sample_index [batch, seq]   int32, the sample each token belongs to (-1: padding); None means
+                                padded rows, row i = sample i (num_samples == batch)
     logp:        [batch, seq]   log pi_theta(token) under the policy being trained
     old_logp:    [batch, seq]   log pi_old(token) under the policy that sampled the rollout
     ref_logp:    [batch, seq]   log pi_ref(token) under the frozen reference policy (or None)
@@ -36,17 +38,22 @@ so the value of every token ratio is s_i, clipping acts on s_i, and the gradient
 ``logp_t`` is ``s_i * A_i`` wherever the surrogate is not clipped (GSPO's sequence gradient,
 spread over the tokens).
 
-Aggregation (``loss_agg``) of the [batch, seq] token losses, with ``n_i`` valid tokens in row i:
+Packed rows: the trainer packs every sample (prompt + completion) as a segment of rows of
+``pack_len`` tokens (r1jax.rl.packed); ``sample_index`` says which tokens are whose, and every
+per-sample quantity below (``n_i``, GSPO's ``s_i``, the sample count) is a sum over it
+(r1jax.rl.samples), so a loss gives the same value padded or packed.
 
-    "seq-mean-token-mean"      mean over rows of (sum_t loss / n_i)        (GRPO paper, GSPO)
-                               rows whose mask is all zero (batch padding) are left out of the
-                               mean over rows; equals the plain mean when every row has a token
+Aggregation (``loss_agg``) of the [batch, seq] token losses, with ``n_i`` valid tokens in sample i:
+
+    "seq-mean-token-mean"      mean over samples of (sum_t loss / n_i)     (GRPO paper, GSPO)
+                               samples with no valid token (masked out) are left out of the
+                               mean; equals the plain mean when every sample has a token
     "token-mean"               sum of all valid token losses / total valid tokens     (DAPO)
-    "seq-mean-token-sum-norm"  sum of all valid token losses / (batch * max_len)      (Dr. GRPO)
+    "seq-mean-token-sum-norm"  sum of all valid token losses / (samples * max_len)    (Dr. GRPO)
                                ``max_len`` defaults to the seq dimension; keep it fixed over a
                                run (the generation budget), as Dr. GRPO intends. (verl's mode of
                                the same name divides by max_len only; here the constant also
-                               includes the batch rows so the scale matches the other modes.)
+                               includes the samples so the scale matches the other modes.)
 
 Metrics (all scalars, means are over valid tokens): ``loss``, ``pg_loss`` (the surrogate part),
 ``kl`` (mean KL estimate; 0 when no ref_logp), ``clip_frac_low`` / ``clip_frac_high`` (fraction of
@@ -59,13 +66,27 @@ Custom losses: the contract
 ---------------------------
 A loss function has the signature of :func:`grpo_loss`::
 
-    def my_loss(logp, old_logp, ref_logp, advantages, mask, **options) -> (loss, metrics)
+    def my_loss(logp, old_logp, ref_logp, advantages, mask, *, sample_index=None, **options)
+        -> (loss, metrics)
 
 five positional arrays with the shapes above (``ref_logp`` may be None), keyword options that
 come from the experiment config's ``loss_kwargs``, returning a scalar loss to *minimise* and a
 dict of scalar metrics. It must be pure and jit-able (Python-level options are static). Gradients
 flow through ``logp`` only. The trainer also passes ``entropy=`` ([batch, seq] token entropies)
-always and ``sampler_logp=`` with a rollout correction. Options are checked before a run starts
+always, ``sample_index=`` when it packs (the default, ``pack=True``; then ``advantages`` is
+[num_samples] and ``samples.per_token(advantages, sample_index)`` gives each token's) and
+``sampler_logp=`` with a rollout correction. A per-sample reduction is
+``samples.sample_sum(x, samples.sample_ids(sample_index, *x.shape), advantages.shape[0])``; a
+loss that only sums or averages tokens can ignore it. For example, a token-level REINFORCE::
+
+    from r1jax.rl import samples
+
+    def reinforce(logp, old_logp, ref_logp, advantages, mask, *, sample_index=None, entropy=None):
+        idx = samples.sample_ids(sample_index, *logp.shape)
+        a = samples.per_token(advantages, idx)                   # [batch, seq]
+        loss = -jnp.sum(a * logp * mask) / jnp.maximum(mask.sum(), 1.0)
+        return loss, {"loss": loss}
+ Options are checked before a run starts
 (:func:`check_loss_kwargs`): every ``loss_kwargs`` key, and what the trainer passes, must be a
 keyword parameter of the loss, so a misspelt option (``kl_coeff``) fails naming the closest one;
 a loss that declares ``**kwargs`` takes any option (and then nothing is checked for it). Register
@@ -95,6 +116,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.plugins import is_spec, load_callable
+from r1jax.rl import samples
 from r1jax.rl.rollout_correction import correction_weights
 
 __all__ = [
@@ -184,18 +206,30 @@ def group_advantages(rewards, group_size: int, scale: str = "group", eps: float 
     return adv.reshape(batch)
 
 
-def aggregation_weight(mask, loss_agg: str):
+def aggregation_weight(mask, loss_agg: str, sample_index=None, num_samples: int | None = None):
     """What `loss_agg` divides by in a batch (a micro-batch's weight when gradients are accumulated):
-    valid tokens ("token-mean"), rows with a valid token ("seq-mean-token-mean"), rows
-    ("seq-mean-token-sum-norm", whose constant is rows x max_len). mask: [batch, seq]."""
+    valid tokens ("token-mean"), samples with a valid token ("seq-mean-token-mean"), samples
+    ("seq-mean-token-sum-norm", whose constant is samples x max_len). mask: [rows, seq]; packed
+    rows pass sample_index [rows, seq] and num_samples (r1jax.rl.samples; a sample counts when it
+    owns a token of the batch); without them row i is sample i."""
     m = jnp.asarray(mask).astype(jnp.float32)
+    if loss_agg not in LOSS_AGGS:
+        raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
     if loss_agg == "token-mean":
         return m.sum()
+    idx = samples.sample_ids(sample_index, *m.shape)
+    S = _num_samples(sample_index, num_samples, m.shape[0])
     if loss_agg == "seq-mean-token-mean":
-        return (m.sum(-1) > 0).astype(jnp.float32).sum()
-    if loss_agg == "seq-mean-token-sum-norm":
-        return jnp.asarray(m.shape[0], jnp.float32)
-    raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
+        return (samples.sample_sum(m, idx, S) > 0).astype(jnp.float32).sum()
+    return samples.present(idx, S).astype(jnp.float32).sum()
+
+
+def _num_samples(sample_index, num_samples, rows: int) -> int:
+    if sample_index is None:
+        return rows
+    if num_samples is None:
+        raise ValueError("packed rows (sample_index given) need num_samples")
+    return int(num_samples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,11 +253,12 @@ def _masked_mean(x, mask):
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def _aggregate(token_loss, mask, loss_agg, max_len):
+def _aggregate(token_loss, mask, loss_agg, max_len, idx, num_samples):
+    """The [rows, seq] token losses reduced as `loss_agg` asks; per-sample sums over idx (r1jax.rl.samples)."""
     token_loss = token_loss * mask
     if loss_agg == "seq-mean-token-mean":
-        n_tok = mask.sum(axis=-1)
-        seq = token_loss.sum(axis=-1) / jnp.maximum(n_tok, 1.0)
+        n_tok = samples.sample_sum(mask, idx, num_samples)
+        seq = samples.sample_sum(token_loss, idx, num_samples) / jnp.maximum(n_tok, 1.0)
         has_tok = (n_tok > 0).astype(token_loss.dtype)
         return jnp.sum(seq * has_tok) / jnp.maximum(jnp.sum(has_tok), 1.0)
     if loss_agg == "token-mean":
@@ -231,7 +266,8 @@ def _aggregate(token_loss, mask, loss_agg, max_len):
     if loss_agg == "seq-mean-token-sum-norm":
         if max_len is None:
             max_len = mask.shape[-1]
-        return jnp.sum(token_loss) / (mask.shape[0] * max_len)
+        n = samples.present(idx, num_samples).astype(token_loss.dtype).sum()
+        return jnp.sum(token_loss) / (jnp.maximum(n, 1.0) * max_len)
     raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
 
 
@@ -256,14 +292,18 @@ def grpo_loss(
     tis_cap: float = 2.0,
     is_low: float = 0.5,
     is_high: float = 2.0,
+    sample_index=None,
 ):
     """Clipped GRPO policy loss (to minimise) and metrics; see the module docstring for the math.
 
     Args:
       logp, old_logp: [batch, seq] token log-probs under the trained / sampling policy.
       ref_logp: [batch, seq] reference log-probs, or None (then kl_coef must be 0).
-      advantages: [batch].
+      advantages: [num_samples], one per sample (= [batch] for padded rows).
       mask: [batch, seq], 1 on completion tokens (bool or float).
+      sample_index: None (padded: row i is sample i) or [batch, seq] int32, each token's sample in
+        [0, num_samples), -1 on padding (packed rows; r1jax.rl.samples). Every per-sample
+        reduction (seq-mean-token-mean, GSPO's sequence ratio, Dr. GRPO's sample count) runs over it.
       clip_eps: lower clip, ratio >= 1 - clip_eps.
       clip_eps_high: upper clip, ratio <= 1 + clip_eps_high; None = clip_eps (DAPO's clip-higher
         sets it larger, e.g. 0.28).
@@ -295,22 +335,28 @@ def grpo_loss(
     for name, x in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask)):
         if x is not None and jnp.shape(x) != logp.shape:
             raise ValueError(f"{name} shape {jnp.shape(x)} != logp shape {logp.shape}")
-    if jnp.shape(advantages) != logp.shape[:1]:
-        raise ValueError(f"advantages must be [batch]={logp.shape[:1]}, got {jnp.shape(advantages)}")
+    rows, seq = logp.shape
+    if sample_index is None and jnp.shape(advantages) != (rows,):
+        raise ValueError(f"advantages must be [batch]={(rows,)} (or pass sample_index for packed rows), got "
+                         f"{jnp.shape(advantages)}")
+    if jnp.ndim(advantages) != 1:
+        raise ValueError(f"advantages must be [num_samples], got shape {jnp.shape(advantages)}")
+    idx = samples.sample_ids(sample_index, rows, seq)
+    S = int(jnp.shape(advantages)[0])
 
     dtype = logp.dtype if jnp.issubdtype(logp.dtype, jnp.floating) else jnp.float32
     mask = jnp.asarray(mask).astype(dtype)
     valid = mask > 0
     old_logp = jax.lax.stop_gradient(jnp.asarray(old_logp, dtype))
-    adv = jax.lax.stop_gradient(jnp.asarray(advantages, dtype))[:, None]  # [batch, 1]
+    adv = samples.per_token(jax.lax.stop_gradient(jnp.asarray(advantages, dtype)), idx)  # [rows, seq]
 
     # Zero the log-ratio off the mask so padding garbage cannot overflow exp (or poison grads).
     log_ratio = jnp.where(valid, logp - old_logp, 0.0)
     if ratio_level == "token":
         ratio = jnp.exp(log_ratio)
     else:
-        n_tok = jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0)
-        seq_log_ratio = jnp.sum(log_ratio, axis=-1, keepdims=True) / n_tok  # [batch, 1]
+        n_tok = jnp.maximum(samples.sample_sum(mask, idx, S), 1.0)
+        seq_log_ratio = samples.per_token(samples.sample_sum(log_ratio, idx, S) / n_tok, idx)  # [rows, seq]
         tok = jnp.where(valid, logp, 0.0)
         ratio = jnp.exp(jax.lax.stop_gradient(seq_log_ratio) + tok - jax.lax.stop_gradient(tok))
 
@@ -331,7 +377,7 @@ def grpo_loss(
 
     if rollout_correction != "none":
         w = correction_weights(rollout_correction, old_logp, sampler_logp, mask, tis_cap=tis_cap, is_low=is_low,
-                               is_high=is_high).astype(dtype)
+                               is_high=is_high, sample_index=idx, num_samples=S).astype(dtype)
         surr = surr * w
     token_loss = -surr
     if ref_logp is not None:
@@ -342,8 +388,8 @@ def grpo_loss(
     else:
         kl_mean = jnp.zeros((), dtype)
 
-    loss = _aggregate(token_loss, mask, loss_agg, max_len)
-    pg_loss = _aggregate(-surr, mask, loss_agg, max_len)
+    loss = _aggregate(token_loss, mask, loss_agg, max_len, idx, S)
+    pg_loss = _aggregate(-surr, mask, loss_agg, max_len, idx, S)
 
     f = lambda b: _masked_mean(b.astype(dtype), mask)  # noqa: E731
     metrics = {

@@ -9,20 +9,23 @@ import jax.numpy as jnp
 from r1jax.rl import grpo
 
 
-TRAINER_LOSS_ARGS = ("entropy", "sampler_logp")  # what the train-step loss passes besides loss_kwargs
+TRAINER_LOSS_ARGS = ("entropy", "sampler_logp", "sample_index")  # what the train-step loss passes besides loss_kwargs
 
 
-def passed_loss_args(loss_kwargs) -> tuple[str, ...]:
+def passed_loss_args(loss_kwargs, packed: bool = True) -> tuple[str, ...]:
     """The keyword arguments make_policy_loss passes to the policy loss besides `loss_kwargs`:
-    entropy always, sampler_logp with a rollout correction (the config check asks the loss for them)."""
+    entropy always, sample_index for packed rows, sampler_logp with a rollout correction (the config
+    check asks the loss for them)."""
     correct = loss_kwargs.get("rollout_correction", "none") != "none"
-    return ("entropy",) + (("sampler_logp",) if correct else ())
+    return ("entropy",) + (("sample_index",) if packed else ()) + (("sampler_logp",) if correct else ())
 
 
 def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: int = 0):
     """The train-step loss: forward at `temperature`, token log-probs (the LM head `chunk` positions
     at a time, r1jax.model.logprobs), then the policy loss. Padding (batch["token_mask"] == 0) does
     not count in the MoE expert load. aux["weight"] is the loss's normaliser (gradient accumulation).
+    Packed rows (r1jax.rl.packed) carry positions, segment_ids and sample_index [rows, seq] and
+    advantages [num_samples]: the model attends within segments and the loss gets sample_index.
     When the batch carries "sampler_logp", the metrics include the sampler/trainer agreement
     (`agree_*`, r1jax.rl.rollout_correction.agreement) and a rollout correction gets it."""
     from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
@@ -33,11 +36,15 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
 
     def loss_fn(params, batch, model):
         tm = batch.get("token_mask")
-        hidden, aux = model.apply({"params": params}, batch["input_ids"], token_mask=None if tm is None else tm > 0,
+        hidden, aux = model.apply({"params": params}, batch["input_ids"], batch.get("positions"),
+                                  batch.get("segment_ids"), token_mask=None if tm is None else tm > 0,
                                   return_aux=True, compute_mtp=False, head=False)
         logp, ent = token_logprobs_from_hidden(hidden, head_kernel(params, model.cfg), batch["targets"],
                                                temperature=temperature, chunk=chunk, with_entropy=True)
         extra = {"sampler_logp": batch["sampler_logp"]} if correct else {}
+        si = batch.get("sample_index")
+        if si is not None:
+            extra["sample_index"] = si
         loss, metrics = policy_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"],
                                     batch["loss_mask"], entropy=ent, **extra, **loss_kwargs)
         if "sampler_logp" in batch:
@@ -49,8 +56,8 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
         if "sampler_route" in batch and "route" in aux:  # [n_moe, b, s, k] -> [b, s, n_moe, k]
             metrics["agree_expert_mismatch"] = expert_mismatch(jnp.moveaxis(aux["route"], 0, 2),
                                                                batch["sampler_route"])
-        weight = (grpo.aggregation_weight(batch["loss_mask"], agg) if agg in grpo.LOSS_AGGS
-                  else batch["loss_mask"].sum())
+        weight = (grpo.aggregation_weight(batch["loss_mask"], agg, si, batch["advantages"].shape[0])
+                  if agg in grpo.LOSS_AGGS else batch["loss_mask"].sum())
         out = {"metrics": metrics, "weight": weight}
         if "load" in aux:
             out["load"] = aux["load"]
@@ -60,13 +67,14 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
 
 
 def make_logprob_fn(model, temperature: float, chunk: int = 0):
-    """jit (params, input_ids, targets, token_mask) -> [rows, seq] log-probs of the targets (old / ref
-    policy passes), the LM head a block at a time."""
+    """jit (params, input_ids, targets, token_mask, positions=None, segment_ids=None) -> [rows, seq]
+    log-probs of the targets (old / ref policy passes; packed rows pass positions and segment_ids),
+    the LM head a block at a time."""
     from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
 
     @jax.jit
-    def f(params, ids, targets, token_mask):
-        h = model.apply({"params": params}, ids, token_mask=token_mask > 0, head=False)
+    def f(params, ids, targets, token_mask, positions=None, segment_ids=None):
+        h = model.apply({"params": params}, ids, positions, segment_ids, token_mask=token_mask > 0, head=False)
         return token_logprobs_from_hidden(h, head_kernel(params, model.cfg), targets, temperature=temperature,
                                           chunk=chunk)[0]
 

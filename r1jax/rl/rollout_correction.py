@@ -48,6 +48,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from r1jax.rl import samples
+
 __all__ = ["agreement", "expert_mismatch", "CORRECTIONS", "register_correction", "correction_weights"]
 
 
@@ -112,19 +114,26 @@ def token_mask_is(old_logp, sampler_logp, mask, *, is_low: float = 0.5, is_high:
 
 
 @register_correction("mis")
-def sequence_mask_is(old_logp, sampler_logp, mask, *, is_low: float = 0.5, is_high: float = 2.0, **_):
-    valid = _valid(mask)
-    n = jnp.maximum(valid.sum(-1, keepdims=True), 1)
-    g = jnp.exp(_log_ratio(old_logp, sampler_logp, mask).sum(-1, keepdims=True) / n)  # [batch, 1]
+def sequence_mask_is(old_logp, sampler_logp, mask, *, is_low: float = 0.5, is_high: float = 2.0,
+                     sample_index=None, num_samples=None, **_):
+    """Per sample (a row, or the tokens of `sample_index`: r1jax.rl.samples), the geometric mean
+    ratio over its valid tokens; the whole sample is kept or masked."""
+    rows, seq = jnp.shape(old_logp)
+    idx = samples.sample_ids(sample_index, rows, seq)
+    S = rows if sample_index is None else num_samples
+    n = jnp.maximum(samples.sample_sum(_valid(mask).astype(jnp.float32), idx, S), 1.0)
+    g = jnp.exp(samples.sample_sum(_log_ratio(old_logp, sampler_logp, mask), idx, S) / n)  # [S]
     keep = (g >= is_low) & (g <= is_high)
-    return jnp.broadcast_to(keep, jnp.shape(old_logp)).astype(jnp.float32)
+    return samples.per_token(keep.astype(jnp.float32), idx)
 
 
-def correction_weights(name: str, old_logp, sampler_logp, mask, **options):
-    """[batch, seq] weights of the policy-gradient term (no gradient), by registered name."""
+def correction_weights(name: str, old_logp, sampler_logp, mask, *, sample_index=None, num_samples=None, **options):
+    """[batch, seq] weights of the policy-gradient term (no gradient), by registered name. Packed
+    rows pass `sample_index` [batch, seq] and `num_samples` (r1jax.rl.samples) for the per-sample ones."""
     if name not in CORRECTIONS:
         raise ValueError(f"rollout_correction={name!r}: registered corrections are {sorted(CORRECTIONS)}")
     if name != "none" and sampler_logp is None:
         raise ValueError(f"rollout_correction={name!r} needs sampler_logp (the rollout engine's log-probs)")
-    w = CORRECTIONS[name](old_logp, sampler_logp, mask, **options)
+    w = CORRECTIONS[name](old_logp, sampler_logp, mask, sample_index=sample_index, num_samples=num_samples,
+                          **options)
     return jax.lax.stop_gradient(jnp.where(_valid(mask), w, 0.0))

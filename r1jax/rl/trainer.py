@@ -88,6 +88,11 @@ class Run:
     mb_rows: list
     local_rollout: bool
     record_routes: bool
+    accum_fn: object = None  # pack=True: the update over a changing number of micro-batches (train.AccumStep)
+    pack_len: int = 0  # pack=True: tokens per row (0 until the first step sets it, when not configured)
+    rows_per_rank: int = 0  # pack=True: rows of a micro-batch per data-parallel rank (set by pack_spec)
+    local_ranks: int = 1  # data-parallel ranks of this process's devices
+    padded_rows_per_rank: int = 1  # the padded update's micro-batch rows per rank (the packed one's cap)
 
     def to_device(self, host):
         """Process-local rows -> global arrays (one process: the whole batch)."""
@@ -191,38 +196,125 @@ def advantages_and_mask(c, tot, valid, finish_reason):
     return adv, sample_mask, spread
 
 
-def recompute_logps(run: Run, state, host: dict) -> None:
-    """old_logp recomputed by the policy (old_logp="recompute") and ref_logp by the reference (KL),
-    into the process-local rows of `host`."""
-    from r1jax.parallel import handoff
+@dataclasses.dataclass
+class UpdateBatch:
+    """One step's update data, per mini-batch: `parts[j]` the micro-batches of mini-batch j (device
+    arrays; packed rows, or the padded rows split for the log-prob passes) and, padded, `whole[j]` the
+    mini-batch as the grad_accum step takes it. stats: micro_batches, rows, tokens, loss_tokens, fill."""
+    parts: list
+    whole: list | None
+    stats: dict
 
+
+def pack_spec(run: Run, seq_len: int, lengths):
+    """The run's PackSpec, fixed at the first step: pack_len (configured, or the step's longest prompt +
+    max_new_tokens rounded up to 128; it grows, with a warning and one recompile, only when a later
+    step's prompts no longer fit) and the rows of a micro-batch per data-parallel rank (from
+    max_tokens_per_microbatch, or: the first step's rows split into grad_accum micro-batches, at most
+    the padded update's rows per rank, so a micro-batch never needs more memory than a padded one)."""
+    from r1jax.data.packing import best_fit_decreasing
+    from r1jax.parallel import handoff
+    from r1jax.rl.packed import PackSpec
+
+    c = run.c
+    if run.pack_len < seq_len:
+        if run.pack_len:
+            import warnings
+
+            warnings.warn(f"grpo: a step needs rows of {seq_len} tokens > pack_len={run.pack_len}: pack_len grows "
+                          f"(the update recompiles); set pack_len to the longest prompt + max_new_tokens",
+                          RuntimeWarning, stacklevel=2)
+        if c.pack_len and c.pack_len < seq_len:
+            raise ValueError(f"grpo: a prompt of {seq_len - c.max_new_tokens} tokens + max_new_tokens="
+                             f"{c.max_new_tokens} does not fit pack_len={c.pack_len}")
+        run.pack_len = c.pack_len or bucket(seq_len + (seq_len // 8 if run.pack_len else 0), 128)
+        if c.max_tokens_per_microbatch:
+            if c.max_tokens_per_microbatch < run.pack_len:
+                raise ValueError(f"grpo: max_tokens_per_microbatch={c.max_tokens_per_microbatch} < pack_len="
+                                 f"{run.pack_len}: a micro-batch holds at least one row")
+            run.rows_per_rank = c.max_tokens_per_microbatch // run.pack_len
+        else:
+            rows = max(int(best_fit_decreasing(lengths[r], run.pack_len).max()) + 1 for r in run.mb_rows)
+            if run.n_proc > 1:
+                rows = int(handoff.allgather_rows(np.array([rows], np.int64)).max())
+            want = -(-rows // (run.local_ranks * c.grad_accum))
+            run.rows_per_rank = max(1, min(run.padded_rows_per_rank, want))
+    return PackSpec(pack_len=run.pack_len, rows_per_rank=run.rows_per_rank, ranks=run.local_ranks,
+                    sample_capacity=len(run.mb_rows[0]))
+
+
+def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
+    """The step's samples as the update takes them: packed (pack=True; r1jax.rl.packed, micro-batches
+    on the device) or padded rows (pack=False). Several processes agree on the micro-batch count."""
+    from r1jax.parallel import handoff
+    from r1jax.rl.packed import pack_samples, padded_micro_batches, plan_micro_batches, sample_lengths
+
+    c, gen = run.c, ro.gen
+    if not c.pack:
+        host = build_batch(ro.prompt_ids, gen.tokens, gen.logprobs, adv, sample_mask, run.pad, ro.seq_len,
+                           routes=gen.routes)
+        subs = [{k: v[rows] for k, v in host.items()} for rows in run.mb_rows]
+        n = len(gen.tokens)
+        stats = {"micro_batches": len(subs) * c.grad_accum, "rows": n, "tokens": int(host["token_mask"].sum()),
+                 "loss_tokens": int(host["loss_mask"].sum()), "fill": float(host["token_mask"].mean())}
+        return UpdateBatch(parts=[[run.to_device(p) for p in padded_micro_batches(sub, c.grad_accum)]
+                                  for sub in subs], whole=[run.to_device(sub) for sub in subs], stats=stats)
+    lengths = sample_lengths(ro.prompt_ids, gen.tokens)
+    spec = pack_spec(run, ro.seq_len, lengths)
+    plans = [plan_micro_batches(lengths[rows], spec) for rows in run.mb_rows]
+    if run.n_proc > 1:  # every process runs the same number of micro-batches (empty ones pad)
+        need = handoff.allgather_rows(np.array([len(p) for p in plans], np.int64).reshape(1, -1)).max(0)
+        plans = [plan_micro_batches(lengths[rows], spec, int(m)) for rows, m in zip(run.mb_rows, need)]
+    parts, agg = [], {"micro_batches": 0, "rows": 0, "tokens": 0, "loss_tokens": 0}
+    for rows, plan in zip(run.mb_rows, plans):
+        pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
+        mbs, st = pack_samples(spec, pick(ro.prompt_ids), pick(gen.tokens), pick(gen.logprobs), adv[rows],
+                               sample_mask[rows], run.pad, routes=pick(gen.routes), plan=plan)
+        parts.append([run.to_device(mb) for mb in mbs])
+        for k in agg:
+            agg[k] += st[k]
+    agg["fill"] = agg["tokens"] / max(agg["micro_batches"] * spec.rows * spec.pack_len, 1)
+    agg["pack_len"] = spec.pack_len
+    return UpdateBatch(parts=parts, whole=None, stats=agg)
+
+
+def recompute_logps(run: Run, state, ub: UpdateBatch) -> None:
+    """old_logp recomputed by the policy (old_logp="recompute") and ref_logp by the reference (KL),
+    one micro-batch at a time, into the update's micro-batches (never all rows at once)."""
     if run.c.old_logp != "recompute" and run.ref_params is None:
         return
-    full = run.to_device(host)
     with run.place.context():
-        args = (full["input_ids"], full["targets"], full["token_mask"])
-        if run.c.old_logp == "recompute":
-            host["old_logp"] = handoff.local_rows(run.logp_fn(state.params, *args) * full["loss_mask"])
-        if run.ref_params is not None:
-            host["ref_logp"] = handoff.local_rows(run.logp_fn(run.ref_params, *args) * full["loss_mask"])
-    del full
+        for j, parts in enumerate(ub.parts):
+            for mb in parts:
+                args = (mb["input_ids"], mb["targets"], mb["token_mask"], mb.get("positions"), mb.get("segment_ids"))
+                if run.c.old_logp == "recompute":
+                    mb["old_logp"] = run.logp_fn(state.params, *args) * mb["loss_mask"]
+                if run.ref_params is not None:
+                    mb["ref_logp"] = run.logp_fn(run.ref_params, *args) * mb["loss_mask"]
+            if ub.whole is not None:  # padded: the grad_accum step takes the mini-batch whole
+                for k in ("old_logp", "ref_logp"):
+                    if k in parts[0]:
+                        ub.whole[j][k] = jnp.concatenate([mb[k] for mb in parts])
+    jax.block_until_ready([mb.get(k) for parts in ub.parts for mb in parts for k in ("old_logp", "ref_logp")])
 
 
-def update(run: Run, state, host: dict):
+def update(run: Run, state, ub: UpdateBatch):
     """mu passes over the mini-batches (the prompts j, j + minibatches, ...: whole groups) -> the new
     state and each update's metrics (on the host)."""
     from r1jax.parallel import handoff
 
-    subs = [run.to_device({k: v[rows] for k, v in host.items()}) for rows in run.mb_rows]
     ms = []
     for _ in range(run.c.mu):
-        for sub in subs:
-            state, m = run.step_fn(state, sub)
+        for j in range(len(ub.parts)):
+            if ub.whole is not None:
+                state, m = run.step_fn(state, ub.whole[j])
+            else:
+                state, m = run.accum_fn(state, ub.parts[j])
             ms.append(m)
     return state, handoff.host_tree(ms)
 
 
-def step_metrics(c, ro: Rollout, scores, tot, valid, spread, host, ms, times: dict, step: int) -> dict:
+def step_metrics(c, ro: Rollout, scores, tot, valid, spread, ub: UpdateBatch, ms, times: dict, step: int) -> dict:
     """The step's figures over every process's samples (each process holds its prompts' groups;
     the all-gathers run in the same order on every process). times: generate, reward, logp, train, step0."""
     from r1jax.eval.runner import has_reflection
@@ -235,8 +327,8 @@ def step_metrics(c, ro: Rollout, scores, tot, valid, spread, host, ms, times: di
     texts_refl = g([float(has_reflection(t)) for t in ro.texts])
     truncated = g([float(r == "length") for r in gen.finish_reason])
     scores = {k: g([np.nan if x is None else float(x) for x in v]) for k, v in scores.items()}
-    train_tokens = float(g([host["loss_mask"].sum()]).sum()) * c.mu
-    seq_tokens = float(g([host["token_mask"].sum()]).sum()) * c.mu  # prompt + completion tokens trained
+    train_tokens = float(g([ub.stats["loss_tokens"]]).sum()) * c.mu
+    seq_tokens = float(g([ub.stats["tokens"]]).sum()) * c.mu  # prompt + completion tokens trained
     # sampler/trainer agreement: from the step's first update, before the parameters moved
     vals = {f"rollout/{k}": float(v) for k, v in ms[0].items() if k.startswith("agree_")}
     vals.update({f"train/{k}": float(np.mean([m[k] for m in ms])) for k in ms[0] if not k.startswith("agree_")})
@@ -251,7 +343,9 @@ def step_metrics(c, ro: Rollout, scores, tot, valid, spread, host, ms, times: di
         "rollout/zero_spread_groups": float(1.0 - spread.mean()),
         "rollout/tokens_per_s": gen.stats["tokens_per_s"],
         "train/tokens_per_s": train_tokens / max(times["train"], 1e-9),
-        "train/seq_tokens": seq_tokens, "train/seq_len": float(ro.seq_len),
+        "train/seq_tokens": seq_tokens, "train/seq_len": float(ub.stats.get("pack_len", ro.seq_len)),
+        "train/fill": float(ub.stats["fill"]),  # real tokens / the update's row slots (packing: near 1)
+        "train/micro_batches": float(ub.stats["micro_batches"]),
         "time/generate_s": times["generate"], "time/reward_s": times["reward"], "time/train_s": times["train"],
         "time/logp_s": times["logp"],  # old / reference log-prob passes (0 without recompute and KL)
         "time/step_s": time.perf_counter() - times["step0"],
@@ -316,14 +410,13 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         ro = rollout(run, state, recs, step)  # this process's block of prompts x group_size
         scores, tot, valid, t_rew = score(c, ro, step)
         adv, sample_mask, spread = advantages_and_mask(c, tot, valid, ro.gen.finish_reason)
-        host = build_batch(ro.prompt_ids, ro.gen.tokens, ro.gen.logprobs, adv, sample_mask, run.pad, ro.seq_len,
-                           routes=ro.gen.routes)
+        ub = update_batches(run, ro, adv, sample_mask)
         t1 = time.perf_counter()
-        recompute_logps(run, state, host)
+        recompute_logps(run, state, ub)
         t2 = time.perf_counter()
-        state, ms = update(run, state, host)
+        state, ms = update(run, state, ub)
         times = dict(generate=ro.seconds, reward=t_rew, logp=t2 - t1, train=time.perf_counter() - t2, step0=t0)
-        vals = step_metrics(c, ro, scores, tot, valid, spread, host, ms, times, step)
+        vals = step_metrics(c, ro, scores, tot, valid, spread, ub, ms, times, step)
         log.scalars(step + 1, vals)
         bar.set_postfix(acc=f"{vals.get('reward/accuracy', math.nan):.2f}", len=f"{vals['rollout/response_length']:.0f}",
                         loss=f"{vals['train/loss']:.3f}")
@@ -373,6 +466,7 @@ def check_model_fits(c, model_cfg, tokenizer, what: str, *, model_where: str, to
 def setup(c, model, params, tokenizer, train_records, eval_records):
     """Validates the config, loads what is not passed in (model, tokenizer, records) and builds the
     step's pieces: -> (Run, the train state, train_records, eval_records)."""
+    from r1jax import backends
     from r1jax.data.prompts import PromptFormat
     from r1jax.data.tokenizer import load_tokenizer
     from r1jax.generation.engine import check_positions
@@ -422,11 +516,12 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     mb = n_rows // c.minibatches
     mb_rows = [np.concatenate([np.arange(i * G, (i + 1) * G) for i in range(j, p_local, c.minibatches)])
                for j in range(c.minibatches)]  # process-local row indices of each mini-batch
-    if mb % c.grad_accum:
+    if not c.pack and mb % c.grad_accum:
         raise ValueError(f"grpo config: a minibatch of {mb} rows does not split into grad_accum={c.grad_accum}")
     # everything above is checked before the weights load
     os.makedirs(c.run_dir, exist_ok=True)
     over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
+    over.update(backends.implementation_overrides(c.attention_impl, c.moe_impl))
     if model is None:
         model, params = precision.load_for_training(c.init, None, c.seed, **over)
     else:  # a model passed in keeps its params' storage; compute dtype and remat may change
@@ -443,15 +538,23 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     opt.total_steps = c.steps * c.mu * c.minibatches
     tx = train.make_optimizer(opt)
     place = Placement(c.mesh)
-    if (mb // c.grad_accum) % place.batch_multiple:
+    if not c.pack and (mb // c.grad_accum) % place.batch_multiple:
         raise ValueError(f"grpo config: a micro-batch of {mb // c.grad_accum} rows does not split over mesh "
                          f"{c.mesh!r} ({place.batch_multiple} ways)")
+    if place.batch_multiple % n_proc:
+        raise ValueError(f"grpo: the mesh's batch axes ({place.batch_multiple} ways) do not split over {n_proc} "
+                         "processes")
+    local_ranks = place.batch_multiple // n_proc
     if n_proc > 1 and place.mesh is None:
         raise ValueError(f"grpo: {n_proc} processes need a mesh over their devices (mesh config key)")
     state = place.train_state(model.cfg, params, tx)
     del params
-    step_fn = place.train_step(model, loss_fn, tx, grad_accum=c.grad_accum,
-                               router_bias_update_rate=c.router_bias_update_rate)
+    step_fn = accum_fn = None
+    if c.pack:
+        accum_fn = place.accum_step(model, loss_fn, tx, router_bias_update_rate=c.router_bias_update_rate)
+    else:
+        step_fn = place.train_step(model, loss_fn, tx, grad_accum=c.grad_accum,
+                                   router_bias_update_rate=c.router_bias_update_rate)
     local_rollout = c.rollout_placement == "local" or (c.rollout_placement == "auto" and n_proc > 1)
     rollout_model = model
     if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
@@ -469,5 +572,7 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     record_routes = bool(rs) and n_rows * c.max_new_tokens * rs[0] * rs[1] * 2 <= c.route_agreement_mib * 2**20
     run = Run(c=c, model=model, rollout_model=rollout_model, tokenizer=tokenizer, fmt=fmt, eos=eos, pad=pad,
               place=place, step_fn=step_fn, logp_fn=logp_fn, ref_params=ref_params, n_proc=n_proc, proc=proc,
-              p_local=p_local, mb_rows=mb_rows, local_rollout=local_rollout, record_routes=record_routes)
+              p_local=p_local, mb_rows=mb_rows, local_rollout=local_rollout, record_routes=record_routes,
+              accum_fn=accum_fn, local_ranks=local_ranks,
+              padded_rows_per_rank=max(1, mb // c.grad_accum // place.batch_multiple))
     return run, state, train_records, eval_records

@@ -9,7 +9,11 @@ own chat template (with `system_prompt` and the generation prompt, as `r1jax grp
 the completion is what the assistant writes after it. They are tokenized with the checkpoint's
 tokenizer, its EOS appended to each completion, packed into rows of `seq_len` with segment ids
 (attention stays within an example) and a loss mask on completion tokens (every token with
-`loss_on_prompt`, as for pretraining). The same compiled train step as GRPO (r1jax.train) runs
+`loss_on_prompt`, as for pretraining). Packing is best-fit decreasing over windows of `pack_window`
+examples (r1jax.data.packing.PackPlan: O(n log n), index arrays only); a batch's rows are built
+when the step asks for them from the token store (r1jax.data.token_store: one int32 per token, in
+RAM or, with token_store="disk", memory-mapped from the run folder), so no packed row is held
+beyond its step and a resume rebuilds the plan from the token counts (1M examples: docs/SCALE.md). The same compiled train step as GRPO (r1jax.train) runs
 it, with the router-bias update, the MTP loss, fp32 master weights (`param_dtype`) and bf16
 compute (`dtype`), remat (`remat_policy`), gradient accumulation weighted by token counts
 (`grad_accum`) and the LM head a block of positions at a time (`logprob_chunk`). Orbax checkpoints
@@ -26,9 +30,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from r1jax import backends
 from r1jax import config as config_lib
 from r1jax import train
-from r1jax.data.packing import pack
+from r1jax.data.packing import PackPlan, fill_rows
+from r1jax.data.token_store import TokenStore
 
 
 def sft_config(**kw) -> ml_collections.ConfigDict:
@@ -42,6 +48,8 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         model=ml_collections.ConfigDict(),  # model config when init is empty (r1jax.config keys)
         seq_len=256,
         batch_size=16,  # packed rows per step
+        pack_window=65536,  # examples packed together (best-fit decreasing within a window; seeded order)
+        token_store="memory",  # memory | disk (the tokenized set memory-mapped from run_dir/sft_tokens.bin)
         steps=0,  # 0: run `epochs` epochs
         epochs=1.0,
         loss_on_prompt=False,
@@ -52,6 +60,8 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         param_dtype="float32",  # master weights
         dtype="",  # compute dtype ("" = the model's), e.g. "bfloat16"
         remat_policy="",  # "" (the model's) | none | full | dots | dots_no_batch
+        attention_impl="",  # "" (the model's) | xla | pallas | auto (pallas on TPU / GPU, xla on CPU)
+        moe_impl="",  # "" (the model's) | ragged | dense | ep
         logprob_chunk=0,  # positions per block of the LM head in the loss (0: the full logits at once)
         save_dtype="",  # dtype of the saved HF checkpoint ("": the params')
         optimizer=train.optimizer_config(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01),
@@ -83,7 +93,10 @@ def validate_sft_config(c) -> None:
     config_lib.check_choice(what, "dtype", c.dtype, config_lib.DTYPES, allow_empty=True)
     config_lib.check_choice(what, "save_dtype", c.save_dtype, config_lib.DTYPES, allow_empty=True)
     config_lib.check_choice(what, "remat_policy", c.remat_policy, config_lib.REMAT_POLICIES, allow_empty=True)
-    for k in ("seq_len", "batch_size", "grad_accum", "log_every"):
+    config_lib.check_choice(what, "token_store", c.token_store, ("memory", "disk"))
+    config_lib.check_choice(what, "attention_impl", c.attention_impl, ("xla", "pallas", "auto"), allow_empty=True)
+    config_lib.check_choice(what, "moe_impl", c.moe_impl, ("ragged", "dense", "ep"), allow_empty=True)
+    for k in ("seq_len", "batch_size", "grad_accum", "log_every", "pack_window"):
         if int(c[k]) < 1:
             raise ValueError(f"{what}: {k}={c[k]!r} must be >= 1")
     for k in ("steps", "save_every", "eval_every", "eval_skip_tokens", "logprob_chunk", "router_bias_update_rate"):
@@ -101,19 +114,29 @@ def validate_sft_config(c) -> None:
         check_mesh_config(c.mesh, what)
 
 
-def tokenize_records(records, tokenizer, eos_id: int, *, chat_template: bool = False, system_prompt: str = ""):
-    """[(prompt ids, completion ids + [eos_id])]. A prompt's text is encoded as it is (it may spell
-    special tokens), or, with chat_template, rendered as the user message of a conversation."""
+def iter_tokenized(records, tokenizer, eos_id: int, *, chat_template: bool = False, system_prompt: str = ""):
+    """(prompt ids, completion ids + [eos_id]) per record, as they are asked for. A prompt's text is
+    encoded as it is (it may spell special tokens), or, with chat_template, rendered as the user
+    message of a conversation."""
     from r1jax.data.prompts import PromptFormat
     from r1jax.data.templates import encode_prompt
 
     fmt = PromptFormat("chat", system_prompt=system_prompt) if chat_template else None
-    out = []
     for r in records:
         p = fmt.render(tokenizer, r["prompt"])[0] if fmt else encode_prompt(tokenizer, r["prompt"])
         c = encode_prompt(tokenizer, r["completion"]) + [eos_id]
-        out.append((p, c))
-    return out
+        yield p, c
+
+
+def tokenize_records(records, tokenizer, eos_id: int, *, chat_template: bool = False, system_prompt: str = ""):
+    """[(prompt ids, completion ids + [eos_id])] (iter_tokenized, as a list)."""
+    return list(iter_tokenized(records, tokenizer, eos_id, chat_template=chat_template, system_prompt=system_prompt))
+
+
+def _fit(example, seq_len: int):
+    """(tokens, prompt_len) cut to seq_len (PackPlan counted it as seq_len tokens)."""
+    toks, plen = example
+    return toks[:seq_len], plen
 
 
 def check_ids(ids, vocab_size: int, what: str) -> None:
@@ -171,20 +194,26 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         raise ValueError(f"sft: the tokenizer ({c.tokenizer or c.init}) defines no EOS token to end completions with")
     eos = tokenizer.eos_token_ids[0]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    examples = tokenize_records(records, tokenizer, eos, chat_template=c.chat_template, system_prompt=c.system_prompt)
+    if c.token_store == "disk":
+        os.makedirs(c.run_dir, exist_ok=True)
+    store = TokenStore.build(iter_tokenized(records, tokenizer, eos, chat_template=c.chat_template,
+                                            system_prompt=c.system_prompt),
+                             path=os.path.join(c.run_dir, "sft_tokens.bin") if c.token_store == "disk" else None)
     if eval_records is None and c.eval_data:
         eval_records = [{"prompt": r[c.prompt_key], "completion": r[c.completion_key]}
                         for r in read_jsonl(c.eval_data, required=(c.prompt_key, c.completion_key))]
     eval_examples = (tokenize_records(eval_records, tokenizer, eos, chat_template=c.chat_template,
                                       system_prompt=c.system_prompt) if eval_records else None)
-    rows, pstats = pack(examples, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=pad)
-    n_rows = rows["input_ids"].shape[0]
+    plan = PackPlan.build(store.lengths, c.seq_len, window=c.pack_window, seed=c.seed)
+    pstats = {"fill": plan.fill, "truncated": int((store.lengths > c.seq_len).sum())}
+    n_rows = plan.rows
     if n_rows < c.batch_size:
         raise ValueError(f"sft: {n_rows} packed rows < batch_size {c.batch_size} (data: {c.data or 'records'})")
-    check_ids(rows["input_ids"], model_cfg.vocab_size, f"sft: the packed rows of {c.data or 'the records'}")
+    check_ids(np.array(store.id_range()), model_cfg.vocab_size, f"sft: the tokenized records of {c.data or 'the records'}")
     # everything above is checked before the weights load
     os.makedirs(c.run_dir, exist_ok=True)
     over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
+    over.update(backends.implementation_overrides(c.attention_impl, c.moe_impl))
     if model is None:
         model, params = load_model(c.init, c.model, c.seed, **over)
     else:  # a model passed in keeps its params' storage; compute dtype and remat may change
@@ -215,7 +244,8 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         epoch, i = divmod(step, per_epoch)
         perm = np.random.default_rng([c.seed, epoch]).permutation(n_rows)
         sel = perm[i * c.batch_size:(i + 1) * c.batch_size]
-        return place.batch({k: v[sel] for k, v in rows.items()})
+        rows = [[_fit(store.example(j), c.seq_len) for j in plan.row(r)] for r in sel]
+        return place.batch(fill_rows(rows, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=pad))
 
     def evaluate_heldout(step, params):
         from r1jax.sft.heldout import heldout_metrics
@@ -233,7 +263,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     for step in bar:
         batch = batch_at(step)
         state, m = step_fn(state, batch)
-        toks += int(rows["segment_ids"].shape[1] * c.batch_size)
+        toks += int(c.seq_len * c.batch_size)
         if (step + 1) % c.log_every == 0 or step + 1 == steps:
             m = jax.device_get(m)
             dt = time.perf_counter() - t0
