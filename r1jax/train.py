@@ -295,8 +295,9 @@ def train_step(state: TrainState, batch, *, model, loss_fn: Callable, tx, grad_a
 
 class AccumStep:
     """The update over a list of micro-batches whose number changes from call to call (packed GRPO:
-    r1jax.rl.packed), compiled once: `accumulate(acc, params, mb)` adds a micro-batch's weighted
-    gradients, loss and metrics (one program for every micro-batch of the same shapes) and
+    r1jax.rl.packed), compiled once: `zeros` makes the accumulators, `accumulate(acc, params, mb)` adds
+    a micro-batch's weighted gradients, loss and metrics (one program for every micro-batch of the same
+    shapes, compiled at the first call whatever the count) and
     `finish(state, acc)` divides by the summed weights and applies the optimizer and the router-bias
     update (a second program). The same sums as train_step's scan, in a Python loop:
 
@@ -314,14 +315,17 @@ class AccumStep:
         self._context = context or contextlib.nullcontext
 
         def accumulate(acc, params, mb):
-            out = _weighted(grad_fn, params, mb)
-            if acc is None:
-                new = out
-            else:
-                new = jax.tree.map(jnp.add, acc, out)
+            new = jax.tree.map(jnp.add, acc, _weighted(grad_fn, params, mb))
             if grad_sharding is not None:
                 new = (jax.lax.with_sharding_constraint(new[0], grad_sharding),) + tuple(new[1:])
             return new
+
+        def zeros(params, mb):
+            shapes = jax.eval_shape(lambda p, b: _weighted(grad_fn, p, b), params, mb)
+            z = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            if grad_sharding is not None:
+                z = (jax.lax.with_sharding_constraint(z[0], grad_sharding),) + tuple(z[1:])
+            return z
 
         def finish(state, acc):
             grads, loss, aux = _normalise(acc)
@@ -330,7 +334,7 @@ class AccumStep:
         kw = {}
         if state_shardings is not None:
             kw = {"out_shardings": (state_shardings, None)}
-        self.first = jax.jit(lambda params, mb: accumulate(None, params, mb))
+        self.zeros = jax.jit(zeros)
         self.accumulate = jax.jit(accumulate, donate_argnums=(0,))
         self.finish = jax.jit(finish, donate_argnums=(0,), **kw)
 
@@ -338,14 +342,14 @@ class AccumStep:
         if not micro_batches:
             raise ValueError("AccumStep: no micro-batches")
         with self._context():
-            acc = self.first(state.params, micro_batches[0])
-            for mb in micro_batches[1:]:
+            acc = self.zeros(state.params, micro_batches[0])
+            for mb in micro_batches:
                 acc = self.accumulate(acc, state.params, mb)
             return self.finish(state, acc)
 
     def trace_counts(self) -> dict:
         """How many programs each part compiled (a test asserts one each across changing lengths)."""
-        return {k: getattr(self, k)._cache_size() for k in ("first", "accumulate", "finish")}
+        return {k: getattr(self, k)._cache_size() for k in ("zeros", "accumulate", "finish")}
 
 
 def make_train_step(model, loss_fn: Callable, tx, *, grad_accum: int = 1, router_bias_update_rate: float = 0.0,

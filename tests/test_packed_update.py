@@ -88,7 +88,7 @@ def test_loss_over_sample_index_equals_rows(agg, level):
 # ------------------------------------------------------------------------------ whole steps
 
 
-def _both_steps(cfg, agg, level, *, mesh="", grad_accum=2, rows_per_rank=2, n=16, seed=0):
+def _both_steps(cfg, agg, level, *, mesh="", grad_accum=2, rows_per_rank=2, n=16, seed=0, padded=True):
     """(padded metrics, params), (packed metrics, params) after one step from the same state."""
     rng = np.random.default_rng(seed)
     prompts, comps, logps, adv, smask = _samples(rng, n, cfg.vocab_size)
@@ -101,17 +101,18 @@ def _both_steps(cfg, agg, level, *, mesh="", grad_accum=2, rows_per_rank=2, n=16
     # the old policy differs from the sampler's log-probs: ratios away from 1, clipping active
     seq_len = bucket(max(len(p) + len(c) for p, c in zip(prompts, comps)))
     host = build_batch(prompts, comps, logps, adv, smask, 0, seq_len)
-    s0 = place.train_state(cfg, jax.tree.map(jnp.copy, params), tx)  # (the step donates its state)
-    step = place.train_step(model, loss_fn, tx, grad_accum=grad_accum, router_bias_update_rate=1e-2)
-    s_pad, m_pad = step(s0, place.batch(host))
+    if padded:
+        s0 = place.train_state(cfg, jax.tree.map(jnp.copy, params), tx)  # (the step donates its state)
+        step = place.train_step(model, loss_fn, tx, grad_accum=grad_accum, router_bias_update_rate=1e-2)
+        s_pad, m_pad = step(s0, place.batch(host))
     s1 = place.train_state(cfg, jax.tree.map(jnp.copy, params), tx)
     ranks = place.batch_multiple
     spec = PackSpec(pack_len=32, rows_per_rank=rows_per_rank, ranks=ranks, sample_capacity=n)
     mbs, st = pack_samples(spec, prompts, comps, logps, adv, smask, 0)
     acc = place.accum_step(model, loss_fn, tx, router_bias_update_rate=1e-2)
     s_pack, m_pack = acc(s1, [place.batch(mb) for mb in mbs])
-    return (jax.device_get(m_pad), jax.device_get(s_pad.params)), (jax.device_get(m_pack),
-                                                                   jax.device_get(s_pack.params)), st
+    pad = (jax.device_get(m_pad), jax.device_get(s_pad.params)) if padded else None
+    return pad, (jax.device_get(m_pack), jax.device_get(s_pack.params)), st
 
 
 def _assert_same(pad, pack):
@@ -136,16 +137,27 @@ def test_packed_step_equals_padded(agg, level):
 
 
 def test_packed_step_equals_padded_moe_and_mesh():
-    """MoE (the router-bias update from real tokens only; expert parallel on the mesh) and the fake
-    8-device mesh, rows balanced over its 8 batch ranks."""
-    cfg = config_lib.tiny_moe()
-    pad, pack, _ = _both_steps(cfg, "seq-mean-token-mean", "token", grad_accum=2)
+    """MoE with expert parallelism on the fake 8-device mesh (the router-bias update and the EP
+    dispatch from real tokens only; dropless capacity, so padding cannot change a drop) and a dense
+    model on the mesh, rows balanced over its 8 batch ranks."""
+    cfg = config_lib.tiny_moe(moe_impl="ep", capacity_factor=0.0)
+    pad, pack, _ = _both_steps(cfg, "seq-mean-token-mean", "token", mesh="fsdp=2,expert=4", grad_accum=2,
+                               rows_per_rank=1, n=32)
     _assert_same(pad, pack)
     np.testing.assert_allclose(pack[0]["max_load_ratio"], pad[0]["max_load_ratio"], rtol=1e-5)
     cfg = config_lib.tiny_qwen2()
     pad, pack, st = _both_steps(cfg, "token-mean", "sequence", mesh="data=2,fsdp=4", grad_accum=2,
                                 rows_per_rank=1, n=32)
     _assert_same(pad, pack)
+
+
+def test_pallas_attention_on_the_mesh_per_shard():
+    """attention_impl="pallas" under a mesh runs the kernel per shard (shard_map; GSPMD cannot split a
+    pallas_call): the packed step on data=2,fsdp=2,tensor=2 equals the XLA attention's."""
+    steps = [_both_steps(config_lib.tiny_qwen2(attention_impl=impl), "token-mean", "token",
+                         mesh="data=2,fsdp=2,tensor=2", rows_per_rank=1, n=16, padded=False)
+             for impl in ("xla", "pallas")]
+    _assert_same(steps[0][1], steps[1][1])
 
 
 def test_plan_balances_ranks_and_fits_rows():
@@ -169,7 +181,7 @@ def test_plan_balances_ranks_and_fits_rows():
 
 def test_update_compiles_once_across_changing_lengths():
     """20 steps whose samples change length and count per micro-batch: one program each for the
-    first micro-batch, the accumulation and the optimizer step."""
+    accumulators, the accumulation and the optimizer step."""
     cfg = config_lib.tiny_qwen2()
     model = Transformer(cfg)
     loss_fn = make_policy_loss(grpo.grpo_loss, 1.0, dict(loss_agg="token-mean"))
@@ -186,7 +198,7 @@ def test_update_compiles_once_across_changing_lengths():
         state, m = acc(state, [jax.tree.map(jnp.asarray, mb) for mb in mbs])
         assert np.isfinite(float(m["loss"]))
     assert len(counts) >= 2, counts
-    assert acc.trace_counts() == {"first": 1, "accumulate": 1, "finish": 1}, acc.trace_counts()
+    assert acc.trace_counts() == {"zeros": 1, "accumulate": 1, "finish": 1}, acc.trace_counts()
 
 
 def test_samples_helpers():

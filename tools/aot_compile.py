@@ -73,6 +73,11 @@ def parse_args(argv=None):
                    help="positions per block of the LM head when computing token log-probs / CE "
                         "(r1jax.model.logprobs); 0 = the full [rows, seq, vocab] logits. Default: 256 for "
                         "--step grpo, 0 for --step lm")
+    p.add_argument("--attention-impl", default="xla", choices=("xla", "pallas"),
+                   help="the model's attention_impl (GRPO/SFT configs default to auto = pallas on TPU)")
+    p.add_argument("--packed", action="store_true",
+                   help="grpo: the packed update's micro-batch (r1jax.rl.packed: segment ids, positions restarting "
+                        "per sample, sample_index, per-sample advantages; two samples per row)")
     p.add_argument("--kl", type=float, default=0.001,
                    help="grpo: kl_coef of the k3 KL to the reference (ref_logp is in the batch only when > 0)")
     p.add_argument("--chips-per-host-bounds", default="",
@@ -136,7 +141,7 @@ def build(args):
 
     topo = get_topology(args.topology, args.chips_per_host_bounds)
     devices = list(topo.devices)
-    over = dict(remat_policy=args.remat, moe_impl=args.moe_impl, attention_impl="xla")
+    over = dict(remat_policy=args.remat, moe_impl=args.moe_impl, attention_impl=args.attention_impl)
     if args.param_dtype:
         over["param_dtype"] = args.param_dtype
     if args.dtype:
@@ -191,6 +196,10 @@ def build(args):
         for k in ("old_logp",) + (("ref_logp",) if args.kl > 0 else ()):
             b_avals[k] = jax.ShapeDtypeStruct((batch, args.seq), jnp.float32, sharding=bsh)
         b_avals["advantages"] = jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=bsh)
+        if args.packed:  # r1jax.rl.packed's micro-batch: two sample slots per row
+            for k in ("positions", "segment_ids", "sample_index"):
+                b_avals[k] = jax.ShapeDtypeStruct((batch, args.seq), jnp.int32, sharding=bsh)
+            b_avals["advantages"] = jax.ShapeDtypeStruct((2 * batch,), jnp.float32, sharding=bsh)
     counts = config_lib.count_params(cfg)
     info = dict(step=args.step, config=args.config, topology=args.topology, chips=len(devices), device_kind=devices[0].device_kind,
                 mesh=dict(mesh.shape), batch=batch, seq=args.seq, tokens_per_step=batch * args.seq,
@@ -198,6 +207,7 @@ def build(args):
                 params_total=counts["total"] + counts["mtp"], vocab=cfg.vocab_size,
                 param_dtype=cfg.param_dtype, dtype=cfg.dtype, moment_dtype=args.moment_dtype, remat=args.remat,
                 logprob_chunk=chunk, kl_coef=(args.kl if args.step == "grpo" else None),
+                attention_impl=args.attention_impl, packed=bool(args.packed),
                 capacity_factor=cfg.capacity_factor, layers=cfg.num_hidden_layers, experts=cfg.n_routed_experts)
     return mesh, cfg, step, state_avals, b_avals, info
 

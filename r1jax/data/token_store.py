@@ -49,7 +49,8 @@ class TokenStore:
         chunks = []
         try:
             for prompt, completion in examples:
-                toks = np.asarray(list(prompt) + list(completion), np.int32)
+                toks = np.concatenate([np.asarray(prompt, np.int32).reshape(-1),
+                                       np.asarray(completion, np.int32).reshape(-1)])
                 buf.append(toks)
                 n_buf += len(toks)
                 offsets.append(offsets[-1] + len(toks))

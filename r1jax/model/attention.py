@@ -137,14 +137,18 @@ def causal_gqa(cfg, q, k, v, segment_ids, scale):
     Pallas flash kernel (attention_impl="pallas": pallas_kernels.mla_prefill, a flash attention with a
     Pallas backward for any q/k and v widths, Mosaic on TPU, Triton on GPU, interpreted on CPU) with
     each K/V head repeated for its query heads (O(s) extra memory; the repeat's transpose sums the
-    heads' dK/dV). q: [b, s, h, d]; k, v: [b, s, kv_heads, d] -> [b, s, h, d]."""
+    heads' dK/dV), per shard under a mesh (r1jax.model.kernel_shards). q: [b, s, h, d]; k, v: [b, s, kv_heads, d] -> [b, s, h, d]."""
     g = q.shape[2] // k.shape[2]
     if cfg.attention_impl == "pallas":
         from pallas_kernels import mla_prefill
 
+        from r1jax.model.kernel_shards import on_shards
+
         kr = jnp.repeat(k, g, axis=2).astype(q.dtype)
         vr = jnp.repeat(v, g, axis=2).astype(q.dtype)
-        return mla_prefill(q, kr, vr, sm_scale=scale, segment_ids=segment_ids, causal=True)
+        heads = ("batch", "seq", "heads", "head_dim")
+        return on_shards(lambda q, k, v, s: mla_prefill(q, k, v, sm_scale=scale, segment_ids=s, causal=True),
+                         (q, kr, vr, segment_ids), (heads, heads, heads, ("batch", "seq")), heads)
     return attend_causal(q, k, v, segment_ids, scale, num_kv_groups=g)
 
 

@@ -107,9 +107,13 @@ class MLA(nn.Module):
             if cfg.attention_impl == "pallas":
                 from pallas_kernels import mla_decode
 
+                from r1jax.model.kernel_shards import on_shards
+
                 q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk)
-                o_lat = mla_decode(q_lat, q_rope, new_cache, positions[:, -1] + 1, sm_scale=scale,
-                                   kv_lora_rank=r)
+                rows = ("batch", "seq", None, None)
+                o_lat = on_shards(lambda ql, qr, c, n: mla_decode(ql, qr, c, n, sm_scale=scale, kv_lora_rank=r),
+                                  (q_lat, q_rope, new_cache, positions[:, -1] + 1),
+                                  (rows, rows, ("batch", None, None), ("batch",)), rows)
                 o = jnp.einsum("bshr,rhv->bshv", o_lat.astype(w_uv.dtype), w_uv)
             else:
                 o = over_cache_prefix(
@@ -127,8 +131,12 @@ class MLA(nn.Module):
             if cfg.attention_impl == "pallas":
                 from pallas_kernels import mla_prefill
 
-                o = mla_prefill(qf, k.astype(qf.dtype), v.astype(qf.dtype), sm_scale=scale,
-                                segment_ids=segment_ids, causal=True)
+                from r1jax.model.kernel_shards import on_shards
+
+                heads = ("batch", "seq", "heads", "head_dim")
+                o = on_shards(lambda q, k, v, s: mla_prefill(q, k, v, sm_scale=scale, segment_ids=s, causal=True),
+                              (qf, k.astype(qf.dtype), v.astype(qf.dtype), segment_ids),
+                              (heads, heads, heads, ("batch", "seq")), heads)
             else:
                 o = attend_causal(qf, k.astype(qf.dtype), v.astype(qf.dtype), segment_ids, scale)
         o = nn.with_logical_constraint(o, ("batch", "seq", "heads", "head_dim"))

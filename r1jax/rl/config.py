@@ -50,19 +50,19 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         steps=100,
         mu=1,
         minibatches=1,
-        grad_accum=1,  # micro-batches per mini-batch (gradients accumulated, weighted by the loss's normaliser);
-                       # packed: the first step's, which fixes the micro-batch size (max_tokens_per_microbatch)
+        grad_accum=1,  # pack=False: micro-batches per mini-batch (gradients accumulated, weighted by the loss's
+                       # normaliser); packed updates size micro-batches by max_tokens_per_microbatch
         # the update batch (r1jax.rl.packed): each sample (prompt + completion) a segment of rows of
         # pack_len tokens, micro-batches by a token budget, balanced over data-parallel ranks, one program
         # for the run; pack=False: today's rows padded to prompt + max_new_tokens, grad_accum micro-batches
         pack=True,
         pack_len=0,  # tokens per packed row; 0: longest prompt of the first step + max_new_tokens, rounded up
                      # to 128 (grows, with a recompile and a warning, if a later step needs more)
-        max_tokens_per_microbatch=0,  # tokens per micro-batch per data-parallel rank; 0: the first step's rows
-                                      # in grad_accum micro-batches, at most the padded update's rows per rank
-        # model implementation (model config keys; "" keeps the checkpoint's): attention_impl xla | pallas |
-        # auto (pallas where kernels exist for the backend), moe_impl ragged | dense | ep
-        attention_impl="",
+        max_tokens_per_microbatch=0,  # tokens per micro-batch per data-parallel rank; 0: a quarter of the first
+                                      # step's rows, at most the padded update's rows per rank (trainer.pack_spec)
+        # model implementation (model config keys; "" keeps the model's): attention_impl xla | pallas | auto
+        # (pallas on TPU / GPU, xla on CPU: r1jax.backends.attention_impl), moe_impl ragged | dense | ep
+        attention_impl="auto",
         moe_impl="",
         loss="grpo",  # a registered name, "module:function" or "file.py:function"
         loss_kwargs=ml_collections.ConfigDict(dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.0,

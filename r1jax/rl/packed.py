@@ -73,10 +73,12 @@ def plan_micro_batches(lengths, spec: PackSpec, n_micro: int | None = None):
 
 
 def pack_samples(spec: PackSpec, prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, *,
-                 routes=None, n_micro: int | None = None, plan=None):
+                 routes=None, n_micro: int | None = None, plan=None, slot_offset: int = 0):
     """Samples -> (micro-batches, stats). A sample is prompt + completion; the loss covers its
     completion targets when sample_mask (targets t = token t+1 within the sample). `plan`: from
-    plan_micro_batches (default: made here). stats: micro_batches, rows, tokens, loss_tokens, fill."""
+    plan_micro_batches (default: made here). `slot_offset`: added to sample_index (several processes:
+    process p's slots start at p x ranks x sample_capacity of the global advantages array).
+    stats: micro_batches, rows, tokens, loss_tokens, fill."""
     lengths = sample_lengths(prompt_ids, completions)
     plan = plan_micro_batches(lengths, spec, n_micro) if plan is None else plan
     R, L, S = spec.rows, spec.pack_len, spec.sample_capacity
@@ -109,7 +111,7 @@ def pack_samples(spec: PackSpec, prompt_ids, completions, sampler_logps, advanta
                     tg[ri, off:off + n - 1] = seq[1:]
                     pos[ri, off:off + n] = np.arange(n)
                     seg[ri, off:off + n] = s
-                    sidx[ri, off:off + n] = slot
+                    sidx[ri, off:off + n] = slot + slot_offset
                     adv[slot] = advantages[i]
                     a, b = off + len(p) - 1, off + n - 1
                     if b > a and sample_mask[i]:

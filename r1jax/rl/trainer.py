@@ -198,20 +198,27 @@ def advantages_and_mask(c, tot, valid, finish_reason):
 
 @dataclasses.dataclass
 class UpdateBatch:
-    """One step's update data, per mini-batch: `parts[j]` the micro-batches of mini-batch j (device
-    arrays; packed rows, or the padded rows split for the log-prob passes) and, padded, `whole[j]` the
-    mini-batch as the grad_accum step takes it. stats: micro_batches, rows, tokens, loss_tokens, fill."""
+    """One step's update data, per mini-batch: `parts[j]` the micro-batches of mini-batch j (packed: device
+    arrays; padded: the host rows split in grad_accum parts for the log-prob passes) and, padded,
+    `whole[j]` the mini-batch as the grad_accum step takes it (`host[j]` its process-local rows).
+    stats: micro_batches, rows, tokens, loss_tokens, fill."""
     parts: list
     whole: list | None
     stats: dict
+    host: list | None = None
+
+
+AUTO_MICRO_BATCHES = 4  # packed, max_tokens_per_microbatch=0: micro-batches of the first step (pack_spec)
 
 
 def pack_spec(run: Run, seq_len: int, lengths):
     """The run's PackSpec, fixed at the first step: pack_len (configured, or the step's longest prompt +
     max_new_tokens rounded up to 128; it grows, with a warning and one recompile, only when a later
-    step's prompts no longer fit) and the rows of a micro-batch per data-parallel rank (from
-    max_tokens_per_microbatch, or: the first step's rows split into grad_accum micro-batches, at most
-    the padded update's rows per rank, so a micro-batch never needs more memory than a padded one)."""
+    step's prompts no longer fit) and the rows of a micro-batch per data-parallel rank: from
+    max_tokens_per_microbatch, or a quarter of the first step's rows per rank (a step is then about
+    AUTO_MICRO_BATCHES micro-batches, and the partly filled last one wastes at most about a quarter;
+    longer responses later add micro-batches, not memory), at most the padded update's rows per rank
+    (so a micro-batch never needs more memory than a padded one)."""
     from r1jax.data.packing import best_fit_decreasing
     from r1jax.parallel import handoff
     from r1jax.rl.packed import PackSpec
@@ -237,7 +244,7 @@ def pack_spec(run: Run, seq_len: int, lengths):
             rows = max(int(best_fit_decreasing(lengths[r], run.pack_len).max()) + 1 for r in run.mb_rows)
             if run.n_proc > 1:
                 rows = int(handoff.allgather_rows(np.array([rows], np.int64)).max())
-            want = -(-rows // (run.local_ranks * c.grad_accum))
+            want = -(-rows // (run.local_ranks * AUTO_MICRO_BATCHES))
             run.rows_per_rank = max(1, min(run.padded_rows_per_rank, want))
     return PackSpec(pack_len=run.pack_len, rows_per_rank=run.rows_per_rank, ranks=run.local_ranks,
                     sample_capacity=len(run.mb_rows[0]))
@@ -257,8 +264,8 @@ def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
         n = len(gen.tokens)
         stats = {"micro_batches": len(subs) * c.grad_accum, "rows": n, "tokens": int(host["token_mask"].sum()),
                  "loss_tokens": int(host["loss_mask"].sum()), "fill": float(host["token_mask"].mean())}
-        return UpdateBatch(parts=[[run.to_device(p) for p in padded_micro_batches(sub, c.grad_accum)]
-                                  for sub in subs], whole=[run.to_device(sub) for sub in subs], stats=stats)
+        return UpdateBatch(parts=[padded_micro_batches(sub, c.grad_accum) for sub in subs],
+                           whole=[run.to_device(sub) for sub in subs], stats=stats, host=subs)
     lengths = sample_lengths(ro.prompt_ids, gen.tokens)
     spec = pack_spec(run, ro.seq_len, lengths)
     plans = [plan_micro_batches(lengths[rows], spec) for rows in run.mb_rows]
@@ -269,7 +276,8 @@ def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
     for rows, plan in zip(run.mb_rows, plans):
         pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
         mbs, st = pack_samples(spec, pick(ro.prompt_ids), pick(gen.tokens), pick(gen.logprobs), adv[rows],
-                               sample_mask[rows], run.pad, routes=pick(gen.routes), plan=plan)
+                               sample_mask[rows], run.pad, routes=pick(gen.routes), plan=plan,
+                               slot_offset=run.proc * spec.ranks * spec.sample_capacity)
         parts.append([run.to_device(mb) for mb in mbs])
         for k in agg:
             agg[k] += st[k]
@@ -281,21 +289,27 @@ def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
 def recompute_logps(run: Run, state, ub: UpdateBatch) -> None:
     """old_logp recomputed by the policy (old_logp="recompute") and ref_logp by the reference (KL),
     one micro-batch at a time, into the update's micro-batches (never all rows at once)."""
+    from r1jax.parallel import handoff
+
     if run.c.old_logp != "recompute" and run.ref_params is None:
         return
+    keys = (("old_logp",) if run.c.old_logp == "recompute" else ()) + (("ref_logp",) if run.ref_params is not None
+                                                                        else ())
     with run.place.context():
         for j, parts in enumerate(ub.parts):
+            done = []
             for mb in parts:
+                if ub.whole is not None:  # padded: a host part of the mini-batch's rows
+                    mb = run.to_device({k: mb[k] for k in ("input_ids", "targets", "token_mask", "loss_mask")})
                 args = (mb["input_ids"], mb["targets"], mb["token_mask"], mb.get("positions"), mb.get("segment_ids"))
-                if run.c.old_logp == "recompute":
-                    mb["old_logp"] = run.logp_fn(state.params, *args) * mb["loss_mask"]
-                if run.ref_params is not None:
-                    mb["ref_logp"] = run.logp_fn(run.ref_params, *args) * mb["loss_mask"]
-            if ub.whole is not None:  # padded: the grad_accum step takes the mini-batch whole
-                for k in ("old_logp", "ref_logp"):
-                    if k in parts[0]:
-                        ub.whole[j][k] = jnp.concatenate([mb[k] for mb in parts])
-    jax.block_until_ready([mb.get(k) for parts in ub.parts for mb in parts for k in ("old_logp", "ref_logp")])
+                for k in keys:
+                    mb[k] = run.logp_fn(state.params if k == "old_logp" else run.ref_params, *args) * mb["loss_mask"]
+                done.append(mb)
+            if ub.whole is not None:  # the grad_accum step takes the mini-batch whole, rebuilt from each part's
+                for k in keys:        # process-local rows (the parts split the local rows)
+                    ub.host[j][k] = np.concatenate([handoff.local_rows(mb[k]) for mb in done])
+                ub.whole[j] = run.to_device(ub.host[j])
+            jax.block_until_ready([mb[k] for mb in done for k in keys])
 
 
 def update(run: Run, state, ub: UpdateBatch):

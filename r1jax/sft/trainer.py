@@ -60,7 +60,7 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         param_dtype="float32",  # master weights
         dtype="",  # compute dtype ("" = the model's), e.g. "bfloat16"
         remat_policy="",  # "" (the model's) | none | full | dots | dots_no_batch
-        attention_impl="",  # "" (the model's) | xla | pallas | auto (pallas on TPU / GPU, xla on CPU)
+        attention_impl="auto",  # "" (the model's) | xla | pallas | auto (pallas on TPU / GPU, xla on CPU)
         moe_impl="",  # "" (the model's) | ragged | dense | ep
         logprob_chunk=0,  # positions per block of the LM head in the loss (0: the full logits at once)
         save_dtype="",  # dtype of the saved HF checkpoint ("": the params')
