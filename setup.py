@@ -21,6 +21,7 @@ setup(
         "math-verify",
         "matplotlib",
         "tqdm",
+        "pyarrow",  # Parquet and datasets' save_to_disk folders (r1jax.data.records)
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "trl"],  # trl: tools/bench_trl_grpo.py

@@ -217,7 +217,7 @@ def _eval(args):
     from r1jax.eval.runner import evaluate
 
     from r1jax import config as config_lib
-    from r1jax.data.prompts import PromptFormat
+    from r1jax.data.prompts import PromptFormat, prompt_of
     from r1jax.data.tokenizer import check_fits_model
     from r1jax.eval.runner import check_eval_settings
     from r1jax.generation.engine import check_positions
@@ -244,7 +244,7 @@ def _eval(args):
                                answer_format=args.answer_format)
     if args.problems:
         recs = recs[: args.problems]
-    check_positions(model_cfg, [len(p) for p in fmt.render_all(tok, [r["problem"] for r in recs])[0]],
+    check_positions(model_cfg, [len(p) for p in fmt.render_all(tok, [prompt_of(r) for r in recs])[0]],
                     args.max_new_tokens, what=f"{what}: {args.data}", key="--max-new-tokens")
     from r1jax.rl.rewards.sandbox import check_sandbox
 

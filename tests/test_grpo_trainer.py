@@ -107,7 +107,7 @@ def test_packed_and_padded_updates_train_alike(tmp_path):
               loss_kwargs=dict(kl_coef=0.05, loss_agg="seq-mean-token-mean"))
     packed = _run(tmp_path / "packed", **kw)
     padded = _run(tmp_path / "padded", pack=False, **kw)
-    assert packed[0]["train/fill"] > padded[0]["train/fill"]
+    assert packed[0]["train/micro_batches"] >= 2 and padded[0]["train/micro_batches"] == 4
     for a, b in zip(packed, padded):
         assert a["reward/total"] == b["reward/total"]
         np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4, atol=1e-6)

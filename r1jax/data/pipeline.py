@@ -43,7 +43,9 @@ def records_dataset(
         raise ValueError(f"shard_index {shard_index} not in [0, shard_count={shard_count})")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    ds = grain.MapDataset.source(list(records))
+    # a random-access source (r1jax.data.prompts.PromptRecords over Parquet) is indexed as it is, not copied
+    ds = grain.MapDataset.source(records if hasattr(records, "__getitem__") and hasattr(records, "__len__")
+                                 else list(records))
     if shard_count > 1:
         ds = ds[shard_index::shard_count]
     if len(ds) == 0:
@@ -82,7 +84,7 @@ class PromptPipeline:
             records = read_jsonl(source, required=required)
         else:
             self.path = None
-            records = list(source)
+            records = source if hasattr(source, "__getitem__") and hasattr(source, "__len__") else list(source)
         self.num_records = len(records)
         self.config = dict(batch_size=int(batch_size), seed=int(seed), shard_index=int(shard_index),
                            shard_count=int(shard_count), num_epochs=num_epochs, shuffle=bool(shuffle),

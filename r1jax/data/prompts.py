@@ -38,13 +38,12 @@ its BOS if it has that post-processor); a chat template writes its own BOS.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import pathlib
 import re
 from typing import Sequence
 
 from r1jax.data.jsonl import JsonlError
+from r1jax.data.records import ListSource, field, open_records
 
 ANSWER_FORMATS = ("raw", "gsm8k", "boxed", "auto")
 PROMPT_STYLES = ("chat", "r1_zero", "short", "raw")
@@ -91,12 +90,29 @@ def extract_gold(text: str, answer_format: str) -> str | None:
 
 
 def _text(rec: dict, key: str, where: str) -> str:
-    if key not in rec:
-        raise JsonlError(f"{where}: missing key {key!r}; keys present: {sorted(rec)}")
-    v = rec[key]
+    v = field(rec, key, where)
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise JsonlError(f"{where}: key {key!r} must be text, got {type(v).__name__}: {v!r:.80}")
     return v if isinstance(v, str) else str(v)
+
+
+def chat_messages(v, key: str, where: str) -> list[dict] | None:
+    """A prompt field holding chat messages ([{"role": ..., "content": ...}, ...], TRL's conversational
+    format, verl's `prompt`) as a list of {"role", "content"} dicts; None for text. The last message
+    with role "user" is the problem."""
+    if isinstance(v, tuple):
+        v = list(v)
+    if not isinstance(v, list):
+        return None
+    msgs = []
+    for i, m in enumerate(v):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise JsonlError(f"{where}: key {key!r} item {i}: a chat message is {{'role': str, 'content': str}}, "
+                             f"got {m!r:.80}")
+        msgs.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "user" for m in msgs):
+        raise JsonlError(f"{where}: key {key!r}: the chat messages hold no 'user' message")
+    return msgs
 
 
 def _default_problem_key(rec: dict) -> str:
@@ -108,51 +124,84 @@ def _default_problem_key(rec: dict) -> str:
 
 def prompt_record(rec: dict, *, problem_key: str = "", answer_key: str = "answer", answer_format: str = "raw",
                   where: str = "<record>") -> dict:
-    """One record with `problem` and `answer` set as `read_prompt_records` does (errors name `where`)."""
+    """One record with `problem` and `answer` set as `read_prompt_records` does (errors name `where`).
+    Keys may be dotted paths ("reward_model.ground_truth"). A prompt field holding chat messages sets
+    `messages` (rendered through the checkpoint's chat template) and `problem` = its last user message."""
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
     if not isinstance(rec, dict):
         raise JsonlError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     pk = problem_key or _default_problem_key(rec)
-    problem = _text(rec, pk, where)
+    msgs = chat_messages(field(rec, pk, where), pk, where)
+    if msgs is not None:
+        problem = [m["content"] for m in msgs if m["role"] == "user"][-1]
+    else:
+        problem = _text(rec, pk, where)
     raw = _text(rec, answer_key, where)
     gold = extract_gold(raw, answer_format)
     if gold is None or not gold.strip():
         how = {"gsm8k": "no '#### <final answer>'", "boxed": "no \\boxed{...}"}.get(answer_format, "no answer")
         raise JsonlError(f"{where}: key {answer_key!r} has {how} (answer_format={answer_format!r}): {raw!r:.120}")
     out = {"problem": problem, "answer": gold.strip() if answer_format != "raw" else gold}
+    if msgs is not None:
+        out["messages"] = msgs
     out.update((k, v) for k, v in rec.items() if k not in out)
     if (answer_key != "answer" or gold != raw) and "solution" not in rec:
         out["solution"] = raw
     return out
 
 
+class PromptRecords:
+    """A dataset's prompt records, each made by prompt_record when it is read (Parquet / Arrow sources
+    stay on disk; r1jax.data.records). A Sequence: len, [i], [a:b], iteration."""
+
+    def __init__(self, src, **kw):
+        self.src, self.kw = src, kw
+
+    def __len__(self):
+        return len(self.src)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        return prompt_record(self.src[i], where=self.src.where(i), **self.kw)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
 def read_prompt_records(path: str | os.PathLike, *, problem_key: str = "", answer_key: str = "answer",
-                        answer_format: str = "raw") -> list[dict]:
-    """The records of a JSONL file with `problem` and `answer` (see the module doc)."""
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"JSONL file {p} does not exist")
-    out = []
-    with p.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JsonlError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not problem_key and isinstance(rec, dict) and not out:
-                if not any(k in rec for k in ("problem", "question", "prompt")):
-                    raise JsonlError(f"{where}: unrecognised prompt format: need a 'problem', 'question' (GSM8K) or "
-                                     f"'prompt' field, or set problem_key; fields: {sorted(rec)}")
-                problem_key = _default_problem_key(rec)
-            out.append(prompt_record(rec, problem_key=problem_key, answer_key=answer_key,
-                                     answer_format=answer_format, where=where))
-    if not out:
-        raise JsonlError(f"{p}: no records (empty file)")
-    return out
+                        answer_format: str = "raw"):
+    """The records of a dataset file or folder (JSONL, JSON, Parquet, save_to_disk: r1jax.data.records)
+    with `problem` and `answer` (see the module doc). JSONL / JSON: a list; Parquet and Arrow: a
+    PromptRecords sequence read as it is indexed, every row checked once here, streamed."""
+    src = open_records(path)
+    if len(src) == 0:
+        raise JsonlError(f"{path}: no records (empty file)")
+    first = src[0]
+    if not problem_key and isinstance(first, dict):
+        if not any(k in first for k in ("problem", "question", "prompt")):
+            raise JsonlError(f"{src.where(0)}: unrecognised prompt format: need a 'problem', 'question' (GSM8K) or "
+                             f"'prompt' field, or set problem_key; fields: {sorted(first)}")
+        problem_key = _default_problem_key(first)
+    kw = dict(problem_key=problem_key, answer_key=answer_key, answer_format=answer_format)
+    if isinstance(src, ListSource):
+        return [prompt_record(r, where=src.where(i), **kw) for i, r in enumerate(src)]
+    for i, r in enumerate(src):  # streamed: a bad row fails now, naming its file and row
+        try:
+            prompt_record(r, **kw)
+        except JsonlError:
+            prompt_record(r, where=src.where(i), **kw)
+    return PromptRecords(src, **kw)
+
+
+def prompt_of(record: dict):
+    """What PromptFormat renders for a record: its chat `messages` when the data gave them, else its
+    `problem` text."""
+    return record.get("messages") or record["problem"]
 
 
 # ------------------------------------------------------------------------------------- prompts
@@ -167,6 +216,17 @@ R1_ZERO_TEMPLATE = (
 )
 R1_ZERO_SHORT_TEMPLATE = "User: {problem}. Assistant:"
 _THINK_OPEN = re.compile(r"<think>\s*$")
+
+
+_WARNED: set = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        import warnings
+
+        _WARNED.add(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
 
 
 def opens_think(prompt_text: str) -> bool:
@@ -188,8 +248,21 @@ class PromptFormat:
         if "{problem}" not in self.user_template:
             raise ValueError(f"user_template {self.user_template!r} has no {{problem}} slot")
 
-    def text(self, tokenizer, problem: str) -> str:
-        """The prompt text (for "chat", the template rendered with the generation prompt)."""
+    def text(self, tokenizer, problem) -> str:
+        """The prompt text (for "chat", the template rendered with the generation prompt). `problem`:
+        text, or chat messages from the data (prompt_of(record)): "chat" renders them as they are (a
+        system message in the data wins over system_prompt; a warning says so once), the plain styles
+        take their last user message as the problem."""
+        if isinstance(problem, (list, tuple)):
+            msgs = [dict(m) for m in problem]
+            if self.style == "chat":
+                if any(m["role"] == "system" for m in msgs):
+                    if self.system_prompt:
+                        _warn_once("prompt_style='chat': the data's system message is used, not system_prompt")
+                elif self.system_prompt:
+                    msgs = [{"role": "system", "content": self.system_prompt}] + msgs
+                return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            problem = [m["content"] for m in msgs if m["role"] == "user"][-1]
         problem = str(problem)
         if self.style == "chat":
             msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
@@ -206,14 +279,14 @@ class PromptFormat:
         \\boxed{}, stay as written)."""
         return self.user_template.replace("{problem}", str(problem))
 
-    def render(self, tokenizer, problem: str) -> tuple[list[int], str]:
+    def render(self, tokenizer, problem) -> tuple[list[int], str]:
         """(token ids, text) of the prompt of `problem`."""
         text = self.text(tokenizer, problem)
         if self.style == "chat":  # as transformers' apply_chat_template(tokenize=True): no extra specials
             return list(tokenizer.encode(text, add_special_tokens=False)), text
         return list(tokenizer.encode(text, add_special_tokens=True)), text
 
-    def render_all(self, tokenizer, problems: Sequence[str]) -> tuple[list[list[int]], list[str]]:
+    def render_all(self, tokenizer, problems: Sequence) -> tuple[list[list[int]], list[str]]:
         pairs = [self.render(tokenizer, p) for p in problems]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 

@@ -88,7 +88,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     sample of its chunk); "auto": continuous when there is more than one chunk. Sample j of record
     i is request i * k + j of one seed either way, so both give the same samples. sandbox: the math
     workers' isolation ("auto" | "unsafe", r1jax.rl.rewards.sandbox), checked before generating."""
-    from r1jax.data.prompts import PromptFormat, opens_think
+    from r1jax.data.prompts import PromptFormat, opens_think, prompt_of
     from r1jax.eval.metrics import cons_at_k, pass1_over_k
     from r1jax.generation.engine import check_positions, generate
     from r1jax.model.precision import compute_copy
@@ -112,7 +112,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     chunk_size = len(records) if engine == "continuous" else batch_prompts
     for s in range(0, len(records), chunk_size):
         chunk = records[s:s + chunk_size]
-        prompts, ptexts = fmt.render_all(tokenizer, [r["problem"] for r in chunk])
+        prompts, ptexts = fmt.render_all(tokenizer, [prompt_of(r) for r in chunk])
         check_positions(model.cfg, [len(p) for p in prompts], max_new_tokens, what="evaluate",
                         key="max_new_tokens")
         out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,

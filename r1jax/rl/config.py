@@ -25,7 +25,9 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         run_dir="runs/grpo",
         init="",  # HF checkpoint folder (policy and reference)
         tokenizer="",  # tokenizer folder; default: the init folder
-        train_data="",  # JSONL of prompts (fields mapped by problem_key / answer_key / answer_format)
+        train_data="",  # prompts: .jsonl, .json, .parquet (file, folder, glob), save_to_disk folder; fields mapped by
+                        # problem_key / answer_key (dotted paths: "reward_model.ground_truth") / answer_format; a prompt
+                        # field of chat messages (TRL, verl) goes through the chat template
         problem_key="",  # "" -> "problem", else "question" (GSM8K), else "prompt"
         answer_key="answer",
         answer_format="raw",  # raw | gsm8k (after '####') | boxed (last \\boxed{}) | auto
@@ -33,6 +35,10 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         system_prompt="",  # chat: a system message before the problem
         user_template="{problem}",  # chat / raw: the user message around the problem
         rewards=ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5}),
+        # names of `rewards` bound to "module:function" / "file.py:function" specs (config keys cannot hold
+        # dots): reward_functions={"trl_acc": "trl.rewards:accuracy_reward"}, rewards={"trl_acc": 1.0}; TRL and
+        # verl forms are detected (r1jax.rl.rewards.forms)
+        reward_functions=ml_collections.ConfigDict(),
         format_template="r1_zero",
         language="en",  # default target language of the language reward (a record's "language" wins)
         preference_model="",  # reward-model folder (`r1jax train-rm`) scoring the "preference" reward
@@ -41,6 +47,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         # "auto" (root: per-run uid; else an unprivileged user namespace; SandboxError where neither
         # works, checked at setup) | "unsafe" (no isolation: logged loudly at start)
         sandbox="auto",
+        reward_timeout_s=300.0,  # time limit of one call of a TRL / verl reward function (r1jax.rl.rewards.forms)
         group_size=8,
         prompts_per_step=16,
         max_new_tokens=128,
@@ -119,7 +126,7 @@ ATTENTION_IMPLS = ("xla", "pallas", "auto")  # r1jax.backends.attention_impl res
 MOE_IMPLS = ("ragged", "dense", "ep")
 OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.recompute_logps)
 ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.setup)
-OPEN_KEYS = ("loss_kwargs",)  # checked against the loss's signature, not the defaults
+OPEN_KEYS = ("loss_kwargs", "reward_functions")  # checked against the loss's signature / as reward specs
 REPLACED_KEYS = ("rewards",)  # reward name -> weight, replaced as a whole
 
 
@@ -143,6 +150,14 @@ def check_loss(c, what: str = "grpo config"):
     return fn
 
 
+def reward_specs(c) -> dict:
+    """{reward name: "module:function"} of the config's reward_functions (empty when it has none)."""
+    rf = c.get("reward_functions") if hasattr(c, "get") else None
+    if rf is None:
+        return {}
+    return rf.to_dict() if hasattr(rf, "to_dict") else dict(rf)
+
+
 def check_rewards(c, what: str = "grpo config") -> dict:
     """Every reward name is registered (r1jax.rl.rewards.registry) or a "module:function" /
     "file.py:function" spec, imported now so that a bad one fails before the first rollout; weights
@@ -153,6 +168,13 @@ def check_rewards(c, what: str = "grpo config") -> dict:
     from r1jax.rl.rewards.registry import REWARDS
 
     rewards = c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else dict(c.rewards or {})
+    bound = reward_specs(c)
+    for name, spec in bound.items():
+        if not isinstance(spec, str) or not is_spec(spec):
+            raise ValueError(f"{what}: reward_functions.{name}={spec!r}: give a 'module:function' or "
+                             "'file.py:function' spec")
+        if name not in rewards:
+            raise ValueError(f"{what}: reward_functions.{name} is named in no rewards weight (add rewards.{name})")
     if not rewards:
         raise ValueError(f"{what}: rewards is empty: name at least one reward with its weight, e.g. "
                          "{'accuracy': 1.0}")
@@ -162,6 +184,11 @@ def check_rewards(c, what: str = "grpo config") -> dict:
             raise ValueError(f"{what}: rewards.{name}={w!r}: a reward's weight must be a number")
         if callable(name):
             fns[name] = name
+        elif name in bound:
+            try:
+                fns[name] = load_callable(bound[name], "reward")
+            except Exception as e:  # noqa: BLE001 - an import error, a missing file or function
+                raise ValueError(f"{what}: reward_functions.{name}: cannot load {bound[name]!r}: {e}") from e
         elif name in REWARDS:
             fns[name] = REWARDS[name]
         elif is_spec(name):
@@ -207,7 +234,7 @@ def validate_config(c) -> None:
     if c.group_size < 2:
         raise ValueError(f"grpo config: group_size={c.group_size} must be >= 2 (advantages are relative to the group)")
     for k in ("top_k", "rollout_slots", "logprob_chunk", "route_agreement_mib", "eval_every", "eval_problems",
-              "pack_len", "max_tokens_per_microbatch",
+              "pack_len", "max_tokens_per_microbatch", "reward_timeout_s",
               "save_every", "log_every", "stop_after", "router_bias_update_rate"):
         if c[k] < 0:
             raise ValueError(f"grpo config: {k}={c[k]!r} must be >= 0")

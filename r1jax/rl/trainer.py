@@ -128,11 +128,11 @@ class Rollout:
 def rollout(run: Run, state, recs: list[dict], step: int) -> Rollout:
     """Samples group_size completions of this process's block of the step's global prompts
     (prompts lo .. lo + p_local - 1, lo = proc * p_local)."""
-    from r1jax.data.prompts import decode_completion, opens_think
+    from r1jax.data.prompts import decode_completion, opens_think, prompt_of
     from r1jax.generation.engine import check_positions, generate
 
     c, t0 = run.c, time.perf_counter()
-    prompt_ids, prompt_texts = run.fmt.render_all(run.tokenizer, [r["problem"] for r in recs])
+    prompt_ids, prompt_texts = run.fmt.render_all(run.tokenizer, [prompt_of(r) for r in recs])
     check_positions(run.model.cfg, [len(p) for p in prompt_ids], c.max_new_tokens,
                     what=f"grpo step {step + 1}: train_data", key="max_new_tokens")
     lo, G = run.proc * run.p_local, c.group_size
@@ -481,7 +481,7 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     """Validates the config, loads what is not passed in (model, tokenizer, records) and builds the
     step's pieces: -> (Run, the train state, train_records, eval_records)."""
     from r1jax import backends
-    from r1jax.data.prompts import PromptFormat
+    from r1jax.data.prompts import PromptFormat, prompt_of
     from r1jax.data.tokenizer import load_tokenizer
     from r1jax.generation.engine import check_positions
     from r1jax.generation.programs import route_shape
@@ -514,7 +514,7 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     if eval_records is not None:
         eval_records = eval_records[: c.eval_problems]
         if c.eval_every and eval_records:  # their prompts fit the model's positions (train prompts: each step)
-            lens = [len(p) for p in fmt.render_all(tokenizer, [r["problem"] for r in eval_records])[0]]
+            lens = [len(p) for p in fmt.render_all(tokenizer, [prompt_of(r) for r in eval_records])[0]]
             check_positions(model_cfg, lens, c.max_new_tokens, what="grpo: eval_data", key="max_new_tokens")
     # Many processes: every process reads the same global prompt stream and samples its block of
     # `prompts_per_step / processes` prompts; the update's global arrays are built from the

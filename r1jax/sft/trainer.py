@@ -40,7 +40,7 @@ from r1jax.data.token_store import TokenStore
 def sft_config(**kw) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(dict(
         run_dir="runs/sft",
-        data="",  # JSONL with a prompt and a completion per record
+        data="",  # prompt/completion records: .jsonl, .json, .parquet (file, folder, glob), save_to_disk folder
         prompt_key="prompt",  # its fields (e.g. completion_key="response")
         completion_key="completion",
         tokenizer="",  # tokenizer.json or its folder (default: the init checkpoint's folder)
@@ -69,7 +69,7 @@ def sft_config(**kw) -> ml_collections.ConfigDict:
         mesh="",  # "" (one device) or mesh axis sizes, e.g. "data=2,fsdp=2,expert=2" (r1jax.parallel.placement)
         log_every=10,
         save_every=0,  # orbax checkpoint period (0: only at the end)
-        eval_data="",  # JSONL of held-out prompt/completion records (or run_sft(eval_records=...))
+        eval_data="",  # held-out prompt/completion records (same formats) (or run_sft(eval_records=...))
         eval_every=0,  # steps between held-out evaluations (0: only at the end, when there are eval records)
         eval_skip_tokens=0,  # leading completion tokens the held-out metrics do not score (r1jax.sft.heldout)
         save_hf=True,
@@ -114,6 +114,32 @@ def validate_sft_config(c) -> None:
         check_mesh_config(c.mesh, what)
 
 
+def read_sft_records(path: str, prompt_key: str = "prompt", completion_key: str = "completion") -> list[dict]:
+    """{"prompt", "completion"} records of a dataset (JSONL, JSON, Parquet, save_to_disk: r1jax.data.records;
+    keys may be dotted). A prompt holding chat messages (TRL's conversational format) stays a message
+    list, rendered by the chat template; a completion given as messages is its assistant text."""
+    from r1jax.data.jsonl import JsonlError
+    from r1jax.data.prompts import chat_messages
+    from r1jax.data.records import field, open_records
+
+    src = open_records(path)
+    out = []
+    for i, r in enumerate(src):
+        where = src.where(i)
+        p, c = field(r, prompt_key, where), field(r, completion_key, where)
+        msgs = chat_messages(p, prompt_key, where)
+        if msgs is None and not isinstance(p, str):
+            raise JsonlError(f"{where}: key {prompt_key!r} must be text or chat messages, got {type(p).__name__}")
+        if isinstance(c, (list, tuple)):
+            c = "".join(m.get("content", "") for m in c if isinstance(m, dict) and m.get("role") == "assistant")
+        if not isinstance(c, str):
+            raise JsonlError(f"{where}: key {completion_key!r} must be text, got {type(c).__name__}")
+        out.append({"prompt": msgs if msgs is not None else p, "completion": c})
+    if not out:
+        raise JsonlError(f"{path}: no records")
+    return out
+
+
 def iter_tokenized(records, tokenizer, eos_id: int, *, chat_template: bool = False, system_prompt: str = ""):
     """(prompt ids, completion ids + [eos_id]) per record, as they are asked for. A prompt's text is
     encoded as it is (it may spell special tokens), or, with chat_template, rendered as the user
@@ -122,8 +148,12 @@ def iter_tokenized(records, tokenizer, eos_id: int, *, chat_template: bool = Fal
     from r1jax.data.templates import encode_prompt
 
     fmt = PromptFormat("chat", system_prompt=system_prompt) if chat_template else None
+    chat = PromptFormat("chat", system_prompt=system_prompt)
     for r in records:
-        p = fmt.render(tokenizer, r["prompt"])[0] if fmt else encode_prompt(tokenizer, r["prompt"])
+        if isinstance(r["prompt"], list):  # chat messages from the data: always through the template
+            p = chat.render(tokenizer, r["prompt"])[0]
+        else:
+            p = fmt.render(tokenizer, r["prompt"])[0] if fmt else encode_prompt(tokenizer, r["prompt"])
         c = encode_prompt(tokenizer, r["completion"]) + [eos_id]
         yield p, c
 
@@ -166,7 +196,6 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     import functools
 
     from r1jax.checkpoint.orbax import Checkpointer
-    from r1jax.data.jsonl import read_jsonl
     from r1jax.data.tokenizer import check_fits_model, load_tokenizer
     from r1jax.model import precision
     from r1jax.parallel.placement import Placement
@@ -188,8 +217,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         if not c.data:
             raise ValueError("sft config: data is empty: set it to a JSONL of prompt/completion records "
                              "(--set data=FILE)")
-        records = [{"prompt": r[c.prompt_key], "completion": r[c.completion_key]}
-                   for r in read_jsonl(c.data, required=(c.prompt_key, c.completion_key))]
+        records = read_sft_records(c.data, c.prompt_key, c.completion_key)
     if not tokenizer.eos_token_ids:
         raise ValueError(f"sft: the tokenizer ({c.tokenizer or c.init}) defines no EOS token to end completions with")
     eos = tokenizer.eos_token_ids[0]
@@ -200,8 +228,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
                                             system_prompt=c.system_prompt),
                              path=os.path.join(c.run_dir, "sft_tokens.bin") if c.token_store == "disk" else None)
     if eval_records is None and c.eval_data:
-        eval_records = [{"prompt": r[c.prompt_key], "completion": r[c.completion_key]}
-                        for r in read_jsonl(c.eval_data, required=(c.prompt_key, c.completion_key))]
+        eval_records = read_sft_records(c.eval_data, c.prompt_key, c.completion_key)
     eval_examples = (tokenize_records(eval_records, tokenizer, eos, chat_template=c.chat_template,
                                       system_prompt=c.system_prompt) if eval_records else None)
     plan = PackPlan.build(store.lengths, c.seq_len, window=c.pack_window, seed=c.seed)

@@ -1,6 +1,7 @@
 """The one registry of rewards a GRPO config names (`rewards={"accuracy": 1.0, ...}`).
 
-A reward is a batched function of the step's completions and their prompt records::
+A reward is a batched function of the step's completions and their prompt records (or a function
+written for TRL or verl, used as it is: r1jax.rl.rewards.forms)::
 
     fn(texts: list[str], records: list[dict], *, config, step) -> list[float | None]
 
@@ -27,6 +28,7 @@ from r1jax.rl.rewards.accuracy import accuracy_rewards
 from r1jax.rl.rewards.code import code_rewards
 from r1jax.rl.rewards.combine import combine_rewards
 from r1jax.rl.rewards.format import format_reward
+from r1jax.rl.rewards.forms import call_foreign, reward_form
 from r1jax.rl.rewards.language import language_consistency_reward
 from r1jax.rl.rewards.preference import preference_scores
 
@@ -71,10 +73,24 @@ def call_reward(fn: Callable, texts: list[str], records: list[dict], *, config=N
 
 def compute_rewards(c, texts: list[str], records: list[dict], step: int | None = None) -> tuple[dict[str, list], list]:
     """Per-reward scores for every completion (records aligned with texts) and the weighted total
-    (None where a weighted reward is None). `step` (0-based) gates the "preference" reward."""
+    (None where a weighted reward is None). `step` (0-based) gates the "preference" reward. Rewards in
+    TRL's or verl's form (r1jax.rl.rewards.forms) run in their worker with `reward_timeout_s`; the other
+    numbers of a verl dict result come back as "name/key" entries (logged, not weighted)."""
     weights = dict(c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else c.rewards)
-    scores = {name: call_reward(get_reward(name), texts, records, config=c, step=step) for name in weights}
-    totals, _ = combine_rewards(scores, weights)
+    rf = c.get("reward_functions") if hasattr(c, "get") else None
+    specs = (rf.to_dict() if hasattr(rf, "to_dict") else dict(rf)) if rf else {}
+    scores = {}
+    for name in weights:
+        spec = specs.get(name, name)  # a name bound to "module:function" by reward_functions
+        fn = get_reward(spec)
+        form = reward_form(fn)
+        if form == "r1jax":
+            scores[name] = call_reward(fn, texts, records, config=c, step=step)
+            continue
+        timeout = c.get("reward_timeout_s", 300.0) if hasattr(c, "get") else 300.0
+        scores[name], extras = call_foreign(spec, fn, form, texts, records, timeout)
+        scores.update({f"{name}/{k}": v for k, v in extras.items()})
+    totals, _ = combine_rewards({k: scores[k] for k in weights}, weights)
     return scores, totals
 
 

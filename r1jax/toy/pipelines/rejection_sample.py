@@ -181,7 +181,7 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
     problem, answer, language, kind ("reasoning" | "general"), id (and task/level when known)."""
     from tqdm import tqdm
 
-    from r1jax.data.prompts import PromptFormat, decode_completion
+    from r1jax.data.prompts import PromptFormat, decode_completion, prompt_of
     from r1jax.toy.r1_toy import make_general_records
     from r1jax.generation.engine import generate
 
@@ -192,7 +192,7 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
     chunks = range(0, len(records), batch_prompts)
     for s in tqdm(chunks, desc="rejection-sample", disable=not progress, dynamic_ncols=True):
         chunk = records[s:s + batch_prompts]
-        prompts = fmt.render_all(tokenizer, [r["problem"] for r in chunk])[0]
+        prompts = fmt.render_all(tokenizer, [prompt_of(r) for r in chunk])[0]
         out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        eos_id=eos, seed=seed * 1_000_003 + s, n=n_samples)
         texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
