@@ -114,7 +114,8 @@ class ParquetSource(RecordSource):
         k = bisect.bisect_right(self._starts, i) - 1
         return k, self._groups[k]
 
-    def _group_rows(self, k: int) -> list[dict]:
+    def _group(self, k: int):
+        """Row group k as a pyarrow Table (decoded columns; rows become dicts one at a time)."""
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
@@ -124,15 +125,15 @@ class ParquetSource(RecordSource):
         pf = self._files.get(fi)
         if pf is None:
             pf = self._files[fi] = pq.ParquetFile(self.files[fi])
-        rows = pf.read_row_group(g).to_pylist()
-        self._cache[k] = rows
+        table = pf.read_row_group(g)
+        self._cache[k] = table
         while len(self._cache) > ROW_GROUP_CACHE:
             self._cache.popitem(last=False)
-        return rows
+        return table
 
     def record(self, i):
         k, (_, _, start) = self._locate(i)
-        return self._group_rows(k)[i - start]
+        return self._group(k).slice(i - start, 1).to_pylist()[0]
 
     def where(self, i):
         k, (fi, _, _) = self._locate(i)
