@@ -7,6 +7,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 
@@ -16,6 +17,7 @@ KEYS = ("device", "model_params", "step_s", "rollout_s", "reward_s", "logp_s", "
         "rollout_tokens_per_s", "train_tokens_per_s", "train_mfu", "decode_roofline", "compile_s")
 
 
+@pytest.mark.slow  # 90 s: the whole trainer under the tool (python3 -m pytest -m slow)
 def test_bench_grpo_tiny_checkpoint_json(tmp_path):
     from r1jax import config as config_lib
     from r1jax.checkpoint.hf import save_pretrained
@@ -60,3 +62,13 @@ def test_decode_bytes_per_step_counts_weights_and_cache():
     per_expert = 3 * moe.hidden_size * moe.moe_intermediate_size * np.dtype(config_lib.dtype_of(moe.dtype)).itemsize
     e, k = moe.n_routed_experts, moe.num_experts_per_tok
     np.testing.assert_allclose(many - one, config_lib.num_moe_layers(moe) * (e - k) * per_expert, rtol=1e-6)
+
+
+def test_drawn_lengths_are_seeded_and_long_tailed():
+    """--response-lengths lognormal:MEDIAN:SIGMA: the same lengths for a (seed, step) in every run."""
+    from bench_grpo import drawn_lengths, parse_lengths
+
+    assert parse_lengths("lognormal:96:1.0") == (96.0, 1.0)
+    a = drawn_lengths(0, 3, 4096, 96.0, 1.0, 1024)
+    assert (a == drawn_lengths(0, 3, 4096, 96.0, 1.0, 1024)).all() and (a != drawn_lengths(0, 4, 4096, 96.0, 1.0, 1024)).any()
+    assert 1 <= a.min() and a.max() <= 1024 and 85 <= np.median(a) <= 107 and a.mean() > 1.4 * np.median(a)

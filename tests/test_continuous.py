@@ -47,7 +47,7 @@ def test_64_longtail_requests_through_16_slots_equal_the_static_engine(preset):
     assert cont.stats["decode_steps"] < 0.6 * sum(budgets) / 16 + max(budgets)
 
 
-@pytest.mark.parametrize("preset", ["tiny_moe", "tiny_qwen2"])
+@pytest.mark.parametrize("preset", [pytest.param("tiny_moe", marks=pytest.mark.slow), "tiny_qwen2"])
 def test_sampled_requests_are_the_same_with_8_or_16_slots(preset):
     """At T = 1 a request's tokens come from (seed, request index): 8 slots, 16 slots and the static
     engine give the same samples; n = 2 samples per prompt share a prefill and differ."""

@@ -87,7 +87,7 @@ def test_every_format_gives_the_same_prompts_and_answers(tmp_path):
                                answer_key="reward_model.ground_truth")
     assert [r["answer"] for r in recs] == gold
     assert [r["problem"] for r in recs] == [r["question"] + VERL_SUFFIX for r in rows]
-    assert recs[0]["messages"] == [{"role": "user", "content": rows[0]["question"] + VERL_SUFFIX}]
+    assert recs[0]["prompt_messages"] == [{"role": "user", "content": rows[0]["question"] + VERL_SUFFIX}]
     assert recs[0]["data_source"] == "openai/gsm8k" and recs[0]["extra_info"]["index"] == 0
     # TRL's conversational format (JSONL here; the default problem key finds `prompt`)
     (tmp_path / "trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl_layout(rows)))
@@ -101,13 +101,39 @@ def test_chat_message_prompts_render_through_the_template(tmp_path):
 
     tok = toy_tokenizer()
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is 2 + 3"}]
-    rec = {"problem": "what is 2 + 3", "messages": msgs}
+    rec = {"problem": "what is 2 + 3", "prompt_messages": msgs}
     fmt = PromptFormat("chat", system_prompt="another system prompt")
     with pytest.warns(UserWarning, match="the data's system message is used"):
         text = fmt.text(tok, prompt_of(rec))
     assert text == tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     # a plain style takes the last user message as the problem
     assert PromptFormat("short").text(tok, prompt_of(rec)) == "User: what is 2 + 3. Assistant:"
+
+
+def test_what_a_folder_holds_is_read_as_meant(tmp_path):
+    """A dataset's own `messages` column (NuminaMath: the solution inside) is never the prompt; a
+    save_to_disk folder reads the files its state.json lists (not a later map()'s cache-*.arrow); a Hub
+    snapshot folder with train and test shards refuses to mix them."""
+    import datasets
+
+    rows = [{"problem": "what is 2 + 3", "answer": "5",
+             "messages": [{"role": "user", "content": "what is 2 + 3"}, {"role": "assistant", "content": "5"}]}]
+    (tmp_path / "n.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    rec = read_prompt_records(str(tmp_path / "n.jsonl"))[0]
+    assert prompt_of(rec) == "what is 2 + 3"
+    ds = datasets.Dataset.from_list(INLINE)
+    ds.save_to_disk(str(tmp_path / "disk"))
+    # what a later load_from_disk(...).map() leaves beside the data: a cache-*.arrow of the same rows
+    (tmp_path / "disk" / "cache-deadbeef.arrow").write_bytes((tmp_path / "disk" / next(
+        f.name for f in (tmp_path / "disk").glob("data-*.arrow"))).read_bytes())
+    assert len(open_records(tmp_path / "disk")) == len(INLINE)
+    hub = tmp_path / "gsm8k" / "main"
+    hub.mkdir(parents=True)
+    write_parquet(INLINE, hub / "train-00000-of-00001.parquet")
+    write_parquet(INLINE[:1], hub / "test-00000-of-00001.parquet")
+    with pytest.raises(JsonlError, match="several splits \\(test, train\\)"):
+        open_records(tmp_path / "gsm8k")
+    assert len(open_records(str(hub / "test-*.parquet"))) == 1
 
 
 def test_bad_inputs_name_the_file_and_row(tmp_path):
@@ -180,9 +206,23 @@ def test_trl_and_verl_rewards_equal_direct_calls(tmp_path):
     v = [verl_gsm8k_score("openai/gsm8k", t, r["answer"]) for t, r in zip(texts, recs)]
     assert scores["test_data_formats:verl_gsm8k_score"] == [x["score"] for x in v]
     assert scores["test_data_formats:verl_gsm8k_score/parsed"] == [x["parsed"] for x in v]
+    from r1jax.rl.rewards.forms import call_verl
+
+    assert call_verl(verl_dataset_scorer, texts, recs)[0] == [x["score"] for x in v]
     with pytest.raises(ValueError, match="reward_functions.nope: cannot load 'no_such_pkg.mod:f'"):
         validate_config(grpo_config(rewards={"nope": 1.0}, reward_functions={"nope": "no_such_pkg.mod:f"}))
     np.testing.assert_allclose(totals, [a + 0.5 * b["score"] for a, b in zip(direct, v)])
+
+
+def verl_dataset_scorer(solution_str, ground_truth, method="strict", format_score=0.0, score=1.0):
+    """The signature of verl.utils.reward_score.gsm8k.compute_score (no data_source / extra_info)."""
+    m = re.findall(r"#### (\-?[0-9\.\,]+)", solution_str)
+    return score if m and m[-1].replace(",", "") == ground_truth else format_score
+
+
+def trl_length_reward(completions, completion_ids, **kwargs):
+    """A TRL-form reward that reads the token ids TRL passes (`completion_ids`)."""
+    return [float(len(ids)) for ids in completion_ids]
 
 
 def slow_reward(completions, **kwargs):
@@ -218,7 +258,8 @@ def test_grpo_runs_on_verl_parquet_with_trl_and_verl_rewards(tmp_path):
     cfg = config_lib.tiny_qwen2(vocab_size=tok.vocab_size, max_position_embeddings=512)
     c = grpo_config(run_dir=str(tmp_path / "run"), train_data=str(path), problem_key="prompt",
                     answer_key="reward_model.ground_truth", prompt_style="chat",
-                    rewards={"trl_acc": 1.0, "test_data_formats:verl_gsm8k_score": 1.0},
+                    rewards={"trl_acc": 1.0, "test_data_formats:verl_gsm8k_score": 1.0,
+                             "test_data_formats:trl_length_reward": 0.0},
                     reward_functions={"trl_acc": "trl.rewards:accuracy_reward"},
                     group_size=2, prompts_per_step=2, max_new_tokens=4, steps=2, eval_every=0, save_every=0,
                     save_hf=False, progress=False)
@@ -227,3 +268,20 @@ def test_grpo_runs_on_verl_parquet_with_trl_and_verl_rewards(tmp_path):
     assert len(logged) == 2
     for m in logged:
         assert "reward/trl_acc" in m and "reward/test_data_formats:verl_gsm8k_score/parsed" in m
+        assert m["reward/test_data_formats:trl_length_reward"] == m["rollout/response_length"]
+
+
+def test_sft_reads_parquet_and_chat_messages(tmp_path):
+    """SFT records from Parquet with TRL's conversational prompt/completion columns."""
+    from r1jax.sft.trainer import iter_tokenized, read_sft_records
+    from r1jax.toy.tokenizer import toy_tokenizer
+
+    rows = [{"prompt": [{"role": "user", "content": "what is 2 + 3"}],
+             "completion": [{"role": "assistant", "content": "5"}]},
+            {"prompt": [{"role": "user", "content": "what is 1 + 1"}], "completion": [{"role": "assistant", "content": "2"}]}]
+    recs = read_sft_records(str(write_parquet(rows, tmp_path / "sft.parquet")))
+    assert recs[0] == {"prompt": [{"role": "user", "content": "what is 2 + 3"}], "completion": "5"}
+    tok = toy_tokenizer()
+    (p, c), _ = list(iter_tokenized(recs, tok, tok.eos_token_ids[0]))
+    assert p == tok.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True)
+    assert c == tok.encode("5", add_special_tokens=False) + [tok.eos_token_ids[0]]

@@ -28,6 +28,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # the GRPO tests below run the same two-process path in the default suite
 def test_two_processes_match_single_process_losses(tmp_path):
     out = tmp_path / "losses.json"
     results = _run_workers(2, 4, ["--mesh", "data=2,expert=4", "--steps", str(STEPS), "--out", str(out)])

@@ -20,6 +20,10 @@ from r1jax.rl.policy import make_policy_loss
 
 AGGS = [("token-mean", "token"), ("seq-mean-token-mean", "token"), ("seq-mean-token-sum-norm", "token"),
         ("seq-mean-token-mean", "sequence")]
+# whole steps: two aggregations in the default suite, the other two with -m slow (the loss-level test
+# above them covers every aggregation, GSPO and MIS in the default suite)
+STEP_AGGS = [AGGS[0], pytest.param(*AGGS[1], marks=pytest.mark.slow), pytest.param(*AGGS[2], marks=pytest.mark.slow),
+             AGGS[3]]
 
 
 def _samples(rng, n, vocab, max_prompt=9, max_new=14):
@@ -127,7 +131,7 @@ def _assert_same(pad, pack):
     assert rel < 1e-5, rel
 
 
-@pytest.mark.parametrize("agg, level", AGGS)
+@pytest.mark.parametrize("agg, level", STEP_AGGS)
 def test_packed_step_equals_padded(agg, level):
     cfg = config_lib.tiny_qwen2()
     pad, pack, st = _both_steps(cfg, agg, level)
@@ -136,12 +140,17 @@ def test_packed_step_equals_padded(agg, level):
     _assert_same(pad, pack)
 
 
-def test_packed_step_equals_padded_moe_and_dense_mesh():
-    """MoE (the router-bias update from real tokens only) and a dense model on the fake 8-device mesh,
-    rows balanced over its 8 batch ranks."""
+def test_packed_step_equals_padded_moe():
+    """MoE: the router-bias update from real tokens only."""
     pad, pack, _ = _both_steps(config_lib.tiny_moe(), "seq-mean-token-mean", "token")
     _assert_same(pad, pack)
     np.testing.assert_allclose(pack[0]["max_load_ratio"], pad[0]["max_load_ratio"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_packed_step_equals_padded_dense_mesh():
+    """A dense model on the fake 8-device mesh, rows balanced over its 8 batch ranks (the trainer on the
+    mesh, packed, is compared with one device in tests/test_trainers_mesh.py in the default suite)."""
     pad, pack, st = _both_steps(config_lib.tiny_qwen2(), "token-mean", "sequence", mesh="data=2,fsdp=4",
                                 rows_per_rank=1, n=32)
     _assert_same(pad, pack)

@@ -165,6 +165,7 @@ def _run_to_end_with_kills(args, run_dir, kills):
     return landed
 
 
+@pytest.mark.slow  # 2 min; tests/test_grpo_trainer.py resumes a killed run in the default suite
 def test_grpo_killed_with_sigkill_resumes_to_the_same_numbers(user_ckpt, tmp_path):
     data = write_gsm8k_style(tmp_path / "train.jsonl")
     steps = 5

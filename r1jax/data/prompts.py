@@ -46,6 +46,7 @@ from r1jax.data.jsonl import JsonlError
 from r1jax.data.records import ListSource, field, open_records
 
 ANSWER_FORMATS = ("raw", "gsm8k", "boxed", "auto")
+PROMPT_MESSAGES = "prompt_messages"  # a record's prompt as chat messages (prompt_record sets it, prompt_of reads it)
 PROMPT_STYLES = ("chat", "r1_zero", "short", "raw")
 
 # The R1-Zero instruction (DeepSeek-R1 Table 1) as a system prompt, as open-r1 / TRL recipes use it
@@ -102,8 +103,8 @@ def chat_messages(v, key: str, where: str) -> list[dict] | None:
     with role "user" is the problem."""
     if isinstance(v, tuple):
         v = list(v)
-    if not isinstance(v, list):
-        return None
+    if not isinstance(v, list) or not v or not all(isinstance(m, dict) for m in v):
+        return None  # text, or not messages (the caller's text check names it)
     msgs = []
     for i, m in enumerate(v):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
@@ -126,7 +127,8 @@ def prompt_record(rec: dict, *, problem_key: str = "", answer_key: str = "answer
                   where: str = "<record>") -> dict:
     """One record with `problem` and `answer` set as `read_prompt_records` does (errors name `where`).
     Keys may be dotted paths ("reward_model.ground_truth"). A prompt field holding chat messages sets
-    `messages` (rendered through the checkpoint's chat template) and `problem` = its last user message."""
+    `prompt_messages` (rendered through the checkpoint's chat template) and `problem` = its last user
+    message."""
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
     if not isinstance(rec, dict):
@@ -144,7 +146,7 @@ def prompt_record(rec: dict, *, problem_key: str = "", answer_key: str = "answer
         raise JsonlError(f"{where}: key {answer_key!r} has {how} (answer_format={answer_format!r}): {raw!r:.120}")
     out = {"problem": problem, "answer": gold.strip() if answer_format != "raw" else gold}
     if msgs is not None:
-        out["messages"] = msgs
+        out[PROMPT_MESSAGES] = msgs
     out.update((k, v) for k, v in rec.items() if k not in out)
     if (answer_key != "answer" or gold != raw) and "solution" not in rec:
         out["solution"] = raw
@@ -199,9 +201,10 @@ def read_prompt_records(path: str | os.PathLike, *, problem_key: str = "", answe
 
 
 def prompt_of(record: dict):
-    """What PromptFormat renders for a record: its chat `messages` when the data gave them, else its
-    `problem` text."""
-    return record.get("messages") or record["problem"]
+    """What PromptFormat renders for a record: the chat messages of its prompt field when the data gave
+    them (PROMPT_MESSAGES; a dataset's own "messages" column, e.g. NuminaMath's with the solution, is
+    never read as the prompt), else its `problem` text."""
+    return record.get(PROMPT_MESSAGES) or record["problem"]
 
 
 # ------------------------------------------------------------------------------------- prompts

@@ -227,6 +227,16 @@ def _read_json(p: pathlib.Path) -> ListSource:
     return ListSource(str(p), data, [f"{p}: item {i}" for i in range(len(data))])
 
 
+def _split_of(path: str) -> str:
+    """The split a Hub-style shard belongs to ("main/train-00000-of-00002.parquet" -> "train"); other
+    names: their folder."""
+    import re
+
+    rel = path.rsplit(".parquet", 1)[0]
+    return re.sub(r"-\d{5}-of-\d{5}$", "", rel).rsplit("/", 1)[-1] if re.search(r"-\d{5}-of-\d{5}$", rel) \
+        else os.path.dirname(path)
+
+
 def open_records(path: str | os.PathLike) -> RecordSource:
     """The records of a dataset path (module doc); FileNotFoundError / JsonlError naming it otherwise."""
     s = str(path)
@@ -240,11 +250,18 @@ def open_records(path: str | os.PathLike) -> RecordSource:
         return ParquetSource(s, files)
     p = pathlib.Path(s)
     if p.is_dir():
-        arrow = sorted(str(x) for x in p.glob("*.arrow"))
-        if arrow and ((p / "state.json").exists() or (p / "dataset_info.json").exists()):
-            return ArrowDiskSource(str(p), arrow)
+        if (p / "state.json").exists():  # save_to_disk: its data files, as state.json lists them
+            try:
+                files = [str(p / f["filename"]) for f in json.loads((p / "state.json").read_text())["_data_files"]]
+            except (KeyError, TypeError, json.JSONDecodeError) as e:
+                raise JsonlError(f"dataset folder {p}: state.json does not list its data files ({e})") from None
+            return ArrowDiskSource(str(p), files)
         parquet = sorted(str(x) for x in p.rglob("*.parquet"))
         if parquet:
+            splits = sorted({_split_of(f) for f in parquet})
+            if len(splits) > 1:
+                raise JsonlError(f"dataset folder {p} holds Parquet shards of several splits ({', '.join(splits)}): "
+                                 f"name one, e.g. {p}/**/{splits[-1]}-*.parquet as a glob, or its file")
             return ParquetSource(str(p), parquet)
         raise JsonlError(f"dataset folder {p}: no *.parquet shards and no save_to_disk files (state.json + "
                          f"*.arrow); datasets are read from {FORMATS}")

@@ -172,7 +172,7 @@ def _prompt_block(gen, lo: int, n_prompts: int, n: int):
 def score(c, ro: Rollout, step: int):
     """-> per-reward scores, totals [n] float32 (0 where invalid), valid [n] bool, seconds."""
     t0 = time.perf_counter()
-    scores, totals = compute_rewards(c, ro.texts, ro.records, step=step)
+    scores, totals = compute_rewards(c, ro.texts, ro.records, step=step, completion_ids=ro.gen.tokens)
     seconds = time.perf_counter() - t0
     valid = np.array([t is not None for t in totals])
     tot = np.array([t if t is not None else 0.0 for t in totals], np.float32)
@@ -224,6 +224,14 @@ def pack_spec(run: Run, seq_len: int, lengths):
     from r1jax.rl.packed import PackSpec
 
     c = run.c
+    if c.pack_len:  # configured: every sample must fit (the longest over every process)
+        longest = int(lengths.max()) if len(lengths) else 0
+        if run.n_proc > 1:
+            longest = int(handoff.allgather_rows(np.array([longest], np.int64)).max())
+        if longest > c.pack_len:
+            raise ValueError(f"grpo: a sample of {longest} tokens (prompt + completion) does not fit pack_len="
+                             f"{c.pack_len}: raise pack_len to the longest prompt + max_new_tokens")
+        seq_len = c.pack_len
     if run.pack_len < seq_len:
         if run.pack_len:
             import warnings
@@ -231,9 +239,6 @@ def pack_spec(run: Run, seq_len: int, lengths):
             warnings.warn(f"grpo: a step needs rows of {seq_len} tokens > pack_len={run.pack_len}: pack_len grows "
                           f"(the update recompiles); set pack_len to the longest prompt + max_new_tokens",
                           RuntimeWarning, stacklevel=2)
-        if c.pack_len and c.pack_len < seq_len:
-            raise ValueError(f"grpo: a prompt of {seq_len - c.max_new_tokens} tokens + max_new_tokens="
-                             f"{c.max_new_tokens} does not fit pack_len={c.pack_len}")
         run.pack_len = c.pack_len or bucket(seq_len + (seq_len // 8 if run.pack_len else 0), 128)
         if c.max_tokens_per_microbatch:
             if c.max_tokens_per_microbatch < run.pack_len:
@@ -248,6 +253,17 @@ def pack_spec(run: Run, seq_len: int, lengths):
             run.rows_per_rank = max(1, min(run.padded_rows_per_rank, want))
     return PackSpec(pack_len=run.pack_len, rows_per_rank=run.rows_per_rank, ranks=run.local_ranks,
                     sample_capacity=len(run.mb_rows[0]))
+
+
+def slot_offset(run: Run, spec) -> int:
+    """Where this process's sample slots start in the global per-sample arrays: the first global row
+    its devices hold of an array of (processes x ranks x sample_capacity) rows, as
+    make_array_from_process_local_data places process-local rows (not assumed to be proc x size)."""
+    if run.n_proc == 1 or run.place.mesh is None:
+        return 0
+    from r1jax.parallel.sharding import process_batch_slice
+
+    return int(process_batch_slice(run.n_proc * spec.ranks * spec.sample_capacity, run.place.mesh).start or 0)
 
 
 def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
@@ -277,7 +293,7 @@ def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
         pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
         mbs, st = pack_samples(spec, pick(ro.prompt_ids), pick(gen.tokens), pick(gen.logprobs), adv[rows],
                                sample_mask[rows], run.pad, routes=pick(gen.routes), plan=plan,
-                               slot_offset=run.proc * spec.ranks * spec.sample_capacity)
+                               slot_offset=slot_offset(run, spec))
         parts.append([run.to_device(mb) for mb in mbs])
         for k in agg:
             agg[k] += st[k]

@@ -226,7 +226,8 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         os.makedirs(c.run_dir, exist_ok=True)
     store = TokenStore.build(iter_tokenized(records, tokenizer, eos, chat_template=c.chat_template,
                                             system_prompt=c.system_prompt),
-                             path=os.path.join(c.run_dir, "sft_tokens.bin") if c.token_store == "disk" else None)
+                             path=(os.path.join(c.run_dir, f"sft_tokens.{jax.process_index()}.bin")  # one per process
+                                   if c.token_store == "disk" else None))
     if eval_records is None and c.eval_data:
         eval_records = read_sft_records(c.eval_data, c.prompt_key, c.completion_key)
     eval_examples = (tokenize_records(eval_records, tokenizer, eos, chat_template=c.chat_template,

@@ -7,7 +7,7 @@ Three forms, told apart by the signature (or declared by a `reward_form` attribu
            the first parameter is named `completions`. Called once per batch with `completions`
            (for a record whose prompt was chat messages, TRL's conversational form
            [[{"role": "assistant", "content": text}], ...], else the texts), `prompts` (the messages,
-           else the problem text) and every dataset column as a keyword list (`solution`,
+           else the problem text), `completion_ids` (in the trainer) and every dataset column as a keyword list (`solution`,
            `answer`, `reward_model`, ...; None where a record lacks it), e.g. trl.rewards.accuracy_reward.
   "verl"   compute_score(data_source, solution_str, ground_truth, extra_info=None) -> float | dict
            (verl's default_compute_score form): a parameter named `solution_str`. Called per
@@ -58,12 +58,18 @@ def _columns(records: list[dict]) -> dict[str, list]:
     return {k: [r.get(k) for r in records] for k in keys}
 
 
-def call_trl(fn: Callable, texts: list[str], records: list[dict]) -> list:
-    """fn(completions=..., prompts=..., **columns) as TRL's GRPOTrainer calls it (module doc)."""
+def call_trl(fn: Callable, texts: list[str], records: list[dict], completion_ids=None) -> list:
+    """fn(completions=..., prompts=..., completion_ids=..., **columns) as TRL's GRPOTrainer calls it
+    (module doc)."""
     cols = _columns(records)
-    conversational = [r.get("messages") is not None for r in records]
+    if completion_ids is not None:
+        cols["completion_ids"] = [list(map(int, t)) for t in completion_ids]
+    from r1jax.data.prompts import PROMPT_MESSAGES
+
+    conversational = [r.get(PROMPT_MESSAGES) is not None for r in records]
     completions = [[{"role": "assistant", "content": t}] if conv else t for t, conv in zip(texts, conversational)]
-    prompts = [r.get("messages") or r.get("problem") for r in records]
+    prompts = [r.get(PROMPT_MESSAGES) or r.get("problem") for r in records]
+    cols.pop(PROMPT_MESSAGES, None)
     cols.pop("completions", None)
     cols["prompts"] = prompts
     out = fn(completions=completions, **cols)
@@ -80,9 +86,16 @@ def _ground_truth(rec: dict):
 def call_verl(fn: Callable, texts: list[str], records: list[dict]) -> tuple[list, dict[str, list]]:
     """compute_score per sample (module doc) -> (scores, extras {key: per-sample values})."""
     scores, extras = [], {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for i, (t, r) in enumerate(zip(texts, records)):
-        res = fn(data_source=r.get("data_source", ""), solution_str=t, ground_truth=_ground_truth(r),
-                 extra_info=r.get("extra_info"))
+        kw = {"data_source": r.get("data_source", ""), "solution_str": t, "ground_truth": _ground_truth(r),
+              "extra_info": r.get("extra_info")}
+        # verl's per-dataset scorers take (solution_str, ground_truth, ...): only what the signature names
+        res = fn(**{k: v for k, v in kw.items() if any_kw or k in params})
         if isinstance(res, dict):
             for k, v in res.items():
                 if k != "score" and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -92,19 +105,19 @@ def call_verl(fn: Callable, texts: list[str], records: list[dict]) -> tuple[list
     return scores, extras
 
 
-def call_form(fn: Callable, form: str, texts: list[str], records: list[dict]) -> tuple[list, dict]:
+def call_form(fn: Callable, form: str, texts: list[str], records: list[dict], completion_ids=None) -> tuple[list, dict]:
     if form == "trl":
-        return call_trl(fn, texts, records), {}
+        return call_trl(fn, texts, records, completion_ids), {}
     if form == "verl":
         return call_verl(fn, texts, records)
     raise ValueError(f"call_form: form {form!r} is not trl or verl")
 
 
-def _worker_call(spec: str, form: str, texts: list[str], records: list[dict]):
+def _worker_call(spec: str, form: str, texts: list[str], records: list[dict], completion_ids=None):
     """In the worker process: import the function (cached by the plugins loader) and call it."""
     from r1jax.plugins import load_callable
 
-    return call_form(load_callable(spec, "reward"), form, texts, records)
+    return call_form(load_callable(spec, "reward"), form, texts, records, completion_ids)
 
 
 class RewardWorker:
@@ -128,12 +141,13 @@ class RewardWorker:
             p.kill()
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def __call__(self, texts: list[str], records: list[dict], timeout_s: float) -> tuple[list, dict]:
+    def __call__(self, texts: list[str], records: list[dict], timeout_s: float, completion_ids=None) -> tuple[list, dict]:
         import concurrent.futures
 
         if self._pool is None:
             self._start()
-        fut = self._pool.submit(_worker_call, self.spec, self.form, list(texts), [dict(r) for r in records])
+        ids = None if completion_ids is None else [list(map(int, t)) for t in completion_ids]
+        fut = self._pool.submit(_worker_call, self.spec, self.form, list(texts), [dict(r) for r in records], ids)
         try:
             return fut.result(timeout=timeout_s if timeout_s and timeout_s > 0 else None)
         except concurrent.futures.TimeoutError:
@@ -152,14 +166,15 @@ class RewardWorker:
 _WORKERS: dict[tuple[str, str], RewardWorker] = {}
 
 
-def call_foreign(name, fn: Callable, form: str, texts: list[str], records: list[dict], timeout_s: float):
+def call_foreign(name, fn: Callable, form: str, texts: list[str], records: list[dict], timeout_s: float,
+                 completion_ids=None):
     """A TRL / verl reward's scores and extras: in its worker when named by a spec string, else here."""
     if isinstance(name, str) and ":" in name:
         w = _WORKERS.get((name, form))
         if w is None:
             w = _WORKERS[(name, form)] = RewardWorker(name, form)
-        return w(texts, records, timeout_s)
-    return call_form(fn, form, texts, records)
+        return w(texts, records, timeout_s, completion_ids)
+    return call_form(fn, form, texts, records, completion_ids)
 
 
 def mean_extra(values: list) -> float:

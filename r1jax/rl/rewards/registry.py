@@ -71,11 +71,13 @@ def call_reward(fn: Callable, texts: list[str], records: list[dict], *, config=N
     return list(fn(texts, records, **ctx))
 
 
-def compute_rewards(c, texts: list[str], records: list[dict], step: int | None = None) -> tuple[dict[str, list], list]:
+def compute_rewards(c, texts: list[str], records: list[dict], step: int | None = None,
+                    completion_ids=None) -> tuple[dict[str, list], list]:
     """Per-reward scores for every completion (records aligned with texts) and the weighted total
     (None where a weighted reward is None). `step` (0-based) gates the "preference" reward. Rewards in
     TRL's or verl's form (r1jax.rl.rewards.forms) run in their worker with `reward_timeout_s`; the other
-    numbers of a verl dict result come back as "name/key" entries (logged, not weighted)."""
+    numbers of a verl dict result come back as "name/key" entries (logged, not weighted). completion_ids:
+    the sampled token ids (TRL's `completion_ids` keyword)."""
     weights = dict(c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else c.rewards)
     rf = c.get("reward_functions") if hasattr(c, "get") else None
     specs = (rf.to_dict() if hasattr(rf, "to_dict") else dict(rf)) if rf else {}
@@ -88,7 +90,7 @@ def compute_rewards(c, texts: list[str], records: list[dict], step: int | None =
             scores[name] = call_reward(fn, texts, records, config=c, step=step)
             continue
         timeout = c.get("reward_timeout_s", 300.0) if hasattr(c, "get") else 300.0
-        scores[name], extras = call_foreign(spec, fn, form, texts, records, timeout)
+        scores[name], extras = call_foreign(spec, fn, form, texts, records, timeout, completion_ids=completion_ids)
         scores.update({f"{name}/{k}": v for k, v in extras.items()})
     totals, _ = combine_rewards({k: scores[k] for k in weights}, weights)
     return scores, totals
