@@ -78,7 +78,7 @@ def _vocab_heavy(step, chunk, tmp_path):
                              "--json", str(tmp_path / f"{step}{chunk}.json")])
 
 
-@pytest.mark.parametrize("step", ["grpo", "lm"])
+@pytest.mark.parametrize("step", ["grpo", pytest.param("lm", marks=pytest.mark.slow)])
 def test_chunked_logprobs_need_fewer_temporaries(tmp_path, step):
     full = _vocab_heavy(step, 0, tmp_path)
     chunked = _vocab_heavy(step, 64, tmp_path)

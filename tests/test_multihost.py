@@ -90,7 +90,7 @@ def grpo_one_process(tmp_path_factory):
     return one["steps"]
 
 
-@pytest.mark.parametrize("placement", ["local", "mesh"])
+@pytest.mark.parametrize("placement", ["local", pytest.param("mesh", marks=pytest.mark.slow)])
 def test_grpo_two_processes_match_one_process(tmp_path, grpo_one_process, placement):
     """GRPO (rollouts, a reward with spread, recomputed old log-probs, two mini-batches, the update)
     with 2 processes x 4 devices; the update's global arrays are built from the process-local rows.

@@ -143,7 +143,7 @@ def test_grad_accumulation_equals_full_batch():
         assert_close(g2, g1, rtol=5e-5, err_msg=jax.tree_util.keystr(path))  # <= 5e-7 seen
 
 
-@pytest.mark.parametrize("mtp", [False, True])
+@pytest.mark.parametrize("mtp", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_grad_accumulation_with_unequal_token_counts_equals_the_big_batch(mtp):
     """Micro-batch 1 trains on 24 tokens, micro-batch 2 on 6: the step weights each by its token count,
     so loss and gradients equal the single big batch's (a mean over the 30 tokens); the unweighted
