@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 
 class JsonlError(ValueError):
@@ -18,6 +18,21 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ("problem", "a
     if not p.is_file():
         raise FileNotFoundError(f"JSONL file {p} does not exist")
     out: list[dict] = []
+    for lineno, rec in iter_jsonl(p):
+        missing = [k for k in required if k not in rec]
+        if missing:
+            raise JsonlError(
+                f"{p}:{lineno}: missing key {missing[0]!r}"
+                + (f" (also {missing[1:]})" if len(missing) > 1 else "")
+                + f"; keys present: {sorted(rec)}"
+            )
+        out.append(rec)
+    return out
+
+
+def iter_jsonl(p: pathlib.Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line of the file at `p`; JsonlError("FILE:LINE: ...")
+    for a line that is not a JSON object (UnicodeDecodeError passes through to the caller)."""
     with p.open("r", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -28,15 +43,7 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ("problem", "a
                 raise JsonlError(f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(rec, dict):
                 raise JsonlError(f"{p}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            missing = [k for k in required if k not in rec]
-            if missing:
-                raise JsonlError(
-                    f"{p}:{lineno}: missing key {missing[0]!r}"
-                    + (f" (also {missing[1:]})" if len(missing) > 1 else "")
-                    + f"; keys present: {sorted(rec)}"
-                )
-            out.append(rec)
-    return out
+            yield lineno, rec
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping]) -> int:

@@ -30,7 +30,7 @@ import pathlib
 from collections import OrderedDict
 from typing import Any, Iterator
 
-from r1jax.data.jsonl import JsonlError
+from r1jax.data.jsonl import JsonlError, iter_jsonl
 
 FORMATS = ".jsonl, .json (a list of objects), .parquet (a file, a folder of shards or a glob), or a folder " \
           "written by datasets' save_to_disk"
@@ -193,18 +193,9 @@ def _not_text(p: pathlib.Path) -> JsonlError:
 def _read_jsonl(p: pathlib.Path) -> ListSource:
     recs, wheres = [], []
     try:
-        with p.open("r", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise JsonlError(f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(rec, dict):
-                    raise JsonlError(f"{p}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-                recs.append(rec)
-                wheres.append(f"{p}:{lineno}")
+        for lineno, rec in iter_jsonl(p):
+            recs.append(rec)
+            wheres.append(f"{p}:{lineno}")
     except UnicodeDecodeError:
         raise _not_text(p) from None
     return ListSource(str(p), recs, wheres)

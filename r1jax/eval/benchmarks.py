@@ -16,11 +16,11 @@ non-text field, a GSM8K answer without "####", an unrecognised format, an empty 
 
 from __future__ import annotations
 
-import json
 import os
 
 from r1jax.data.jsonl import JsonlError
 from r1jax.data.prompts import gsm8k_answer, read_prompt_records
+from r1jax.data.records import open_records
 
 __all__ = ["load_benchmark", "BenchmarkFormatError", "gsm8k_final_answer"]
 
@@ -29,18 +29,14 @@ gsm8k_final_answer = gsm8k_answer
 
 
 def _first_record(path: str):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError:
-                    return None  # read_prompt_records names the line
-    return None
+    """The dataset's first record (any format r1jax.data.records reads), or None when it has none."""
+    src = open_records(path)
+    return src[0] if len(src) else None
 
 
 def load_benchmark(path) -> list[dict]:
-    """Read a benchmark JSONL file (MATH-500, GSM8K or generic problem/answer); see module doc."""
+    """Read a benchmark file (MATH-500, GSM8K or generic problem/answer; JSONL, JSON, Parquet or a
+    save_to_disk folder); see module doc."""
     path = os.fspath(path)
     first = _first_record(path)
     gsm8k = isinstance(first, dict) and "question" in first and "problem" not in first
