@@ -44,14 +44,18 @@ def attention_impl() -> str:
     return "pallas" if platform() in ("tpu", "gpu", "cuda", "rocm") else "xla"
 
 
-def implementation_overrides(attention_impl: str = "", moe_impl: str = "") -> dict:
+ATTENTION_IMPLS = ("xla", "pallas", "auto")  # what SFT / GRPO configs may set ("" keeps the model's)
+MOE_IMPLS = ("ragged", "dense", "ep")
+
+
+def implementation_overrides(attention: str = "", moe: str = "") -> dict:
     """The model config keys a trainer config sets (SFT / GRPO `attention_impl`, `moe_impl`; "" keeps the
     model's, attention_impl="auto" is `attention_impl()` here)."""
     out = {}
-    if attention_impl:
-        out["attention_impl"] = globals()["attention_impl"]() if attention_impl == "auto" else attention_impl
-    if moe_impl:
-        out["moe_impl"] = moe_impl
+    if attention:
+        out["attention_impl"] = attention_impl() if attention == "auto" else attention
+    if moe:
+        out["moe_impl"] = moe
     return out
 
 

@@ -122,8 +122,6 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
     return override(c, kw)
 
 
-ATTENTION_IMPLS = ("xla", "pallas", "auto")  # r1jax.backends.attention_impl resolves "auto"
-MOE_IMPLS = ("ragged", "dense", "ep")
 OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.recompute_logps)
 ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.setup)
 OPEN_KEYS = ("loss_kwargs", "reward_functions")  # checked against the loss's signature / as reward specs
@@ -150,14 +148,6 @@ def check_loss(c, what: str = "grpo config"):
     return fn
 
 
-def reward_specs(c) -> dict:
-    """{reward name: "module:function"} of the config's reward_functions (empty when it has none)."""
-    rf = c.get("reward_functions") if hasattr(c, "get") else None
-    if rf is None:
-        return {}
-    return rf.to_dict() if hasattr(rf, "to_dict") else dict(rf)
-
-
 def check_rewards(c, what: str = "grpo config") -> dict:
     """Every reward name is registered (r1jax.rl.rewards.registry) or a "module:function" /
     "file.py:function" spec, imported now so that a bad one fails before the first rollout; weights
@@ -165,7 +155,7 @@ def check_rewards(c, what: str = "grpo config") -> dict:
     from r1jax.config import closest
     from r1jax.config.overrides import ConfigKeyError
     from r1jax.plugins import is_spec, load_callable
-    from r1jax.rl.rewards.registry import REWARDS
+    from r1jax.rl.rewards.registry import REWARDS, reward_specs
 
     rewards = c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else dict(c.rewards or {})
     bound = reward_specs(c)
@@ -217,6 +207,7 @@ def validate_config(c) -> None:
     (dotted, with the closest valid one), numbers out of range, enumerated settings that are not one
     of their values, loss_kwargs the loss does not take, rewards that do not resolve. Loads no model
     and reads no data (the trainer calls it first)."""
+    from r1jax import backends
     from r1jax.config import DTYPES, REMAT_POLICIES, check_choice, check_keys, schema_of
     from r1jax.data.prompts import ANSWER_FORMATS, PROMPT_STYLES, PromptFormat
     from r1jax.generation.engine import ENGINES
@@ -259,8 +250,8 @@ def validate_config(c) -> None:
     check_choice(what, "dtype", c.dtype, DTYPES, allow_empty=True)
     check_choice(what, "save_dtype", c.save_dtype, DTYPES, allow_empty=True)
     check_choice(what, "remat_policy", c.remat_policy, REMAT_POLICIES, allow_empty=True)
-    check_choice(what, "attention_impl", c.attention_impl, ATTENTION_IMPLS, allow_empty=True)
-    check_choice(what, "moe_impl", c.moe_impl, MOE_IMPLS, allow_empty=True)
+    check_choice(what, "attention_impl", c.attention_impl, backends.ATTENTION_IMPLS, allow_empty=True)
+    check_choice(what, "moe_impl", c.moe_impl, backends.MOE_IMPLS, allow_empty=True)
     if c.pack and c.pack_len and c.pack_len < c.max_new_tokens + 1:
         raise ValueError(f"grpo config: pack_len={c.pack_len} cannot hold a sample of max_new_tokens="
                          f"{c.max_new_tokens} plus its prompt")

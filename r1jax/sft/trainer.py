@@ -94,8 +94,8 @@ def validate_sft_config(c) -> None:
     config_lib.check_choice(what, "save_dtype", c.save_dtype, config_lib.DTYPES, allow_empty=True)
     config_lib.check_choice(what, "remat_policy", c.remat_policy, config_lib.REMAT_POLICIES, allow_empty=True)
     config_lib.check_choice(what, "token_store", c.token_store, ("memory", "disk"))
-    config_lib.check_choice(what, "attention_impl", c.attention_impl, ("xla", "pallas", "auto"), allow_empty=True)
-    config_lib.check_choice(what, "moe_impl", c.moe_impl, ("ragged", "dense", "ep"), allow_empty=True)
+    config_lib.check_choice(what, "attention_impl", c.attention_impl, backends.ATTENTION_IMPLS, allow_empty=True)
+    config_lib.check_choice(what, "moe_impl", c.moe_impl, backends.MOE_IMPLS, allow_empty=True)
     for k in ("seq_len", "batch_size", "grad_accum", "log_every", "pack_window"):
         if int(c[k]) < 1:
             raise ValueError(f"{what}: {k}={c[k]!r} must be >= 1")

@@ -71,6 +71,14 @@ def call_reward(fn: Callable, texts: list[str], records: list[dict], *, config=N
     return list(fn(texts, records, **ctx))
 
 
+def reward_specs(c) -> dict:
+    """{reward name: "module:function"} of a GRPO config's reward_functions (empty when it has none)."""
+    rf = c.get("reward_functions") if hasattr(c, "get") else None
+    if not rf:
+        return {}
+    return rf.to_dict() if hasattr(rf, "to_dict") else dict(rf)
+
+
 def compute_rewards(c, texts: list[str], records: list[dict], step: int | None = None,
                     completion_ids=None) -> tuple[dict[str, list], list]:
     """Per-reward scores for every completion (records aligned with texts) and the weighted total
@@ -79,8 +87,7 @@ def compute_rewards(c, texts: list[str], records: list[dict], step: int | None =
     numbers of a verl dict result come back as "name/key" entries (logged, not weighted). completion_ids:
     the sampled token ids (TRL's `completion_ids` keyword)."""
     weights = dict(c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else c.rewards)
-    rf = c.get("reward_functions") if hasattr(c, "get") else None
-    specs = (rf.to_dict() if hasattr(rf, "to_dict") else dict(rf)) if rf else {}
+    specs = reward_specs(c)
     scores = {}
     for name in weights:
         spec = specs.get(name, name)  # a name bound to "module:function" by reward_functions
