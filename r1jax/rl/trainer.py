@@ -200,7 +200,8 @@ def advantages_and_mask(c, tot, valid, finish_reason):
 class UpdateBatch:
     """One step's update data, per mini-batch: `parts[j]` the micro-batches of mini-batch j (packed: device
     arrays; padded: the host rows split in grad_accum parts for the log-prob passes) and, padded,
-    `whole[j]` the mini-batch as the grad_accum step takes it (`host[j]` its process-local rows).
+    `whole[j]` the mini-batch as the grad_accum step takes it (`host[j]` its process-local rows; placed on
+    the device when the update first needs it, after the log-prob passes filled the host rows).
     stats: micro_batches, rows, tokens, loss_tokens, fill."""
     parts: list
     whole: list | None
@@ -281,7 +282,7 @@ def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
         stats = {"micro_batches": len(subs) * c.grad_accum, "rows": n, "tokens": int(host["token_mask"].sum()),
                  "loss_tokens": int(host["loss_mask"].sum()), "fill": float(host["token_mask"].mean())}
         return UpdateBatch(parts=[padded_micro_batches(sub, c.grad_accum) for sub in subs],
-                           whole=[run.to_device(sub) for sub in subs], stats=stats, host=subs)
+                           whole=[None] * len(subs), stats=stats, host=subs)
     lengths = sample_lengths(ro.prompt_ids, gen.tokens)
     spec = pack_spec(run, ro.seq_len, lengths)
     plans = [plan_micro_batches(lengths[rows], spec) for rows in run.mb_rows]
@@ -324,7 +325,6 @@ def recompute_logps(run: Run, state, ub: UpdateBatch) -> None:
             if ub.whole is not None:  # the grad_accum step takes the mini-batch whole, rebuilt from each part's
                 for k in keys:        # process-local rows (the parts split the local rows)
                     ub.host[j][k] = np.concatenate([handoff.local_rows(mb[k]) for mb in done])
-                ub.whole[j] = run.to_device(ub.host[j])
             jax.block_until_ready([mb[k] for mb in done for k in keys])
 
 
@@ -337,6 +337,8 @@ def update(run: Run, state, ub: UpdateBatch):
     for _ in range(run.c.mu):
         for j in range(len(ub.parts)):
             if ub.whole is not None:
+                if ub.whole[j] is None:  # padded: the mini-batch on the device once, for every pass
+                    ub.whole[j] = run.to_device(ub.host[j])
                 state, m = run.step_fn(state, ub.whole[j])
             else:
                 state, m = run.accum_fn(state, ub.parts[j])
