@@ -19,6 +19,7 @@ import re
 import time
 from typing import Sequence
 
+import jax
 import numpy as np
 
 REFLECTION_WORDS = ("wait", "check", "recheck")
@@ -106,22 +107,32 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     eos = tuple(tokenizer.eos_token_ids)
     params = compute_copy(params, model.cfg)
     t0 = time.perf_counter()
-    texts, lengths, finish, think_open = [], [], [], []
+    prompts, ptexts = fmt.render_all(tokenizer, [prompt_of(r) for r in records])
+    check_positions(model.cfg, [len(p) for p in prompts], max_new_tokens, what="evaluate", key="max_new_tokens")
+    # Several processes, each with its own copy of the weights: each samples a block of the records
+    # (request ids as one process numbers them, so the same samples) and the completions are gathered.
+    # Weights spanning processes (one SPMD program): every process samples every record.
+    split = jax.process_count() > 1 and all(getattr(x, "is_fully_addressable", True)
+                                            for x in jax.tree.leaves(params))
+    per = -(-len(records) // jax.process_count()) if split else len(records)
+    lo = min(jax.process_index() * per, len(records)) if split else 0
+    hi = min(lo + per, len(records))
     if engine == "auto":
-        engine = "continuous" if len(records) > batch_prompts else "static"
-    chunk_size = len(records) if engine == "continuous" else batch_prompts
-    for s in range(0, len(records), chunk_size):
-        chunk = records[s:s + chunk_size]
-        prompts, ptexts = fmt.render_all(tokenizer, [prompt_of(r) for r in chunk])
-        check_positions(model.cfg, [len(p) for p in prompts], max_new_tokens, what="evaluate",
-                        key="max_new_tokens")
-        out = generate(model, params, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                       eos_id=eos, seed=seed, n=k, first_request=s * k, engine=engine,
+        engine = "continuous" if hi - lo > batch_prompts else "static"
+    chunk_size = max(hi - lo, 1) if engine == "continuous" else batch_prompts
+    tokens, finish = [], []
+    for s in range(lo, hi, chunk_size):
+        e = min(s + chunk_size, hi)
+        out = generate(model, params, prompts[s:e], max_new_tokens=max_new_tokens, temperature=temperature,
+                       top_p=top_p, eos_id=eos, seed=seed, n=k, first_request=s * k, engine=engine,
                        slots=batch_prompts * k if engine == "continuous" else None)
-        texts += [decode_completion(tokenizer, t, eos) for t in out.tokens]
-        think_open += [opens_think(ptexts[i]) for i in out.prompt_index]
-        lengths += [len(t) for t in out.tokens]
+        tokens += out.tokens
         finish += out.finish_reason
+    if split:
+        tokens, finish = _gather_samples(tokens, finish, per * k, max_new_tokens, len(records) * k)
+    texts = [decode_completion(tokenizer, t, eos) for t in tokens]
+    lengths = [len(t) for t in tokens]
+    think_open = [opens_think(ptexts[i // k]) for i in range(len(tokens))]
     answers = [str(r["answer"]) for r in records for _ in range(k)]
     acc = accuracy_rewards(texts, answers, isolation=sandbox)
     valid = [i for i in range(len(records)) if all(acc[i * k + j] is not None for j in range(k))]
@@ -157,6 +168,24 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     if keep_texts:
         res.update(texts=texts, accuracy=acc)
     return res
+
+
+def _gather_samples(tokens, finish, rows: int, width: int, total: int):
+    """Every process's completions (token lists, finish reasons) in process order, the first `total`:
+    each process pads its own to `rows` x `width` for one all-gather (r1jax.parallel.handoff)."""
+    from r1jax.parallel.handoff import allgather_rows
+
+    ids = np.full((rows, width), -1, np.int32)
+    meta = np.zeros((rows, 2), np.int32)  # length, stopped at EOS
+    for i, (t, f) in enumerate(zip(tokens, finish)):
+        ids[i, :len(t)] = t
+        meta[i] = (len(t), f == "eos")
+    ids, meta = allgather_rows(ids), allgather_rows(meta)
+    keep = [i for i in range(len(ids)) if meta[i, 0] > 0]  # a completion has >= 1 token; padding 0
+    if len(keep) != total:
+        raise RuntimeError(f"evaluate: gathered {len(keep)} completions from the processes, expected {total}")
+    return ([[int(x) for x in ids[i, :meta[i, 0]]] for i in keep],
+            ["eos" if meta[i, 1] else "length" for i in keep])
 
 
 def _norm(a):

@@ -6,15 +6,17 @@ each refilled with the next waiting request when its sequence ends.
 Reasoning RL's response lengths spread over two orders of magnitude; a static batch decodes until
 its longest sample ends while the other rows idle. Here:
 
-  - the cache holds `slots` rows of `max_len = bucket(max(prompt + budget))` slots each (MLA: the
-    latent [c_kv | k_rope]; GQA: K and V), allocated once per call;
+  - the cache holds `slots` rows of `max_len` positions each (the longest prompt's bucket and every
+    prompt + its budget, rounded up to a multiple of 128: `programs.cache_length`; MLA: the latent
+    [c_kv | k_rope]; GQA: K and V), allocated once per call;
   - a *segment* program (one `lax.while_loop`, cache and state donated) decodes every busy row one
     token per step, each at its own position, with its own budget and EOS set, and returns to the
     host as soon as `refill_at` rows are free and requests wait (or when all rows are done);
-  - a *refill* program prefills the next waiting requests' prompts (the `n` samples of a prompt
-    admitted together share one prefill), writes those cache rows into the free slots, and draws
-    their first tokens; its shapes (rows, prompt length) are bucketed to powers of two, so refills
-    and segments of the same buckets do not recompile, within a call or across calls;
+  - a *refill* program prefills the next waiting requests' distinct prompts (the `n` samples of a
+    prompt admitted together share one prefill row) into a cache of the prompt bucket's positions
+    only, writes those positions into the free slots, and draws their first tokens; its shapes
+    (requests, distinct prompts, prompt length) are bucketed to powers of two, so refills and
+    segments of the same buckets do not recompile, within a call or across calls;
   - requests are admitted largest budget first (per-prompt `max_new_tokens`), so that the longest
     do not start last and decode alone at the end;
   - a free row that has nothing to take keeps its position (its writes stay in its own row, which
@@ -33,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
-                                     decode_options_key, decode_step, jit_decode, prepare_model,
-                                     routes_of)
+from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, cache_length, compile_count,
+                                     count_trace, decode_options_key, decode_step, jit_decode, prepare_model,
+                                     routes_of, row_multiple, rows_over_mesh)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 from r1jax.parallel.handoff import host_tree
@@ -62,20 +64,24 @@ def _state(slots: int, steps: int, routes=None):
 
 def _refill(params, cache, st, tokens, lengths, row_prompt, slot, keys, budget, eos, *, model, max_len,
             temperature, top_p, top_k):
-    """Prefill u prompts [u, p] once and start k requests in free rows.
+    """Prefill u prompts [u, p] once (u: the distinct prompts, bucketed) and start k requests in free rows.
 
     row_prompt [k]: the prompt (row of `tokens`) of each request; slot [k]: its row (== slots for
     bucket padding: dropped); keys [k, 2]: request keys; budget [k]: max new tokens."""
     count_trace("refill")
-    u = tokens.shape[0]
-    pcache = init_cache(model.cfg, u, max_len, unstacked=model.unstacked)
+    u, p = tokens.shape
+    # the prefill's cache holds the prompt bucket's p positions only; its rows are written into
+    # positions 0..p-1 of the requests' slots. A slot's later positions keep the previous request's
+    # entries: decode masks every slot past the row's own position, and writes each one before it
+    # reads it.
+    pcache = init_cache(model.cfg, u, p, unstacked=model.unstacked)
     logits, pcache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=pcache,
                                                        logits_at=lengths - 1)
     ax = cache_batch_axis(model)
 
     def put(big, small):
         rows = jnp.take(small, row_prompt, axis=ax)
-        idx = (slice(None),) * ax + (slot,)
+        idx = (slice(None),) * ax + (slot[:, None], jnp.arange(p)[None, :])
         return big.at[idx].set(rows.astype(big.dtype), mode="drop")
 
     cache = jax.tree.map(put, cache, pcache)
@@ -129,6 +135,15 @@ def _segment(params, cache, st, free_target, eos, *, model, temperature, top_p, 
     return cache, st, i
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _new_rows(model, slots: int, max_len: int, steps: int, routes):
+    """The empty cache and decode state of `slots` rows, created split over the active mesh's batch
+    ways (no device holds every row, not even at the start)."""
+    ax = cache_batch_axis(model)
+    cache = rows_over_mesh(init_cache(model.cfg, slots, max_len, unstacked=model.unstacked), lambda c: ax)
+    return cache, rows_over_mesh(_state(slots, steps, routes), lambda x: 0)
+
+
 @functools.lru_cache(maxsize=64)
 def _jitted(model, max_len, temperature, top_p, top_k, decode_options: tuple, record: bool):
     refill = jax.jit(functools.partial(_refill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
@@ -148,15 +163,18 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     refill_at: free rows that end a segment while requests wait (None: slots / 8, >= 1)."""
     n_req = len(prompts) * n
     slots = bucket(n_req, 1) if slots is None else int(slots)
+    m = row_multiple()  # under a mesh: slots over its batch ways, every device decodes rows
+    slots = -(-slots // m) * m
     refill_at = max(1, int(slots * DEFAULT_REFILL_FRACTION)) if refill_at is None else max(1, int(refill_at))
     lens = [len(p) for p in prompts]
     steps = max(budgets)
-    max_len = bucket(max(l + b for l, b in zip(lens, budgets)), 16)
+    # the refills write whole prompt buckets: room for the longest, and for every prompt + its budget
+    max_len = cache_length(bucket(max(lens), 16), 0)
+    max_len = max(max_len, cache_length(max(l + b for l, b in zip(lens, budgets)), 0))
     t0 = time.perf_counter()
     model, params = prepare_model(model, params, unstack_layers)
     refill, segment = _jitted(model, max_len, *sampling, decode_options_key(), bool(routes))
-    cache = init_cache(model.cfg, slots, max_len, unstacked=model.unstacked)
-    st = _state(slots, steps, routes)
+    cache, st = _new_rows(model, slots, max_len, steps, routes)
     owner = np.full((slots,), -1)  # request in each row (-1: free)
     # admission order: the largest budget first (longest-processing-time first: a long request
     # admitted last would decode alone at the end), request index among equals; with one budget for
@@ -208,6 +226,12 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
                             [results[j][2] for j in range(n_req)] if routes else None)
 
 
+def refill_rows(k: int, distinct: int) -> int:
+    """Prefill rows of a refill that starts k requests (bucketed) of `distinct` prompts: the distinct
+    prompts bucketed to a power of two (the n samples of a prompt share one prefill row)."""
+    return min(bucket(distinct, 1), k)
+
+
 def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, seed, pad_id, eos_arr, first_request,
            min_rows: int = 1):
     """Refill rows `rows` with requests `reqs` (one prefill per distinct prompt among them). The
@@ -216,7 +240,7 @@ def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, se
     pids = reqs // n
     uniq, row_prompt = np.unique(pids, return_inverse=True)
     k = max(bucket(len(reqs), 1), bucket(min_rows, 1))
-    u = k  # the prefill's rows padded to the refill's bucket: one program per (rows, prompt) bucket
+    u = refill_rows(k, len(uniq))  # one prefill row per distinct prompt (bucketed), not per request
     p = bucket(max(len(prompts[i]) for i in uniq), 16)
     tokens = np.full((u, p), pad_id, np.int32)
     lengths = np.ones((u,), np.int32)

@@ -26,11 +26,12 @@ Qwen2.5-Instruct's <|im_end|> and <|endoftext|>, Llama 3's three); trainers pass
 
 How the static engine runs:
   - prompts (token lists) are right-padded into a bucketed [B, P] batch; the cache holds
-    `max_len = bucket(P + max_new_tokens)` slots. For MLA layers a slot is the latent
+    `max_len = cache_length(P, max_new_tokens)` slots (P + max_new_tokens rounded up to a multiple of
+    128, `programs.CACHE_ALIGN`). For MLA layers a slot is the latent
     `[c_kv | k_rope]` (kv_lora_rank + qk_rope_head_dim numbers), for GQA layers K and V.
-  - one jitted prefill writes the prompts (expanded MLA) and samples each prompt's first token
-    from its last prompt position; the cache is then repeated `n` times, so the n samples of a
-    prompt share its prefill;
+  - one jitted prefill writes the prompts (expanded MLA) into a cache of P positions and samples
+    each prompt's first token from its last prompt position; its rows are then repeated `n` times
+    (the n samples of a prompt share its prefill) and padded to max_len: the decode cache;
   - one jitted decode loop (`lax.while_loop`, cache donated) feeds each sequence's last token at
     its own position (absorbed MLA over the cache, or the Pallas `mla_decode` kernel), samples,
     and stops each sequence at its own EOS; the loop ends when all are done or at max_new_tokens.
@@ -40,17 +41,21 @@ How the static engine runs:
     every decode step (measured on small_moe: ~20% of a decode step);
   - on CPU the decode loop is compiled with XLA's YNNPACK dot rewrite off
     (`r1jax.backends.decode_compiler_options`);
+  - under a mesh (`r1jax.parallel.use_mesh`: the trainer's, or a process's own devices with
+    `rollout_placement="local"`) the rows are padded to a multiple of its batch ways and the cache
+    and decode state are split over them (`programs.rows_over_mesh`): every device decodes its rows;
   - with params sharded over several processes' devices (a pod; `jax.distributed`), every process
     calls generate with the same prompts: the programs run SPMD over all the devices and the outputs
     are read whole on every process (`r1jax.parallel.handoff.host_tree`), so each gets every sample
     (the same as one process draws); the continuous engine likewise;
-  - batch, prompt and cache lengths are bucketed to powers of two (min 8/16) so that recompiles
-    are rare; `compile_count()` reports how many prefill/decode programs were traced.
+  - batch and prompt lengths are bucketed to powers of two (min 1/16), the cache length to
+    multiples of 128 over the prompt bucket + budget, so that recompiles are rare; `compile_count()` reports how many prefill/decode programs were traced.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Sequence
 
@@ -59,9 +64,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.generation import continuous
-from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, compile_count, count_trace,
-                                     decode_options_key, decode_step, jit_decode, prepare_model,
-                                     route_shape, routes_of)
+from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, cache_length, compile_count,
+                                     count_trace, decode_options_key, decode_step, jit_decode, pad_positions,
+                                     prepare_model, route_shape, routes_of, row_multiple, rows_over_mesh)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 from r1jax.parallel.handoff import host_tree
@@ -77,11 +82,15 @@ def _prefill(params, tokens, lengths, keys, idx, active, eos, max_new, *, model,
     keys [rows, 2]: each row's request key; max_new [rows]: each row's budget."""
     count_trace("prefill")
     b, p = tokens.shape
-    cache = init_cache(model.cfg, b, max_len, unstacked=model.unstacked)
+    # the prefill writes a cache of the prompt bucket's positions; its rows repeated for the samples
+    # and padded to max_len are the decode cache (no second full-length cache)
+    cache = init_cache(model.cfg, b, p, unstacked=model.unstacked)
     logits, cache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=cache,
                                                       logits_at=lengths - 1)
     last = logits[:, 0]  # [b, vocab] at each prompt's last position
-    cache = jax.tree.map(lambda c: jnp.take(c, idx, axis=cache_batch_axis(model)), cache)
+    ax = cache_batch_axis(model)
+    cache = pad_positions(jax.tree.map(lambda c: jnp.take(c, idx, axis=ax), cache), max_len, ax + 1)
+    cache = rows_over_mesh(cache, lambda c: ax)  # under a mesh: each device holds its rows only
     tok, lp = sample(jnp.take(last, idx, axis=0), token_keys(keys, 0), temperature, top_p, top_k)
     done = jnp.isin(tok, eos) | ~active | (max_new <= 1)
     return cache, tok, lp, done
@@ -94,8 +103,8 @@ def _decode(params, cache, first_tok, first_lp, done, lengths, keys, eos, max_ne
     count_trace("decode")
     b = first_tok.shape[0]
     dec = model.clone(mode="decode")
-    out_tok = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(first_tok)
-    out_lp = jnp.zeros((b, steps), jnp.float32).at[:, 0].set(first_lp)
+    out_tok, out_lp = rows_over_mesh((jnp.zeros((b, steps), jnp.int32).at[:, 0].set(first_tok),
+                                      jnp.zeros((b, steps), jnp.float32).at[:, 0].set(first_lp)), lambda x: 0)
     n_gen = jnp.ones((b,), jnp.int32)
     out_route = jnp.zeros((b, steps) + tuple(routes), jnp.int16) if routes else jnp.zeros((), jnp.int16)
 
@@ -228,9 +237,12 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
     lens = [len(p) for p in prompts]
     n_prompts = len(prompts)
     b = bucket(max(n_prompts, min_batch), 1)
+    # under a mesh (r1jax.parallel.use_mesh) the b * n rows split over its batch ways: every device decodes
+    q = row_multiple() // math.gcd(n, row_multiple())
+    b = -(-b // q) * q
     p = bucket(max(lens), 16)
     steps = max(budgets)
-    max_len = bucket(p + steps, 16)
+    max_len = cache_length(p, steps)
     tokens = np.full((b, p), pad_id, np.int32)
     lengths = np.ones((b,), np.int32)
     for i, pr in enumerate(prompts):

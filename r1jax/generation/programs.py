@@ -34,6 +34,28 @@ def bucket(n: int, minimum: int = 16) -> int:
     return b
 
 
+CACHE_ALIGN = 128  # cache positions are a multiple of this (a TPU lane tile; the decode kernels' blocks)
+
+
+def cache_length(prompt_len: int, steps: int) -> int:
+    """Cache positions for prompts of `prompt_len` (their bucket) and `steps` new tokens: their sum
+    rounded up to a multiple of CACHE_ALIGN, not to a power of two (a 256-token prompt bucket + 8,192
+    new tokens: 8,448 positions, where a power of two held 16,384). The length is fixed by the
+    prompt bucket and the budget, so a run with one budget meets one cache length per prompt bucket."""
+    return -(-(int(prompt_len) + int(steps)) // CACHE_ALIGN) * CACHE_ALIGN
+
+
+def pad_positions(cache, max_len: int, axis: int):
+    """A prefill's cache (positions along `axis`, as many as the prompt bucket) padded with zeros to
+    `max_len` positions: the decode cache, allocated once, with no second full-length copy."""
+    def pad(c):
+        widths = [(0, 0)] * c.ndim
+        widths[axis] = (0, max_len - c.shape[axis])
+        return jnp.pad(c, widths)
+
+    return jax.tree.map(pad, cache)
+
+
 @dataclasses.dataclass
 class GenerationOutput:
     tokens: list[list[int]]  # completion tokens (EOS included when it stopped there)
@@ -106,6 +128,52 @@ def _unstack(params, cfg):
 
 
 _unstack_jit = jax.jit(_unstack, static_argnums=(1,))
+
+
+def active_mesh():
+    """The (abstract) mesh set by `r1jax.parallel.use_mesh` / `jax.set_mesh` around a generate call,
+    or None; usable on the host and while tracing."""
+    m = jax.sharding.get_abstract_mesh()
+    return None if m is None or m.empty else m
+
+
+def row_multiple() -> int:
+    """Decode rows are padded to a multiple of this: the active mesh's batch ways (1 without a mesh),
+    so that every device of the mesh holds rows."""
+    m = active_mesh()
+    if m is None:
+        return 1
+    from r1jax.parallel.mesh import batch_axis_size
+
+    return batch_axis_size(m)
+
+
+def rows_over_mesh(tree, axis_of):
+    """Constrains each array of `tree` (under jit) to split its rows over the active mesh's batch axes
+    (`axis_of(leaf)`: the rows' axis), where the rows divide evenly; a no-op without a mesh. The
+    engines' caches and decode state are created inside their programs with this, so that no device
+    ever holds all the rows."""
+    m = active_mesh()
+    if m is None:
+        return tree
+    from jax.sharding import PartitionSpec as P
+
+    from r1jax.parallel.rules import BATCH_AXES
+
+    axes = tuple(a for a in BATCH_AXES if a in m.shape and m.shape[a] > 1)
+    ways = int(np.prod([m.shape[a] for a in axes])) if axes else 1
+    if ways == 1:
+        return tree
+
+    def put(x):
+        ax = axis_of(x)
+        if x.ndim <= ax or x.shape[ax] % ways:
+            return x
+        spec = [None] * x.ndim
+        spec[ax] = axes
+        return jax.lax.with_sharding_constraint(x, P(*spec))  # against the context's mesh
+
+    return jax.tree.map(put, tree)
 
 
 def cache_batch_axis(model) -> int:

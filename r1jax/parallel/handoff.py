@@ -1,6 +1,7 @@
 """Moving the trainer's arrays to where the rollout and the host read them, across processes.
 
     local = local_replica(params, mesh)      # every process: a full copy on its first local device
+    reps = replicate_on(params, local_mesh(), mesh)   # a full copy on each of this process's devices
     rows = local_rows(global_array)          # the rows of a batch-sharded array this process holds
     x = host_scalar(metric)                  # a replicated scalar, also when it spans other processes
     t = host_tree(outputs)                   # whole arrays on every process (sharded ones all-gathered)
@@ -47,6 +48,49 @@ def local_replica(tree, mesh=None):
         return x.addressable_data(0)
 
     return jax.tree.map(mine, full)
+
+
+def local_mesh():
+    """A mesh of this process's own devices, all on the data axis: a process's rollout mesh
+    (`rollout_placement="local"`: rows over every local device, the weights replicated on each)."""
+    from r1jax.parallel.mesh import make_mesh
+
+    devices = jax.local_devices()
+    return make_mesh({"data": len(devices)}, devices=devices)
+
+
+def replicate_on(tree, target, mesh=None):
+    """Each leaf whole on every device of `target` (a mesh of this process's devices, e.g.
+    `local_mesh()`), replicated, as arrays of `target`. Leaves spanning other processes' devices are
+    all-gathered on device over their own `mesh` (a jitted identity with a replicated out-sharding,
+    a collective every process joins) and each local device's copy is taken as it is: no host copy.
+    Fully addressable leaves are moved device to device (`jax.device_put`)."""
+    rep = NamedSharding(target, P())
+    leaves = jax.tree.leaves(tree)
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return jax.device_put(tree, jax.tree.map(lambda _: rep, tree))
+    if mesh is None:
+        raise ValueError("replicate_on: arrays span other processes' devices: pass their mesh")
+    full = _replicate(tree, mesh)
+    devices = list(target.devices.flat)
+
+    def mine(x):
+        by_dev = {s.device: s.data for s in x.addressable_shards}
+        missing = [d for d in devices if d not in by_dev]
+        if missing:
+            raise ValueError(f"replicate_on: device {missing[0]} of the target mesh holds no copy (it is not "
+                             f"in the arrays' mesh)")
+        return jax.make_array_from_single_device_arrays(x.shape, rep, [by_dev[d] for d in devices])
+
+    return jax.tree.map(mine, full)
+
+
+def fits_one_device(nbytes: int, fraction: float) -> bool:
+    """Whether `nbytes` is at most `fraction` of one local device's memory (its allocator's
+    bytes_limit; True where the backend does not report one, e.g. CPU)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return not limit or nbytes <= fraction * limit
 
 
 def local_rows(x) -> np.ndarray:

@@ -92,12 +92,13 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         route_agreement_mib=256,
         rollout_engine="static",  # static | continuous | auto (r1jax.generate; docs/ROLLOUT.md)
         rollout_slots=0,  # decode rows of the continuous engine (0: all of a step's samples)
-        # where rollouts run: "mesh" (SPMD over the training mesh, the params as they are sharded; with
-        # several processes one program over all their devices: every process passes all the step's
-        # prompts and keeps its block's samples; for weights that do not fit one device) | "local" (each
-        # process samples its prompts on a replica of the weights on its first local device,
-        # all-gathered on device: r1jax.parallel.handoff; no cross-process traffic while decoding) |
-        # "auto" (mesh with one process, local with several)
+        # where rollouts run (docs/SCALE.md, "Rollouts on every device"): "mesh" (SPMD over the training
+        # mesh, the params as they are sharded; with several processes one program over all their
+        # devices: every process passes all the step's prompts and keeps its block's samples; for weights
+        # that do not fit one device) | "local" (each process samples its prompts over all its own
+        # devices, rows split over them, a replica of the compute-dtype weights on each, all-gathered on
+        # device: r1jax.parallel.handoff.replicate_on; no cross-process traffic while decoding) | "auto"
+        # (mesh with one process; with several, local where the replica takes <= 1/4 of a device)
         rollout_placement="auto",
         # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
         param_dtype="float32",  # master weights (and Adam moments: always float32)

@@ -88,6 +88,7 @@ class Run:
     mb_rows: list
     local_rollout: bool
     record_routes: bool
+    rollout_mesh: object = None  # local_rollout: the mesh of this process's devices the rollouts run on
     accum_fn: object = None  # pack=True: the update over a changing number of micro-batches (train.AccumStep)
     pack_len: int = 0  # pack=True: tokens per row (0 until the first step sets it, when not configured)
     rows_per_rank: int = 0  # pack=True: rows of a micro-batch per data-parallel rank (set by pack_spec)
@@ -101,16 +102,21 @@ class Run:
         return shard_local_batch(host, self.place.mesh) if self.n_proc > 1 else self.place.batch(host)
 
     def rollout_params(self, state):
-        """The weights the rollout engine reads: the compute-dtype copy, as sharded (mesh) or each
-        process's local replica (all-gathered on device; r1jax.parallel.handoff)."""
+        """The weights the rollout engine reads: the compute-dtype copy, as sharded ("mesh") or
+        replicated on every device of this process ("local": all-gathered on device, no host copy;
+        r1jax.parallel.handoff.replicate_on)."""
         from r1jax.model import precision
         from r1jax.parallel import handoff
 
         p = precision.compute_copy(state.params, self.model.cfg)
-        return handoff.local_replica(p, self.place.mesh) if self.local_rollout and self.place.mesh is not None else p
+        return handoff.replicate_on(p, self.rollout_mesh, self.place.mesh) if self.local_rollout else p
 
     def rollout_context(self):
-        return contextlib.nullcontext() if self.local_rollout else self.place.context()
+        """Where the engines run: this process's device mesh (rows split over its devices) or the
+        training mesh."""
+        from r1jax.parallel.mesh import use_mesh
+
+        return use_mesh(self.rollout_mesh) if self.local_rollout else self.place.context()
 
 
 @dataclasses.dataclass
@@ -495,6 +501,27 @@ def check_model_fits(c, model_cfg, tokenizer, what: str, *, model_where: str, to
                          f"model {model_where}'s max_position_embeddings={limit}")
 
 
+ROLLOUT_REPLICA_FRACTION = 0.25  # "auto" replicates the compute-dtype weights on each device up to this share of it
+
+
+def rollout_placement(placement: str, n_proc: int, cfg, params) -> str:
+    """"auto" -> "mesh" with one process (the training mesh already spans its devices); with several,
+    "local" (each process decodes its prompts on replicas of the compute-dtype weights on all its
+    devices, no cross-host traffic while decoding) when those weights take at most
+    ROLLOUT_REPLICA_FRACTION of one device's memory (the rest holds the training state's shard, the
+    cache and the activations), else "mesh" (SPMD over every process's devices on the sharded weights)."""
+    if placement != "auto":
+        return placement
+    if n_proc == 1:
+        return "mesh"
+    from r1jax import config as cl
+    from r1jax.parallel import handoff
+
+    dt = np.dtype(cl.dtype_of(cfg.dtype))
+    nbytes = sum(x.size * (dt.itemsize if x.ndim >= 2 else x.dtype.itemsize) for x in jax.tree.leaves(params))
+    return "local" if handoff.fits_one_device(nbytes, ROLLOUT_REPLICA_FRACTION) else "mesh"
+
+
 def setup(c, model, params, tokenizer, train_records, eval_records):
     """Validates the config, loads what is not passed in (model, tokenizer, records) and builds the
     step's pieces: -> (Run, the train state, train_records, eval_records)."""
@@ -504,6 +531,7 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     from r1jax.generation.engine import check_positions
     from r1jax.generation.programs import route_shape
     from r1jax.model import precision
+    from r1jax.parallel import handoff
     from r1jax.parallel.placement import Placement
 
     validate_config(c)
@@ -587,7 +615,8 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     else:
         step_fn = place.train_step(model, loss_fn, tx, grad_accum=c.grad_accum,
                                    router_bias_update_rate=c.router_bias_update_rate)
-    local_rollout = c.rollout_placement == "local" or (c.rollout_placement == "auto" and n_proc > 1)
+    local_rollout = rollout_placement(c.rollout_placement, n_proc, model.cfg, state.params) == "local"
+    rollout_mesh = handoff.local_mesh() if local_rollout else None
     rollout_model = model
     if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
         from r1jax import backends
@@ -605,6 +634,7 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     run = Run(c=c, model=model, rollout_model=rollout_model, tokenizer=tokenizer, fmt=fmt, eos=eos, pad=pad,
               place=place, step_fn=step_fn, logp_fn=logp_fn, ref_params=ref_params, n_proc=n_proc, proc=proc,
               p_local=p_local, mb_rows=mb_rows, local_rollout=local_rollout, record_routes=record_routes,
+              rollout_mesh=rollout_mesh,
               accum_fn=accum_fn, local_ranks=local_ranks,
               padded_rows_per_rank=max(1, mb // c.grad_accum // place.batch_multiple))
     return run, state, train_records, eval_records
