@@ -16,8 +16,15 @@ def test_local_rows_and_replica_single_process():
     x = np.arange(16 * 3, dtype=np.float32).reshape(16, 3)
     g = jax.device_put(x, parallel.batch_sharding(mesh))
     np.testing.assert_array_equal(handoff.local_rows(g), x)
-    tree = {"w": jax.device_put(x, NamedSharding(mesh, P("fsdp", None)))}
-    assert handoff.local_replica(tree, mesh) is tree  # one process: the arrays as they are
+    tree = {"w": jax.device_put(x, NamedSharding(mesh, P("fsdp", None))), "b": jnp.arange(3, dtype=jnp.float32)}
+    reps = handoff.replicate_on(tree, handoff.local_mesh(), mesh)  # a whole copy on each local device
+    assert len(reps["w"].addressable_shards) == 8
+    for s in reps["w"].addressable_shards:
+        np.testing.assert_array_equal(np.asarray(s.data), x)
+    host = handoff.host_leaves(tree, "bfloat16")  # one leaf at a time, cast on device
+    assert host["w"].dtype == jnp.bfloat16 and isinstance(host["w"], np.ndarray)
+    np.testing.assert_array_equal(host["w"].astype(np.float32), x)  # small integers: exact in bf16
+    assert handoff.host_leaves({"i": jnp.arange(3)}, "bfloat16")["i"].dtype == np.int32  # ints are not cast
     np.testing.assert_array_equal(handoff.allgather_rows(x), x)
     assert handoff.host_scalar(jnp.float32(2.5)) == 2.5
     assert handoff.host_tree({"a": jnp.ones(2)})["a"].tolist() == [1.0, 1.0]

@@ -6,8 +6,8 @@
 
 The GRPO trainer's rollout reads the trainer's params with no host copy: with one process the
 engine runs on them as they are sharded (rollout_placement "mesh": no reshard, 0 s); with
-several processes each process all-gathers a replica on its first local device ("local",
-r1jax.parallel.handoff.local_replica). When a rollout wants another layout than training's
+several processes each process all-gathers a replica onto each of its local devices ("local",
+r1jax.parallel.handoff.replicate_on). When a rollout wants another layout than training's
 (replicated, or tensor-parallel decode), the params move device to device; this times that move
 (a jitted identity with the target out-shardings, compiled first, best of --repeats) for the
 compute-dtype weights (what the rollout reads) from the `--train-mesh` layout to: replicated

@@ -26,7 +26,6 @@ versions), so the same command measures an older checkout.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -157,7 +156,6 @@ def run(args) -> dict:
         if want & {"prefill", "decode"}:
             pre, dec = engine._jitted(model, L, steps, *samp, (), None)
             b = args.prompts
-            n = R // b
             if "prefill" in want:
                 report("prefill", pre.lower(params, sds((b, args.prompt), jnp.int32), sds((b,), jnp.int32),
                                             sds((R, 2), jnp.uint32, 0), sds((R,), jnp.int32, 0),
@@ -166,7 +164,6 @@ def run(args) -> dict:
                 row = lambda d, extra=(): sds((R,) + extra, d, 0)  # noqa: E731
                 report("decode", dec.lower(params, cache_avals, row(jnp.int32), row(jnp.float32), row(jnp.bool_),
                                            row(jnp.int32), row(jnp.uint32, (2,)), eos, row(jnp.int32)))
-            del n
         if want & {"refill", "segment"}:
             refill, segment = continuous._jitted(model, L, *samp, (), False)
             st = jax.tree.map(lambda a: sds(a.shape, a.dtype, 0), jax.eval_shape(lambda: continuous._state(R, steps)))

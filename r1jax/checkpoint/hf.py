@@ -27,6 +27,7 @@ import numpy as np
 
 from r1jax import config as config_lib
 from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
+from r1jax.parallel import handoff
 
 FP8_BLOCK = 128
 
@@ -384,6 +385,10 @@ def save_pretrained(params, cfg, path: str | os.PathLike, *, dtype=None, max_sha
                     fp8: bool = False, tokenizer=None) -> None:
     """Writes `config.json` + safetensors (sharded with an index above `max_shard_bytes`).
 
+    `params` may be sharded over a mesh, also one spanning several processes (then every process
+    calls this; process 0 writes): each tensor is gathered and cast on its own
+    (r1jax.parallel.handoff.host_leaves), never a replica of all the weights on a device.
+
     dtype: storage dtype (default the params'). fp8=True writes 2-D projection weights as
     float8_e4m3fn with `weight_scale_inv`, as the DeepSeek-V3 release does (norms, embeddings,
     router and head stay in `dtype`). tokenizer: an `r1jax.data.tokenizer.Tokenizer` whose files
@@ -391,10 +396,14 @@ def save_pretrained(params, cfg, path: str | os.PathLike, *, dtype=None, max_sha
     the weights, so transformers and vLLM load the folder as it is.
     """
     path = os.fspath(path)
+    # one tensor at a time to the host, cast on device to the storage dtype (fp8 quantizes from the
+    # params' values); with several processes every process joins each gather, process 0 writes
+    host = handoff.host_leaves(params, None if fp8 else dtype)
+    if jax.process_index() != 0:
+        return
     os.makedirs(path, exist_ok=True)
     if tokenizer is not None:
         tokenizer.save(path)
-    host = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), params)
     tensors: dict[str, np.ndarray] = {}
     for s in tensor_specs(cfg):
         full = _get(host, s.path)

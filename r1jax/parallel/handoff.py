@@ -1,19 +1,20 @@
 """Moving the trainer's arrays to where the rollout and the host read them, across processes.
 
-    local = local_replica(params, mesh)      # every process: a full copy on its first local device
     reps = replicate_on(params, local_mesh(), mesh)   # a full copy on each of this process's devices
     rows = local_rows(global_array)          # the rows of a batch-sharded array this process holds
     x = host_scalar(metric)                  # a replicated scalar, also when it spans other processes
     t = host_tree(outputs)                   # whole arrays on every process (sharded ones all-gathered)
+    h = host_leaves(params, "bfloat16")      # numpy, one leaf gathered (and cast on device) at a time
     all_v = allgather_rows(np_vector)        # [sum over processes of n_local, ...] in process order
     t = reshard_seconds(params, shardings)   # the weight handoff when layouts differ (per GB)
 
 With several processes (`jax.process_count() > 1`) the trainer's params are global arrays whose
-shards live on other hosts' devices too: the rollout engine (a host loop of jitted programs over
-process-local prompts) reads a process-local replica instead. `local_replica` all-gathers the
-params on device (a jitted identity with a replicated out-sharding: no host copy) and hands each
-process the buffer on its first local device. One process: the params as they are (the engine
-runs SPMD on the mesh under `use_mesh`).
+shards live on other hosts' devices too: with `rollout_placement="local"` the rollout engine (a host
+loop of jitted programs over process-local prompts) runs on a mesh of the process's own devices
+(`local_mesh`), reading a replica of the weights on each of them. `replicate_on` all-gathers the
+params on device (a jitted identity with a replicated out-sharding: no host copy) and wraps each
+local device's copy as one array of that mesh. `host_leaves` brings a tree to the host one leaf at
+a time (the HF export), so no device ever holds a second copy of all the weights.
 """
 
 from __future__ import annotations
@@ -28,26 +29,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 def _replicate(tree, mesh):
     sh = jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
     return jax.jit(lambda t: t, out_shardings=sh)(tree)
-
-
-def local_replica(tree, mesh=None):
-    """Each leaf as a single-device array on this process's first local device holding the whole
-    value. Arrays already fully addressable are returned as they are (one process)."""
-    leaves = jax.tree.leaves(tree)
-    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
-        return tree
-    if mesh is None:
-        raise ValueError("local_replica: arrays span other processes' devices: pass their mesh")
-    full = _replicate(tree, mesh)
-    dev = jax.local_devices()[0]
-
-    def mine(x):
-        for s in x.addressable_shards:
-            if s.device == dev:
-                return s.data
-        return x.addressable_data(0)
-
-    return jax.tree.map(mine, full)
 
 
 def local_mesh():
@@ -126,6 +107,32 @@ def host_tree(tree):
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
+def host_leaves(tree, dtype=None):
+    """The tree as numpy, one leaf at a time: each leaf cast to `dtype` (None: its own; only floating
+    leaves are cast) on its devices, then gathered whole (sharded leaves spanning other processes
+    all-gathered on device into one replicated leaf, read from a local copy). At any moment the
+    devices hold one extra leaf, not a replica of the whole tree (what an export of fp32 master
+    weights from a run whose bf16 rollouts fit needs). A collective with several processes: every
+    process calls it with the same tree (and gets the whole values)."""
+    dt = np.dtype(dtype) if dtype is not None else None
+
+    def get(x):
+        if not isinstance(x, jax.Array):
+            x = np.asarray(x)
+            return x.astype(dt) if dt is not None and np.issubdtype(x.dtype, np.floating) else x
+        cast = dt is not None and jax.numpy.issubdtype(x.dtype, jax.numpy.floating) and x.dtype != dt
+        if x.is_fully_addressable:
+            out = np.asarray(jax.device_get(x.astype(dt) if cast else x))
+        else:
+            rep = NamedSharding(x.sharding.mesh, P())
+            whole = jax.jit(lambda a: a.astype(dt) if cast else a, out_shardings=rep)(x)
+            out = np.asarray(whole.addressable_data(0))
+            del whole
+        return out
 
     return jax.tree.map(get, tree)
 

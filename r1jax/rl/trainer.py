@@ -30,7 +30,6 @@ One step (DeepSeekMath / R1 GRPO, with the options of TRL / verl / DAPO):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -439,7 +438,8 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
 
     if start == 0 and c.eval_every:
         run_eval(run, state, eval_records, log, 0)
-    bar = tqdm(range(start, c.steps), desc=f"grpo {os.path.basename(c.run_dir)}", disable=not c.progress,
+    bar = tqdm(range(start, c.steps), desc=f"grpo {os.path.basename(c.run_dir)}",
+               disable=not c.progress or proc != 0,
                dynamic_ncols=True, initial=start, total=c.steps)
     done_here = 0
     for step in bar:
@@ -479,11 +479,10 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     if finished and c.save_hf:
         from r1jax.checkpoint.hf import save_pretrained
 
-        params_h = handoff.local_replica(state.params, run.place.mesh)  # the whole weights on every process
-        if proc == 0:
-            save_pretrained(params_h, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=run.tokenizer,
-                            dtype=c.save_dtype or None)
-        del params_h
+        # every process joins (one tensor gathered and cast at a time, no replica of the fp32 master
+        # weights on a device), process 0 writes
+        save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=run.tokenizer,
+                        dtype=c.save_dtype or None)
     return model, state.params
 
 

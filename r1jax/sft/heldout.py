@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax.parallel.handoff import host_tree
+
 
 def example_rows(examples: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int, pad_id: int = 0,
                  skip: int = 0) -> dict:
@@ -63,7 +65,7 @@ def heldout_metrics(model, params, examples, seq_len: int, *, batch_size: int = 
             b = {key: np.concatenate([v, np.zeros((batch_size - k,) + v.shape[1:], v.dtype)]) for key, v in b.items()}
         if place is not None:
             b = place.batch(b)
-        s, r, t = jax.device_get(fn(params, b, model))
+        s, r, t = host_tree(fn(params, b, model))  # whole rows, also when they span several processes
         ce_s.append(s[:k]), right_s.append(r[:k]), tok_s.append(t[:k])
     ce_s, right_s, tok_s = map(np.concatenate, (ce_s, right_s, tok_s))
     tokens = max(float(tok_s.sum()), 1.0)

@@ -35,6 +35,7 @@ from r1jax import config as config_lib
 from r1jax import train
 from r1jax.data.packing import PackPlan, fill_rows
 from r1jax.data.token_store import TokenStore
+from r1jax.parallel.handoff import host_tree
 
 
 def sft_config(**kw) -> ml_collections.ConfigDict:
@@ -266,7 +267,8 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     restored, meta = ckpt.restore(state)
     if restored is not None:
         state, start = restored, int(meta["step"])
-    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None)
+    # several processes: each joins every step and collective; process 0 writes metrics, plots and final/
+    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None, writes=jax.process_index() == 0)
 
     def batch_at(step):
         epoch, i = divmod(step, per_epoch)
@@ -284,7 +286,8 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         log.scalars(step, {f"eval/{k}": v for k, v in hm.items() if k != "examples"})
         return hm
 
-    bar = tqdm(range(start, steps), desc=f"sft {os.path.basename(c.run_dir)}", disable=not c.progress,
+    bar = tqdm(range(start, steps), desc=f"sft {os.path.basename(c.run_dir)}",
+               disable=not c.progress or jax.process_index() != 0,
                dynamic_ncols=True, initial=start, total=steps)
     t0, toks = time.perf_counter(), 0
     m = {}
@@ -293,7 +296,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         state, m = step_fn(state, batch)
         toks += int(c.seq_len * c.batch_size)
         if (step + 1) % c.log_every == 0 or step + 1 == steps:
-            m = jax.device_get(m)
+            m = host_tree(m)
             dt = time.perf_counter() - t0
             vals = {f"sft/{k}": v for k, v in m.items()}
             vals["sft/tokens_per_s"] = toks / max(dt, 1e-9)
@@ -302,15 +305,17 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
             t0, toks = time.perf_counter(), 0
         if eval_examples and c.eval_every and (step + 1) % c.eval_every == 0 and step + 1 < steps:
             hm = evaluate_heldout(step + 1, state.params)
-            bar.write(f"[sft] step {step + 1}: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  "
-                      f"exact {hm['exact']:.3f}")
+            if jax.process_index() == 0:
+                bar.write(f"[sft] step {step + 1}: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  "
+                          f"exact {hm['exact']:.3f}")
         if c.save_every and (step + 1) % c.save_every == 0 and step + 1 < steps:
             ckpt.save(step + 1, state, {"step": step + 1})
     bar.close()
     if eval_examples:
         hm = evaluate_heldout(steps, state.params)
-        print(f"[sft] final: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  exact {hm['exact']:.3f} "
-              f"({hm['examples']} examples)")
+        if jax.process_index() == 0:
+            print(f"[sft] final: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  exact {hm['exact']:.3f} "
+                  f"({hm['examples']} examples)")
     if steps > start:
         ckpt.save(steps, state, {"step": steps})
     log.plot(os.path.join(c.run_dir, "sft_curves.png"), [("sft/ce", "cross entropy"), ("sft/mtp_ce", "MTP CE"),
@@ -321,6 +326,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     if c.save_hf:
         from r1jax.checkpoint.hf import save_pretrained
 
+        # every process joins (one tensor gathered at a time), process 0 writes
         save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=tokenizer,
                         dtype=c.save_dtype or None)
     return model, state.params
