@@ -62,8 +62,8 @@ def _state(slots: int, steps: int, routes=None):
     return st
 
 
-def _refill(params, cache, st, tokens, lengths, row_prompt, slot, keys, budget, eos, *, model, max_len,
-            temperature, top_p, top_k):
+def _refill(params, cache, st, tokens, lengths, row_prompt, slot, keys, budget, eos, *, model, temperature, top_p,
+            top_k):
     """Prefill u prompts [u, p] once (u: the distinct prompts, bucketed) and start k requests in free rows.
 
     row_prompt [k]: the prompt (row of `tokens`) of each request; slot [k]: its row (== slots for
@@ -146,8 +146,8 @@ def _new_rows(model, slots: int, max_len: int, steps: int, routes):
 
 @functools.lru_cache(maxsize=64)
 def _jitted(model, max_len, temperature, top_p, top_k, decode_options: tuple, record: bool):
-    refill = jax.jit(functools.partial(_refill, model=model, max_len=max_len, temperature=temperature, top_p=top_p,
-                                       top_k=top_k), donate_argnums=(1, 2))
+    refill = jax.jit(functools.partial(_refill, model=model, temperature=temperature, top_p=top_p, top_k=top_k),
+                     donate_argnums=(1, 2))
     segment = jit_decode(functools.partial(_segment, model=model, temperature=temperature, top_p=top_p,
                                                      top_k=top_k, record=record), dict(decode_options),
                                    donate_argnums=(1, 2))
