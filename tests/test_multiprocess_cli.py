@@ -130,6 +130,8 @@ def test_grpo_two_processes_equal_one_and_resume_after_sigkill(user_ckpt, tmp_pa
     ra, rb = _rows(one, "train/loss"), _rows(two, "train/loss")
     assert [r["step"] for r in rb] == list(range(1, STEPS + 1))
     assert min(abs(r["train/loss"]) for r in ra) > 1e-6  # the reward has spread: non-zero losses
+    assert {r["rollout/devices"] for r in ra} == {8.0}  # one process: its 8 devices decode (SPMD, the mesh)
+    assert {r["rollout/devices"] for r in rb} == {4.0}  # process 0 of two: each of its 4 devices holds rows
     for a, b in zip(ra, rb):
         assert a["rollout/response_length"] == b["rollout/response_length"]
         np.testing.assert_allclose(b["reward/total"], a["reward/total"], rtol=1e-6)

@@ -65,6 +65,8 @@ def test_local_mesh_rows_on_every_device_and_the_same_samples(tiny):
         rows_cache, st = continuous._new_rows(m, 16, 128, 9, None)
     assert got.tokens == ref.tokens and got_c.tokens == ref_c.tokens
     assert got_c.stats["rows"] == 8  # slots=4 rounded up to the 8 devices
+    assert got.stats["row_devices"] == got_c.stats["row_devices"] == 8
+    assert ref.stats["row_devices"] == ref_c.stats["row_devices"] == 1
     for arr, rows, ax in [(jax.tree.leaves(cache)[0], b * n, 1), (jax.tree.leaves(rows_cache)[0], 16, 1),
                           (st["out_tok"], 16, 0)]:
         assert arr.shape[ax] == rows

@@ -37,7 +37,7 @@ import numpy as np
 
 from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, cache_length, compile_count,
                                      count_trace, decode_options_key, decode_step, jit_decode, prepare_model,
-                                     routes_of, row_multiple, rows_over_mesh)
+                                     routes_of, row_devices, row_multiple, rows_over_mesh)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 from r1jax.parallel.handoff import host_tree
@@ -175,6 +175,7 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     model, params = prepare_model(model, params, unstack_layers)
     refill, segment = _jitted(model, max_len, *sampling, decode_options_key(), bool(routes))
     cache, st = _new_rows(model, slots, max_len, steps, routes)
+    devices = row_devices(st["out_tok"])
     owner = np.full((slots,), -1)  # request in each row (-1: free)
     # admission order: the largest budget first (longest-processing-time first: a long request
     # admitted last would decode alone at the end), request index among equals; with one budget for
@@ -217,7 +218,7 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     new_tokens = int(sum(len(t) for t in toks))
     stats = {"engine": "continuous", "new_tokens": new_tokens, "seconds": dt,
              "tokens_per_s": new_tokens / max(dt, 1e-9), "decode_steps": n_steps, "rows": slots, "batch": slots,
-             "segments": n_segments, "refills": n_refills, "cache_len": max_len,
+             "segments": n_segments, "refills": n_refills, "cache_len": max_len, "row_devices": devices,
              # the fraction of decode row-steps that made a token (first tokens come from the refills)
              "row_utilization": (new_tokens - n_req) / max(n_steps * slots, 1), "compiles": compile_count()}
     return GenerationOutput(toks, [results[j][1] for j in range(n_req)],

@@ -66,7 +66,7 @@ import numpy as np
 from r1jax.generation import continuous
 from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, cache_length, compile_count,
                                      count_trace, decode_options_key, decode_step, jit_decode, pad_positions,
-                                     prepare_model, route_shape, routes_of, row_multiple, rows_over_mesh)
+                                     prepare_model, route_shape, routes_of, row_devices, row_multiple, rows_over_mesh)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 from r1jax.parallel.handoff import host_tree
@@ -261,6 +261,7 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
     lens_n = jnp.asarray(lengths[idx])
     out_tok, out_lp, n_gen, n_steps, out_route, _ = dec(params, cache, first_tok, first_lp, done0, lens_n, keys,
                                                         eos_arr, jnp.asarray(row_budget))
+    devices = row_devices(out_tok)
     # whole arrays on every process, also when the rows are sharded over several processes' devices
     out_tok, out_lp, n_gen, out_route, n_steps = host_tree((out_tok, out_lp, n_gen, out_route, n_steps))
     dt = time.perf_counter() - t0
@@ -275,6 +276,7 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
     new_tokens = int(sum(len(t) for t in res_t))
     stats = {"engine": "static", "new_tokens": new_tokens, "seconds": dt,
              "tokens_per_s": new_tokens / max(dt, 1e-9), "decode_steps": int(n_steps), "batch": b * n,
-             "rows": b * n, "prompt_bucket": p, "cache_len": max_len, "compiles": compile_count()}
+             "rows": b * n, "prompt_bucket": p, "cache_len": max_len, "row_devices": devices,
+             "compiles": compile_count()}
     rr = [routes_of(out_route[j], len(res_t[j])) for j in range(n_prompts * n)] if routes else None
     return GenerationOutput(res_t, res_lp, reasons, pidx, stats, rr)

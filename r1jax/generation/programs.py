@@ -176,6 +176,15 @@ def rows_over_mesh(tree, axis_of):
     return jax.tree.map(put, tree)
 
 
+def row_devices(x) -> int:
+    """How many of this process's devices hold distinct rows (leading dim) of `x`, an engine output:
+    1 on one device, every local device when the rows are split over a mesh of them."""
+    shards = getattr(x, "addressable_shards", None)
+    if not shards:
+        return 1
+    return len({(s.index[0].start or 0) if s.index else 0 for s in shards})
+
+
 def cache_batch_axis(model) -> int:
     """The batch axis of the cache arrays: per-layer [b, L, ...] or stacked [n_layers, b, L, ...]."""
     return 0 if model.unstacked else 1

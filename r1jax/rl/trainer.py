@@ -379,6 +379,7 @@ def step_metrics(c, ro: Rollout, scores, tot, valid, spread, ub: UpdateBatch, ms
         "rollout/truncated": float(np.mean(truncated)),
         "rollout/zero_spread_groups": float(1.0 - spread.mean()),
         "rollout/tokens_per_s": gen.stats["tokens_per_s"],
+        "rollout/devices": float(gen.stats["row_devices"]),  # this process's devices that decoded rows
         "train/tokens_per_s": train_tokens / max(times["train"], 1e-9),
         "train/seq_tokens": seq_tokens, "train/seq_len": float(ub.stats.get("pack_len", ro.seq_len)),
         "train/fill": float(ub.stats["fill"]),  # real tokens / the update's row slots (packing: near 1)
