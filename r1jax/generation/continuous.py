@@ -156,11 +156,16 @@ def _jitted(model, max_len, temperature, top_p, top_k, decode_options: tuple, re
 
 def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, seed: int, n: int, pad_id: int,
                         slots: int | None, unstack_layers, refill_at: int | None = None,
-                        first_request: int = 0, routes=None) -> GenerationOutput:
+                        first_request: int = 0, routes=None, weight_source=None,
+                        params_version: int = 0) -> GenerationOutput:
     """The continuous engine behind `r1jax.generate(..., engine="continuous")` (see the module doc).
 
     budgets: max new tokens per prompt; sampling: (temperature, top_p, top_k); eos_arr [e] int32.
-    refill_at: free rows that end a segment while requests wait (None: slots / 8, >= 1)."""
+    refill_at: free rows that end a segment while requests wait (None: slots / 8, >= 1).
+    weight_source: in-flight weight updates (see `generate`): called before every refill / segment,
+    returns (version, params) or None; `params` (version `params_version`) are replaced when the
+    version changes, the requests in progress go on with their caches as they are, and each token's
+    version is returned (out.versions)."""
     n_req = len(prompts) * n
     slots = bucket(n_req, 1) if slots is None else int(slots)
     m = row_multiple()  # under a mesh: slots over its batch ways, every device decodes rows
@@ -172,8 +177,12 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     max_len = cache_length(bucket(max(lens), 16), 0)
     max_len = max(max_len, cache_length(max(l + b for l, b in zip(lens, budgets)), 0))
     t0 = time.perf_counter()
+    base_model = model
     model, params = prepare_model(model, params, unstack_layers)
     refill, segment = _jitted(model, max_len, *sampling, decode_options_key(), bool(routes))
+    version, swaps = int(params_version), 0
+    runs: dict[int, list] = {}  # request -> [(first token index, version), ...] (the weights of its tokens)
+    n_gen = np.zeros((slots,), np.int64)  # tokens per row, as of the last segment
     cache, st = _new_rows(model, slots, max_len, steps, routes)
     devices = row_devices(st["out_tok"])
     owner = np.full((slots,), -1)  # request in each row (-1: free)
@@ -185,6 +194,12 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     results: dict[int, tuple] = {}
     n_steps = n_segments = n_refills = 0
     while len(results) < n_req:
+        got = weight_source() if weight_source is not None else None
+        if got is not None and int(got[0]) != version:  # new weights at this segment boundary
+            version, swaps = int(got[0]), swaps + 1
+            _, params = prepare_model(base_model, got[1], unstack_layers)
+            for s in np.flatnonzero(owner >= 0):  # requests in progress: their next tokens are the new version's
+                runs[int(owner[s])].append((int(n_gen[s]), version))
         free = np.flatnonzero(owner < 0)
         if waiting < n_req and len(free):
             take = free[: n_req - waiting]
@@ -193,6 +208,8 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
             cache, st = _admit(refill, params, cache, st, prompts, budgets, reqs, take, n, slots, seed, pad_id,
                                eos_arr, first_request, min_rows=refill_at)
             owner[take] = reqs
+            for r in reqs:
+                runs[int(r)] = [(0, version)]
             n_refills += 1
         busy = int((owner >= 0).sum())
         # return when refill_at more rows are free (fewer if fewer requests wait), or when all are done
@@ -216,15 +233,24 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     eos_set = set(np.asarray(eos_arr).tolist())
     toks = [results[j][0] for j in range(n_req)]
     new_tokens = int(sum(len(t) for t in toks))
+    versions = None
+    if weight_source is not None:
+        versions = []
+        for j in range(n_req):
+            v = np.zeros((len(toks[j]),), np.int64)
+            for start, ver in runs[j]:
+                v[start:] = ver
+            versions.append(v.tolist())
     stats = {"engine": "continuous", "new_tokens": new_tokens, "seconds": dt,
              "tokens_per_s": new_tokens / max(dt, 1e-9), "decode_steps": n_steps, "rows": slots, "batch": slots,
              "segments": n_segments, "refills": n_refills, "cache_len": max_len, "row_devices": devices,
              # the fraction of decode row-steps that made a token (first tokens come from the refills)
-             "row_utilization": (new_tokens - n_req) / max(n_steps * slots, 1), "compiles": compile_count()}
+             "row_utilization": (new_tokens - n_req) / max(n_steps * slots, 1), "compiles": compile_count(),
+             "weight_swaps": swaps}
     return GenerationOutput(toks, [results[j][1] for j in range(n_req)],
                             ["eos" if t and t[-1] in eos_set else "length" for t in toks],
                             [j // n for j in range(n_req)], stats,
-                            [results[j][2] for j in range(n_req)] if routes else None)
+                            [results[j][2] for j in range(n_req)] if routes else None, versions)
 
 
 def refill_rows(k: int, distinct: int) -> int:

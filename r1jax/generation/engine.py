@@ -193,7 +193,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, eos_id: int | Sequence[int] | None = None,
              seed: int = 0, n: int = 1, pad_id: int = 0, min_batch: int = 1, unstack_layers: bool | None = None,
              engine: str = "static", slots: int | None = None, first_request: int = 0,
-             return_routes: bool = False) -> GenerationOutput:
+             return_routes: bool = False, weight_source=None, params_version: int = 0) -> GenerationOutput:
     """Samples `n` completions per prompt. See the module doc; reproducible from `seed`.
 
     max_new_tokens: one budget, or one per prompt.
@@ -203,7 +203,14 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     requests first_request.. of a larger set, e.g. one process' share, draws their tokens).
     return_routes: on an MoE model, record each completion token's experts (out.routes).
     unstack_layers: per-layer params and cache (None: on CPU only; it holds a second copy of the
-    layer weights during the call)."""
+    layer weights during the call).
+    weight_source: in-flight weight updates, continuous engine only (asynchronous RL: the sampler takes
+    the trainer's newer weights without dropping requests in progress): a callable, called at every
+    segment boundary, returning (version, params) or None; when the version differs from the current
+    one (`params_version` for `params`) the next refill and segment use those params. A request in
+    progress keeps its cache (entries written by the older weights are not recomputed, as PipelineRL
+    and AReaL do) and its later tokens are drawn by the new weights; out.versions gives each
+    completion token's version, and out.logprobs are each token's own behaviour log-probs."""
     if not prompts:
         raise ValueError("generate: no prompts")
     if engine not in ENGINES:
@@ -223,10 +230,13 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
         engine = "continuous" if slots is not None and len(prompts) * n > slots else "static"
     sampling = (float(temperature), float(top_p), int(top_k))
     routes = route_shape(model.cfg) if return_routes else None
+    if weight_source is not None and engine != "continuous":
+        raise ValueError(f"generate: weight_source (in-flight weight updates) needs engine='continuous', not {engine!r}")
     if engine == "continuous":
         return continuous.generate_continuous(model, params, prompts, budgets, sampling, eos_arr, seed=seed, n=n,
                                               pad_id=pad_id, slots=slots, unstack_layers=unstack_layers,
-                                              first_request=first_request, routes=routes)
+                                              first_request=first_request, routes=routes,
+                                              weight_source=weight_source, params_version=params_version)
     return _generate_static(model, params, prompts, budgets, sampling, eos_arr, seed=seed, n=n, pad_id=pad_id,
                             min_batch=min_batch, unstack_layers=unstack_layers, first_request=first_request,
                             routes=routes)

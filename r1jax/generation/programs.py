@@ -66,6 +66,9 @@ class GenerationOutput:
     # with return_routes=True on an MoE model: per sample [len(tokens), n_moe_layers, k] int16, the
     # experts each completion token chose when it was fed back (-1 for the last token, never fed)
     routes: list | None = None
+    # with a weight_source (continuous engine, in-flight weight updates): per sample, each completion
+    # token's weights version
+    versions: list | None = None
 
 
 def route_shape(cfg) -> tuple[int, int] | None:
