@@ -48,3 +48,41 @@ def test_weights_updated_in_the_middle_of_requests(two_policies):
     assert mixed >= 1 and switched_after >= 1
     with pytest.raises(ValueError, match="continuous"):
         generate(model, pa, prompts, weight_source=source, max_new_tokens=4, engine="static")
+
+
+def _rows(tmp_path, name, **kw):
+    from test_grpo_trainer import _run
+
+    return _run(tmp_path / name, steps=kw.pop("steps", 3), **kw)
+
+
+def test_async_k0_equals_sync_and_k1_trains_on_one_step_old_samples(tmp_path):
+    """k = 0 is the synchronous run (losses and rewards equal at every step). k = 1: step 1 is drawn by
+    the initial weights (lag 0), every later step by the weights one update behind (lag 1); the
+    per-token behaviour log-probs enter the loss: TIS weights exp(old - behaviour) are 1 at lag 0 and
+    not at lag 1 (old = the recomputed proximal policy). A rerun of k = 1 is the same run."""
+    kw = dict(old_logp="recompute", loss_kwargs=dict(rollout_correction="tis", tis_cap=2.0))
+    sync = _rows(tmp_path, "sync", **kw)
+    k0 = _rows(tmp_path, "k0", rollout_mode="async", max_staleness=0, **kw)
+    for a, b in zip(sync, k0):
+        assert a["train/loss"] == b["train/loss"] and a["reward/total"] == b["reward/total"]
+        assert b["async/lag_max"] == 0.0
+    k1 = _rows(tmp_path, "k1", rollout_mode="async", max_staleness=1, **kw)
+    assert [r["async/lag_max"] for r in k1] == [0.0, 1.0, 1.0]
+    assert k1[0]["reward/total"] == sync[0]["reward/total"]  # step 1: the same weights, the same samples
+    assert abs(k1[0]["train/correction_weight"] - 1.0) < 1e-5
+    assert all(abs(r["train/correction_weight"] - 1.0) > 1e-4 for r in k1[1:]), k1
+    again = _rows(tmp_path, "k1_again", rollout_mode="async", max_staleness=1, **kw)
+    assert [r["train/loss"] for r in again] == [r["train/loss"] for r in k1]
+
+
+def test_async_split_devices_and_inflight_updates(tmp_path):
+    """sampler_devices=2: the sampler decodes on 2 of the 8 devices (weights pushed after each update),
+    lag <= k = 2; in-flight updates (continuous engine): every token's lag <= k, measured per token."""
+    k2 = _rows(tmp_path, "split", steps=4, rollout_mode="async", max_staleness=2, sampler_devices=2)
+    assert [r["async/lag_max"] for r in k2] == [0.0, 1.0, 2.0, 2.0]
+    assert all(r["rollout/devices"] == 2.0 and r["async/push_s"] > 0 for r in k2)
+    assert all(np.isfinite(r["train/loss"]) for r in k2)
+    fl = _rows(tmp_path, "inflight", steps=4, rollout_mode="async", max_staleness=1, rollout_engine="continuous",
+               rollout_slots=4, inflight_updates=True)
+    assert all(0.0 <= r["async/lag_mean"] <= r["async/lag_max"] <= 1.0 for r in fl), fl

@@ -45,7 +45,8 @@ def replicate_on(tree, target, mesh=None):
     `local_mesh()`), replicated, as arrays of `target`. Leaves spanning other processes' devices are
     all-gathered on device over their own `mesh` (a jitted identity with a replicated out-sharding,
     a collective every process joins) and each local device's copy is taken as it is: no host copy.
-    Fully addressable leaves are moved device to device (`jax.device_put`)."""
+    Fully addressable leaves, and leaves whose mesh does not hold `target`'s devices (asynchronous
+    GRPO's sampler devices), are moved device to device (`jax.device_put`)."""
     rep = NamedSharding(target, P())
     leaves = jax.tree.leaves(tree)
     if all(getattr(x, "is_fully_addressable", True) for x in leaves):
@@ -57,11 +58,11 @@ def replicate_on(tree, target, mesh=None):
 
     def mine(x):
         by_dev = {s.device: s.data for s in x.addressable_shards}
-        missing = [d for d in devices if d not in by_dev]
-        if missing:
-            raise ValueError(f"replicate_on: device {missing[0]} of the target mesh holds no copy (it is not "
-                             f"in the arrays' mesh)")
-        return jax.make_array_from_single_device_arrays(x.shape, rep, [by_dev[d] for d in devices])
+        if all(d in by_dev for d in devices):
+            return jax.make_array_from_single_device_arrays(x.shape, rep, [by_dev[d] for d in devices])
+        # target devices outside the arrays' mesh (e.g. a sampler's own devices): from this process's
+        # copy on a training device, device to device
+        return jax.device_put(next(iter(by_dev.values())), rep)
 
     return jax.tree.map(mine, full)
 

@@ -27,10 +27,12 @@ import jax.numpy as jnp
 
 
 class Placement:
-    def __init__(self, mesh_config=None):
+    def __init__(self, mesh_config=None, devices=None):
+        """devices: the devices the mesh is built over (default: all of them; asynchronous GRPO leaves
+        out its sampler devices)."""
         from r1jax.parallel.mesh import make_mesh
 
-        self.mesh = make_mesh(mesh_config) if mesh_config else None
+        self.mesh = make_mesh(mesh_config, devices=devices) if mesh_config else None
 
     def __repr__(self):
         from r1jax.parallel.mesh import describe

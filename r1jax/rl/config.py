@@ -100,6 +100,17 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         # device: r1jax.parallel.handoff.replicate_on; no cross-process traffic while decoding) | "auto"
         # (mesh with one process; with several, local where the replica takes <= 1/4 of a device)
         rollout_placement="auto",
+        # asynchronous GRPO (r1jax.rl.async_sampler; docs/ASYNC.md): "sync" samples each step with the weights
+        # it trains | "async": a sampler thread generates and scores the next steps while the trainer updates;
+        # step s's rollout is drawn by the weights after step s - max_staleness exactly (0: the sync run)
+        rollout_mode="sync",
+        max_staleness=1,
+        # async: with rollout_engine="continuous", tokens after a newer weights version is published are
+        # drawn by it (in-flight updates; the lag bound holds, the interleaving then depends on timing)
+        inflight_updates=False,
+        # devices of each process that only sample (the last ones of jax.local_devices()); the others form the
+        # training mesh and push the weights to them after each update (0: sampler and trainer share them)
+        sampler_devices=0,
         # precision and memory (applied to the init checkpoint; a model passed in keeps its params)
         param_dtype="float32",  # master weights (and Adam moments: always float32)
         dtype="",  # compute dtype, e.g. "bfloat16"; "": the model's (float32 unless set)
@@ -125,6 +136,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
 
 OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.recompute_logps)
 ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.setup)
+ROLLOUT_MODES = ("sync", "async")  # sampler and trainer in turn, or at the same time (r1jax.rl.async_sampler)
 OPEN_KEYS = ("loss_kwargs", "reward_functions")  # checked against the loss's signature / as reward specs
 REPLACED_KEYS = ("rewards",)  # reward name -> weight, replaced as a whole
 
@@ -242,6 +254,16 @@ def validate_config(c) -> None:
     check_choice(what, "old_logp", c.old_logp, OLD_LOGP)
     check_choice(what, "sandbox", c.sandbox, ISOLATION)
     check_choice(what, "rollout_placement", c.rollout_placement, ROLLOUT_PLACEMENTS)
+    check_choice(what, "rollout_mode", c.rollout_mode, ROLLOUT_MODES)
+    if int(c.max_staleness) < 0 or int(c.sampler_devices) < 0:
+        raise ValueError(f"{what}: max_staleness={c.max_staleness} and sampler_devices={c.sampler_devices} "
+                         "must be >= 0")
+    if c.inflight_updates and (c.rollout_mode != "async" or c.rollout_engine != "continuous"):
+        raise ValueError(f"{what}: inflight_updates=True needs rollout_mode='async' and "
+                         f"rollout_engine='continuous' (got {c.rollout_mode!r}, {c.rollout_engine!r})")
+    if c.sampler_devices and c.rollout_mode != "async":
+        raise ValueError(f"{what}: sampler_devices={c.sampler_devices} splits the devices between an "
+                         "asynchronous sampler and the trainer: set rollout_mode='async'")
     check_choice(what, "rollout_engine", c.rollout_engine, ENGINES)
     check_choice(what, "adv_scale", c.adv_scale, grpo.ADV_SCALES)
     check_choice(what, "format_template", c.format_template, TEMPLATES)

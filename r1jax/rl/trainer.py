@@ -130,9 +130,11 @@ class Rollout:
     seconds: float
 
 
-def rollout(run: Run, state, recs: list[dict], step: int) -> Rollout:
+def rollout(run: Run, state, recs: list[dict], step: int, *, weights=None, weight_source=None,
+            version: int = 0) -> Rollout:
     """Samples group_size completions of this process's block of the step's global prompts
-    (prompts lo .. lo + p_local - 1, lo = proc * p_local)."""
+    (prompts lo .. lo + p_local - 1, lo = proc * p_local). weights: the rollout weights (default:
+    `run.rollout_params(state)`); weight_source / version: in-flight updates (asynchronous GRPO)."""
     from r1jax.data.prompts import decode_completion, opens_think, prompt_of
     from r1jax.generation.engine import check_positions, generate
 
@@ -145,12 +147,14 @@ def rollout(run: Run, state, recs: list[dict], step: int) -> Rollout:
     # devices, so every process passes every prompt and keeps its block's samples (the outputs are read
     # whole on each process); with a local replica each process samples its block alone
     spmd = run.n_proc > 1 and not run.local_rollout
-    params_r = run.rollout_params(state)
+    params_r = run.rollout_params(state) if weights is None else weights
+    inflight = {"weight_source": weight_source, "params_version": version} if weight_source is not None else {}
     with run.rollout_context():
         gen = generate(run.rollout_model, params_r, prompt_ids if spmd else prompt_ids[lo:lo + run.p_local],
                        max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
                        eos_id=run.eos, seed=c.seed * 1_000_003 + step, n=G, return_routes=run.record_routes,
-                       engine=c.rollout_engine, slots=c.rollout_slots or None, first_request=0 if spmd else lo * G)
+                       engine=c.rollout_engine, slots=c.rollout_slots or None, first_request=0 if spmd else lo * G,
+                       **inflight)
     del params_r
     if spmd:
         gen = _prompt_block(gen, lo, run.p_local, G)
@@ -393,6 +397,54 @@ def step_metrics(c, ro: Rollout, scores, tot, valid, spread, ub: UpdateBatch, ms
     return vals
 
 
+def publish(run: Run, state, history, version: int) -> float:
+    """Hands the weights after `version` GRPO steps to the sampler (asynchronous GRPO): the rollout
+    weights (compute dtype; replicated on the sampler's devices: with `sampler_devices` a device-to-
+    device push), copied so that the next update's donated buffers are not the sampler's -> seconds."""
+    t0 = time.perf_counter()
+    w = jax.tree.map(jnp.copy, run.rollout_params(state))
+    jax.block_until_ready(w)
+    history.publish(version, w)
+    return time.perf_counter() - t0
+
+
+def start_sampler(run: Run, state, pipe, start: int):
+    """The sampler thread of rollout_mode="async" (r1jax.rl.async_sampler): step s's prompts, rollout
+    and rewards, drawn by the weights of version max(start, s - max_staleness)."""
+    from r1jax.rl.async_sampler import Sampler, WeightHistory
+
+    c = run.c
+    history = WeightHistory(keep=c.max_staleness + 1)
+    sampler = None
+
+    def produce(step, version, weights):
+        recs = next(pipe)
+        source = None
+        if c.inflight_updates:  # later tokens of the step from newer weights, as soon as they are published
+            source = history.newest
+        ro = rollout(run, None, recs, step, weights=weights, weight_source=source, version=version)
+        scores, tot, valid, t_rew = score(c, ro, step)
+        return {"ro": ro, "scores": scores, "tot": tot, "valid": valid, "reward_s": t_rew,
+                "data": pipe.get_state(), "version": version}
+
+    publish(run, state, history, start)
+    sampler = Sampler(produce, range(start, c.steps), c.max_staleness, history)
+    return sampler.start()
+
+
+def lag_metrics(step: int, item: dict, gen, waited: float, sampler) -> dict:
+    """Version lag of the step's tokens (the trained weights' version `step` minus each token's) and
+    each side's idle time (this process)."""
+    if gen.versions is not None:
+        vs = np.concatenate([np.asarray(v, np.int64) for v in gen.versions if len(v)] or [np.zeros(0, np.int64)])
+    else:
+        vs = np.full((1,), item["version"], np.int64)
+    lags = step - vs
+    return {"async/lag_max": float(lags.max()), "async/lag_mean": float(lags.mean()),
+            "async/trainer_wait_s": waited, "async/sampler_idle_s": sampler.idle_s,
+            "async/sampler_busy_s": sampler.busy_s}
+
+
 def run_eval(run: Run, state, eval_records, log, step: int):
     """pass@1 / cons@k / format / reflection on the held-out records (every process evaluates the same
     records with the same seed; one process logs)."""
@@ -442,20 +494,35 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     bar = tqdm(range(start, c.steps), desc=f"grpo {os.path.basename(c.run_dir)}",
                disable=not c.progress or proc != 0,
                dynamic_ncols=True, initial=start, total=c.steps)
+    sampler = None
+    if c.rollout_mode == "async" and start < c.steps:
+        sampler = start_sampler(run, state, pipe, start)
     done_here = 0
     for step in bar:
         t0 = time.perf_counter()
-        recs = next(pipe)  # the global prompts of this step (the same on every process)
-        ro = rollout(run, state, recs, step)  # this process's block of prompts x group_size
-        scores, tot, valid, t_rew = score(c, ro, step)
+        if sampler is None:
+            recs = next(pipe)  # the global prompts of this step (the same on every process)
+            ro = rollout(run, state, recs, step)  # this process's block of prompts x group_size
+            scores, tot, valid, t_rew = score(c, ro, step)
+            data_state, lag = pipe.get_state(), None
+        else:  # produced by the sampler thread with the weights of version step - max_staleness (or newer)
+            item, waited = sampler.take()
+            ro, scores, tot, valid, t_rew, data_state = (item[k] for k in ("ro", "scores", "tot", "valid",
+                                                                              "reward_s", "data"))
+            lag = lag_metrics(step, item, ro.gen, waited, sampler)
         adv, sample_mask, spread = advantages_and_mask(c, tot, valid, ro.gen.finish_reason)
         ub = update_batches(run, ro, adv, sample_mask)
         t1 = time.perf_counter()
         recompute_logps(run, state, ub)
         t2 = time.perf_counter()
         state, ms = update(run, state, ub)
-        times = dict(generate=ro.seconds, reward=t_rew, logp=t2 - t1, train=time.perf_counter() - t2, step0=t0)
+        t3 = time.perf_counter()
+        if sampler is not None:
+            lag["async/push_s"] = publish(run, state, sampler.history, step + 1)
+        times = dict(generate=ro.seconds, reward=t_rew, logp=t2 - t1, train=t3 - t2, step0=t0)
         vals = step_metrics(c, ro, scores, tot, valid, spread, ub, ms, times, step)
+        if lag is not None:
+            vals.update(lag)
         log.scalars(step + 1, vals)
         bar.set_postfix(acc=f"{vals.get('reward/accuracy', math.nan):.2f}", len=f"{vals['rollout/response_length']:.0f}",
                         loss=f"{vals['train/loss']:.3f}")
@@ -464,11 +531,15 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         if c.eval_every and (step + 1) % c.eval_every == 0:
             run_eval(run, state, eval_records, log, step + 1)
         if c.save_every and (step + 1) % c.save_every == 0:
-            ckpt.save(step + 1, state, {"step": step + 1, "data": pipe.get_state()})
+            ckpt.save(step + 1, state, {"step": step + 1, "data": data_state})
         done_here += 1
         if c.stop_after and done_here >= c.stop_after:
             break
     bar.close()
+    if sampler is not None:
+        sampler.stop()
+        if done_here:
+            pipe.set_state(data_state)  # the prompts the trainer used, not those the sampler ran ahead to
     finished = int(handoff.host_scalar(state.step)) // max(c.mu * c.minibatches, 1) >= c.steps
     if finished and ckpt.latest_step() != c.steps:
         ckpt.save(c.steps, state, {"step": c.steps, "data": pipe.get_state()})
@@ -520,6 +591,21 @@ def rollout_placement(placement: str, n_proc: int, cfg, params) -> str:
     dt = np.dtype(cl.dtype_of(cfg.dtype))
     nbytes = sum(x.size * (dt.itemsize if x.ndim >= 2 else x.dtype.itemsize) for x in jax.tree.leaves(params))
     return "local" if handoff.fits_one_device(nbytes, ROLLOUT_REPLICA_FRACTION) else "mesh"
+
+
+def split_devices(n: int):
+    """(each process's last n local devices, the other devices of every process) for sampler_devices=n;
+    (None, None) for 0 (sampler and trainer share all the devices)."""
+    if not n:
+        return None, None
+    local = jax.local_devices()
+    if n >= len(local):
+        raise ValueError(f"grpo: sampler_devices={n} leaves no training device of this process's {len(local)}")
+    by_proc: dict = {}
+    for d in jax.devices():
+        by_proc.setdefault(d.process_index, []).append(d)
+    sampler = {d for devs in by_proc.values() for d in devs[-n:]}
+    return local[-n:], [d for d in jax.devices() if d not in sampler]
 
 
 def setup(c, model, params, tokenizer, train_records, eval_records):
@@ -597,7 +683,8 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
     opt = ml_collections.ConfigDict(c.optimizer.to_dict())
     opt.total_steps = c.steps * c.mu * c.minibatches
     tx = train.make_optimizer(opt)
-    place = Placement(c.mesh)
+    sampler_devs, train_devs = split_devices(int(c.sampler_devices))
+    place = Placement(c.mesh, devices=train_devs)
     if not c.pack and (mb // c.grad_accum) % place.batch_multiple:
         raise ValueError(f"grpo config: a micro-batch of {mb // c.grad_accum} rows does not split over mesh "
                          f"{c.mesh!r} ({place.batch_multiple} ways)")
@@ -616,7 +703,16 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
         step_fn = place.train_step(model, loss_fn, tx, grad_accum=c.grad_accum,
                                    router_bias_update_rate=c.router_bias_update_rate)
     local_rollout = rollout_placement(c.rollout_placement, n_proc, model.cfg, state.params) == "local"
-    rollout_mesh = handoff.local_mesh() if local_rollout else None
+    if sampler_devs:  # the sampler decodes on its own devices, the weights pushed to them after each update
+        from r1jax.parallel.mesh import make_mesh
+
+        local_rollout, rollout_mesh = True, make_mesh({"data": len(sampler_devs)}, devices=sampler_devs)
+    else:
+        rollout_mesh = handoff.local_mesh() if local_rollout else None
+    if c.rollout_mode == "async" and n_proc > 1 and not local_rollout:
+        raise ValueError("grpo: rollout_mode='async' with several processes samples on each process's own devices "
+                         "(its programs may not interleave with the trainer's collectives): set "
+                         "rollout_placement='local' or sampler_devices")
     rollout_model = model
     if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
         from r1jax import backends

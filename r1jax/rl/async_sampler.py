@@ -1,0 +1,144 @@
+"""Asynchronous GRPO: a sampler thread that generates (and scores) the next steps' rollouts while the
+trainer updates, each step's samples drawn by weights at most `max_staleness` versions behind.
+
+    history = WeightHistory(keep=k + 1)
+    history.publish(start, rollout_weights)            # version = GRPO steps applied to the weights
+    sampler = Sampler(produce, range(start, steps), k, history).start()
+    for step in range(start, steps):
+        item = sampler.take()                          # produced by produce(step, version, weights)
+        ... update ...
+        history.publish(step + 1, new_rollout_weights)
+    sampler.stop()
+
+Schedule ("fixed lag"): the rollout of step s is drawn by version v(s) = max(start, s - k) exactly,
+never a newer one. So a run is a function of its seed and k (the same on every rerun, whatever the
+timing), k = 0 is the synchronous loop (version s is the weights after step s - 1's update), and the
+sampler runs at most k steps ahead of the trainer (its queue holds k items). The cost: up to k + 1
+versions of the rollout weights are alive at once (the history drops a version once no later step
+can ask for it). With in-flight updates (the continuous engine's `weight_source`) a step's later
+tokens may come from newer versions (`newest`); the lag bound still holds (versions only grow), the
+interleaving then depends on timing and is recorded per token, not replayed.
+
+Threads: the sampler's programs and the trainer's run at once (XLA releases the GIL while a program
+runs); with `sampler_devices` they run on disjoint devices, otherwise they share them. An error in
+the sampler is raised by the trainer's next `take`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+
+class WeightHistory:
+    """The rollout weights published by the trainer, by version; thread-safe."""
+
+    def __init__(self, keep: int):
+        self.keep = max(int(keep), 1)
+        self._cv = threading.Condition()
+        self._weights: dict[int, object] = {}
+        self._closed = False
+
+    def publish(self, version: int, weights) -> None:
+        with self._cv:
+            self._weights[int(version)] = weights
+            for v in [v for v in self._weights if v <= version - self.keep]:
+                del self._weights[v]
+            self._cv.notify_all()
+
+    def get(self, version: int):
+        """The weights of exactly `version`, waiting until they are published (None once closed)."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._closed or version in self._weights)
+            if version not in self._weights:
+                if self._closed:
+                    return None
+                raise KeyError(f"weights version {version} were dropped (kept: {sorted(self._weights)})")
+            return self._weights[version]
+
+    def newest(self):
+        """(version, weights) of the newest published version."""
+        with self._cv:
+            v = max(self._weights)
+            return v, self._weights[v]
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._weights.clear()
+            self._cv.notify_all()
+
+
+class _Failed:
+    def __init__(self, error):
+        self.error = error
+
+
+class Sampler:
+    """Runs `produce(step, version, weights) -> item` for each step of `steps` in a thread, with the
+    weights of version max(steps.start, step - max_staleness); `take()` returns the items in step order."""
+
+    def __init__(self, produce, steps: range, max_staleness: int, history: WeightHistory):
+        self.produce, self.steps, self.k, self.history = produce, steps, int(max_staleness), history
+        self.items: queue.Queue = queue.Queue(maxsize=max(self.k, 1))
+        self._stop = threading.Event()
+        self.idle_s = 0.0  # the sampler waiting for weights or for room in the queue
+        self.busy_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="r1jax-sampler", daemon=True)
+
+    def start(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def version_of(self, step: int) -> int:
+        return max(self.steps.start, step - self.k)
+
+    def _put(self, item) -> bool:
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                self.idle_s += time.perf_counter() - t0
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self):
+        try:
+            for step in self.steps:
+                if self._stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                weights = self.history.get(self.version_of(step))
+                t1 = time.perf_counter()
+                self.idle_s += t1 - t0
+                if weights is None:  # closed
+                    return
+                item = self.produce(step, self.version_of(step), weights)
+                self.busy_s += time.perf_counter() - t1
+                del weights
+                if not self._put(item):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the trainer's thread
+            self._put(_Failed(e))
+
+    def take(self):
+        """The next step's item (raises the sampler's error) -> (item, seconds the trainer waited)."""
+        t0 = time.perf_counter()
+        while True:
+            try:
+                item = self.items.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError("the sampler thread ended without producing the next step's rollout")
+        if isinstance(item, _Failed):
+            raise item.error
+        return item, time.perf_counter() - t0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.history.close()
+        self._thread.join(timeout=60)
