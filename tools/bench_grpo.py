@@ -5,6 +5,8 @@
     python3 tools/bench_grpo.py --model qwen2_5_1_5b --prompts 16 --group-size 8 --new-tokens 512 \\
         --dtype bfloat16 --remat full --json qwen1.5b_h100.json               # one GPU
     python3 tools/bench_grpo.py --model small_moe --mesh data=2,expert=4 ...  # a mesh
+    # asynchronous GRPO against sync on the same devices: samples trained per second, idle shares
+    python3 tools/bench_grpo.py --model tiny_qwen2 --mode async --max-staleness 1 --sampler-devices 4 ...
 
 It runs the GRPO trainer itself (r1jax.rl.trainer.run_grpo: rollouts of P x G samples up to L new
 tokens from the rollout engine, the rule rewards accuracy + format, group advantages, the
@@ -71,6 +73,12 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--peak-tflops", type=float, default=0.0)
     p.add_argument("--peak-gbps", type=float, default=0.0)
+    p.add_argument("--mode", default="sync", choices=("sync", "async"),
+                   help="rollout_mode: async = a sampler thread generating the next steps while the trainer updates")
+    p.add_argument("--max-staleness", type=int, default=1, help="async: the rollout of step s is drawn by weights s - K")
+    p.add_argument("--sampler-devices", type=int, default=0,
+                   help="async: devices of the process that only sample (the rest train; 0: shared)")
+    p.add_argument("--inflight", action="store_true", help="async + --engine continuous: in-flight weight updates")
     p.add_argument("--json", default="")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model config overrides for a preset (e.g. num_hidden_layers=4)")
@@ -262,8 +270,8 @@ def stop_at_drawn_lengths(args):
     median, sigma = parse_lengths(args.response_lengths)
     inner = trainer.rollout
 
-    def rollout(run, state, recs, step):
-        ro = inner(run, state, recs, step)
+    def rollout(run, state, recs, step, **kw):
+        ro = inner(run, state, recs, step, **kw)
         g = ro.gen
         cut = drawn_lengths(args.seed, step, len(g.tokens), median, sigma, args.new_tokens)
         tokens = [list(t)[:k] for t, k in zip(g.tokens, cut)]
@@ -300,7 +308,8 @@ def main(argv=None):
                     rewards={"accuracy": 1.0, "format": 0.5}, eval_every=0, save_every=0, save_hf=False,
                     progress=False, route_agreement_mib=0, prompt_style="r1_zero", pack=not args.no_pack,
                     max_tokens_per_microbatch=args.max_tokens_per_microbatch, seed=args.seed,
-                    loss_kwargs=dict(kl_coef=args.kl_coef), **keys)
+                    loss_kwargs=dict(kl_coef=args.kl_coef), rollout_mode=args.mode, max_staleness=args.max_staleness,
+                    sampler_devices=args.sampler_devices, inflight_updates=args.inflight, **keys)
     rows: list[dict] = []
     walls: list[float] = []
     t_last = [time.perf_counter()]
@@ -349,7 +358,26 @@ def main(argv=None):
         "first_step_s": walls[0], "mean_response_length": mean_len, "train_seq_len": seq_len,
         "peak_tflops": peak_flops / 1e12, "peak_gbps": peak_bw / 1e9, "peaks_from": peak_src,
         "jax": jax.__version__, "steps_measured": len(meas),
+        "mode": args.mode, "max_staleness": args.max_staleness if args.mode == "async" else 0,
+        "sampler_devices": args.sampler_devices,
     }
+    # samples trained per second of wall time (between the measured steps' ends), and each side's idle share:
+    # sync: the trainer idles while sampling and scoring, the sampler while the update runs; async: measured
+    wall = float(np.sum(walls[args.warmup:]))
+    res["wall_s"] = wall
+    res["samples_per_s"] = n_samples * len(meas) / max(wall, 1e-9)
+    if args.mode == "async":
+        res["trainer_idle_frac"] = float(np.sum([r["async/trainer_wait_s"] for r in meas])) / max(wall, 1e-9)
+        # the sampler's own time split over the measured steps' rollouts (it ran them one step ahead)
+        idle, busy = (float(np.sum([r[k] for r in meas])) for k in ("async/sampler_idle_s", "async/sampler_busy_s"))
+        res["sampler_idle_frac"] = idle / max(idle + busy, 1e-9)
+        res["lag_mean"] = mean("async/lag_mean")
+        res["push_s"] = mean("async/push_s")  # publication -> the weights on the sampler's devices
+        res["push_gb"] = mean("async/push_gb")
+        res["publish_s"] = mean("async/publish_s")  # the trainer's own time handing them over
+    else:
+        res["trainer_idle_frac"] = (rollout_s + reward_s) * len(meas) / max(wall, 1e-9)
+        res["sampler_idle_frac"] = 1.0 - res["trainer_idle_frac"]
     report(res, args.json, "bench_grpo")
     return res
 

@@ -38,13 +38,18 @@ class WeightHistory:
         self.keep = max(int(keep), 1)
         self._cv = threading.Condition()
         self._weights: dict[int, object] = {}
+        self._published: dict[int, float] = {}
         self._closed = False
 
     def publish(self, version: int, weights) -> None:
+        """`weights` may still be in flight (dispatched copies): the sampler waits for them when it
+        takes them, and measures how long after this call they were ready (`push_seconds`)."""
         with self._cv:
             self._weights[int(version)] = weights
+            self._published[int(version)] = time.perf_counter()
             for v in [v for v in self._weights if v <= version - self.keep]:
                 del self._weights[v]
+                self._published.pop(v, None)
             self._cv.notify_all()
 
     def get(self, version: int):
@@ -56,6 +61,15 @@ class WeightHistory:
                     return None
                 raise KeyError(f"weights version {version} were dropped (kept: {sorted(self._weights)})")
             return self._weights[version]
+
+    def push_seconds(self, version: int, weights) -> float:
+        """Waits until `weights` (of `version`) are on their devices -> seconds since they were published."""
+        import jax
+
+        jax.block_until_ready(weights)
+        with self._cv:
+            t = self._published.get(int(version))
+        return time.perf_counter() - t if t is not None else 0.0
 
     def newest(self):
         """(version, weights) of the newest published version."""
@@ -95,32 +109,39 @@ class Sampler:
         return max(self.steps.start, step - self.k)
 
     def _put(self, item) -> bool:
-        t0 = time.perf_counter()
         while not self._stop.is_set():
             try:
                 self.items.put(item, timeout=0.1)
-                self.idle_s += time.perf_counter() - t0
                 return True
             except queue.Full:
                 continue
         return False
 
     def _run(self):
+        """Produces the steps in order. Each item (a dict) gets "sampler_idle_s": the time the sampler
+        waited before producing it (for room in the queue after the previous item, then for its
+        weights) and "sampler_busy_s": the time producing it."""
         try:
+            waited = 0.0
             for step in self.steps:
                 if self._stop.is_set():
                     return
                 t0 = time.perf_counter()
                 weights = self.history.get(self.version_of(step))
-                t1 = time.perf_counter()
-                self.idle_s += t1 - t0
                 if weights is None:  # closed
                     return
+                push_s = self.history.push_seconds(self.version_of(step), weights)  # waits until they arrived
+                t1 = time.perf_counter()
                 item = self.produce(step, self.version_of(step), weights)
-                self.busy_s += time.perf_counter() - t1
+                t2 = time.perf_counter()
                 del weights
+                item["sampler_idle_s"], item["sampler_busy_s"] = waited + t1 - t0, t2 - t1
+                item["push_s"] = push_s
+                self.idle_s += item["sampler_idle_s"]
+                self.busy_s += item["sampler_busy_s"]
                 if not self._put(item):
                     return
+                waited = time.perf_counter() - t2
         except BaseException as e:  # noqa: BLE001 - handed to the trainer's thread
             self._put(_Failed(e))
 

@@ -400,11 +400,13 @@ def step_metrics(c, ro: Rollout, scores, tot, valid, spread, ub: UpdateBatch, ms
 def publish(run: Run, state, history, version: int) -> float:
     """Hands the weights after `version` GRPO steps to the sampler (asynchronous GRPO): the rollout
     weights (compute dtype; replicated on the sampler's devices: with `sampler_devices` a device-to-
-    device push), copied so that the next update's donated buffers are not the sampler's -> seconds."""
+    device push, no host copy), copied so that the next update's donated buffers are not the
+    sampler's. The copies are dispatched, not waited for (the sampler waits for them and logs how
+    long they took: async/push_s) -> the seconds this thread spent."""
     t0 = time.perf_counter()
-    w = jax.tree.map(jnp.copy, run.rollout_params(state))
-    jax.block_until_ready(w)
-    history.publish(version, w)
+    with jax.transfer_guard_device_to_host("disallow_explicit"):  # device to device only: fails on a host copy
+        weights = jax.tree.map(jnp.copy, run.rollout_params(state))
+    history.publish(version, weights)
     return time.perf_counter() - t0
 
 
@@ -425,14 +427,15 @@ def start_sampler(run: Run, state, pipe, start: int):
         ro = rollout(run, None, recs, step, weights=weights, weight_source=source, version=version)
         scores, tot, valid, t_rew = score(c, ro, step)
         return {"ro": ro, "scores": scores, "tot": tot, "valid": valid, "reward_s": t_rew,
-                "data": pipe.get_state(), "version": version}
+                "data": pipe.get_state(), "version": version,
+                "push_gb": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(weights)) / 1e9}
 
     publish(run, state, history, start)
     sampler = Sampler(produce, range(start, c.steps), c.max_staleness, history)
     return sampler.start()
 
 
-def lag_metrics(step: int, item: dict, gen, waited: float, sampler) -> dict:
+def lag_metrics(step: int, item: dict, gen, waited: float) -> dict:
     """Version lag of the step's tokens (the trained weights' version `step` minus each token's) and
     each side's idle time (this process)."""
     if gen.versions is not None:
@@ -441,8 +444,11 @@ def lag_metrics(step: int, item: dict, gen, waited: float, sampler) -> dict:
         vs = np.full((1,), item["version"], np.int64)
     lags = step - vs
     return {"async/lag_max": float(lags.max()), "async/lag_mean": float(lags.mean()),
-            "async/trainer_wait_s": waited, "async/sampler_idle_s": sampler.idle_s,
-            "async/sampler_busy_s": sampler.busy_s}
+            "async/trainer_wait_s": waited,  # the trainer waiting for this step's rollout
+            # the weights this rollout used: seconds from their publication to their arrival, and their size
+            "async/push_s": item["push_s"], "async/push_gb": item["push_gb"],
+            # the sampler, before and while producing this step's rollout (it ran during earlier updates)
+            "async/sampler_idle_s": item["sampler_idle_s"], "async/sampler_busy_s": item["sampler_busy_s"]}
 
 
 def run_eval(run: Run, state, eval_records, log, step: int):
@@ -509,7 +515,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             item, waited = sampler.take()
             ro, scores, tot, valid, t_rew, data_state = (item[k] for k in ("ro", "scores", "tot", "valid",
                                                                               "reward_s", "data"))
-            lag = lag_metrics(step, item, ro.gen, waited, sampler)
+            lag = lag_metrics(step, item, ro.gen, waited)
         adv, sample_mask, spread = advantages_and_mask(c, tot, valid, ro.gen.finish_reason)
         ub = update_batches(run, ro, adv, sample_mask)
         t1 = time.perf_counter()
@@ -518,7 +524,7 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         state, ms = update(run, state, ub)
         t3 = time.perf_counter()
         if sampler is not None:
-            lag["async/push_s"] = publish(run, state, sampler.history, step + 1)
+            lag["async/publish_s"] = publish(run, state, sampler.history, step + 1)
         times = dict(generate=ro.seconds, reward=t_rew, logp=t2 - t1, train=t3 - t2, step0=t0)
         vals = step_metrics(c, ro, scores, tot, valid, spread, ub, ms, times, step)
         if lag is not None:
