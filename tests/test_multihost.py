@@ -115,3 +115,26 @@ def test_grpo_two_processes_match_one_process(tmp_path, grpo_one_process, placem
             assert a["rollout/response_length"] == b["rollout/response_length"]
             np.testing.assert_allclose(a["reward/total"], b["reward/total"], rtol=1e-6)
             np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_async_grpo_two_processes_with_sampler_devices(tmp_path):
+    """rollout_mode=async, max_staleness=1, sampler_devices=2: each of 2 processes x 4 devices samples
+    on 2 of its devices and trains on the other 2 (mesh data=2 x expert=2 over the 4 training devices
+    of both), the weights pushed after each update device to device (the push runs under a
+    device-to-host transfer guard: a host copy would fail). The same as 1 process x 8 devices with 4
+    sampler devices (the same schedule and samples): lengths and rewards equal, losses to rounding."""
+    from multihost_worker import GRPO_STEPS
+
+    args = ["--mesh", "data=2,expert=2", "--steps", str(GRPO_STEPS), "--rollout-mode", "async",
+            "--max-staleness", "1"]
+    one = _run_workers(1, 8, args + ["--sampler-devices", "4", "--grpo", str(tmp_path / "one")])[0]["steps"]
+    two = _run_workers(2, 4, args + ["--sampler-devices", "2", "--grpo", str(tmp_path / "two")])
+    assert [s["async/lag_max"] for s in one] == [0.0, 1.0, 1.0]
+    for r in two:
+        assert [s["rollout/devices"] for s in r["steps"]] == [2.0] * GRPO_STEPS
+        for a, b in zip(r["steps"], one):
+            assert a["async/lag_max"] == b["async/lag_max"]
+            assert a["rollout/response_length"] == b["rollout/response_length"]
+            np.testing.assert_allclose(a["reward/total"], b["reward/total"], rtol=1e-6)
+            np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4, atol=1e-7)

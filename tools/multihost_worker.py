@@ -101,7 +101,7 @@ GRPO_STEPS, GRPO_PROMPTS, GRPO_G, GRPO_NEW = 3, 8, 4, 12
 
 
 def grpo_losses(mesh_spec: str, run_dir: str, steps: int = GRPO_STEPS, rollout_placement: str = "local",
-                old_logp: str = "recompute", minibatches: int = 2) -> dict:
+                old_logp: str = "recompute", minibatches: int = 2, **extra) -> dict:
     """GRPO steps of a random tiny DeepSeek-V3 (expert-parallel on the mesh) on toy arithmetic
     prompts with the `digit_share` reward: each step's losses (one per mini-batch) and figures."""
     import jax
@@ -123,12 +123,13 @@ def grpo_losses(mesh_spec: str, run_dir: str, steps: int = GRPO_STEPS, rollout_p
                     group_size=GRPO_G, prompts_per_step=GRPO_PROMPTS, max_new_tokens=GRPO_NEW, temperature=1.0,
                     steps=steps, minibatches=minibatches, old_logp=old_logp, rollout_placement=rollout_placement,
                     optimizer=dict(learning_rate=1e-2), eval_every=0, save_every=0, save_hf=False,
-                    progress=False, seed=3)
+                    progress=False, seed=3, **extra)
     rows = []
     run_grpo(c, model=Transformer(cfg), params=params, tokenizer=tok, train_records=records,
              on_step=lambda step, vals: rows.append({"step": step, **{k: vals[k] for k in (
                  "train/loss", "reward/total", "reward/multihost_worker:digit_share", "rollout/response_length",
-                 "train/kl" if "train/kl" in vals else "train/loss")}}))
+                 "train/kl" if "train/kl" in vals else "train/loss")}, **{k: v for k, v in vals.items() if k.startswith(
+                     ("async/", "rollout/devices"))}}))
     return {"steps": rows}
 
 
@@ -143,6 +144,9 @@ def main(argv=None):
     p.add_argument("--grpo", default="", metavar="RUN_DIR",
                    help="run GRPO steps (grpo_losses) with this run folder instead of the train steps")
     p.add_argument("--rollout-placement", default="local")
+    p.add_argument("--rollout-mode", default="sync", choices=("sync", "async"))
+    p.add_argument("--max-staleness", type=int, default=1)
+    p.add_argument("--sampler-devices", type=int, default=0)
     args = p.parse_args(argv)
     if args.devices:
         os.environ["JAX_PLATFORMS"] = "cpu"
@@ -156,8 +160,10 @@ def main(argv=None):
     from r1jax import parallel
 
     if args.grpo:
+        extra = dict(rollout_mode=args.rollout_mode, max_staleness=args.max_staleness,
+                     sampler_devices=args.sampler_devices) if args.rollout_mode == "async" else {}
         res = dict(info, **grpo_losses(args.mesh, args.grpo, steps=args.steps,
-                                       rollout_placement=args.rollout_placement), seconds=time.time() - t0)
+                                       rollout_placement=args.rollout_placement, **extra), seconds=time.time() - t0)
         print(json.dumps(res), flush=True)
         if args.out and jax.process_index() == 0:
             with open(args.out, "w") as f:

@@ -30,6 +30,8 @@ import queue
 import threading
 import time
 
+import jax
+
 
 class WeightHistory:
     """The rollout weights published by the trainer, by version; thread-safe."""
@@ -38,19 +40,27 @@ class WeightHistory:
         self.keep = max(int(keep), 1)
         self._cv = threading.Condition()
         self._weights: dict[int, object] = {}
-        self._published: dict[int, float] = {}
+        self._pushed: dict[int, float] = {}  # version -> seconds from its publication to its arrival
         self._closed = False
 
     def publish(self, version: int, weights) -> None:
-        """`weights` may still be in flight (dispatched copies): the sampler waits for them when it
-        takes them, and measures how long after this call they were ready (`push_seconds`)."""
+        """`weights` may still be in flight (dispatched copies): a watcher thread measures when they
+        arrive (`push_seconds`), the sampler waits for them when it takes them."""
         with self._cv:
             self._weights[int(version)] = weights
-            self._published[int(version)] = time.perf_counter()
-            for v in [v for v in self._weights if v <= version - self.keep]:
+            for v in [v for v in self._weights if v <= version - self.keep]:  # no later step asks for these
                 del self._weights[v]
-                self._published.pop(v, None)
+                self._pushed.pop(v, None)
             self._cv.notify_all()
+        threading.Thread(target=self._watch, args=(int(version), weights, time.perf_counter()), daemon=True).start()
+
+    def _watch(self, version: int, weights, t0: float) -> None:
+        try:
+            jax.block_until_ready(weights)
+        finally:
+            with self._cv:
+                self._pushed[version] = time.perf_counter() - t0
+                self._cv.notify_all()
 
     def get(self, version: int):
         """The weights of exactly `version`, waiting until they are published (None once closed)."""
@@ -62,14 +72,12 @@ class WeightHistory:
                 raise KeyError(f"weights version {version} were dropped (kept: {sorted(self._weights)})")
             return self._weights[version]
 
-    def push_seconds(self, version: int, weights) -> float:
-        """Waits until `weights` (of `version`) are on their devices -> seconds since they were published."""
-        import jax
-
-        jax.block_until_ready(weights)
+    def push_seconds(self, version: int) -> float:
+        """Seconds from the publication of `version` until its weights were on their devices (waits for
+        them: measured by a watcher thread started at publication, whenever the sampler takes them)."""
         with self._cv:
-            t = self._published.get(int(version))
-        return time.perf_counter() - t if t is not None else 0.0
+            self._cv.wait_for(lambda: self._closed or version in self._pushed)
+            return self._pushed.get(int(version), 0.0)
 
     def newest(self):
         """(version, weights) of the newest published version."""
@@ -130,7 +138,7 @@ class Sampler:
                 weights = self.history.get(self.version_of(step))
                 if weights is None:  # closed
                     return
-                push_s = self.history.push_seconds(self.version_of(step), weights)  # waits until they arrived
+                push_s = self.history.push_seconds(self.version_of(step))  # waits until they arrived
                 t1 = time.perf_counter()
                 item = self.produce(step, self.version_of(step), weights)
                 t2 = time.perf_counter()
