@@ -86,3 +86,12 @@ def test_async_split_devices_and_inflight_updates(tmp_path):
     fl = _rows(tmp_path, "inflight", steps=4, rollout_mode="async", max_staleness=1, rollout_engine="continuous",
                rollout_slots=4, inflight_updates=True)
     assert all(0.0 <= r["async/lag_mean"] <= r["async/lag_max"] <= 1.0 for r in fl), fl
+
+
+def test_async_drop_policy_never_trains_on_rollouts_older_than_k(tmp_path):
+    """stale_policy="drop": the sampler draws with the newest weights without waiting; the trainer drops
+    what is more than k = 0 versions behind (counted) and trains only on fresh rollouts."""
+    rows = _rows(tmp_path, "drop", steps=4, rollout_mode="async", max_staleness=0, stale_policy="drop")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(r["async/lag_max"] == 0.0 for r in rows), rows
+    assert all(r["async/dropped"] >= 0 for r in rows) and np.isfinite(rows[-1]["train/loss"])

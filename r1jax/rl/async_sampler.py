@@ -26,6 +26,7 @@ the sampler is raised by the trainer's next `take`.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -80,8 +81,10 @@ class WeightHistory:
             return self._pushed.get(int(version), 0.0)
 
     def newest(self):
-        """(version, weights) of the newest published version."""
+        """(version, weights) of the newest published version ((None, None) once closed)."""
         with self._cv:
+            if self._closed or not self._weights:
+                return None, None
             v = max(self._weights)
             return v, self._weights[v]
 
@@ -97,12 +100,22 @@ class _Failed:
         self.error = error
 
 
-class Sampler:
-    """Runs `produce(step, version, weights) -> item` for each step of `steps` in a thread, with the
-    weights of version max(steps.start, step - max_staleness); `take()` returns the items in step order."""
+POLICIES = ("wait", "drop")
 
-    def __init__(self, produce, steps: range, max_staleness: int, history: WeightHistory):
-        self.produce, self.steps, self.k, self.history = produce, steps, int(max_staleness), history
+
+class Sampler:
+    """Runs `produce(index, version, weights) -> item` in a thread and hands the items over in order.
+
+    policy "wait" (fixed lag): item i (= step i, for i in `steps`) is drawn by the weights of exactly
+    version max(steps.start, i - max_staleness), waited for. policy "drop": the sampler never waits
+    for weights; item i (i = steps.start, steps.start + 1, ... without end) is drawn by the newest
+    published version, and the trainer drops an item whose version is more than max_staleness behind
+    the step it would train (`take_fresh`)."""
+
+    def __init__(self, produce, steps: range, max_staleness: int, history: WeightHistory, policy: str = "wait"):
+        if policy not in POLICIES:
+            raise ValueError(f"Sampler: policy={policy!r} must be one of {POLICIES}")
+        self.produce, self.steps, self.k, self.history, self.policy = produce, steps, int(max_staleness), history, policy
         self.items: queue.Queue = queue.Queue(maxsize=max(self.k, 1))
         self._stop = threading.Event()
         self.idle_s = 0.0  # the sampler waiting for weights or for room in the queue
@@ -131,16 +144,21 @@ class Sampler:
         weights) and "sampler_busy_s": the time producing it."""
         try:
             waited = 0.0
-            for step in self.steps:
+            indices = self.steps if self.policy == "wait" else itertools.count(self.steps.start)
+            for step in indices:
                 if self._stop.is_set():
                     return
                 t0 = time.perf_counter()
-                weights = self.history.get(self.version_of(step))
+                if self.policy == "wait":
+                    version = self.version_of(step)
+                    weights = self.history.get(version)
+                else:
+                    version, weights = self.history.newest()
                 if weights is None:  # closed
                     return
-                push_s = self.history.push_seconds(self.version_of(step))  # waits until they arrived
+                push_s = self.history.push_seconds(version)  # waits until they arrived
                 t1 = time.perf_counter()
-                item = self.produce(step, self.version_of(step), weights)
+                item = self.produce(step, version, weights)
                 t2 = time.perf_counter()
                 del weights
                 item["sampler_idle_s"], item["sampler_busy_s"] = waited + t1 - t0, t2 - t1
@@ -166,6 +184,17 @@ class Sampler:
         if isinstance(item, _Failed):
             raise item.error
         return item, time.perf_counter() - t0
+
+    def take_fresh(self, step: int):
+        """The next item at most max_staleness versions behind `step` ("drop": older ones are dropped)
+        -> (item, seconds waited, items dropped)."""
+        dropped, waited = 0, 0.0
+        while True:
+            item, w = self.take()
+            waited += w
+            if self.policy == "wait" or step - item["version"] <= self.k:
+                return item, waited, dropped
+            dropped += 1
 
     def stop(self) -> None:
         self._stop.set()

@@ -105,6 +105,10 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         # step s's rollout is drawn by the weights after step s - max_staleness exactly (0: the sync run)
         rollout_mode="sync",
         max_staleness=1,
+        # async: "wait" (step s drawn by the weights after step s - max_staleness exactly: deterministic) |
+        # "drop" (the sampler never waits, draws with the newest weights; a rollout more than max_staleness
+        # versions behind the step that would train it is dropped and counted: async/dropped)
+        stale_policy="wait",
         # async: with rollout_engine="continuous", tokens after a newer weights version is published are
         # drawn by it (in-flight updates; the lag bound holds, the interleaving then depends on timing)
         inflight_updates=False,
@@ -137,6 +141,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
 OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.recompute_logps)
 ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.setup)
 ROLLOUT_MODES = ("sync", "async")  # sampler and trainer in turn, or at the same time (r1jax.rl.async_sampler)
+STALE_POLICIES = ("wait", "drop")  # async: wait for the version a step needs, or drop rollouts that are too old
 OPEN_KEYS = ("loss_kwargs", "reward_functions")  # checked against the loss's signature / as reward specs
 REPLACED_KEYS = ("rewards",)  # reward name -> weight, replaced as a whole
 
@@ -255,6 +260,7 @@ def validate_config(c) -> None:
     check_choice(what, "sandbox", c.sandbox, ISOLATION)
     check_choice(what, "rollout_placement", c.rollout_placement, ROLLOUT_PLACEMENTS)
     check_choice(what, "rollout_mode", c.rollout_mode, ROLLOUT_MODES)
+    check_choice(what, "stale_policy", c.stale_policy, STALE_POLICIES)
     if int(c.max_staleness) < 0 or int(c.sampler_devices) < 0:
         raise ValueError(f"{what}: max_staleness={c.max_staleness} and sampler_devices={c.sampler_devices} "
                          "must be >= 0")

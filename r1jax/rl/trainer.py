@@ -412,18 +412,21 @@ def publish(run: Run, state, history, version: int) -> float:
 
 def start_sampler(run: Run, state, pipe, start: int):
     """The sampler thread of rollout_mode="async" (r1jax.rl.async_sampler): step s's prompts, rollout
-    and rewards, drawn by the weights of version max(start, s - max_staleness)."""
+    and rewards, drawn by the weights of version max(start, s - max_staleness) (stale_policy="wait") or
+    the newest ("drop")."""
     from r1jax.rl.async_sampler import Sampler, WeightHistory
 
     c = run.c
-    history = WeightHistory(keep=c.max_staleness + 1)
-    sampler = None
+    history = WeightHistory(keep=c.max_staleness + 1 if c.stale_policy == "wait" else 1)
+
+    def newest():
+        v, w = history.newest()
+        return None if w is None else (v, w)
 
     def produce(step, version, weights):
         recs = next(pipe)
-        source = None
-        if c.inflight_updates:  # later tokens of the step from newer weights, as soon as they are published
-            source = history.newest
+        # in-flight updates: later tokens of the step from newer weights, as soon as they are published
+        source = newest if c.inflight_updates else None
         ro = rollout(run, None, recs, step, weights=weights, weight_source=source, version=version)
         scores, tot, valid, t_rew = score(c, ro, step)
         return {"ro": ro, "scores": scores, "tot": tot, "valid": valid, "reward_s": t_rew,
@@ -431,7 +434,7 @@ def start_sampler(run: Run, state, pipe, start: int):
                 "push_gb": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(weights)) / 1e9}
 
     publish(run, state, history, start)
-    sampler = Sampler(produce, range(start, c.steps), c.max_staleness, history)
+    sampler = Sampler(produce, range(start, c.steps), c.max_staleness, history, policy=c.stale_policy)
     return sampler.start()
 
 
@@ -512,10 +515,11 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
             scores, tot, valid, t_rew = score(c, ro, step)
             data_state, lag = pipe.get_state(), None
         else:  # produced by the sampler thread with the weights of version step - max_staleness (or newer)
-            item, waited = sampler.take()
+            item, waited, dropped = sampler.take_fresh(step)
             ro, scores, tot, valid, t_rew, data_state = (item[k] for k in ("ro", "scores", "tot", "valid",
                                                                               "reward_s", "data"))
             lag = lag_metrics(step, item, ro.gen, waited)
+            lag["async/dropped"] = float(dropped)  # rollouts too old for this step (stale_policy="drop")
         adv, sample_mask, spread = advantages_and_mask(c, tot, valid, ro.gen.finish_reason)
         ub = update_batches(run, ro, adv, sample_mask)
         t1 = time.perf_counter()
