@@ -1,5 +1,8 @@
-"""Asynchronous GRPO's parts: in-flight weight updates in the continuous engine (a request in
-progress goes on with the new weights, each token's version recorded)."""
+"""Asynchronous GRPO (r1jax.rl.async_sampler, docs/ASYNC.md): in-flight weight updates in the continuous
+engine (a request in progress goes on with the new weights, each token's version recorded); the trainer
+with rollout_mode="async": k = 0 equals sync, lag and behaviour log-probs with k >= 1, reruns equal,
+the drop policy, sampler devices and in-flight updates (slow: python3 -m pytest -q -m slow
+tests/test_async_grpo.py)."""
 
 import jax
 import numpy as np
@@ -76,6 +79,7 @@ def test_async_k0_equals_sync_and_k1_trains_on_one_step_old_samples(tmp_path):
     assert [r["train/loss"] for r in again] == [r["train/loss"] for r in k1]
 
 
+@pytest.mark.slow  # 25 s; the default suite runs k = 0 / 1 and drop (the 2-process split: tests/test_multihost.py)
 def test_async_split_devices_and_inflight_updates(tmp_path):
     """sampler_devices=2: the sampler decodes on 2 of the 8 devices (weights pushed after each update),
     lag <= k = 2; in-flight updates (continuous engine): every token's lag <= k, measured per token."""
