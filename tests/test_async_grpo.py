@@ -99,3 +99,10 @@ def test_async_drop_policy_never_trains_on_rollouts_older_than_k(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(r["async/lag_max"] == 0.0 for r in rows), rows
     assert all(r["async/dropped"] >= 0 for r in rows) and np.isfinite(rows[-1]["train/loss"])
+
+
+def test_async_refuses_a_shared_multi_device_mesh(tmp_path):
+    """Sampler and trainer threads launching collectives on the same devices could deadlock (GPU): refused,
+    naming sampler_devices."""
+    with pytest.raises(ValueError, match="sampler_devices"):
+        _rows(tmp_path, "shared", steps=1, rollout_mode="async", mesh="fsdp=-1")

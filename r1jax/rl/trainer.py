@@ -476,37 +476,11 @@ def run_eval(run: Run, state, eval_records, log, step: int):
 # ------------------------------------------------------------------------------------ loop
 
 
-def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, eval_records=None,
-             on_step=None):
-    """Runs GRPO as configured (see module doc); returns (model, params)."""
-    from tqdm import tqdm
-
-    from r1jax.checkpoint.orbax import Checkpointer
-    from r1jax.data.pipeline import PromptPipeline
-    from r1jax.parallel import handoff
-    from r1jax.runlog import RunLogger
-
-    run, state, train_records, eval_records = setup(c, model, params, tokenizer, train_records, eval_records)
-    model, proc = run.model, run.proc
-    del params
-    pipe = PromptPipeline(train_records, batch_size=c.prompts_per_step, seed=c.seed)
-    ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
-    start = 0
-    restored, meta = ckpt.restore(state)
-    if restored is not None:
-        state, start = restored, int(meta["step"])
-        pipe.set_state(meta["data"])
-    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None, writes=proc == 0)
-
-    if start == 0 and c.eval_every:
-        run_eval(run, state, eval_records, log, 0)
-    bar = tqdm(range(start, c.steps), desc=f"grpo {os.path.basename(c.run_dir)}",
-               disable=not c.progress or proc != 0,
-               dynamic_ncols=True, initial=start, total=c.steps)
-    sampler = None
-    if c.rollout_mode == "async" and start < c.steps:
-        sampler = start_sampler(run, state, pipe, start)
-    done_here = 0
+def _loop(run: Run, state, pipe, sampler, bar, log, ckpt, eval_records, on_step):
+    """The steps of run_grpo (sync: rollout here; async: taken from the sampler thread) -> (state, the
+    prompt stream's state after the last step trained, steps done)."""
+    c = run.c
+    data_state, done_here = None, 0
     for step in bar:
         t0 = time.perf_counter()
         if sampler is None:
@@ -545,11 +519,47 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
         done_here += 1
         if c.stop_after and done_here >= c.stop_after:
             break
+    return state, data_state, done_here
+
+
+def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, eval_records=None,
+             on_step=None):
+    """Runs GRPO as configured (see module doc); returns (model, params)."""
+    from tqdm import tqdm
+
+    from r1jax.checkpoint.orbax import Checkpointer
+    from r1jax.data.pipeline import PromptPipeline
+    from r1jax.parallel import handoff
+    from r1jax.runlog import RunLogger
+
+    run, state, train_records, eval_records = setup(c, model, params, tokenizer, train_records, eval_records)
+    model, proc = run.model, run.proc
+    del params
+    pipe = PromptPipeline(train_records, batch_size=c.prompts_per_step, seed=c.seed)
+    ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
+    start = 0
+    restored, meta = ckpt.restore(state)
+    if restored is not None:
+        state, start = restored, int(meta["step"])
+        pipe.set_state(meta["data"])
+    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None, writes=proc == 0)
+
+    if start == 0 and c.eval_every:
+        run_eval(run, state, eval_records, log, 0)
+    bar = tqdm(range(start, c.steps), desc=f"grpo {os.path.basename(c.run_dir)}",
+               disable=not c.progress or proc != 0,
+               dynamic_ncols=True, initial=start, total=c.steps)
+    sampler = None
+    if c.rollout_mode == "async" and start < c.steps:
+        sampler = start_sampler(run, state, pipe, start)
+    try:
+        state, data_state, done_here = _loop(run, state, pipe, sampler, bar, log, ckpt, eval_records, on_step)
+    finally:
+        if sampler is not None:
+            sampler.stop()
     bar.close()
-    if sampler is not None:
-        sampler.stop()
-        if done_here:
-            pipe.set_state(data_state)  # the prompts the trainer used, not those the sampler ran ahead to
+    if sampler is not None and done_here:
+        pipe.set_state(data_state)  # the prompts the trainer used, not those the sampler ran ahead to
     finished = int(handoff.host_scalar(state.step)) // max(c.mu * c.minibatches, 1) >= c.steps
     if finished and ckpt.latest_step() != c.steps:
         ckpt.save(c.steps, state, {"step": c.steps, "data": pipe.get_state()})
@@ -719,10 +729,14 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
         local_rollout, rollout_mesh = True, make_mesh({"data": len(sampler_devs)}, devices=sampler_devs)
     else:
         rollout_mesh = handoff.local_mesh() if local_rollout else None
-    if c.rollout_mode == "async" and n_proc > 1 and not local_rollout:
-        raise ValueError("grpo: rollout_mode='async' with several processes samples on each process's own devices "
-                         "(its programs may not interleave with the trainer's collectives): set "
-                         "rollout_placement='local' or sampler_devices")
+    if c.rollout_mode == "async" and not sampler_devs and (
+            (place.mesh is not None and place.mesh.devices.size > 1) or n_proc > 1):
+        # Two threads launching multi-device programs with collectives on the same devices: the launch
+        # order can differ from device to device, and on GPU the collectives then wait for each other.
+        raise ValueError(f"grpo: rollout_mode='async' with sampler and trainer sharing the devices of mesh "
+                         f"{c.mesh!r} ({jax.device_count()} devices, {n_proc} process(es)): both would run "
+                         "collectives on the same devices from two threads, whose launch order may differ per "
+                         "device; give the sampler its own devices (sampler_devices=N) or train on one device")
     rollout_model = model
     if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
         from r1jax import backends
