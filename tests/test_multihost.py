@@ -9,23 +9,17 @@ losses of the train steps must equal the single-process, single-device reference
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import loopback
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tools", "multihost_worker.py")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 STEPS = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow  # the GRPO tests below run the same two-process path in the default suite
@@ -50,28 +44,7 @@ def test_two_processes_match_single_process_losses(tmp_path):
 
 def _run_workers(n_proc: int, devices: int, args: list, timeout: int = 1500) -> list[dict]:
     """n_proc worker processes on loopback (one: no distributed runtime) -> each one's JSON line."""
-    port = _free_port()
-    procs = []
-    for pid in range(n_proc):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-        env.pop("XLA_FLAGS", None)  # the worker sets its device count
-        for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
-            env.pop(k, None)
-        if n_proc > 1:
-            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(n_proc),
-                       JAX_PROCESS_ID=str(pid))
-        cmd = [sys.executable, WORKER, "--devices", str(devices)] + args
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-4000:]
+    logs = loopback.wait(loopback.launch([WORKER, "--devices", str(devices)] + args, n_proc), timeout)
     return [json.loads([ln for ln in log.splitlines() if ln.startswith("{")][-1]) for log in logs]
 
 

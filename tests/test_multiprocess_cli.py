@@ -10,59 +10,26 @@ Slow (each run starts JAX in two processes on this machine's cores):
 
 import json
 import os
-import pathlib
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
+import loopback
 from test_user_model import user_ckpt, write_gsm8k_style  # noqa: F401  (the fixture: a tiny Qwen2 + ChatML folder)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(n_proc: int, devices: int, args: list) -> list:
     """`python -m r1jax.cli ARGS` as n_proc processes with `devices` CPU devices each."""
-    port = _free_port()
-    procs = []
-    for pid in range(n_proc):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                   PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tools")]))
-        for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
-            env.pop(k, None)
-        if n_proc > 1:
-            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(n_proc),
-                       JAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen([sys.executable, "-m", "r1jax.cli", *args], cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    return procs
+    return loopback.launch(["-m", "r1jax.cli"] + list(args), n_proc, devices)
 
 
 def _wait(procs, timeout=1200):
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-5000:]
-    return logs
+    return loopback.wait(procs, timeout)
 
 
 def _rows(run_dir, key):

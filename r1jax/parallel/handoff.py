@@ -53,18 +53,23 @@ def replicate_on(tree, target, mesh=None):
         return jax.device_put(tree, jax.tree.map(lambda _: rep, tree))
     if mesh is None:
         raise ValueError("replicate_on: arrays span other processes' devices: pass their mesh")
-    full = _replicate(tree, mesh)
     devices = list(target.devices.flat)
-
-    def mine(x):
-        by_dev = {s.device: s.data for s in x.addressable_shards}
-        if all(d in by_dev for d in devices):
+    if set(devices) <= set(mesh.devices.flat):  # the copies land where they are needed: wrap them
+        def mine(x):
+            by_dev = {s.device: s.data for s in x.addressable_shards}
             return jax.make_array_from_single_device_arrays(x.shape, rep, [by_dev[d] for d in devices])
-        # target devices outside the arrays' mesh (e.g. a sampler's own devices): from this process's
-        # copy on a training device, device to device
-        return jax.device_put(next(iter(by_dev.values())), rep)
 
-    return jax.tree.map(mine, full)
+        return jax.tree.map(mine, _replicate(tree, mesh))
+    # target devices outside the arrays' mesh (a sampler's own devices): one leaf at a time (the
+    # training devices hold one extra whole leaf, not a replica of the tree), from this process's
+    # copy on a training device, device to device
+    src = NamedSharding(mesh, P())
+
+    def push(x):
+        whole = jax.jit(lambda a: a, out_shardings=src)(x)
+        return jax.device_put(whole.addressable_data(0), rep)
+
+    return jax.tree.map(push, tree)
 
 
 def fits_one_device(nbytes: int, fraction: float) -> bool:
@@ -124,7 +129,7 @@ def host_leaves(tree, dtype=None):
     def get(x):
         if not isinstance(x, jax.Array):
             x = np.asarray(x)
-            return x.astype(dt) if dt is not None and np.issubdtype(x.dtype, np.floating) else x
+            return x.astype(dt) if dt is not None and jax.numpy.issubdtype(x.dtype, jax.numpy.floating) else x
         cast = dt is not None and jax.numpy.issubdtype(x.dtype, jax.numpy.floating) and x.dtype != dt
         if x.is_fully_addressable:
             out = np.asarray(jax.device_get(x.astype(dt) if cast else x))
