@@ -106,3 +106,26 @@ def test_async_refuses_a_shared_multi_device_mesh(tmp_path):
     naming sampler_devices."""
     with pytest.raises(ValueError, match="sampler_devices"):
         _rows(tmp_path, "shared", steps=1, rollout_mode="async", mesh="fsdp=-1")
+
+
+def test_weight_history_keeps_push_times_of_dropped_versions():
+    """"drop" keeps one version: a sampler that took version 0 before version 1 was published still gets
+    version 0's push time (it waited forever when the time went with the weights)."""
+    import threading
+
+    import jax.numpy as jnp
+
+    from r1jax.rl.async_sampler import WeightHistory
+
+    h = WeightHistory(keep=1)
+    h.publish(0, {"w": jnp.ones(3)})
+    v, w = h.newest()
+    h.publish(1, {"w": jnp.zeros(3)})
+    assert v == 0 and h.newest()[0] == 1
+    got = []
+    t = threading.Thread(target=lambda: got.append(h.push_seconds(0)), daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert got and got[0] >= 0.0
+    h.close()
+    assert h.get(5) is None and h.newest() == (None, None)

@@ -51,13 +51,18 @@ class WeightHistory:
             self._weights[int(version)] = weights
             for v in [v for v in self._weights if v <= version - self.keep]:  # no later step asks for these
                 del self._weights[v]
-                self._pushed.pop(v, None)
+            # push times outlive their weights (a sampler holding a dropped version still asks for its
+            # time: "drop" keeps one version); the old ones go
+            for v in [v for v in self._pushed if v <= version - 64]:
+                del self._pushed[v]
             self._cv.notify_all()
         threading.Thread(target=self._watch, args=(int(version), weights, time.perf_counter()), daemon=True).start()
 
     def _watch(self, version: int, weights, t0: float) -> None:
         try:
             jax.block_until_ready(weights)
+        except Exception:  # noqa: BLE001 - deleted with its version: the time is still recorded, nothing waits
+            pass
         finally:
             with self._cv:
                 self._pushed[version] = time.perf_counter() - t0
