@@ -36,3 +36,19 @@ def test_reshard_seconds_moves_the_bytes():
     r = handoff.reshard_seconds({"w": x}, {"w": NamedSharding(mesh, P())}, repeats=2)
     assert r["gb"] == 1024 * 256 * 4 / 1e9 and r["seconds"] > 0
     np.testing.assert_allclose(r["seconds_per_gb"], r["seconds"] / r["gb"])
+
+
+def test_replicate_on_devices_outside_the_arrays_mesh():
+    """Asynchronous GRPO's push: weights sharded over a training mesh of devices 0-3 land whole on each
+    of the sampler's devices 4-7 (gathered over the training mesh, then single-device copies)."""
+    devs = jax.devices()
+    train = parallel.make_mesh("fsdp=4", devices=devs[:4])
+    target = parallel.make_mesh({"data": 4}, devices=devs[4:])
+    x = np.arange(8 * 6, dtype=np.float32).reshape(8, 6)
+    tree = {"w": jax.device_put(x, NamedSharding(train, P("fsdp", None))), "b": jnp.arange(3.0)}
+    tree["b"] = jax.device_put(tree["b"], NamedSharding(train, P()))
+    out = handoff.replicate_on(tree, target, train)
+    for k, ref in (("w", x), ("b", np.arange(3.0))):
+        assert {s.device for s in out[k].addressable_shards} == set(devs[4:])
+        for s in out[k].addressable_shards:
+            np.testing.assert_array_equal(np.asarray(s.data), ref)

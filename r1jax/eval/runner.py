@@ -110,15 +110,16 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     prompts, ptexts = fmt.render_all(tokenizer, [prompt_of(r) for r in records])
     check_positions(model.cfg, [len(p) for p in prompts], max_new_tokens, what="evaluate", key="max_new_tokens")
     # Several processes, each with its own copy of the weights: each samples a block of the records
-    # (request ids as one process numbers them, so the same samples) and the completions are gathered.
+    # (request ids as one process numbers them, so the same samples up to the float rounding of other
+    # batch shapes, as between the engines) and the completions are gathered.
     # Weights spanning processes (one SPMD program): every process samples every record.
     split = jax.process_count() > 1 and all(getattr(x, "is_fully_addressable", True)
                                             for x in jax.tree.leaves(params))
     per = -(-len(records) // jax.process_count()) if split else len(records)
     lo = min(jax.process_index() * per, len(records)) if split else 0
     hi = min(lo + per, len(records))
-    if engine == "auto":
-        engine = "continuous" if hi - lo > batch_prompts else "static"
+    if engine == "auto":  # from all the records, so that every process count picks the same engine
+        engine = "continuous" if len(records) > batch_prompts else "static"
     chunk_size = max(hi - lo, 1) if engine == "continuous" else batch_prompts
     tokens, finish = [], []
     for s in range(lo, hi, chunk_size):

@@ -42,32 +42,38 @@ def local_mesh():
 
 def replicate_on(tree, target, mesh=None):
     """Each leaf whole on every device of `target` (a mesh of this process's devices, e.g.
-    `local_mesh()`), replicated, as arrays of `target`. Leaves spanning other processes' devices are
-    all-gathered on device over their own `mesh` (a jitted identity with a replicated out-sharding,
-    a collective every process joins) and each local device's copy is taken as it is: no host copy.
-    Fully addressable leaves, and leaves whose mesh does not hold `target`'s devices (asynchronous
-    GRPO's sampler devices), are moved device to device (`jax.device_put`)."""
+    `local_mesh()`), replicated, as arrays of `target`; `mesh`: the arrays' own mesh (None: they are
+    on one device).
+
+    - target's devices within `mesh`: the leaves are all-gathered on device over `mesh` (a jitted
+      identity with a replicated out-sharding; with several processes a collective every process
+      joins) and each target device's copy is wrapped as it is;
+    - target's devices outside `mesh` (asynchronous GRPO's sampler devices): one leaf at a time,
+      all-gathered over `mesh`, then this process's copy on one training device is copied device to
+      device onto the target, waited for before the next leaf (the training devices hold one extra
+      whole leaf, never a replica of the tree). A sharded array is never `device_put` onto other
+      devices directly: JAX does that through the host;
+    - no mesh (arrays on one device): `jax.device_put`, device to device."""
     rep = NamedSharding(target, P())
-    leaves = jax.tree.leaves(tree)
-    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
-        return jax.device_put(tree, jax.tree.map(lambda _: rep, tree))
-    if mesh is None:
-        raise ValueError("replicate_on: arrays span other processes' devices: pass their mesh")
     devices = list(target.devices.flat)
+    if mesh is None:
+        if not all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+            raise ValueError("replicate_on: arrays span other processes' devices: pass their mesh")
+        return jax.device_put(tree, jax.tree.map(lambda _: rep, tree))
     if set(devices) <= set(mesh.devices.flat):  # the copies land where they are needed: wrap them
         def mine(x):
             by_dev = {s.device: s.data for s in x.addressable_shards}
             return jax.make_array_from_single_device_arrays(x.shape, rep, [by_dev[d] for d in devices])
 
         return jax.tree.map(mine, _replicate(tree, mesh))
-    # target devices outside the arrays' mesh (a sampler's own devices): one leaf at a time (the
-    # training devices hold one extra whole leaf, not a replica of the tree), from this process's
-    # copy on a training device, device to device
     src = NamedSharding(mesh, P())
+    whole_of = jax.jit(lambda a: a, out_shardings=src)
 
     def push(x):
-        whole = jax.jit(lambda a: a, out_shardings=src)(x)
-        return jax.device_put(whole.addressable_data(0), rep)
+        whole = whole_of(x)
+        out = jax.device_put(whole.addressable_data(0), rep)
+        out.block_until_ready()  # before the next leaf's replica is made
+        return out
 
     return jax.tree.map(push, tree)
 
@@ -149,10 +155,30 @@ def allgather_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if jax.process_count() == 1:
         return x
-    from jax.experimental import multihost_utils
-
-    g = np.asarray(multihost_utils.process_allgather(x, tiled=False))  # [processes, n_local, ...]
+    # over each process's first device only (JAX's process_allgather would use every device, an
+    # asynchronous sampler's own devices included, while its thread runs programs there; a sampler
+    # takes a process's last devices)
+    firsts = {}
+    for d in jax.devices():
+        firsts.setdefault(d.process_index, d)
+    devs = [firsts[i] for i in sorted(firsts)]
+    mesh = jax.sharding.Mesh(np.asarray(devs, dtype=object), ("p",))
+    me = firsts[jax.process_index()]
+    arr = jax.make_array_from_single_device_arrays((len(devs),) + x.shape, NamedSharding(mesh, P("p")),
+                                                   [jax.device_put(x[None], me)])
+    g = np.asarray(_gather_fn(mesh)(arr).addressable_data(0))  # [processes, n_local, ...]
     return g.reshape((-1,) + x.shape[1:])
+
+
+_GATHERS: dict = {}
+
+
+def _gather_fn(mesh):
+    """A jitted identity replicating over `mesh` (one per mesh)."""
+    key = tuple(d.id for d in mesh.devices.flat)
+    if key not in _GATHERS:
+        _GATHERS[key] = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
+    return _GATHERS[key]
 
 
 def reshard_seconds(tree, shardings, repeats: int = 3) -> dict:

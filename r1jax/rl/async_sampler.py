@@ -204,4 +204,6 @@ class Sampler:
     def stop(self) -> None:
         self._stop.set()
         self.history.close()
-        self._thread.join(timeout=60)
+        # no timeout: a rollout in progress cannot be abandoned; the run does not go on (checkpoint,
+        # export, the next stage) while the thread still uses the devices
+        self._thread.join()

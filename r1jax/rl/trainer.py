@@ -462,9 +462,14 @@ def run_eval(run: Run, state, eval_records, log, step: int):
     if eval_records is None:
         return None
     c = run.c
-    params_e = run.rollout_params(state)
-    with run.rollout_context():
-        r = evaluate(run.rollout_model, params_e, run.tokenizer, eval_records, k=c.eval_k,
+    if c.rollout_mode == "async":  # the sampler's devices are its thread's: eval on the trainer's own
+        from r1jax.model import precision
+
+        params_e, ctx, model_e = precision.compute_copy(state.params, run.model.cfg), run.place.context(), run.model
+    else:
+        params_e, ctx, model_e = run.rollout_params(state), run.rollout_context(), run.rollout_model
+    with ctx:
+        r = evaluate(model_e, params_e, run.tokenizer, eval_records, k=c.eval_k,
                      temperature=c.eval_temperature, top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens,
                      prompt_style=c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template,
                      seed=12345, template=c.format_template, sandbox=c.sandbox)
@@ -737,6 +742,9 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
                          f"{c.mesh!r} ({jax.device_count()} devices, {n_proc} process(es)): both would run "
                          "collectives on the same devices from two threads, whose launch order may differ per "
                          "device; give the sampler its own devices (sampler_devices=N) or train on one device")
+    if c.rollout_mode == "async" and c.stale_policy == "drop" and n_proc > 1:
+        raise ValueError("grpo: stale_policy='drop' with several processes: each process would drop on its own "
+                         "timing and train other prompts than the others; use stale_policy='wait'")
     rollout_model = model
     if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
         from r1jax import backends
