@@ -26,6 +26,7 @@ versions), so the same command measures an older checkout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -141,7 +142,7 @@ def run(args) -> dict:
     print(f"{args.config}: {R} rows, prompt {args.prompt} + {steps} new -> cache of {L} positions: "
           f"{cache_bytes / MIB:,.0f} MiB ({cache_bytes / MIB / n_dev:,.0f} MiB per device over {n_dev})", flush=True)
     want = set(args.programs.split(","))
-    ctx = parallel.use_mesh(mesh) if mesh is not None else _null()
+    ctx = parallel.use_mesh(mesh) if mesh is not None else contextlib.nullcontext()
 
     def report(name, lowered):
         t0 = time.time()
@@ -180,14 +181,6 @@ def run(args) -> dict:
         with open(args.json, "w") as f:
             json.dump(info, f, indent=1)
     return info
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def main(argv=None):

@@ -19,6 +19,7 @@ a time (the HF export), so no device ever holds a second copy of all the weights
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -26,9 +27,15 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
+@functools.lru_cache(maxsize=None)
+def _replicator(mesh):
+    """A jitted identity whose outputs (any pytree) are replicated over `mesh`: an all-gather on
+    device. One per mesh, so that a call every step reuses its compiled programs."""
+    return jax.jit(lambda t: t, out_shardings=NamedSharding(mesh, P()))
+
+
 def _replicate(tree, mesh):
-    sh = jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
-    return jax.jit(lambda t: t, out_shardings=sh)(tree)
+    return _replicator(mesh)(tree)
 
 
 def local_mesh():
@@ -66,11 +73,8 @@ def replicate_on(tree, target, mesh=None):
             return jax.make_array_from_single_device_arrays(x.shape, rep, [by_dev[d] for d in devices])
 
         return jax.tree.map(mine, _replicate(tree, mesh))
-    src = NamedSharding(mesh, P())
-    whole_of = jax.jit(lambda a: a, out_shardings=src)
-
     def push(x):
-        whole = whole_of(x)
+        whole = _replicate(x, mesh)
         out = jax.device_put(whole.addressable_data(0), rep)
         out.block_until_ready()  # before the next leaf's replica is made
         return out
@@ -166,19 +170,8 @@ def allgather_rows(x: np.ndarray) -> np.ndarray:
     me = firsts[jax.process_index()]
     arr = jax.make_array_from_single_device_arrays((len(devs),) + x.shape, NamedSharding(mesh, P("p")),
                                                    [jax.device_put(x[None], me)])
-    g = np.asarray(_gather_fn(mesh)(arr).addressable_data(0))  # [processes, n_local, ...]
+    g = np.asarray(_replicate(arr, mesh).addressable_data(0))  # [processes, n_local, ...]
     return g.reshape((-1,) + x.shape[1:])
-
-
-_GATHERS: dict = {}
-
-
-def _gather_fn(mesh):
-    """A jitted identity replicating over `mesh` (one per mesh)."""
-    key = tuple(d.id for d in mesh.devices.flat)
-    if key not in _GATHERS:
-        _GATHERS[key] = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
-    return _GATHERS[key]
 
 
 def reshard_seconds(tree, shardings, repeats: int = 3) -> dict:
