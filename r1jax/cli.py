@@ -22,6 +22,21 @@ import json
 import os
 import sys
 
+import r1jax
+from r1jax import config as config_lib
+from r1jax.config import OPEN_SCHEMA, schema_of, unknown_key
+from r1jax.data.prompts import R1_ZERO_SYSTEM, PromptFormat, prompt_of, read_prompt_records
+from r1jax.data.tokenizer import check_fits_model, load_tokenizer
+from r1jax.eval.runner import check_eval_settings, evaluate
+from r1jax.generation.engine import check_positions
+from r1jax.parallel import distributed
+from r1jax.rewards.sandbox import check_sandbox
+from r1jax.rl.config import OPEN_KEYS, REPLACED_KEYS, grpo_config, validate_config
+from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
+from r1jax.toy.pipelines import r1_zero
+from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
+from r1jax.toy.pipelines.train_rm import train_rm_config, validate_train_rm_config
 
 OPEN_BLOCKS = ("model", "student", "rewards", "loss_kwargs")  # dicts of free keys: checked when the stage builds them
 
@@ -32,7 +47,6 @@ def load_config(path: str, sets: list[str] | None = None, schema=None):
     full config): keys a partial block of the file leaves out but the stage takes can be set too.
     Keys under a block of free keys (model, rewards, loss_kwargs) are checked when the stage builds
     its config (the trainers check them before anything heavy runs)."""
-    from r1jax.config import OPEN_SCHEMA, unknown_key
 
     if not os.path.exists(path):
         raise SystemExit(f"r1jax: config file {path} does not exist")
@@ -72,15 +86,10 @@ def load_config(path: str, sets: list[str] | None = None, schema=None):
 
 def config_schema(cmd: str):
     """The full schema (nested dict of keys, r1jax.config.schema_of) of a stage's config, or None."""
-    from r1jax.config import schema_of
 
     if cmd == "grpo":
-        from r1jax.rl.config import OPEN_KEYS, REPLACED_KEYS, grpo_config
-
         return schema_of(grpo_config(), open=OPEN_KEYS + REPLACED_KEYS)
     if cmd == "sft":
-        from r1jax.sft.trainer import sft_config
-
         return schema_of(sft_config(), open=("model",))
     name = {"pretrain-toy": "r1-zero"}.get(cmd, cmd).replace("-", "_")
     try:
@@ -94,20 +103,12 @@ def validate_stage_config(cmd: str, cfg) -> None:
     """Checks a stage's whole config as the stage will (keys at any depth, enumerated settings, the
     loss options, reward names, every sub-stage of a pipeline) without loading or running anything."""
     if cmd == "grpo":
-        from r1jax.rl.config import grpo_config, validate_config
-
         validate_config(grpo_config(**cfg.to_dict()))
     elif cmd == "sft":
-        from r1jax.sft.trainer import sft_config, validate_sft_config
-
         validate_sft_config(sft_config(**cfg.to_dict()))
     elif cmd == "rejection-sample":
-        from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
-
         validate_rejection_config(rejection_sample_config(**cfg.to_dict()))
     elif cmd == "train-rm":
-        from r1jax.toy.pipelines.train_rm import train_rm_config, validate_train_rm_config
-
         validate_train_rm_config(train_rm_config(**cfg.to_dict()))
     else:
         name = {"pretrain-toy": "r1-zero"}.get(cmd, cmd).replace("-", "_")
@@ -116,7 +117,6 @@ def validate_stage_config(cmd: str, cfg) -> None:
 
 def _init_distributed():
     """jax.distributed from the environment (TPU pod / SLURM / JAX_COORDINATOR_ADDRESS...); no-op alone."""
-    from r1jax.parallel import distributed
 
     distributed.initialize()
 
@@ -171,8 +171,6 @@ def main(argv=None):
     if args.cmd == "eval":
         return _eval(args)
     if args.cmd == "convert":
-        import r1jax
-
         model, params = r1jax.from_pretrained(args.checkpoint)
         r1jax.save_pretrained(params, model.cfg, args.out, fp8=args.fp8, dtype=args.dtype)
         print(f"wrote {args.out}")
@@ -185,21 +183,13 @@ def main(argv=None):
     except (ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"r1jax {args.cmd}: {args.config}: {e.args[0] if e.args else e}") from None
     if args.cmd == "r1-zero":
-        from r1jax.toy.pipelines import r1_zero
-
         r1_zero.run(cfg)
     elif args.cmd == "pretrain-toy":
-        from r1jax.toy.pipelines import r1_zero
-
         data = r1_zero.build_toy_data(cfg, os.path.join(cfg.run_dir, "data"))
         print(r1_zero.pretrain_toy(cfg, data, cfg.run_dir, cfg.cache_dir))
     elif args.cmd == "sft":
-        from r1jax.sft.trainer import run_sft, sft_config
-
         run_sft(sft_config(**cfg.to_dict()))
     elif args.cmd == "grpo":
-        from r1jax.rl.trainer import grpo_config, run_grpo
-
         run_grpo(grpo_config(**cfg.to_dict()))
     else:
         try:
@@ -211,16 +201,6 @@ def main(argv=None):
 
 
 def _eval(args):
-    import r1jax
-    from r1jax.data.prompts import R1_ZERO_SYSTEM, read_prompt_records
-    from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.eval.runner import evaluate
-
-    from r1jax import config as config_lib
-    from r1jax.data.prompts import PromptFormat, prompt_of
-    from r1jax.data.tokenizer import check_fits_model
-    from r1jax.eval.runner import check_eval_settings
-    from r1jax.generation.engine import check_positions
 
     # every setting, the tokenizer against the model's config.json and the prompts against its
     # positions, before the weights load
@@ -246,7 +226,6 @@ def _eval(args):
         recs = recs[: args.problems]
     check_positions(model_cfg, [len(p) for p in fmt.render_all(tok, [prompt_of(r) for r in recs])[0]],
                     args.max_new_tokens, what=f"{what}: {args.data}", key="--max-new-tokens")
-    from r1jax.rl.rewards.sandbox import check_sandbox
 
     check_sandbox(args.sandbox)  # before the weights load and the samples are drawn
     model, params = r1jax.from_pretrained(args.checkpoint, dtype=args.dtype)

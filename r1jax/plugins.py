@@ -1,6 +1,6 @@
 """Loading a researcher's function named in a config: "package.module:function" (imported) or
 "path/to/file.py:function" (loaded from the file). The loss registry (r1jax.rl.grpo.get_loss_fn)
-and the reward registry (r1jax.rl.rewards.registry.get_reward) resolve such names here."""
+and the reward registry (r1jax.rewards.registry.get_reward) resolve such names here."""
 
 from __future__ import annotations
 

@@ -17,10 +17,10 @@ import threading
 import time
 import uuid
 
-from r1jax.rl.rewards import code_reward
-from r1jax.rl.rewards._sandbox_launcher import pids_of_uid
-from r1jax.rl.rewards.code import run_tests
-from r1jax.rl.rewards.sandbox import SandboxError, sandbox_capabilities
+from r1jax.rewards import code_reward
+from r1jax.rewards._sandbox_launcher import pids_of_uid
+from r1jax.rewards.code import run_tests
+from r1jax.rewards.sandbox import SandboxError, sandbox_capabilities
 
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 5) == 5"]
 

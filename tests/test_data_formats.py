@@ -1,5 +1,5 @@
 """Data as the Hub, verl and TRL write it (r1jax.data.records), and reward functions in TRL's and verl's
-forms (r1jax.rl.rewards.forms)."""
+forms (r1jax.rewards.forms)."""
 
 import json
 import re
@@ -188,8 +188,8 @@ def test_trl_and_verl_rewards_equal_direct_calls(tmp_path):
     from trl.rewards import accuracy_reward
 
     from r1jax.rl.config import grpo_config, validate_config
-    from r1jax.rl.rewards.forms import reward_form
-    from r1jax.rl.rewards.registry import compute_rewards
+    from r1jax.rewards.forms import reward_form
+    from r1jax.rewards.registry import compute_rewards
 
     assert reward_form(accuracy_reward) == "trl" and reward_form(verl_gsm8k_score) == "verl"
     rows = gsm8k_rows()[:4]
@@ -206,7 +206,7 @@ def test_trl_and_verl_rewards_equal_direct_calls(tmp_path):
     v = [verl_gsm8k_score("openai/gsm8k", t, r["answer"]) for t, r in zip(texts, recs)]
     assert scores["test_data_formats:verl_gsm8k_score"] == [x["score"] for x in v]
     assert scores["test_data_formats:verl_gsm8k_score/parsed"] == [x["parsed"] for x in v]
-    from r1jax.rl.rewards.forms import call_verl
+    from r1jax.rewards.forms import call_verl
 
     assert call_verl(verl_dataset_scorer, texts, recs)[0] == [x["score"] for x in v]
     with pytest.raises(ValueError, match="reward_functions.nope: cannot load 'no_such_pkg.mod:f'"):
@@ -234,7 +234,7 @@ def slow_reward(completions, **kwargs):
 
 def test_a_reward_over_its_time_limit_scores_none(tmp_path):
     from r1jax.rl.config import grpo_config
-    from r1jax.rl.rewards.registry import compute_rewards
+    from r1jax.rewards.registry import compute_rewards
 
     c = grpo_config(rewards={"test_data_formats:slow_reward": 1.0}, reward_timeout_s=3.0)
     recs = [{"problem": "p", "answer": "1"}] * 2

@@ -18,7 +18,7 @@ from r1jax import config as config_lib
 from r1jax import parallel, train
 from r1jax.model import Transformer, init_params
 from r1jax.model import experts as experts_lib
-from r1jax.parallel.moe_ep import capacity, experts_ep
+from r1jax.model.moe_ep import capacity, experts_ep
 
 from numerics import assert_close
 

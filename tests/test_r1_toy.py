@@ -16,7 +16,7 @@ from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
 from r1jax.toy.language_mixing import (cot_languages, is_mixed, language_mixing_rate, register_toy_languages,
                                         toy_language_name)
 from r1jax.toy.pipelines.rejection_sample import filter_samples, has_repetition, select
-from r1jax.rl.rewards import format_reward, language_consistency_reward
+from r1jax.rewards import format_reward, language_consistency_reward
 
 EN = "<think> 6 plus 6 plus 0 is 1 2 , write 2 carry 1 ; 4 plus 1 plus 1 is 6 , write 6 2 ; </think> so 4 6 + 1 6 is 6 2 <answer> 6 2 </answer>"
 FR = "<think> 6 et 6 et 0 font 1 2 , écris 2 retenue 1 ; 4 et 1 et 1 font 6 , écris 6 2 ; </think> donc 4 6 + 1 6 font 6 2 <answer> 6 2 </answer>"
@@ -57,7 +57,7 @@ def test_toy_language_reward_and_mixing_metric():
 
 
 def test_cold_start_and_general_records_are_readable_and_correct():
-    from r1jax.rl.rewards import accuracy_rewards
+    from r1jax.rewards import accuracy_rewards
 
     register_toy_languages()
     cs = make_cold_start_records(40, 0)
@@ -171,7 +171,7 @@ def test_rejection_sample_with_a_model_counts_add_up(tmp_path):
 
 
 def test_bt_loss_values():
-    from r1jax.rl.reward_model import bt_loss
+    from r1jax.rewards.reward_model import bt_loss
 
     loss, acc = bt_loss(jnp.array([0.0, 2.0]), jnp.array([0.0, 0.0]))
     assert float(loss) == pytest.approx((np.log(2) + np.log1p(np.exp(-2.0))) / 2, rel=1e-5)
@@ -186,7 +186,7 @@ def _separable_pairs(n, seed):
 
 
 def test_reward_model_learns_a_separable_preference_set():
-    from r1jax.rl.reward_model import RewardModel, pairwise_accuracy, train_reward_model
+    from r1jax.rewards.reward_model import RewardModel, pairwise_accuracy, train_reward_model
 
     tok = toy_tokenizer()
     model, params = _tiny_model(tok)
@@ -202,7 +202,7 @@ def test_reward_model_learns_a_separable_preference_set():
 
 
 def _saved_rm(tmp_path, tok):
-    from r1jax.rl.reward_model import RewardModel, save_reward_model
+    from r1jax.rewards.reward_model import RewardModel, save_reward_model
 
     tok_dir = tmp_path / "tok"
     save_tokenizer(tok, tok_dir)
@@ -213,7 +213,7 @@ def _saved_rm(tmp_path, tok):
 
 
 def test_reward_model_save_load_and_preference_reward(tmp_path):
-    from r1jax.rl.reward_model import load_reward_model, preference_reward_fn, rm_text, score_texts
+    from r1jax.rewards.reward_model import load_reward_model, preference_reward_fn, rm_text, score_texts
 
     tok = toy_tokenizer()
     path = _saved_rm(tmp_path, tok)
@@ -222,9 +222,9 @@ def test_reward_model_save_load_and_preference_reward(tmp_path):
     fn = preference_reward_fn(path)
     s = fn([EN, FR], [REC_EN, REC_FR])
     assert len(s) == 2 and all(0.0 < x < 1.0 for x in s)
-    from r1jax.eval.runner import make_prompt
+    from r1jax.data.prompts import PromptFormat
 
-    raw = score_texts(rm, p, tok, [rm_text(make_prompt(REC_EN["problem"], "r1_zero"), EN)])
+    raw = score_texts(rm, p, tok, [rm_text(PromptFormat("r1_zero").text(None, REC_EN["problem"]), EN)])
     assert s[0] == pytest.approx(1 / (1 + np.exp(-raw[0])), rel=1e-5)
     with pytest.raises(FileNotFoundError, match="reward_head"):
         load_reward_model(str(tmp_path / "tok"))
@@ -349,7 +349,7 @@ def test_r1_pipeline_smoke(tmp_path):
     assert list(res["stages"]) == ["base", "r1_zero", "cold_start", "reasoning_rl", "sft", "alignment_rl"]
     # with k = 1 sample per problem, results.json keeps every sample of every stage: the figures are
     # recomputed from them, correctness judged anew against the held-out answers
-    from r1jax.rl.rewards import accuracy_reward
+    from r1jax.rewards import accuracy_reward
 
     saved = json.load(open(os.path.join(c.run_dir, "results.json")))
     gold = {r["problem"]: r["answer"] for r in map(json.loads, open(os.path.join(c.run_dir, "data", "heldout.jsonl")))}
@@ -421,7 +421,7 @@ def test_rejection_sample_and_train_rm_cli(tmp_path):
     assert res["pairs"] == 16
     # the held-out accuracy recomputed from the saved reward model, one unpadded pair at a time
     from r1jax.data.templates import encode_prompt
-    from r1jax.rl.reward_model import load_reward_model, rm_text
+    from r1jax.rewards.reward_model import load_reward_model, rm_text
 
     rm, rparams, meta = load_reward_model(str(tmp_path / "rm" / "final"))
     assert meta["heldout_pair_acc"] == res["pair_acc"] and meta["mid"] == res["mid"]
@@ -442,7 +442,7 @@ def test_rejection_sample_and_train_rm_cli(tmp_path):
 def test_reward_model_heldout_accuracy_on_the_toy_pairs():
     """All seven degenerate kinds, a random-init tiny Qwen2 backbone: >= 90% on held-out pairs
     (measured 0.922: every kind 1.0 except 'inconsistent', which stays near chance at this size)."""
-    from r1jax.rl.reward_model import RewardModel, pairwise_accuracy, train_reward_model
+    from r1jax.rewards.reward_model import RewardModel, pairwise_accuracy, train_reward_model
 
     tok = toy_tokenizer()
     model, params = _tiny_model(tok)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from r1jax.rl.rewards import accuracy_reward, accuracy_rewards, extract_answer
-from r1jax.rl.rewards.pool import get_pool
+from r1jax.rewards import accuracy_reward, accuracy_rewards, extract_answer
+from r1jax.rewards.pool import get_pool
 
 
 def _math500(shared_data):
@@ -86,7 +86,7 @@ def test_batch_with_hostile_item_scores_the_rest():
 
 
 def test_fast_path_does_not_need_workers(monkeypatch):
-    import r1jax.rl.rewards.accuracy as acc
+    import r1jax.rewards.accuracy as acc
 
     def no_pool(*a, **k):
         raise AssertionError("plain numbers must be judged in-process, without the sympy workers")
@@ -118,8 +118,8 @@ def test_workers_are_confined_when_root():
 def test_workers_exit_with_the_interpreter():
     code = textwrap.dedent(
         """
-        from r1jax.rl.rewards import accuracy_rewards
-        from r1jax.rl.rewards.pool import get_pool
+        from r1jax.rewards import accuracy_rewards
+        from r1jax.rewards.pool import get_pool
         assert accuracy_rewards([r"\\boxed{\\frac12}"], ["0.5"]) == [1.0]
         print(" ".join(str(w.proc.pid) for w in get_pool()._workers), flush=True)
         """
@@ -298,7 +298,7 @@ def test_gsm8k_numeric_answers_right_and_wrong(shared_data, monkeypatch):
     lead-ins inside and outside <answer>, bold, boxed) scores 1.0 against the gold as written ("1,600")
     and as the data pipeline gives it ("1600"); 21 wrong ways (wrong number, several numbers, substrings,
     garbage, no answer) score 0.0. All of it is decided in-process, without the math_verify workers."""
-    import r1jax.rl.rewards.accuracy as acc
+    import r1jax.rewards.accuracy as acc
 
     rows = _gsm8k(shared_data)
     assert len(rows) == 1319

@@ -8,10 +8,10 @@ import warnings
 
 import pytest
 
-from r1jax.rl.rewards import code_reward, code_rewards, extract_code, sandbox_capabilities
-from r1jax.rl.rewards._sandbox_launcher import pids_of_uid
-from r1jax.rl.rewards.code import run_tests
-from r1jax.rl.rewards.sandbox import NUM_SLOTS, UID_BASE, run_sandboxed
+from r1jax.rewards import code_reward, code_rewards, extract_code, sandbox_capabilities
+from r1jax.rewards._sandbox_launcher import pids_of_uid
+from r1jax.rewards.code import run_tests
+from r1jax.rewards.sandbox import NUM_SLOTS, UID_BASE, run_sandboxed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sandbox_suite  # noqa: E402
@@ -217,7 +217,7 @@ def test_sandbox_uids_are_private_per_run():
 
 def test_unsafe_mode_runs_unconfined_and_says_so():
     """isolation="unsafe": no namespaces; the run still happens, warned about, and the report says so."""
-    import r1jax.rl.rewards.sandbox as sb
+    import r1jax.rewards.sandbox as sb
 
     sb._WARNED = False
     with pytest.warns(RuntimeWarning, match="UNSAFE"):
@@ -269,8 +269,8 @@ def test_hostile_suite_contained_as_an_unprivileged_uid():
 
 _IMPOSSIBLE = """
 import json, warnings
-from r1jax.rl.rewards import code_reward, run_sandboxed, SandboxError
-from r1jax.rl.rewards.sandbox import check_sandbox
+from r1jax.rewards import code_reward, run_sandboxed, SandboxError
+from r1jax.rewards.sandbox import check_sandbox
 out = {}
 for name, fn in (("run", lambda: run_sandboxed("print(1)")), ("reward", lambda: code_reward("```python\\nx = 1\\n```", ["assert x == 1"])),
                  ("check", lambda: check_sandbox())):
@@ -280,7 +280,7 @@ for name, fn in (("run", lambda: run_sandboxed("print(1)")), ("reward", lambda: 
     except SandboxError as e:
         out[name] = str(e)
 from r1jax.rl.config import grpo_config, validate_config
-from r1jax.rl.rewards.registry import check_isolation
+from r1jax.rewards.registry import check_isolation
 try:  # a GRPO run with the accuracy reward stops at its setup, before any rollout
     check_isolation(grpo_config(train_data="x.jsonl", init="ckpt"), ["accuracy", "format"])
     out["grpo"] = "ran"
@@ -427,7 +427,7 @@ def test_judge_semantics_for_honest_programs():
 def test_judge_takes_only_public_names_from_the_candidate():
     """What the candidate announces cannot replace the test's builtins, dunders or builtin names, and
     a module is the judge's own import of a top-level stdlib name (red-team findings)."""
-    from r1jax.rl.rewards import _judge
+    from r1jax.rewards import _judge
 
     names = {"__builtins__": ("value", {"abs": 0}), "__import__": ("value", 1), "len": ("value", 3),
              "f": ("value", 2), 3: ("value", 1), "bad": "x", "m": ("module", "unittest.__main__"),

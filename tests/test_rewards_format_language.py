@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from r1jax.rl.rewards import (
+from r1jax.rewards import (
     REWARDS,
     combine_rewards,
     get_reward,
@@ -11,7 +11,7 @@ from r1jax.rl.rewards import (
     language_consistency_reward,
     register_language,
 )
-from r1jax.rl.rewards.language import chain_of_thought, words
+from r1jax.rewards.language import chain_of_thought, words
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_combine_rewards_fails_early_on_bad_config():
 def test_registry_custom_rewards(tmp_path, monkeypatch):
     import ml_collections
 
-    from r1jax.rl.rewards import compute_rewards, register_reward
+    from r1jax.rewards import compute_rewards, register_reward
 
     (tmp_path / "my_rewards_mod.py").write_text("def n_chars(texts, records):\n    return [float(len(t)) for t in texts]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -199,7 +199,7 @@ def test_registry_custom_rewards(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="dot"):
             register_reward("a.b", scaled)
     finally:
-        from r1jax.rl.rewards.registry import REWARDS
+        from r1jax.rewards.registry import REWARDS
 
         REWARDS.pop("test_scaled", None)
         import sys

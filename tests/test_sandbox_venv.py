@@ -10,12 +10,12 @@ import uuid
 
 import pytest
 
-from r1jax.rl.rewards import code_reward, code_rewards
-from r1jax.rl.rewards import sandbox as sandbox_mod
-from r1jax.rl.rewards._jail import JailError, bind_plan
-from r1jax.rl.rewards.code import SandboxError as CodeSandboxError
-from r1jax.rl.rewards.pool import VerifierError, VerifierPool
-from r1jax.rl.rewards.sandbox import (NUM_SLOTS, PROTECTIONS, UID_BASE, SandboxError, run_sandboxed,
+from r1jax.rewards import code_reward, code_rewards
+from r1jax.rewards import sandbox as sandbox_mod
+from r1jax.rewards._jail import JailError, bind_plan
+from r1jax.rewards.code import SandboxError as CodeSandboxError
+from r1jax.rewards.pool import VerifierError, VerifierPool
+from r1jax.rewards.sandbox import (NUM_SLOTS, PROTECTIONS, UID_BASE, SandboxError, run_sandboxed,
                                       sandbox_capabilities)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +58,8 @@ def _make_venv(path: str) -> str:
 _IN_VENV = textwrap.dedent(
     """
     import json, os, sys
-    from r1jax.rl.rewards import code_reward, accuracy_reward
-    from r1jax.rl.rewards.sandbox import run_sandboxed
+    from r1jax.rewards import code_reward, accuracy_reward
+    from r1jax.rewards.sandbox import run_sandboxed
     add = "def add(a, b):\\n    return a + b\\n"
     sub = "def add(a, b):\\n    return a - b\\n"
     tests = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]

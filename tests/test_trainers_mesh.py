@@ -120,7 +120,7 @@ def test_r1_zero_experiment_config_runs_on_a_mesh(tmp_path):
         assert (saved[side]["pass@1"] * n).is_integer() and (saved[side]["cons@k"] * 8).is_integer()
         assert (saved[side]["mean_length"] * n).is_integer() and 1 <= saved[side]["mean_length"] <= 24
     # the kept samples are judged as the accuracy reward judges them
-    from r1jax.rl.rewards import accuracy_reward
+    from r1jax.rewards import accuracy_reward
 
     assert len(saved["final_samples"]) == 4
     for x in saved["final_samples"]:

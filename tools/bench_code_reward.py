@@ -42,7 +42,7 @@ def main():
               f"new/old {new['median_s_per_program'] / old['median_s_per_program']:.3f}")
         return
     import r1jax
-    from r1jax.rl.rewards import code_reward, code_rewards
+    from r1jax.rewards import code_reward, code_rewards
 
     rows = _rows(a.data, a.n)
     comps = ["```python\n" + r["canonical_solution"] + "```" for r in rows]

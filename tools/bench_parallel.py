@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 
 from r1jax import config as config_lib, parallel, train  # noqa: E402
 from r1jax.model import Transformer, init_params  # noqa: E402
-from r1jax.parallel.moe_ep import experts_ep  # noqa: E402
+from r1jax.model.moe_ep import experts_ep  # noqa: E402
 
 MESHES = {"fsdp8": dict(fsdp=8), "expert8": dict(fsdp=1, expert=8), "fsdp2_expert4": dict(fsdp=2, expert=4)}
 

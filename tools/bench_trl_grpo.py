@@ -85,8 +85,8 @@ def build_model(cfg, dtype, attn: str, tmp: str):
 
 def reward_functions():
     """r1jax's accuracy and format rewards as TRL reward functions (weights 1.0 and 0.5 in the config)."""
-    from r1jax.rl.rewards.accuracy import accuracy_rewards
-    from r1jax.rl.rewards.format import format_reward
+    from r1jax.rewards.accuracy import accuracy_rewards
+    from r1jax.rewards.format import format_reward
 
     def accuracy(completions, answer, **_):
         return [float(r) if r is not None else 0.0 for r in accuracy_rewards(list(completions), list(answer))]

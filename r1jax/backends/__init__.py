@@ -23,6 +23,12 @@ from __future__ import annotations
 
 import jax
 
+from r1jax.backends import cpu_compile
+from r1jax.backends.cpu_compile import jit_with_cpu_options
+from r1jax.backends.cpu_experts import CPU_EXPERT_FNS
+from r1jax.backends.cpu_lm_head import head_matmul_cpu
+from r1jax.model.experts import GENERIC_EXPERT_FNS
+
 # on CPU, layer stacks this shallow run unrolled: a while loop over layers stacks every residual of
 # the backward into [n, ...] buffers (zero-filled, then written and read slice by slice), ~10% of a
 # small model's train step; at this depth unrolling keeps compile time small
@@ -67,8 +73,6 @@ def moe_dispatch() -> str:
 def expert_fns() -> dict:
     """Every routed-expert dispatch by name: the generic ones (r1jax.model.experts: dense, ragged)
     and the backends' (cpu_experts: grouped, blocked, cpu)."""
-    from r1jax.backends.cpu_experts import CPU_EXPERT_FNS
-    from r1jax.model.experts import GENERIC_EXPERT_FNS
 
     return {**GENERIC_EXPERT_FNS, **CPU_EXPERT_FNS}
 
@@ -84,8 +88,6 @@ def expert_fn(impl: str):
 def lm_head_matmul():
     """The backend's 2-D LM-head matmul (x [tokens, hidden] @ kernel [hidden, vocab]), or None."""
     if on_cpu():
-        from r1jax.backends.cpu_lm_head import head_matmul_cpu
-
         return head_matmul_cpu
     return None
 
@@ -103,14 +105,11 @@ def unstack_for_decode() -> bool:
 def decode_compiler_options() -> dict | None:
     """XLA compiler options of the decode programs on this backend (None: none)."""
     if on_cpu():
-        from r1jax.backends import cpu_compile
-
         return cpu_compile.CPU_DECODE_COMPILER_OPTIONS
     return None
 
 
 def jit_with_options(fn, options, **kw):
     """jax.jit(fn, **kw), with `options` where this backend and jaxlib accept them."""
-    from r1jax.backends.cpu_compile import jit_with_cpu_options
 
     return jit_with_cpu_options(fn, options, **kw)

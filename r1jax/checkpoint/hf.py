@@ -27,7 +27,9 @@ import numpy as np
 
 from r1jax import config as config_lib
 from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
+from r1jax.model import Transformer, abstract_params
 from r1jax.parallel import handoff
+from r1jax.parallel.sharding import param_shardings
 
 FP8_BLOCK = 128
 
@@ -253,7 +255,6 @@ def load_params(path: str, cfg, shardings=None) -> dict:
 
     Each param is stored in the dtype `cfg` gives it: `cfg.param_dtype` for the weights, float32
     for the norm weights and the router's correction bias (whatever the checkpoint holds)."""
-    from r1jax.model import abstract_params
     import flax.linen as nn
 
     reader = _Reader(path)
@@ -334,7 +335,6 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, **overrides)
     The config's `eos_token_id` becomes the set that ends generation: config.json's ids, then those
     of generation_config.json (an int or a list, e.g. Llama 3's three) when the folder has one.
     """
-    from r1jax.model import Transformer
 
     path = os.fspath(path)
     if dtype is not None:
@@ -355,8 +355,6 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, **overrides)
             cfg.num_nextn_predict_layers = 0
     shardings = None
     if mesh is not None:
-        from r1jax.parallel.sharding import param_shardings
-
         shardings = param_shardings(cfg, mesh)
     params = load_params(path, cfg, shardings=shardings)
     return Transformer(cfg), params

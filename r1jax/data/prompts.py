@@ -42,6 +42,7 @@ import os
 import re
 from typing import Sequence
 
+from r1jax.data.boxed import last_boxed
 from r1jax.data.jsonl import JsonlError
 from r1jax.data.records import ListSource, field, open_records
 
@@ -68,8 +69,6 @@ def gsm8k_answer(text: str) -> str | None:
 
 
 def boxed_answer(text: str) -> str | None:
-    from r1jax.rl.rewards.extract import last_boxed
-
     return last_boxed(text)
 
 

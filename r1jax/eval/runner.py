@@ -22,18 +22,21 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from r1jax.config import check_choice
+from r1jax.data.prompts import PROMPT_STYLES, PromptFormat, opens_think, prompt_of
+from r1jax.data.prompts import decode_completion as dec
+from r1jax.data.templates import think_of
+from r1jax.data.tokenizer import check_fits_model
+from r1jax.eval.metrics import cons_at_k, pass1_over_k
+from r1jax.generation.engine import ENGINES, check_positions, generate
+from r1jax.model.precision import compute_copy
+from r1jax.parallel.handoff import allgather_rows
+from r1jax.rewards import accuracy_rewards, extract_answer, format_reward
+from r1jax.rewards.format import TEMPLATES
+from r1jax.rewards.sandbox import check_sandbox
+
 REFLECTION_WORDS = ("wait", "check", "recheck")
 _REFLECT_RE = re.compile(r"\b(" + "|".join(REFLECTION_WORDS) + r")\b", re.IGNORECASE)
-
-
-def make_prompt(problem: str, style: str, tokenizer=None, **prompt_kw) -> str:
-    """The prompt text of `problem` in `style` (r1jax.data.prompts.PromptFormat; "chat" needs the
-    tokenizer, whose template it renders)."""
-    from r1jax.data.prompts import PromptFormat
-
-    if style == "chat" and tokenizer is None:
-        raise ValueError("prompt style 'chat' renders the checkpoint's chat template: pass its tokenizer")
-    return PromptFormat(style, **prompt_kw).text(tokenizer, problem)
 
 
 def has_reflection(text: str) -> bool:
@@ -42,14 +45,12 @@ def has_reflection(text: str) -> bool:
 
 def reasons(text: str) -> bool:
     """True when the response's <think> block has content (it reasoned before answering)."""
-    from r1jax.data.templates import think_of
 
     return bool(think_of(text))
 
 
 def decode_completion(tokenizer, tokens: Sequence[int], eos_ids: int | Sequence[int] = ()) -> str:
     """The completion's text without the EOS token that ended it (r1jax.data.prompts)."""
-    from r1jax.data.prompts import decode_completion as dec
 
     return dec(tokenizer, tokens, [eos_ids] if isinstance(eos_ids, int) else eos_ids)
 
@@ -59,10 +60,6 @@ def check_eval_settings(*, k: int = 8, temperature: float = 0.6, top_p: float = 
                         batch_prompts: int = 64, what: str = "evaluate") -> None:
     """evaluate's settings, checked before a model loads or anything is sampled: ValueError naming
     the setting, its value and the valid ones."""
-    from r1jax.config import check_choice
-    from r1jax.data.prompts import PROMPT_STYLES
-    from r1jax.generation.engine import ENGINES
-    from r1jax.rl.rewards.format import TEMPLATES
 
     check_choice(what, "prompt_style", prompt_style, PROMPT_STYLES)
     check_choice(what, "template", template, TEMPLATES)
@@ -88,15 +85,8 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
     through batch_prompts * k decode rows, refilled as samples end (no row waits for the slowest
     sample of its chunk); "auto": continuous when there is more than one chunk. Sample j of record
     i is request i * k + j of one seed either way, so both give the same samples. sandbox: the math
-    workers' isolation ("auto" | "unsafe", r1jax.rl.rewards.sandbox), checked before generating."""
-    from r1jax.data.prompts import PromptFormat, opens_think, prompt_of
-    from r1jax.eval.metrics import cons_at_k, pass1_over_k
-    from r1jax.generation.engine import check_positions, generate
-    from r1jax.model.precision import compute_copy
-    from r1jax.rl.rewards import accuracy_rewards, extract_answer, format_reward
-    from r1jax.rl.rewards.sandbox import check_sandbox
+    workers' isolation ("auto" | "unsafe", r1jax.rewards.sandbox), checked before generating."""
 
-    from r1jax.data.tokenizer import check_fits_model
 
     check_eval_settings(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                         prompt_style=prompt_style, template=template, engine=engine, batch_prompts=batch_prompts)
@@ -174,7 +164,6 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
 def _gather_samples(tokens, finish, rows: int, width: int, total: int):
     """Every process's completions (token lists, finish reasons) in process order, the first `total`:
     each process pads its own to `rows` x `width` for one all-gather (r1jax.parallel.handoff)."""
-    from r1jax.parallel.handoff import allgather_rows
 
     ids = np.full((rows, width), -1, np.int32)
     meta = np.zeros((rows, 2), np.int32)  # length, stopped at EOS

@@ -10,7 +10,7 @@
 
 The dispatch of a name comes from r1jax.backends.expert_fn (these and the backends' own).
 
-Used by the MoE layer (r1jax.model.moe) and by expert parallelism (r1jax.parallel.moe_ep, which
+Used by the MoE layer (r1jax.model.moe) and by expert parallelism (r1jax.model.moe_ep, which
 runs `batched_expert_mlp` on the rows each device receives and the backend's dispatch when
 there is no expert axis). Imports nothing else from r1jax.
 """

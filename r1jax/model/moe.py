@@ -14,7 +14,7 @@ L = alpha * sum_i f_i P_i (per sequence, averaged) is returned too.
 
 Routed experts are evaluated by one of the dispatches of identical math in r1jax.model.experts
 ("dense" | "ragged" | "grouped" | "blocked" | "cpu"), or with "ep" by expert parallelism with
-shard_map over the mesh's `expert` axis (r1jax.parallel.moe_ep, which uses the same experts module).
+shard_map over the mesh's `expert` axis (r1jax.model.moe_ep, which uses the same experts module).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from r1jax import backends
 from r1jax.model.layers import MLP, compute_dtype, normal_init, param_dtype
+from r1jax.model.moe_ep import experts_ep
 
 
 def route(scores: jnp.ndarray, bias: jnp.ndarray, cfg) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -111,10 +112,6 @@ class MoE(nn.Module):
         impl = self.impl or resolve_moe_impl(cfg)
         xf = x.reshape(-1, d)
         if impl == "ep":
-            # one-way: moe_ep needs only r1jax.model.experts and r1jax.backends; imported here because importing it at the
-            # top would run r1jax.parallel's __init__ while r1jax.model's is still running
-            from r1jax.parallel.moe_ep import experts_ep
-
             # padding is not dispatched: it would take capacity from real tokens (and count as dropped)
             y, ep_stats = experts_ep(xf, idx, w, wg, wu, wd, cfg, valid=token_mask.reshape(-1))
         else:

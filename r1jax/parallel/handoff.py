@@ -24,7 +24,10 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from r1jax.parallel.mesh import make_mesh
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,7 +44,6 @@ def _replicate(tree, mesh):
 def local_mesh():
     """A mesh of this process's own devices, all on the data axis: a process's rollout mesh
     (`rollout_placement="local"`: rows over every local device, the weights replicated on each)."""
-    from r1jax.parallel.mesh import make_mesh
 
     devices = jax.local_devices()
     return make_mesh({"data": len(devices)}, devices=devices)

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 
 from r1jax.parallel import _flax_compat
-from r1jax.parallel.rules import LOGICAL_RULES, axis_rules, rules_for
+from r1jax.parallel.rules import BATCH_AXES, LOGICAL_RULES, axis_rules, rules_for
 
 _flax_compat.install()
 
@@ -139,6 +139,5 @@ def describe(mesh) -> str:
 
 def batch_axis_size(mesh) -> int:
     """Number of ways a global batch is split (product of the mesh's batch axes)."""
-    from r1jax.parallel.rules import BATCH_AXES
 
     return math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.shape)

@@ -25,40 +25,37 @@ import contextlib
 import jax
 import jax.numpy as jnp
 
+from r1jax import train
+from r1jax.parallel.mesh import batch_axis_size, describe, make_mesh, use_mesh
+from r1jax.parallel.sharding import make_sharded_train_step, shard_batch, shard_params, state_shardings
+
 
 class Placement:
     def __init__(self, mesh_config=None, devices=None):
         """devices: the devices the mesh is built over (default: all of them; asynchronous GRPO leaves
         out its sampler devices)."""
-        from r1jax.parallel.mesh import make_mesh
 
         self.mesh = make_mesh(mesh_config, devices=devices) if mesh_config else None
 
     def __repr__(self):
-        from r1jax.parallel.mesh import describe
-
         return f"Placement({describe(self.mesh) if self.mesh is not None else 'one device'})"
 
     def context(self):
         """Context to trace/run jitted model code in (the mesh and logical-axis rules, or nothing)."""
-        from r1jax.parallel.mesh import use_mesh
 
         return use_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
 
     @property
     def batch_multiple(self) -> int:
         """A batch's leading dim must be a multiple of this (the product of the batch mesh axes)."""
-        from r1jax.parallel.mesh import batch_axis_size
 
         return batch_axis_size(self.mesh) if self.mesh is not None else 1
 
     def train_state(self, cfg, params, tx):
         """`r1jax.train.init_train_state(params, tx)`, placed with the mesh's state shardings."""
-        from r1jax import train
 
         if self.mesh is None:
             return train.init_train_state(params, tx)
-        from r1jax.parallel.sharding import state_shardings
 
         self._state_sh = state_shardings(cfg, tx, self.mesh)
         params = jax.device_put(params, self._state_sh.params)
@@ -70,24 +67,20 @@ class Placement:
         the shardings come from tracing the model's init, which must not run under the mesh."""
         if self.mesh is None:
             return params
-        from r1jax.parallel.sharding import shard_params
 
         return shard_params(params, cfg, self.mesh)
 
     def train_step(self, model, loss_fn, tx, **kw):
         """`r1jax.train.make_train_step`, or its sharded form (call `train_state` first)."""
-        from r1jax import train
 
         if self.mesh is None:
             return train.make_train_step(model, loss_fn, tx, **kw)
-        from r1jax.parallel.sharding import make_sharded_train_step
 
         return make_sharded_train_step(model, loss_fn, tx, self.mesh, self._state_sh, **kw)
 
     def accum_step(self, model, loss_fn, tx, **kw):
         """`r1jax.train.AccumStep` (an update over a changing number of micro-batches, compiled once),
         on a mesh with the accumulated gradients in the params' shardings (call `train_state` first)."""
-        from r1jax import train
 
         if self.mesh is None:
             return train.AccumStep(model, loss_fn, tx, **kw)
@@ -102,6 +95,5 @@ class Placement:
         if n % self.batch_multiple:
             raise ValueError(f"batch of {n} rows does not split over the mesh's batch axes "
                              f"({self.batch_multiple} ways): make it a multiple of {self.batch_multiple}")
-        from r1jax.parallel.sharding import shard_batch
 
         return shard_batch(batch, self.mesh)

@@ -19,8 +19,11 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from r1jax import train
+from r1jax.model import _init_fn, abstract_params
 from r1jax.parallel.mesh import use_mesh
 from r1jax.parallel.rules import BATCH_AXES, KNOWN_LOGICAL_AXES, LOGICAL_RULES, rules_for
 
@@ -62,7 +65,6 @@ def logical_to_shardings(logical_specs, shapes, mesh, rules=LOGICAL_RULES):
 
 def param_shardings(cfg, mesh, rules=LOGICAL_RULES):
     """NamedSharding for every param of `Transformer(cfg)` (same tree as the params)."""
-    from r1jax.model import abstract_params
 
     boxed = abstract_params(cfg)
     specs = nn.get_partition_spec(boxed)
@@ -168,8 +170,6 @@ def tree_shardings_like_params(tree, params_shardings, params_shapes, mesh):
 
 def state_shardings(cfg, tx, mesh, rules=LOGICAL_RULES):
     """NamedShardings of `r1jax.train.TrainState` (step, params, opt_state) for `Transformer(cfg)`."""
-    from r1jax import train
-    from r1jax.model import abstract_params
 
     shapes = nn.unbox(abstract_params(cfg))
     p_sh = param_shardings(cfg, mesh, rules)
@@ -180,8 +180,6 @@ def state_shardings(cfg, tx, mesh, rules=LOGICAL_RULES):
 
 def abstract_state(cfg, tx, mesh, rules=LOGICAL_RULES):
     """ShapeDtypeStructs of the sharded TrainState (for AOT `.lower`), and the shardings."""
-    from r1jax import train
-    from r1jax.model import abstract_params
 
     shapes = nn.unbox(abstract_params(cfg))
     st = jax.eval_shape(lambda p: train.init_train_state(p, tx), shapes)
@@ -194,8 +192,6 @@ def init_sharded_state(cfg, tx, mesh, rng=None, rules=LOGICAL_RULES):
 
     Returns (state, state_shardings). Same values as `init_train_state(init_params(cfg, rng), tx)`.
     """
-    from r1jax import train
-    from r1jax.model import _init_fn
 
     rng = jax.random.PRNGKey(0) if rng is None else rng
     sh = state_shardings(cfg, tx, mesh, rules)
@@ -238,7 +234,6 @@ def make_sharded_train_step(model, loss_fn, tx, mesh, state_shardings_, *, grad_
                             router_bias_update_rate: float = 0.0, donate: bool = True,
                             rules=LOGICAL_RULES) -> MeshStep:
     """`r1jax.train.make_train_step` with in/out shardings from the mesh, the state donated."""
-    from r1jax import train
 
     jitted = train.make_train_step(model, loss_fn, tx, grad_accum=grad_accum,
                                    router_bias_update_rate=router_bias_update_rate,

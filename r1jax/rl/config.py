@@ -15,9 +15,20 @@ from __future__ import annotations
 
 import ml_collections
 
-from r1jax import train
+from r1jax import backends, train
+from r1jax.config import DTYPES, REMAT_POLICIES, check_choice, check_keys, closest, schema_of
 from r1jax.config import override as override_config
-from r1jax.rl.rewards.sandbox import ISOLATION
+from r1jax.config.overrides import ConfigKeyError
+from r1jax.data.prompts import ANSWER_FORMATS, PROMPT_STYLES, PromptFormat
+from r1jax.generation.engine import ENGINES
+from r1jax.parallel.mesh import check_mesh_config
+from r1jax.plugins import is_spec, load_callable
+from r1jax.rewards.format import TEMPLATES
+from r1jax.rewards.registry import REWARDS, reward_specs
+from r1jax.rewards.sandbox import ISOLATION
+from r1jax.rl import grpo
+from r1jax.rl.policy import TRAINER_LOSS_ARGS, passed_loss_args
+from r1jax.rl.rollout_correction import CORRECTIONS
 
 
 def grpo_config(**kw) -> ml_collections.ConfigDict:
@@ -37,7 +48,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         rewards=ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5}),
         # names of `rewards` bound to "module:function" / "file.py:function" specs (config keys cannot hold
         # dots): reward_functions={"trl_acc": "trl.rewards:accuracy_reward"}, rewards={"trl_acc": 1.0}; TRL and
-        # verl forms are detected (r1jax.rl.rewards.forms)
+        # verl forms are detected (r1jax.rewards.forms)
         reward_functions=ml_collections.ConfigDict(),
         format_template="r1_zero",
         language="en",  # default target language of the language reward (a record's "language" wins)
@@ -47,7 +58,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         # "auto" (root: per-run uid; else an unprivileged user namespace; SandboxError where neither
         # works, checked at setup) | "unsafe" (no isolation: logged loudly at start)
         sandbox="auto",
-        reward_timeout_s=300.0,  # time limit of one call of a TRL / verl reward function (r1jax.rl.rewards.forms)
+        reward_timeout_s=300.0,  # time limit of one call of a TRL / verl reward function (r1jax.rewards.forms)
         group_size=8,
         prompts_per_step=16,
         max_new_tokens=128,
@@ -150,8 +161,6 @@ def check_loss(c, what: str = "grpo config"):
     """The configured loss takes every loss_kwargs key and what the trainer passes (entropy, and
     sampler_logp with a rollout correction); the built-in loss's enumerated options are valid
     values. Returns the loss function."""
-    from r1jax.rl import grpo
-    from r1jax.rl.policy import TRAINER_LOSS_ARGS, passed_loss_args
 
     lk = c.loss_kwargs.to_dict() if hasattr(c.loss_kwargs, "to_dict") else dict(c.loss_kwargs)
     fn = grpo.check_loss_kwargs(c.loss, lk, passed=passed_loss_args(lk, packed=bool(c.get("pack", True))),
@@ -167,13 +176,9 @@ def check_loss(c, what: str = "grpo config"):
 
 
 def check_rewards(c, what: str = "grpo config") -> dict:
-    """Every reward name is registered (r1jax.rl.rewards.registry) or a "module:function" /
+    """Every reward name is registered (r1jax.rewards.registry) or a "module:function" /
     "file.py:function" spec, imported now so that a bad one fails before the first rollout; weights
     are numbers; "preference" needs preference_model. -> {name: fn}."""
-    from r1jax.config import closest
-    from r1jax.config.overrides import ConfigKeyError
-    from r1jax.plugins import is_spec, load_callable
-    from r1jax.rl.rewards.registry import REWARDS, reward_specs
 
     rewards = c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else dict(c.rewards or {})
     bound = reward_specs(c)
@@ -225,12 +230,6 @@ def validate_config(c) -> None:
     (dotted, with the closest valid one), numbers out of range, enumerated settings that are not one
     of their values, loss_kwargs the loss does not take, rewards that do not resolve. Loads no model
     and reads no data (the trainer calls it first)."""
-    from r1jax import backends
-    from r1jax.config import DTYPES, REMAT_POLICIES, check_choice, check_keys, schema_of
-    from r1jax.data.prompts import ANSWER_FORMATS, PROMPT_STYLES, PromptFormat
-    from r1jax.generation.engine import ENGINES
-    from r1jax.rl import grpo
-    from r1jax.rl.rewards.format import TEMPLATES
 
     what = "grpo config"
     check_keys(c, schema_of(grpo_config(), open=OPEN_KEYS + REPLACED_KEYS), what, complete=True)
@@ -293,12 +292,9 @@ def validate_config(c) -> None:
         raise ValueError(f"{what}: {e}") from None
     train.validate_optimizer(c.optimizer, what, prefix="optimizer.")
     if c.mesh:
-        from r1jax.parallel.mesh import check_mesh_config
-
         check_mesh_config(c.mesh, what)
     check_loss(c, what)
     corr = c.loss_kwargs.get("rollout_correction", "none")
-    from r1jax.rl.rollout_correction import CORRECTIONS
 
     if corr not in CORRECTIONS:
         raise ValueError(f"grpo config: loss_kwargs.rollout_correction={corr!r}: registered corrections are "
@@ -323,7 +319,6 @@ def override(c, kw):
     kw = dict(kw)
     if "loss" in kw and kw["loss"] != c.loss:
         override_config(c, {"loss": kw.pop("loss")}, "grpo config")
-        from r1jax.rl import grpo
 
         try:
             fn = grpo.get_loss_fn(c.loss)

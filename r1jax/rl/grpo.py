@@ -115,9 +115,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from r1jax.config import ConfigKeyError, closest
 from r1jax.plugins import is_spec, load_callable
 from r1jax.rl import samples
-from r1jax.rl.rollout_correction import correction_weights
+from r1jax.rl.rollout_correction import CORRECTIONS, correction_weights
 
 __all__ = [
     "group_advantages",
@@ -416,7 +417,6 @@ def check_loss_options(*, loss_agg: str = "seq-mean-token-mean", kl_estimator: s
     """grpo_loss's checks of its Python-level options (ValueError naming the option, `prefix` +
     its name, e.g. "loss_kwargs.loss_agg", the value and the valid ones); the trainer's config
     validation runs them before anything is compiled."""
-    from r1jax.rl.rollout_correction import CORRECTIONS
 
     for name, value, valid in (("ratio_level", ratio_level, RATIO_LEVELS), ("loss_agg", loss_agg, LOSS_AGGS),
                                ("kl_estimator", kl_estimator, KL_ESTIMATORS),
@@ -456,7 +456,6 @@ def check_loss_kwargs(loss, loss_kwargs, *, passed: tuple = (), reserved: tuple 
     Returns the loss function."""
     import inspect
 
-    from r1jax.config import ConfigKeyError, closest
 
     for k in loss_kwargs:
         if k in reserved:

@@ -11,7 +11,7 @@ One step (DeepSeekMath / R1 GRPO, with the options of TRL / verl / DAPO):
   2. `group_size` samples per prompt from the rollout engine (r1jax.generate: latent KV cache, the
      weights in the compute dtype, stopping on the tokenizer's EOS set), with the sampler's
      log-probs as the old policy's (or recomputed: `old_logp="recompute"`);
-  3. rewards named in `rewards` with weights (r1jax.rl.rewards) on the whole response ("<think>" +
+  3. rewards named in `rewards` with weights (r1jax.rewards) on the whole response ("<think>" +
      completion when the prompt opened the think block), computed off the accelerator; a sample
      whose reward does not exist (its gold answer does not parse) is left out of its group's
      statistics and of the loss;
@@ -40,14 +40,32 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from r1jax import backends, train
+from r1jax import config as cl
 from r1jax import config as config_lib
-from r1jax import train
+from r1jax.checkpoint.hf import save_pretrained
+from r1jax.checkpoint.orbax import Checkpointer
+from r1jax.data.packing import best_fit_decreasing
+from r1jax.data.pipeline import PromptPipeline
+from r1jax.data.prompts import PromptFormat, decode_completion, opens_think, prompt_of, read_prompt_records
+from r1jax.data.tokenizer import check_fits_model, load_tokenizer
+from r1jax.eval.runner import evaluate, has_reflection
+from r1jax.generation.engine import check_positions, generate
+from r1jax.generation.programs import route_shape
+from r1jax.model import precision
+from r1jax.parallel import handoff
+from r1jax.parallel.mesh import make_mesh, use_mesh
+from r1jax.parallel.placement import Placement
+from r1jax.parallel.sharding import process_batch_slice, shard_local_batch
+from r1jax.rewards.preference import preference_active
+from r1jax.rewards.registry import REWARDS, check_isolation, compute_rewards, register_reward
 from r1jax.rl import grpo
+from r1jax.rl.async_sampler import Sampler, WeightHistory
 from r1jax.rl.batch import bucket, build_batch
 from r1jax.rl.config import grpo_config, override, validate_config
+from r1jax.rl.packed import PackSpec, pack_samples, padded_micro_batches, plan_micro_batches, sample_lengths
 from r1jax.rl.policy import make_logprob_fn, make_policy_loss
-from r1jax.rl.rewards.preference import preference_active
-from r1jax.rl.rewards.registry import REWARDS, check_isolation, compute_rewards, register_reward
+from r1jax.runlog import RunLogger
 
 __all__ = [  # the trainer, and the names tools/ and tests import from here (defined in the modules above)
     "run_grpo", "load_train_records", "grpo_config", "validate_config", "override", "bucket", "build_batch",
@@ -57,7 +75,6 @@ __all__ = [  # the trainer, and the names tools/ and tests import from here (def
 
 def load_train_records(c, path: str) -> list[dict]:
     """Prompt records of a JSONL file with the config's field mapping (r1jax.data.prompts)."""
-    from r1jax.data.prompts import read_prompt_records
 
     return read_prompt_records(path, problem_key=c.problem_key, answer_key=c.answer_key,
                                answer_format=c.answer_format)
@@ -96,7 +113,6 @@ class Run:
 
     def to_device(self, host):
         """Process-local rows -> global arrays (one process: the whole batch)."""
-        from r1jax.parallel.sharding import shard_local_batch
 
         return shard_local_batch(host, self.place.mesh) if self.n_proc > 1 else self.place.batch(host)
 
@@ -104,8 +120,6 @@ class Run:
         """The weights the rollout engine reads: the compute-dtype copy, as sharded ("mesh") or
         replicated on every device of this process ("local": all-gathered on device, no host copy;
         r1jax.parallel.handoff.replicate_on)."""
-        from r1jax.model import precision
-        from r1jax.parallel import handoff
 
         p = precision.compute_copy(state.params, self.model.cfg)
         return handoff.replicate_on(p, self.rollout_mesh, self.place.mesh) if self.local_rollout else p
@@ -113,7 +127,6 @@ class Run:
     def rollout_context(self):
         """Where the engines run: this process's device mesh (rows split over its devices) or the
         training mesh."""
-        from r1jax.parallel.mesh import use_mesh
 
         return use_mesh(self.rollout_mesh) if self.local_rollout else self.place.context()
 
@@ -135,8 +148,6 @@ def rollout(run: Run, state, recs: list[dict], step: int, *, weights=None, weigh
     """Samples group_size completions of this process's block of the step's global prompts
     (prompts lo .. lo + p_local - 1, lo = proc * p_local). weights: the rollout weights (default:
     `run.rollout_params(state)`); weight_source / version: in-flight updates (asynchronous GRPO)."""
-    from r1jax.data.prompts import decode_completion, opens_think, prompt_of
-    from r1jax.generation.engine import check_positions, generate
 
     c, t0 = run.c, time.perf_counter()
     prompt_ids, prompt_texts = run.fmt.render_all(run.tokenizer, [prompt_of(r) for r in recs])
@@ -229,9 +240,6 @@ def pack_spec(run: Run, seq_len: int, lengths):
     AUTO_MICRO_BATCHES micro-batches, and the partly filled last one wastes at most about a quarter;
     longer responses later add micro-batches, not memory), at most the padded update's rows per rank
     (so a micro-batch never needs more memory than a padded one)."""
-    from r1jax.data.packing import best_fit_decreasing
-    from r1jax.parallel import handoff
-    from r1jax.rl.packed import PackSpec
 
     c = run.c
     if c.pack_len:  # configured: every sample must fit (the longest over every process)
@@ -271,7 +279,6 @@ def slot_offset(run: Run, spec) -> int:
     make_array_from_process_local_data places process-local rows (not assumed to be proc x size)."""
     if run.n_proc == 1 or run.place.mesh is None:
         return 0
-    from r1jax.parallel.sharding import process_batch_slice
 
     return int(process_batch_slice(run.n_proc * spec.ranks * spec.sample_capacity, run.place.mesh).start or 0)
 
@@ -279,8 +286,6 @@ def slot_offset(run: Run, spec) -> int:
 def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
     """The step's samples as the update takes them: packed (pack=True; r1jax.rl.packed, micro-batches
     on the device) or padded rows (pack=False). Several processes agree on the micro-batch count."""
-    from r1jax.parallel import handoff
-    from r1jax.rl.packed import pack_samples, padded_micro_batches, plan_micro_batches, sample_lengths
 
     c, gen = run.c, ro.gen
     if not c.pack:
@@ -315,7 +320,6 @@ def update_batches(run: Run, ro: Rollout, adv, sample_mask) -> UpdateBatch:
 def recompute_logps(run: Run, state, ub: UpdateBatch) -> None:
     """old_logp recomputed by the policy (old_logp="recompute") and ref_logp by the reference (KL),
     one micro-batch at a time, into the update's micro-batches (never all rows at once)."""
-    from r1jax.parallel import handoff
 
     if run.c.old_logp != "recompute" and run.ref_params is None:
         return
@@ -340,7 +344,6 @@ def recompute_logps(run: Run, state, ub: UpdateBatch) -> None:
 def update(run: Run, state, ub: UpdateBatch):
     """mu passes over the mini-batches (the prompts j, j + minibatches, ...: whole groups) -> the new
     state and each update's metrics (on the host)."""
-    from r1jax.parallel import handoff
 
     ms = []
     for _ in range(run.c.mu):
@@ -358,8 +361,6 @@ def update(run: Run, state, ub: UpdateBatch):
 def step_metrics(c, ro: Rollout, scores, tot, valid, spread, ub: UpdateBatch, ms, times: dict, step: int) -> dict:
     """The step's figures over every process's samples (each process holds its prompts' groups;
     the all-gathers run in the same order on every process). times: generate, reward, logp, train, step0."""
-    from r1jax.eval.runner import has_reflection
-    from r1jax.parallel import handoff
 
     gen = ro.gen
     g = lambda x: handoff.allgather_rows(np.asarray(x))  # noqa: E731
@@ -414,7 +415,6 @@ def start_sampler(run: Run, state, pipe, start: int):
     """The sampler thread of rollout_mode="async" (r1jax.rl.async_sampler): step s's prompts, rollout
     and rewards, drawn by the weights of version max(start, s - max_staleness) (stale_policy="wait") or
     the newest ("drop")."""
-    from r1jax.rl.async_sampler import Sampler, WeightHistory
 
     c = run.c
     history = WeightHistory(keep=c.max_staleness + 1 if c.stale_policy == "wait" else 1)
@@ -457,13 +457,11 @@ def lag_metrics(step: int, item: dict, gen, waited: float) -> dict:
 def run_eval(run: Run, state, eval_records, log, step: int):
     """pass@1 / cons@k / format / reflection on the held-out records (every process evaluates the same
     records with the same seed; one process logs)."""
-    from r1jax.eval.runner import evaluate
 
     if eval_records is None:
         return None
     c = run.c
     if c.rollout_mode == "async":  # the sampler's devices are its thread's: eval on the trainer's own
-        from r1jax.model import precision
 
         params_e, ctx, model_e = precision.compute_copy(state.params, run.model.cfg), run.place.context(), run.model
     else:
@@ -532,10 +530,6 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     """Runs GRPO as configured (see module doc); returns (model, params)."""
     from tqdm import tqdm
 
-    from r1jax.checkpoint.orbax import Checkpointer
-    from r1jax.data.pipeline import PromptPipeline
-    from r1jax.parallel import handoff
-    from r1jax.runlog import RunLogger
 
     run, state, train_records, eval_records = setup(c, model, params, tokenizer, train_records, eval_records)
     model, proc = run.model, run.proc
@@ -574,8 +568,6 @@ def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, 
     log.close()
     ckpt.close()
     if finished and c.save_hf:
-        from r1jax.checkpoint.hf import save_pretrained
-
         # every process joins (one tensor gathered and cast at a time, no replica of the fp32 master
         # weights on a device), process 0 writes
         save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=run.tokenizer,
@@ -587,7 +579,6 @@ def check_model_fits(c, model_cfg, tokenizer, what: str, *, model_where: str, to
     """Before the weights load: the tokenizer's ids (added / special, EOS, pad) fit the model's
     embedding table (r1jax.data.tokenizer.check_fits_model, naming both folders and sizes), and
     max_new_tokens leaves room for a prompt within max_position_embeddings."""
-    from r1jax.data.tokenizer import check_fits_model
 
     check_fits_model(tokenizer, model_cfg.vocab_size, tokenizer_where=tokenizer_where, model_where=model_where,
                      what=what)
@@ -610,8 +601,6 @@ def rollout_placement(placement: str, n_proc: int, cfg, params) -> str:
         return placement
     if n_proc == 1:
         return "mesh"
-    from r1jax import config as cl
-    from r1jax.parallel import handoff
 
     dt = np.dtype(cl.dtype_of(cfg.dtype))
     nbytes = sum(x.size * (dt.itemsize if x.ndim >= 2 else x.dtype.itemsize) for x in jax.tree.leaves(params))
@@ -636,14 +625,6 @@ def split_devices(n: int):
 def setup(c, model, params, tokenizer, train_records, eval_records):
     """Validates the config, loads what is not passed in (model, tokenizer, records) and builds the
     step's pieces: -> (Run, the train state, train_records, eval_records)."""
-    from r1jax import backends
-    from r1jax.data.prompts import PromptFormat, prompt_of
-    from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.generation.engine import check_positions
-    from r1jax.generation.programs import route_shape
-    from r1jax.model import precision
-    from r1jax.parallel import handoff
-    from r1jax.parallel.placement import Placement
 
     validate_config(c)
     check_isolation(c, list(c.rewards.keys()))  # the sandbox works here (or sandbox="unsafe", said loudly)
@@ -729,7 +710,6 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
                                    router_bias_update_rate=c.router_bias_update_rate)
     local_rollout = rollout_placement(c.rollout_placement, n_proc, model.cfg, state.params) == "local"
     if sampler_devs:  # the sampler decodes on its own devices, the weights pushed to them after each update
-        from r1jax.parallel.mesh import make_mesh
 
         local_rollout, rollout_mesh = True, make_mesh({"data": len(sampler_devs)}, devices=sampler_devs)
     else:
@@ -747,7 +727,6 @@ def setup(c, model, params, tokenizer, train_records, eval_records):
                          "timing and train other prompts than the others; use stale_policy='wait'")
     rollout_model = model
     if local_rollout and model.cfg.moe_impl == "ep":  # outside the mesh: the local expert dispatch
-        from r1jax import backends
 
         rollout_model = model.clone(moe_impl=backends.moe_dispatch())
     # The frozen reference exists only when the KL term does; it is held in the compute dtype.

@@ -30,12 +30,24 @@ import jax
 import ml_collections
 import numpy as np
 
-from r1jax import backends
+from r1jax import backends, train
 from r1jax import config as config_lib
-from r1jax import train
+from r1jax.checkpoint.hf import save_pretrained
+from r1jax.checkpoint.orbax import Checkpointer
+from r1jax.data.jsonl import JsonlError
 from r1jax.data.packing import PackPlan, fill_rows
+from r1jax.data.prompts import PromptFormat, chat_messages
+from r1jax.data.records import field, open_records
+from r1jax.data.templates import encode_prompt
 from r1jax.data.token_store import TokenStore
+from r1jax.data.tokenizer import check_fits_model, load_tokenizer
+from r1jax.model import precision
+from r1jax.model.precision import load_for_training
 from r1jax.parallel.handoff import host_tree
+from r1jax.parallel.mesh import check_mesh_config
+from r1jax.parallel.placement import Placement
+from r1jax.runlog import RunLogger
+from r1jax.sft.heldout import heldout_metrics
 
 
 def sft_config(**kw) -> ml_collections.ConfigDict:
@@ -110,8 +122,6 @@ def validate_sft_config(c) -> None:
                          "micro-batches")
     train.validate_optimizer(c.optimizer, what, prefix="optimizer.")
     if c.mesh:
-        from r1jax.parallel.mesh import check_mesh_config
-
         check_mesh_config(c.mesh, what)
 
 
@@ -119,9 +129,6 @@ def read_sft_records(path: str, prompt_key: str = "prompt", completion_key: str 
     """{"prompt", "completion"} records of a dataset (JSONL, JSON, Parquet, save_to_disk: r1jax.data.records;
     keys may be dotted). A prompt holding chat messages (TRL's conversational format) stays a message
     list, rendered by the chat template; a completion given as messages is its assistant text."""
-    from r1jax.data.jsonl import JsonlError
-    from r1jax.data.prompts import chat_messages
-    from r1jax.data.records import field, open_records
 
     src = open_records(path)
     out = []
@@ -145,8 +152,6 @@ def iter_tokenized(records, tokenizer, eos_id: int, *, chat_template: bool = Fal
     """(prompt ids, completion ids + [eos_id]) per record, as they are asked for. A prompt's text is
     encoded as it is (it may spell special tokens), or, with chat_template, rendered as the user
     message of a conversation."""
-    from r1jax.data.prompts import PromptFormat
-    from r1jax.data.templates import encode_prompt
 
     fmt = PromptFormat("chat", system_prompt=system_prompt) if chat_template else None
     chat = PromptFormat("chat", system_prompt=system_prompt)
@@ -183,7 +188,6 @@ def check_ids(ids, vocab_size: int, what: str) -> None:
 def load_model(cfg_init: str, model_cfg, seed: int = 0, **overrides):
     """(model, params) from an HF checkpoint folder, or a random init of `model_cfg`
     (r1jax.model.precision.load_for_training)."""
-    from r1jax.model.precision import load_for_training
 
     return load_for_training(cfg_init, model_cfg, seed, **overrides)
 
@@ -192,15 +196,10 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     """Runs SFT as configured; returns (model, params). See module doc. With held-out records
     (`eval_records` or `c.eval_data`) it logs their teacher-forced eval/ce, eval/token_acc and
     eval/exact (r1jax.sft.heldout) every `eval_every` steps and at the end."""
-    from tqdm import tqdm
-
     import functools
 
-    from r1jax.checkpoint.orbax import Checkpointer
-    from r1jax.data.tokenizer import check_fits_model, load_tokenizer
-    from r1jax.model import precision
-    from r1jax.parallel.placement import Placement
-    from r1jax.runlog import RunLogger
+    from tqdm import tqdm
+
 
     validate_sft_config(c)
     if tokenizer is None:
@@ -278,8 +277,6 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         return place.batch(fill_rows(rows, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=pad))
 
     def evaluate_heldout(step, params):
-        from r1jax.sft.heldout import heldout_metrics
-
         with place.context():
             hm = heldout_metrics(model, params, eval_examples, c.seq_len, pad_id=pad, place=place,
                                  skip=c.eval_skip_tokens)
@@ -324,8 +321,6 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     log.close()
     ckpt.close()
     if c.save_hf:
-        from r1jax.checkpoint.hf import save_pretrained
-
         # every process joins (one tensor gathered at a time), process 0 writes
         save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=tokenizer,
                         dtype=c.save_dtype or None)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import random
 from typing import Iterable, Mapping, Sequence
 
+from r1jax.data.templates import EOS, prompt_for, r1_chat_prompt, r1_zero_prompt
 from r1jax.toy.tasks import get_task
 from r1jax.toy.tasks.arithmetic import (
     answer_text,
@@ -55,7 +56,6 @@ from r1jax.toy.tasks.arithmetic import (
     worked_think,
     wrong_answer,
 )
-from r1jax.data.templates import prompt_for, r1_zero_prompt
 
 MODES = ("direct", "worked", "check")
 DEFAULT_DIRECT_ERROR_RATE: dict[int, float] = {1: 0.5, 2: 0.6, 3: 0.75, 4: 0.85, 5: 0.9, 6: 0.95}
@@ -191,7 +191,6 @@ def make_sft_records(
     all correct (mode "worked" or "check"; "mixed" = 80% worked / 20% check), prompts in the
     R1-Zero template (prompt_style="r1_zero") or R1's chat template ("chat"), completions ending
     in the EOS token for the chat style. Problems are unique and from the train split."""
-    from r1jax.data.templates import EOS, r1_chat_prompt
 
     if mode not in ("worked", "check", "mixed"):
         raise ValueError(f"SFT mode must be 'worked', 'check' or 'mixed', got {mode!r}")

@@ -11,7 +11,7 @@ module makes them usable by the reward and measures mixing:
     language_mixing_rate(texts, ["en", "fr", ...])     # ... or with any word of another language
                                                        # than the prompt's (one language per text)
 
-Toy words: the CoT (r1jax.rl.rewards.language.chain_of_thought) is split on whitespace and every
+Toy words: the CoT (r1jax.rewards.language.chain_of_thought) is split on whitespace and every
 token without a letter (digits, "+", ",", ";", ":") or that is a tag ("<think>", "<answer>",
 ...) is dropped: digits and tags are neutral, they belong to no language and do not count in
 the reward's denominator. A remaining token is in language L iff it is one of
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from r1jax.rewards.language import chain_of_thought, register_language
 from r1jax.toy.tasks.arithmetic import LANGUAGES, words_of_language
-from r1jax.rl.rewards.language import chain_of_thought, register_language
 
 TOY_PREFIX = "toy_"
 

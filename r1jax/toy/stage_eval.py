@@ -19,13 +19,14 @@ import re
 
 import numpy as np
 
+from r1jax.eval.runner import evaluate
+from r1jax.rewards import format_reward
+from r1jax.toy.language_mixing import is_mixed
+
 
 def evaluate_stage(model, params, tokenizer, records, *, k: int = 4, temperature: float = 0.6, top_p: float = 0.95,
                    max_new_tokens: int = 160, prompt_style: str = "r1_zero", seed: int = 0,
                    batch_prompts: int = 64) -> dict:
-    from r1jax.toy.language_mixing import is_mixed
-    from r1jax.eval.runner import evaluate
-    from r1jax.rl.rewards import format_reward
 
     res = evaluate(model, params, tokenizer, records, k=k, temperature=temperature, top_p=top_p,
                    max_new_tokens=max_new_tokens, prompt_style=prompt_style, seed=seed, batch_prompts=batch_prompts,
@@ -52,7 +53,6 @@ _SUMMARY_RE = re.compile(r"</think>(.*?)<answer>", re.DOTALL)
 
 def _has_summary(text: str) -> bool:
     """R1 format and text between </think> and <answer>."""
-    from r1jax.rl.rewards import format_reward
 
     if format_reward(text, template="r1") != 1.0:
         return False

@@ -17,6 +17,7 @@ import pathlib
 import re
 
 from r1jax.data import templates as T
+from r1jax.data.tokenizer import Tokenizer
 from r1jax.toy.tasks.arithmetic import all_language_words
 
 SPECIAL_TOKENS = (T.PAD, T.UNK, T.BOS, T.EOS, T.USER, T.ASSISTANT)  # ids 0..5 in this order
@@ -125,7 +126,6 @@ def tokenizer_config() -> dict:
 def toy_tokenizer(vocab_size: int = 0):
     """The toy tokenizer as an `r1jax.data.tokenizer.Tokenizer` (vocabulary, special tokens, R1 chat
     template); vocab_size: see build_toy_tokenizer."""
-    from r1jax.data.tokenizer import Tokenizer
 
     return Tokenizer.from_parts(build_toy_tokenizer(vocab_size), tokenizer_config(), chat_template=CHAT_TEMPLATE)
 
@@ -134,7 +134,6 @@ def save_tokenizer(tok, directory: str | os.PathLike) -> pathlib.Path:
     """Write the toy tokenizer folder (tokenizer.json, tokenizer_config.json, chat_template.jinja) into
     `directory`. `tok`: the `toy_tokenizer()` (a raw `tokenizers.Tokenizer` of the toy vocabulary is
     wrapped first)."""
-    from r1jax.data.tokenizer import Tokenizer
 
     if not isinstance(tok, Tokenizer):
         tok = Tokenizer.from_parts(tok, tokenizer_config(), chat_template=CHAT_TEMPLATE)

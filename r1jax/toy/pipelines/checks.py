@@ -14,6 +14,9 @@ from __future__ import annotations
 from typing import Callable
 
 from r1jax import config as config_lib
+from r1jax.rl.config import OPEN_KEYS, REPLACED_KEYS, grpo_config, validate_config
+from r1jax.sft.trainer import sft_config
+from r1jax.toy.tasks import TASKS
 
 
 def _drop(schema: dict, keys) -> dict:
@@ -22,14 +25,12 @@ def _drop(schema: dict, keys) -> dict:
 
 def grpo_block(set_by_pipeline=()) -> dict:
     """The keys a GRPO stage block may hold: grpo_config's, less those the pipeline sets itself."""
-    from r1jax.rl.config import OPEN_KEYS, REPLACED_KEYS, grpo_config
 
     return _drop(config_lib.schema_of(grpo_config(), open=OPEN_KEYS + REPLACED_KEYS), set_by_pipeline)
 
 
 def sft_block(set_by_pipeline=()) -> dict:
     """The keys an SFT stage block may hold: sft_config's, less those the pipeline sets itself."""
-    from r1jax.sft.trainer import sft_config
 
     return _drop(config_lib.schema_of(sft_config(), open=("model",)), set_by_pipeline)
 
@@ -72,7 +73,6 @@ def stage(what: str, block: str, build: Callable):
 def grpo_stage(what: str, block: str, build: Callable, model_cfg):
     """A GRPO stage's config `build()`-ed and validated as the stage will run it, its max_new_tokens
     leaving room for a prompt within the model's positions. -> the config."""
-    from r1jax.rl.config import validate_config
 
     gc = stage(what, block, build)
     stage(what, block, lambda: validate_config(gc))
@@ -88,8 +88,6 @@ def check_model(what: str, block: str, base, overrides) -> object:
 
 
 def check_tasks(what: str, tasks) -> None:
-    from r1jax.toy.tasks import TASKS
-
     for t in tasks:
         config_lib.check_choice(what, "data.tasks", t, tuple(TASKS))
 

@@ -36,7 +36,22 @@ import time
 
 import ml_collections
 
+from r1jax import config as config_lib
+from r1jax.data.jsonl import read_jsonl
+from r1jax.data.prompts import PROMPT_STYLES, PromptFormat
+from r1jax.data.tokenizer import load_tokenizer
+from r1jax.eval.runner import check_eval_settings
+from r1jax.model import Transformer, init_params
+from r1jax.rl.config import grpo_config
 from r1jax.runlog import write_results
+from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
+from r1jax.toy.language_mixing import register_toy_languages
+from r1jax.toy.pipelines import checks, r1
+from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+from r1jax.toy.pipelines.r1 import _done, eval_dir, grpo_stage, sft_stage
+from r1jax.toy.pipelines.r1_zero import _hash
+from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, sample_checkpoint, validate_rejection_config
+from r1jax.toy.tokenizer import model_token_ids, toy_tokenizer
 
 LABELS = {"student_base": "student base (Qwen2 toy)", "distilled": "student: SFT on R1 traces (distilled)",
           "rl": "student: GRPO from its base (same compute)", "teacher": "teacher: R1 (stage 5)"}
@@ -58,10 +73,6 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     """Trains (or reuses from cache_dir) the student's base on the corpus JSONL. Returns its HF folder."""
     import jax
 
-    from r1jax.data.jsonl import read_jsonl
-    from r1jax.model import Transformer, init_params
-    from r1jax.toy.pipelines.r1_zero import _hash
-    from r1jax.sft.trainer import run_sft, sft_config
 
     mc = student_config(c, tok)
     # the whole model config is in the key (not only the overrides): a changed preset retrains
@@ -91,8 +102,6 @@ def teacher_traces(tc, teacher_dir: str, tok, train: list, prompt_style: str, ou
     format, correct, single-language, non-repetitive; `tc.non_reasoning_frac` general records) of
     the final R1 model on train[prompt_offset : prompt_offset + n_prompts], cached at out_path.
     Returns (records, counts)."""
-    from r1jax.data.jsonl import read_jsonl
-    from r1jax.toy.pipelines.rejection_sample import sample_checkpoint
 
     if os.path.exists(out_path + ".counts.json"):
         print(f"[distill] teacher traces: done before ({out_path})")
@@ -115,8 +124,6 @@ def config_schema() -> dict:
     """Every key an `r1jax distill` config may hold (experiments/distill_toy.py): `student` holds
     model config keys (overrides of toy_qwen2), `student_pretrain` / `distill_sft` sft_config keys,
     `rl` grpo_config keys, `teacher_traces` rejection-sampling keys, less those the stages set."""
-    from r1jax.toy.pipelines import r1
-    from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
 
     return dict(run_dir="", cache_dir="", r1_run_dir="", traces="", seed=0, prompt_style="r1_zero",
                 student=model_block(), student_pretrain=sft_block(("run_dir", "tokenizer", "init", "model", "data")),
@@ -128,8 +135,6 @@ def config_schema() -> dict:
 
 def student_config(c, tok):
     """The student's model config: toy_qwen2 at the tokenizer's size, its token ids, `c.student`."""
-    from r1jax import config as config_lib
-    from r1jax.toy.tokenizer import model_token_ids
 
     mc = config_lib.toy_qwen2(vocab_size=tok.vocab_size)
     for k, v in {**model_token_ids(tok), **c.student}.items():
@@ -140,14 +145,6 @@ def student_config(c, tok):
 
 def validate(c) -> None:
     """Checks the whole distill config before anything runs (r1jax.toy.pipelines.checks)."""
-    from r1jax import config as config_lib
-    from r1jax.data.prompts import PROMPT_STYLES
-    from r1jax.eval.runner import check_eval_settings
-    from r1jax.rl.config import grpo_config
-    from r1jax.sft.trainer import sft_config, validate_sft_config
-    from r1jax.toy.pipelines import checks
-    from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
-    from r1jax.toy.tokenizer import toy_tokenizer
 
     what = "distill config"
     checks.check_config(c, config_schema(), what, required=("run_dir", "cache_dir", "r1_run_dir", "seed",
@@ -190,10 +187,6 @@ def grpo_step_compute(prompts_per_step: int, group_size: int, prompt_len: int, m
 def run(c: ml_collections.ConfigDict) -> dict:
     import jax
 
-    from r1jax.data.jsonl import read_jsonl
-    from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.toy.language_mixing import register_toy_languages
-    from r1jax.toy.pipelines.r1 import _done, eval_dir, grpo_stage, sft_stage
 
     validate(c)  # every key and stage config, before the student's pretraining or any stage
     t_start = time.time()
@@ -247,7 +240,6 @@ def run(c: ml_collections.ConfigDict) -> dict:
         sft_steps = max(json.loads(x)["step"] for x in f if x.strip())
     s_comp = sft_compute(sft_steps, c.distill_sft.batch_size, c.distill_sft.seq_len)
     # RL student: GRPO from the student base for the same compute
-    from r1jax.data.prompts import PromptFormat
 
     prompt_len = int(round(sum(len(PromptFormat(c.prompt_style).render(tok, r["problem"])[0]) for r in train[:256])
                            / min(len(train), 256)))

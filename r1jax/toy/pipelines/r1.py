@@ -39,7 +39,32 @@ import time
 
 import ml_collections
 
+from r1jax import config as config_lib
+from r1jax.checkpoint.hf import from_pretrained
+from r1jax.data.jsonl import read_jsonl, write_jsonl
+from r1jax.data.prompts import PROMPT_STYLES
+from r1jax.eval.runner import check_eval_settings
+from r1jax.rewards import accuracy_rewards, format_reward, language_consistency_reward, register_reward
+from r1jax.rl.config import grpo_config
+from r1jax.rl.trainer import grpo_config, run_grpo
 from r1jax.runlog import write_results
+from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
+from r1jax.toy.corpus import make_pretrain_corpus
+from r1jax.toy.language_mixing import register_toy_languages
+from r1jax.toy.pipelines import checks, r1_zero
+from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+from r1jax.toy.pipelines.r1_zero import corpus_seed
+from r1jax.toy.pipelines.rejection_sample import (
+    format_counts,
+    rejection_sample_config,
+    reward_language,
+    sample_checkpoint,
+    validate_rejection_config,
+)
+from r1jax.toy.pipelines.train_rm import train_rm, train_rm_config, validate_train_rm_config
+from r1jax.toy.r1_toy import make_cold_start_records, make_general_records, make_problems_multi
+from r1jax.toy.stage_eval import evaluate_stage
+from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
 
 MODEL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "alignment_rl")
 STAGE_LABELS = {
@@ -57,11 +82,6 @@ STAGE_LABELS = {
 
 def build_mixed_data(c, out_dir: str) -> dict:
     """Tokenizer, train / held-out problems (half in each language) and the mixed corpus."""
-    from r1jax.toy.corpus import make_pretrain_corpus
-    from r1jax.data.jsonl import write_jsonl
-    from r1jax.toy.r1_toy import make_problems_multi
-    from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
-    from r1jax.toy.pipelines.r1_zero import corpus_seed
 
     d = c.data
     os.makedirs(out_dir, exist_ok=True)
@@ -99,29 +119,21 @@ def _reasoning(records):
 
 
 def reasoning_accuracy(texts, records):
-    from r1jax.rl.rewards import accuracy_rewards
-
     acc = accuracy_rewards(list(texts), [str(r["answer"]) for r in records])
     return [a if ok else 0.0 for a, ok in zip(acc, _reasoning(records))]
 
 
 def reasoning_format(texts, records):
-    from r1jax.rl.rewards import format_reward
-
     return [format_reward(t, template="r1") if ok else 0.0 for t, ok in zip(texts, _reasoning(records))]
 
 
 def reasoning_language(texts, records):
-    from r1jax.toy.pipelines.rejection_sample import reward_language
-    from r1jax.rl.rewards import language_consistency_reward
-
     return [language_consistency_reward(t, reward_language(r.get("language"))) if ok else 0.0
             for t, r, ok in zip(texts, records, _reasoning(records))]
 
 
 def register_stage5_rewards() -> dict[str, float]:
     """Registers the routed rule rewards with the GRPO trainer; returns their default weights."""
-    from r1jax.rl.rewards import register_reward
 
     register_reward("reasoning_accuracy", reasoning_accuracy)
     register_reward("reasoning_format", reasoning_format)
@@ -134,7 +146,6 @@ STAGE5_RULES = {"reasoning_accuracy": 1.0, "reasoning_format": 0.5, "reasoning_l
 
 def toy_language_records(records):
     """Copies of `records` whose language is the language reward's toy name ("en" -> "toy_en")."""
-    from r1jax.toy.pipelines.rejection_sample import reward_language
 
     return [dict(r, language=reward_language(r.get("language"))) for r in records]
 
@@ -155,10 +166,6 @@ def config_schema() -> dict:
     """Every key an `r1jax r1` config may hold (experiments/r1_toy.py): the GRPO stage blocks
     (r1_zero, reasoning_rl, alignment_rl) hold grpo_config keys, the SFT ones sft_config keys,
     `rm` train_rm_config keys, less the keys each stage sets itself."""
-    from r1jax.toy.pipelines import r1_zero
-    from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
-    from r1jax.toy.pipelines.train_rm import train_rm_config
-    from r1jax import config as config_lib
 
     sft = sft_block(_SFT_SET + ("model", "data"))
     return dict(run_dir="", cache_dir="", seed=0, mesh="", prompt_style="r1_zero", stages=STAGES,
@@ -176,14 +183,6 @@ def config_schema() -> dict:
 def validate(c) -> None:
     """Checks the whole r1 config before the first stage (r1jax.toy.pipelines.checks): its keys, the
     stages and their order, the base model config, every stage's config as the stage builds it."""
-    from r1jax import config as config_lib
-    from r1jax.data.prompts import PROMPT_STYLES
-    from r1jax.eval.runner import check_eval_settings
-    from r1jax.rl.config import grpo_config
-    from r1jax.sft.trainer import sft_config, validate_sft_config
-    from r1jax.toy.pipelines import checks, r1_zero
-    from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
-    from r1jax.toy.pipelines.train_rm import train_rm_config, validate_train_rm_config
 
     what = "r1 config"
     checks.check_config(c, config_schema(), what, required=("run_dir", "cache_dir", "seed", "prompt_style", "stages",
@@ -272,8 +271,6 @@ class _Clock:
 
 def grpo_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, records, run_dir: str, **extra):
     """GRPO from `init_dir` (skipped when <run_dir>/<name>/final exists). Returns the final dir."""
-    from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.rl.trainer import grpo_config, run_grpo
 
     d = os.path.join(run_dir, name)
     if _done(d):
@@ -288,10 +285,6 @@ def grpo_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, record
 
 
 def sft_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, records, run_dir: str) -> str:
-    from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.data.jsonl import write_jsonl
-    from r1jax.sft.trainer import run_sft, sft_config
-
     d = os.path.join(run_dir, name)
     if _done(d):
         print(f"[r1] {name}: done before ({d}/final)")
@@ -308,8 +301,6 @@ def sft_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, records
 
 def eval_dir(c, ckpt_dir: str, tok, heldout, cache_path: str) -> dict:
     """evaluate_stage of an HF checkpoint (cached as JSON next to the run)."""
-    from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.toy.stage_eval import evaluate_stage
 
     if os.path.exists(cache_path):
         with open(cache_path) as f:
@@ -329,12 +320,6 @@ def eval_dir(c, ckpt_dir: str, tok, heldout, cache_path: str) -> dict:
 def run(c: ml_collections.ConfigDict) -> dict:
     import jax
 
-    from r1jax.data.jsonl import read_jsonl
-    from r1jax.toy.r1_toy import make_cold_start_records, make_general_records
-    from r1jax.toy.language_mixing import register_toy_languages
-    from r1jax.toy.pipelines import r1_zero
-    from r1jax.toy.pipelines.rejection_sample import format_counts, sample_checkpoint
-    from r1jax.toy.pipelines.train_rm import train_rm, train_rm_config
 
     validate(c)  # every key and stage config, before the data, the pretraining or any stage
     t_start = time.time()

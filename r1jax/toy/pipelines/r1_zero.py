@@ -23,6 +23,23 @@ import time
 
 import ml_collections
 
+from r1jax import config as config_lib
+from r1jax.checkpoint.hf import from_pretrained
+from r1jax.data.jsonl import write_jsonl
+from r1jax.data.prompts import PROMPT_STYLES
+from r1jax.data.tokenizer import load_tokenizer
+from r1jax.eval.runner import check_eval_settings, evaluate
+from r1jax.model import Transformer, init_params
+from r1jax.parallel.placement import Placement
+from r1jax.rl.config import grpo_config
+from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.runlog import RunLogger, write_results
+from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
+from r1jax.toy.corpus import make_pretrain_corpus
+from r1jax.toy.pipelines import checks
+from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+from r1jax.toy.tasks.arithmetic import make_problems
+from r1jax.toy.tokenizer import model_token_ids, save_tokenizer, toy_tokenizer
 
 # What results.json adds per model beyond the three headline keys (see r1jax.eval.runner.evaluate).
 EXTRA_KEYS = ("format", "reflection", "truncated", "reasoning_share", "reasoning_accuracy", "direct_accuracy")
@@ -41,7 +58,6 @@ SET_BY_PIPELINE = {"grpo.run_dir": "run_dir/grpo", "grpo.prompt_style": "the top
 def config_schema() -> dict:
     """Every key an `r1jax r1-zero` config may hold (experiments/r1_zero_toy.py): `grpo` holds
     grpo_config keys, `pretrain` sft_config keys, `model` model config keys (overrides of toy_moe)."""
-    from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
 
     return dict(run_dir="", cache_dir="", seed=0, mesh="", prompt_style="r1_zero", update_readme=False,
                 data=dict(DATA_KEYS), model=model_block(),
@@ -51,8 +67,6 @@ def config_schema() -> dict:
 
 def base_model_config(c, tok=None):
     """The toy base model's config: toy_moe at the toy tokenizer's size, its token ids, `c.model`."""
-    from r1jax import config as config_lib
-    from r1jax.toy.tokenizer import model_token_ids, toy_tokenizer
 
     tok = tok or toy_tokenizer()
     mc = config_lib.toy_moe(vocab_size=tok.vocab_size)
@@ -65,12 +79,6 @@ def validate(c) -> None:
     """Checks the whole r1-zero config before anything runs (r1jax.toy.pipelines.checks): its keys,
     the model config, the pretraining (SFT) and GRPO stage configs as the stages build them, the
     eval settings."""
-    from r1jax import config as config_lib
-    from r1jax.data.prompts import PROMPT_STYLES
-    from r1jax.eval.runner import check_eval_settings
-    from r1jax.rl.config import grpo_config
-    from r1jax.sft.trainer import sft_config, validate_sft_config
-    from r1jax.toy.pipelines import checks
 
     what = "r1-zero config"
     checks.check_config(c, config_schema(), what, set_by_pipeline=SET_BY_PIPELINE,
@@ -109,10 +117,6 @@ def base_cache_dir(c, cache_root: str) -> str:
 
 def build_toy_data(c, out_dir: str) -> dict:
     """Tokenizer + train/held-out problem JSONL + the pretraining corpus records."""
-    from r1jax.toy.corpus import make_pretrain_corpus
-    from r1jax.data.jsonl import write_jsonl
-    from r1jax.toy.tasks.arithmetic import make_problems
-    from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
 
     d = c.data
     os.makedirs(out_dir, exist_ok=True)
@@ -142,7 +146,6 @@ def build_toy_data(c, out_dir: str) -> dict:
 def heldout_chains(c) -> list[dict] | None:
     """`data.eval_chains` worked chains on held-out problems (prompt, " " + completion): pretraining
     reports how reliably the base completes them (teacher-forced eval/exact, r1jax.sft.heldout)."""
-    from r1jax.toy.corpus import make_pretrain_corpus
 
     n = int(c.data.get("eval_chains", 0))
     if not n:
@@ -156,8 +159,6 @@ def heldout_chains(c) -> list[dict] | None:
 
 def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     """Trains (or reuses from the cache) the tiny DeepSeek-V3-shaped base model. Returns its HF folder."""
-    from r1jax.toy.tokenizer import save_tokenizer
-    from r1jax.sft.trainer import run_sft, sft_config
 
     cached = base_cache_dir(c, cache_root)
     if os.path.exists(os.path.join(cached, "model.safetensors")):
@@ -168,7 +169,6 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     pre["seed"] = c.pretrain.seed + c.seed  # data order
     sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), mesh=c.get("mesh", ""), **pre)
     sc.tokenizer = os.path.join(run_dir, "data", "tokenizer")
-    from r1jax.model import Transformer, init_params
     import jax
 
     model = Transformer(mc)
@@ -187,12 +187,6 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
 def run(c: ml_collections.ConfigDict) -> dict:
     import jax
 
-    from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.eval.runner import evaluate
-    from r1jax.parallel.placement import Placement
-    from r1jax.rl.trainer import grpo_config, run_grpo
-    from r1jax.runlog import RunLogger, write_results
 
     validate(c)  # every key and stage config, before the data, the pretraining or any rollout
     t_start = time.time()
@@ -217,7 +211,6 @@ def run(c: ml_collections.ConfigDict) -> dict:
           f"right in {base['reasoning_accuracy']:.0%} of those; direct answers right in {base['direct_accuracy']:.0%})")
     harder = None
     if c.eval.get("harder_levels"):  # one more digit than trained on: does the skill generalise?
-        from r1jax.toy.tasks.arithmetic import make_problems
 
         hp = []
         for task in c.data.tasks:

@@ -36,6 +36,19 @@ from typing import Sequence
 
 import ml_collections
 
+from r1jax.checkpoint.hf import from_pretrained
+from r1jax.config import check_choice, from_hf_config, override
+from r1jax.data.jsonl import read_jsonl, write_jsonl
+from r1jax.data.prompts import PROMPT_STYLES, PromptFormat, decode_completion, prompt_of
+from r1jax.data.tokenizer import check_fits_model, load_tokenizer
+from r1jax.eval.runner import check_eval_settings
+from r1jax.generation.engine import generate
+from r1jax.rewards import accuracy_rewards, format_reward, language_consistency_reward
+from r1jax.rewards.format import TEMPLATES
+from r1jax.toy.language_mixing import register_toy_languages, toy_language_name
+from r1jax.toy.r1_toy import make_general_records
+from r1jax.toy.tasks.arithmetic import LANGUAGES
+
 FILTERS = ("format", "correct", "single_language", "non_repetitive")
 
 
@@ -62,17 +75,12 @@ def rejection_sample_config(**kw) -> ml_collections.ConfigDict:
         batch_prompts=64,
         seed=0,
     ))
-    from r1jax.config import override
 
     return override(c, kw, "rejection-sample config")
 
 
 def validate_rejection_config(c) -> None:
     """Fails naming the key on a setting rejection sampling cannot run with (before the model loads)."""
-    from r1jax.config import check_choice
-    from r1jax.data.prompts import PROMPT_STYLES
-    from r1jax.eval.runner import check_eval_settings
-    from r1jax.rl.rewards.format import TEMPLATES
 
     what = "rejection-sample config"
     check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
@@ -103,8 +111,6 @@ def has_repetition(text: str, ngram: int = 8, max_repeats: int = 3) -> bool:
 
 def reward_language(language: str | None) -> str:
     """The language-reward name of a record's language (toy "en" -> "toy_en"; others unchanged)."""
-    from r1jax.toy.tasks.arithmetic import LANGUAGES
-    from r1jax.toy.language_mixing import register_toy_languages, toy_language_name
 
     lang = language or "en"
     if lang in LANGUAGES or lang.startswith("toy_"):
@@ -117,7 +123,6 @@ def filter_samples(texts: Sequence[str], records: Sequence[dict], *, template: s
                    max_repeats: int = 3) -> tuple[list[str | None], dict]:
     """Judges each sample (records aligned with texts). Returns (reason per sample: None = kept,
     else the first filter it failed, one of FILTERS), counts (see module doc)."""
-    from r1jax.rl.rewards import accuracy_rewards, format_reward, language_consistency_reward
 
     if len(texts) != len(records):
         raise ValueError(f"filter_samples: {len(texts)} texts but {len(records)} records")
@@ -181,9 +186,6 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
     problem, answer, language, kind ("reasoning" | "general"), id (and task/level when known)."""
     from tqdm import tqdm
 
-    from r1jax.data.prompts import PromptFormat, decode_completion, prompt_of
-    from r1jax.toy.r1_toy import make_general_records
-    from r1jax.generation.engine import generate
 
     t0 = time.perf_counter()
     eos = tuple(tokenizer.eos_token_ids)
@@ -243,8 +245,6 @@ def sample_checkpoint(checkpoint: str, tokenizer, records: Sequence[dict], out: 
     rejection-sample config block: n_samples, temperature, top_p, max_new_tokens, ngram,
     max_repeats, max_per_prompt, non_reasoning_frac, optional non_reasoning_min / batch_prompts),
     writes the SFT JSONL `out` and `out`.counts.json, prints the counts. Returns the counts."""
-    from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.data.jsonl import write_jsonl
 
     model, params = from_pretrained(checkpoint)
     out_recs, counts = rejection_sample(
@@ -264,11 +264,7 @@ def sample_checkpoint(checkpoint: str, tokenizer, records: Sequence[dict], out: 
 
 def run(c) -> dict:
     """`r1jax rejection-sample`: reads the prompts and the model, writes the SFT JSONL + counts."""
-    from r1jax.data.jsonl import read_jsonl
-    from r1jax.data.tokenizer import load_tokenizer
 
-    from r1jax.config import from_hf_config
-    from r1jax.data.tokenizer import check_fits_model
 
     c = rejection_sample_config(**(c.to_dict() if hasattr(c, "to_dict") else dict(c)))
     validate_rejection_config(c)

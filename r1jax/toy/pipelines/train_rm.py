@@ -22,6 +22,24 @@ import time
 
 import ml_collections
 
+from r1jax import config as config_lib
+from r1jax.config import override
+from r1jax.data.jsonl import read_jsonl, write_jsonl
+from r1jax.data.prompts import PROMPT_STYLES
+from r1jax.data.tokenizer import check_fits_model, load_tokenizer
+from r1jax.rewards.reward_model import (
+    RewardModel,
+    pairwise_accuracy,
+    rm_text,
+    save_reward_model,
+    score_texts,
+    train_reward_model,
+)
+from r1jax.runlog import RunLogger
+from r1jax.sft.trainer import load_model
+from r1jax.toy.r1_toy import make_preference_pairs
+from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
+
 
 def train_rm_config(**kw) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(dict(
@@ -46,15 +64,12 @@ def train_rm_config(**kw) -> ml_collections.ConfigDict:
         seed=0,
         progress=True,
     ))
-    from r1jax.config import override
 
     return override(c, kw, "train-rm config", open=("model",))
 
 
 def validate_train_rm_config(c) -> None:
     """Fails naming the key on a setting the reward model cannot train with (before anything loads)."""
-    from r1jax import config as config_lib
-    from r1jax.data.prompts import PROMPT_STYLES
 
     what = "train-rm config"
     config_lib.check_keys(c, config_lib.schema_of(train_rm_config(), open=("model",)), what, complete=True)
@@ -75,14 +90,6 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     """Trains and saves the reward model; returns the results dict (also rm_results.json)."""
     import numpy as np
 
-    from r1jax.data.jsonl import read_jsonl, write_jsonl
-    from r1jax.toy.r1_toy import make_preference_pairs
-    from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
-    from r1jax.rl.reward_model import (RewardModel, pairwise_accuracy, rm_text, save_reward_model, score_texts,
-                                       train_reward_model)
-    from r1jax.runlog import RunLogger
-    from r1jax.sft.trainer import load_model
 
     validate_train_rm_config(c)
     t0 = time.time()
@@ -99,8 +106,6 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     mc = c.model.to_dict() if hasattr(c.model, "to_dict") else dict(c.model)
     if not c.init and "vocab_size" not in mc:
         mc["vocab_size"] = tokenizer.vocab_size
-    from r1jax import config as config_lib
-    from r1jax.data.tokenizer import check_fits_model
 
     model_cfg = (model.cfg if model is not None else config_lib.from_hf_config(c.init) if c.init
                  else config_lib.make_config(**mc))

@@ -327,7 +327,6 @@ def make_problems(
     to that split (None: both). `unique` drops repeats (raises if the problem space at these
     levels cannot supply n).
     """
-    from r1jax.toy.tasks import get_task
 
     t = get_task(task) if isinstance(task, str) else task
     if split not in ("train", "heldout", None):
@@ -377,7 +376,6 @@ def make_problems(
 def worked_think(task: str | Task, a: int, b: int, lang: str | Sequence[str] = "en", restate: bool = False) -> str:
     """The worked steps (content of <think>), in one language or one language per step
     (restate: see Task.render_steps)."""
-    from r1jax.toy.tasks import get_task
 
     t = get_task(task) if isinstance(task, str) else task
     return " ".join(t.render_steps(t.steps(a, b), lang, restate))
@@ -420,7 +418,6 @@ def check_think(
     write/carry that follow from it), then says `wait , check :` and redoes step j correctly,
     and continues correctly. With slip=False the checked step was right and the check confirms
     it (same step repeated). Returns (think text, info dict: step, slip_value, true_value)."""
-    from r1jax.toy.tasks import get_task
 
     t = get_task(task) if isinstance(task, str) else task
     steps = t.steps(a, b)
@@ -490,3 +487,17 @@ def parse_steps(think: str) -> list[dict]:
         out.append(dict(x=x, y=y, carry_in=c, value=value, written="".join(rest), carry_out=carry_out, checked=checked,
                         operands=operands))
     return out
+
+
+TASKS: dict[str, Task] = {
+    "add": AddTask(),
+    "mul1": Mul1Task(),
+}
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name` (KeyError naming the known tasks)."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}") from None

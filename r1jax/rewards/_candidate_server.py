@@ -1,8 +1,8 @@
 """The candidate's side of the code-reward harness: runs *inside* the sandboxed program, untrusted.
 
-Not imported by r1jax: :mod:`r1jax.rl.rewards.code` sends this file's text, followed by a call
+Not imported by r1jax: :mod:`r1jax.rewards.code` sends this file's text, followed by a call
 ``_r1_serve(<candidate source>)``, as the sandboxed program's ``main.py``. It loads the candidate
-module and then answers the judge's requests (:mod:`r1jax.rl.rewards._judge`) over two pipes,
+module and then answers the judge's requests (:mod:`r1jax.rewards._judge`) over two pipes,
 fd 3 (requests in) and fd 4 (replies out), each message an 8-byte little-endian length and a
 pickle.
 

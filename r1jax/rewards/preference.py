@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-_SCORERS: dict = {}  # (abs folder, prompt_style) -> fn(texts, records) -> list (r1jax.rl.reward_model)
+from r1jax.rewards.reward_model import preference_reward_fn
+
+_SCORERS: dict = {}  # (abs folder, prompt_style) -> fn(texts, records) -> list (r1jax.rewards.reward_model)
 
 
 def preference_active(c, step: int | None) -> bool:
@@ -18,7 +20,7 @@ def preference_active(c, step: int | None) -> bool:
 
 
 def preference_scores(texts: list[str], records: list[dict], *, config, step: int | None = None) -> list:
-    """Reward-model scores in [0, 1] (r1jax.rl.reward_model.preference_reward_fn), 0.0 before the gate."""
+    """Reward-model scores in [0, 1] (r1jax.rewards.reward_model.preference_reward_fn), 0.0 before the gate."""
     c = config
     if not preference_active(c, step):
         return [0.0] * len(texts)
@@ -26,7 +28,5 @@ def preference_scores(texts: list[str], records: list[dict], *, config, step: in
         raise ValueError("grpo config: reward 'preference' needs preference_model (a `r1jax train-rm` folder)")
     key = (os.path.abspath(c.preference_model), c.prompt_style)
     if key not in _SCORERS:
-        from r1jax.rl.reward_model import preference_reward_fn
-
         _SCORERS[key] = preference_reward_fn(c.preference_model, prompt_style=c.prompt_style)
     return list(_SCORERS[key](texts, records))

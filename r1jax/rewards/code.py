@@ -12,9 +12,9 @@
   repeats the whole function simply redefines it.
 
 **The candidate never shares a process with the tests or the verdicts.** The sandboxed program is
-a small server (:mod:`r1jax.rl.rewards._candidate_server`) that loads the candidate module
+a small server (:mod:`r1jax.rewards._candidate_server`) that loads the candidate module
 (``__name__ == "__candidate__"``, so ``if __name__ == "__main__":`` demo blocks do not run) and
-answers calls; the tests run in the judge (:mod:`r1jax.rl.rewards._judge`), another process of
+answers calls; the tests run in the judge (:mod:`r1jax.rewards._judge`), another process of
 the sandbox, in an outer PID namespace the candidate cannot see, which calls the candidate's
 functions over a pipe and reports each verdict to the launcher over a pipe the candidate never
 holds. The candidate cannot read the tests (they are not in its process or files), and nothing it
@@ -49,7 +49,7 @@ What is still possible, and why:
 
 Errors: a sandbox that cannot run the program at all (its setup fails - e.g. the interpreter is
 unreachable inside the jail, or isolation is impossible on this machine - or the launcher
-crashes) raises :class:`~r1jax.rl.rewards.sandbox.SandboxError` from :func:`code_reward`,
+crashes) raises :class:`~r1jax.rewards.sandbox.SandboxError` from :func:`code_reward`,
 :func:`code_rewards` and :func:`run_tests`; such a run is never scored 0.0, so an RL run cannot
 silently train on zeros. Only programs that ran are scored.
 """
@@ -59,8 +59,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence, Union
 
-from r1jax.rl.rewards.extract import extract_code
-from r1jax.rl.rewards.sandbox import SandboxError, run_sandboxed
+from r1jax.rewards.extract import extract_code
+from r1jax.rewards.sandbox import SandboxError, run_sandboxed
 
 __all__ = ["SandboxError", "build_program", "code_reward", "code_rewards", "run_tests"]
 

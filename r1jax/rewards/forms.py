@@ -30,6 +30,9 @@ import math
 import warnings
 from typing import Callable
 
+from r1jax.data.prompts import PROMPT_MESSAGES
+from r1jax.plugins import load_callable
+
 FORMS = ("r1jax", "trl", "verl")
 
 
@@ -64,7 +67,6 @@ def call_trl(fn: Callable, texts: list[str], records: list[dict], completion_ids
     cols = _columns(records)
     if completion_ids is not None:
         cols["completion_ids"] = [list(map(int, t)) for t in completion_ids]
-    from r1jax.data.prompts import PROMPT_MESSAGES
 
     conversational = [r.get(PROMPT_MESSAGES) is not None for r in records]
     completions = [[{"role": "assistant", "content": t}] if conv else t for t, conv in zip(texts, conversational)]
@@ -115,7 +117,6 @@ def call_form(fn: Callable, form: str, texts: list[str], records: list[dict], co
 
 def _worker_call(spec: str, form: str, texts: list[str], records: list[dict], completion_ids=None):
     """In the worker process: import the function (cached by the plugins loader) and call it."""
-    from r1jax.plugins import load_callable
 
     return call_form(load_callable(spec, "reward"), form, texts, records, completion_ids)
 

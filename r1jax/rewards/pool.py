@@ -12,7 +12,7 @@ to workers that reported ready, so start-up time never counts against a task). A
 
 Start-up failures are not scores: a worker that reports ``{"error": ..}`` as its first line
 (imports failed, its jail failed, or its post-jail self-test failed - see
-:mod:`r1jax.rl.rewards._verify_worker`), exits before reporting ready, or where no worker is
+:mod:`r1jax.rewards._verify_worker`), exits before reporting ready, or where no worker is
 ready after ``start_timeout`` raises :class:`VerifierError` from :meth:`VerifierPool.map` (the
 pool is closed). Only tasks that reached a started worker can time out to ``timeout_value``.
 
@@ -226,7 +226,7 @@ def default_num_workers() -> int:
 def get_pool(num_workers: int | None = None, isolation: str = "auto") -> VerifierPool:
     """The process-wide pool (created on first use; re-created after fork, on a size or isolation
     change, or once closed). ``isolation="unsafe"``: workers run unconfined where confinement is
-    impossible (module docstring of :mod:`r1jax.rl.rewards._verify_worker`)."""
+    impossible (module docstring of :mod:`r1jax.rewards._verify_worker`)."""
     global _POOL
     n = num_workers or (_POOL.num_workers if _POOL is not None else default_num_workers())
     with _POOL_LOCK:

@@ -1,7 +1,7 @@
 """The one registry of rewards a GRPO config names (`rewards={"accuracy": 1.0, ...}`).
 
 A reward is a batched function of the step's completions and their prompt records (or a function
-written for TRL or verl, used as it is: r1jax.rl.rewards.forms)::
+written for TRL or verl, used as it is: r1jax.rewards.forms)::
 
     fn(texts: list[str], records: list[dict], *, config, step) -> list[float | None]
 
@@ -16,7 +16,7 @@ record's "language", else config.language), code (records' "tests" / "code_promp
 ``register_reward("name", fn)`` or ``@register_reward("name")`` (names without dots: config keys
 cannot hold them), or name "module:function" / "file.py:function" in the config, resolved as
 custom losses are (r1jax.plugins). :func:`compute_rewards` scores every named reward and the
-weighted total (:func:`r1jax.rl.rewards.combine.combine_rewards`).
+weighted total (:func:`r1jax.rewards.combine.combine_rewards`).
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ import inspect
 from typing import Callable
 
 from r1jax.plugins import is_spec, load_callable
-from r1jax.rl.rewards.accuracy import accuracy_rewards
-from r1jax.rl.rewards.code import code_rewards
-from r1jax.rl.rewards.combine import combine_rewards
-from r1jax.rl.rewards.format import format_reward
-from r1jax.rl.rewards.forms import call_foreign, reward_form
-from r1jax.rl.rewards.language import language_consistency_reward
-from r1jax.rl.rewards.preference import preference_scores
+from r1jax.rewards.accuracy import accuracy_rewards
+from r1jax.rewards.code import code_rewards
+from r1jax.rewards.combine import combine_rewards
+from r1jax.rewards.format import format_reward
+from r1jax.rewards.forms import call_foreign, reward_form
+from r1jax.rewards.language import language_consistency_reward
+from r1jax.rewards.preference import preference_scores
+from r1jax.rewards.sandbox import check_sandbox
 
 REWARDS: dict[str, Callable] = {}  # name -> fn(texts, records, *, config, step) -> list
 
@@ -83,7 +84,7 @@ def compute_rewards(c, texts: list[str], records: list[dict], step: int | None =
                     completion_ids=None) -> tuple[dict[str, list], list]:
     """Per-reward scores for every completion (records aligned with texts) and the weighted total
     (None where a weighted reward is None). `step` (0-based) gates the "preference" reward. Rewards in
-    TRL's or verl's form (r1jax.rl.rewards.forms) run in their worker with `reward_timeout_s`; the other
+    TRL's or verl's form (r1jax.rewards.forms) run in their worker with `reward_timeout_s`; the other
     numbers of a verl dict result come back as "name/key" entries (logged, not weighted). completion_ids:
     the sampled token ids (TRL's `completion_ids` keyword)."""
     weights = dict(c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else c.rewards)
@@ -115,7 +116,6 @@ def check_isolation(c, names) -> None:
     """Before a run's first rollout: where a reward of `names` runs model output in a confined
     process, the confinement must work on this machine (SandboxError saying why, else), or the
     config says sandbox="unsafe" (then a loud warning)."""
-    from r1jax.rl.rewards.sandbox import check_sandbox
 
     if any(n in UNTRUSTED for n in names):
         check_sandbox(_isolation(c))

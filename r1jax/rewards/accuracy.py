@@ -6,7 +6,7 @@
                                      math_verify yields no sympy expression for it (empty,
                                      unbalanced braces, bare operators)
 
-The final answer is :func:`~r1jax.rl.rewards.extract.extract_answer` (last ``<answer>`` block, or
+The final answer is :func:`~r1jax.rewards.extract.extract_answer` (last ``<answer>`` block, or
 the last ``\\boxed{..}``). Only for a *numeric gold* (below), a completion with no ``<answer>`` tag
 and no ``\\boxed`` also gets a GSM8K-style fallback: the text after the last *lead-in*
 (``####``, ``answer is``, ``answer:``; so "The final answer is $18$." or "#### 18") in the part
@@ -52,7 +52,7 @@ Equivalence (in this order):
    ``\\boxed{..}`` (or as prose when they hold ``$``/``\\(``), and compared with
    ``math_verify.verify(gold, pred)`` (symbolic equality, numeric tolerance, fractions vs
    decimals, intervals, sets, tuples, ``\\text{}``/unit stripping). Gold parses are cached.
-   This runs in a worker process of :mod:`r1jax.rl.rewards.pool` under a hard wall-clock limit
+   This runs in a worker process of :mod:`r1jax.rewards.pool` under a hard wall-clock limit
    (``timeout``, default 1.5 s, counted from when the task reaches a started worker): an
    expression that hangs or crashes sympy scores 0.0 and its worker is killed and replaced.
    Extracted answers longer than ``MAX_ANSWER_CHARS`` score 0.0 without parsing.
@@ -63,8 +63,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Sequence
 
-from r1jax.rl.rewards.extract import extract_answer
-from r1jax.rl.rewards.pool import get_pool
+from r1jax.rewards.extract import extract_answer
+from r1jax.rewards.pool import get_pool
 
 DEFAULT_TIMEOUT = 1.5
 _MAX_FAST_LEN = 200
@@ -213,7 +213,7 @@ def accuracy_rewards(
     Pairs not settled by the fast path are spread over a persistent pool of ``num_workers``
     worker processes (default ``min(4, cpu_count)``; created on first use, killed at exit), each
     confined as the code sandbox is (``isolation="unsafe"``: not confined where that is impossible;
-    otherwise :class:`~r1jax.rl.rewards.pool.VerifierError` there).
+    otherwise :class:`~r1jax.rewards.pool.VerifierError` there).
     """
     if len(completions) != len(answers):
         raise ValueError(f"accuracy_rewards: {len(completions)} completions but {len(answers)} answers")

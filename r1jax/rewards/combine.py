@@ -5,7 +5,7 @@
                      gold answer does not parse)
     mean_k  = mean of the non-None s_{k,i}   (nan when there are none)
 
-Configs name rewards by the names of the reward registry (r1jax.rl.rewards.registry).
+Configs name rewards by the names of the reward registry (r1jax.rewards.registry).
 """
 from __future__ import annotations
 

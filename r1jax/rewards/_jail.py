@@ -1,8 +1,8 @@
 """Confinement of untrusted work in a minimal root, as root or as any user (Linux; stdlib + ctypes only).
 
 Loaded from its file (not imported as part of r1jax) by the code-sandbox launcher
-(:mod:`r1jax.rl.rewards._sandbox_launcher`) and the math-verify workers
-(:mod:`r1jax.rl.rewards._verify_worker`), which run as ``python -I [-S]``.
+(:mod:`r1jax.rewards._sandbox_launcher`) and the math-verify workers
+(:mod:`r1jax.rewards._verify_worker`), which run as ``python -I [-S]``.
 
 Two ways in, one result:
 

@@ -1,8 +1,8 @@
 """The judge: runs a code reward's tests against a candidate that lives in another process.
 
-Loaded from its file by the sandbox launcher (:mod:`r1jax.rl.rewards._sandbox_launcher`) and run
+Loaded from its file by the sandbox launcher (:mod:`r1jax.rewards._sandbox_launcher`) and run
 in the launcher's forked child T, which holds the tests and the verdict pipe; the candidate runs
-in T's child C (:mod:`r1jax.rl.rewards._candidate_server`), in a PID namespace of its own, so it
+in T's child C (:mod:`r1jax.rewards._candidate_server`), in a PID namespace of its own, so it
 cannot name, signal, trace or read T, and holds neither the tests nor the verdict pipe.
 
 Each test's source is executed here, in fresh globals holding:

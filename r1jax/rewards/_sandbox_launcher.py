@@ -1,5 +1,5 @@
 """Sandbox launcher: run as ``python -I -S _sandbox_launcher.py '<json config>'`` by
-:func:`r1jax.rl.rewards.sandbox.run_sandboxed`, with the untrusted program on stdin.
+:func:`r1jax.rewards.sandbox.run_sandboxed`, with the untrusted program on stdin.
 
 It is a fresh single-threaded process (so it may safely unshare, fork and mount - unlike a
 ``preexec_fn`` in a multi-threaded trainer). Three processes, each trusting only the one above:

@@ -9,18 +9,18 @@
   that cannot start raises :class:`SandboxError` (a verifier pool that cannot start:
   :class:`VerifierError`), it is never scored.
 * :func:`register_reward` / :func:`get_reward` / :data:`REWARDS` - the one registry of rewards a
-  config names (r1jax.rl.rewards.registry); :func:`compute_rewards` scores them and
+  config names (r1jax.rewards.registry); :func:`compute_rewards` scores them and
   :func:`combine_rewards` gives the weighted sum.
 """
-from r1jax.rl.rewards.accuracy import accuracy_reward, accuracy_rewards
-from r1jax.rl.rewards.code import code_reward, code_rewards
-from r1jax.rl.rewards.combine import combine_rewards
-from r1jax.rl.rewards.extract import extract_answer, extract_code
-from r1jax.rl.rewards.format import format_reward
-from r1jax.rl.rewards.language import language_consistency_reward, register_language
-from r1jax.rl.rewards.pool import VerifierError
-from r1jax.rl.rewards.registry import REWARDS, compute_rewards, get_reward, register_reward
-from r1jax.rl.rewards.sandbox import SandboxError, run_sandboxed, sandbox_capabilities
+from r1jax.rewards.accuracy import accuracy_reward, accuracy_rewards
+from r1jax.rewards.code import code_reward, code_rewards
+from r1jax.rewards.combine import combine_rewards
+from r1jax.rewards.extract import extract_answer, extract_code
+from r1jax.rewards.format import format_reward
+from r1jax.rewards.language import language_consistency_reward, register_language
+from r1jax.rewards.pool import VerifierError
+from r1jax.rewards.registry import REWARDS, compute_rewards, get_reward, register_reward
+from r1jax.rewards.sandbox import SandboxError, run_sandboxed, sandbox_capabilities
 
 __all__ = [
     "accuracy_reward",

@@ -35,6 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import train
+from r1jax.checkpoint.hf import from_pretrained, save_pretrained
+from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
+from r1jax.data.prompts import PromptFormat
+from r1jax.data.templates import encode_prompt, final_part
+from r1jax.data.tokenizer import load_tokenizer
 
 HEAD_FILE = "reward_head.safetensors"
 META_FILE = "reward_model.json"
@@ -61,9 +66,8 @@ class RewardModel:
 
     def score(self, params, ids, last):
         """ids: [b, s] right-padded; last: [b] index of each row's last token -> [b] float32."""
-        _, aux = self.model.apply({"params": params["backbone"]}, ids, return_aux=True, compute_mtp=False,
-                                  return_hidden=True)
-        h = aux["hidden"].astype(jnp.float32)
+        aux = self.model.apply({"params": params["backbone"]}, ids, output=True, compute_mtp=False).aux
+        h = aux["pre_norm_hidden"].astype(jnp.float32)
         hl = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]  # [b, hidden]
         hl = hl * jax.lax.rsqrt(jnp.mean(hl * hl, axis=-1, keepdims=True) + 1e-6)
         return hl @ params["head"]["w"] + params["head"]["b"], aux
@@ -92,14 +96,12 @@ def make_rm_loss(rm: RewardModel):
 
 def rm_text(prompt: str, completion: str) -> str:
     """The text the reward model reads: the prompt and the final part of the response."""
-    from r1jax.data.templates import final_part
 
     return f"{prompt} {final_part(completion)}"
 
 
 def encode_texts(tokenizer, texts: Sequence[str], max_len: int = 0):
     """-> ids [n, bucket] (right-padded, EOS appended, left-truncated to max_len), last [n]."""
-    from r1jax.data.templates import encode_prompt
 
     eos = tokenizer.eos_token_ids[0]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -203,9 +205,6 @@ def train_reward_model(rm: RewardModel, params, tokenizer, pairs: Sequence[dict]
 
 def save_reward_model(path: str, rm: RewardModel, params, tokenizer_dir: str = "", meta: dict | None = None) -> str:
     """Backbone as an HF checkpoint folder + reward_head.safetensors + reward_model.json."""
-    from r1jax.checkpoint.hf import save_pretrained
-    from r1jax.checkpoint.safetensors_io import save_file
-    from r1jax.data.tokenizer import load_tokenizer
 
     os.makedirs(path, exist_ok=True)
     save_pretrained(params["backbone"], rm.cfg, path)
@@ -220,8 +219,6 @@ def save_reward_model(path: str, rm: RewardModel, params, tokenizer_dir: str = "
 
 def load_reward_model(path: str):
     """-> (RewardModel, params, meta). Errors name the folder and the missing file."""
-    from r1jax.checkpoint.hf import from_pretrained
-    from r1jax.checkpoint.safetensors_io import SafeTensorsFile
 
     for fn in (HEAD_FILE, META_FILE, "config.json"):
         if not os.path.exists(os.path.join(path, fn)):
@@ -238,17 +235,16 @@ def load_reward_model(path: str):
 
 def preference_reward_fn(path: str, prompt_style: str = "r1_zero", tokenizer=None):
     """fn(texts, records) -> list of sigmoid((r - mid) / scale) in [0, 1] (see module doc)."""
-    from r1jax.data.tokenizer import load_tokenizer
-    from r1jax.eval.runner import make_prompt
-
     rm, params, meta = load_reward_model(path)
     tok = tokenizer or load_tokenizer(path)
     mid = float(meta.get("mid", 0.0))
     scale = max(float(meta.get("scale", 1.0)), 1e-6)
     max_len = int(meta.get("max_len", 0))
 
+    fmt = PromptFormat(prompt_style)
+
     def fn(texts, records):
-        rm_texts = [rm_text(make_prompt(r["problem"], prompt_style, tok), t)
+        rm_texts = [rm_text(fmt.text(tok, r["problem"]), t)
                     for t, r in zip(texts, records)]
         r = score_texts(rm, params, tok, rm_texts, max_len=max_len)
         return [float(1.0 / (1.0 + math.exp(-(x - mid) / scale))) for x in r]

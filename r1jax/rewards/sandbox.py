@@ -3,7 +3,7 @@
 :func:`run_sandboxed` starts ``python -I -S _sandbox_launcher.py`` (see that module for the three
 processes and their order) in a new session with an empty environment, feeds it the program on
 stdin and reads its report from a pipe the program never holds. The same confinement is built
-whether the trainer runs as root or not (:mod:`r1jax.rl.rewards._jail`):
+whether the trainer runs as root or not (:mod:`r1jax.rewards._jail`):
 
 * **identity** - as root, the program runs as a *per-run* unprivileged uid/gid (``UID_BASE +
   slot``; slots are claimed with ``flock`` so concurrent runs, even from other processes, never
@@ -74,7 +74,7 @@ import sys
 import time
 import warnings
 
-from r1jax.rl.rewards._sandbox_launcher import pids_of_uid
+from r1jax.rewards._sandbox_launcher import pids_of_uid
 
 _LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_launcher.py")
 UID_BASE = 1_900_000_000  # far from any real account; one uid per concurrent sandbox slot
@@ -159,8 +159,8 @@ def run_sandboxed(
     ``python``: the interpreter that runs the program inside the jail (default: this process's
     ``sys.executable``, whose installation the jail binds; another path must be visible inside the
     jail as it is). ``judge``: ``{"tests": [sources], "prompt": str | None, "entry_point": str |
-    None}``: the program is a candidate server (:mod:`r1jax.rl.rewards._candidate_server`) and the
-    tests run against it from outside (:mod:`r1jax.rl.rewards._judge`); the verdicts come back in
+    None}``: the program is a candidate server (:mod:`r1jax.rewards._candidate_server`) and the
+    tests run against it from outside (:mod:`r1jax.rewards._judge`); the verdicts come back in
     ``report["verdicts"]`` (``{"<index>": bool}``, tests that finished before the limit).
 
     Raises :class:`SandboxError` when the program could not be started (module docstring).

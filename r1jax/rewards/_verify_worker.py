@@ -1,4 +1,4 @@
-"""Math-verify worker process (run as a script by :mod:`r1jax.rl.rewards.pool`; not imported).
+"""Math-verify worker process (run as a script by :mod:`r1jax.rewards.pool`; not imported).
 
 Protocol: one JSON object per line on stdin ``{"id": int, "gold": str, "pred": str | null}``,
 one JSON line per task on the original stdout ``{"id": int, "r": 1.0 | 0.0 | null}``
