@@ -13,10 +13,11 @@ pretraining loss; r1jax.rl supplies the GRPO one.
 The router bias (`e_score_correction_bias`) gets no gradient and no optimizer update: after the
 optimizer step it moves by `update_router_bias(bias, load, rate)` (auxiliary-loss-free balancing).
 With `grad_accum > 1` the batch's leading axis is split into micro-batches whose gradients are
-accumulated by a `lax.scan`. A loss normalised per micro-batch (a mean over its tokens) reports its
-normaliser as aux["weight"] (e.g. the micro-batch's token count); gradients, loss and metrics are
-then combined as sum_m w_m x_m / sum_m w_m, which is exactly the whole batch's token mean however
-the tokens fall into micro-batches. Without aux["weight"] every micro-batch weighs the same.
+accumulated by a `lax.scan` (`accumulate_gradients`). A loss normalised per micro-batch (a mean over
+its tokens) reports its normaliser as aux["weight"] (e.g. the micro-batch's token count);
+gradients, loss and metrics are then combined as sum_m w_m x_m / sum_m w_m, which is exactly the
+whole batch's token mean however the tokens fall into micro-batches. Without aux["weight"] every
+micro-batch weighs the same.
 
 Shardings: pass `state_shardings` / `batch_sharding` (from r1jax.parallel) to compile the step
 with explicit in/out shardings; the state is donated.
@@ -173,9 +174,9 @@ def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None, chunk:
     mtp_weight = cfg.mtp_loss_weight if mtp_weight is None else mtp_weight
     balance_alpha = cfg.aux_loss_alpha if balance_alpha is None else balance_alpha
     seg = batch.get("segment_ids")
-    out, aux = model.apply({"params": params}, batch["input_ids"], batch.get("positions"), seg,
-                           return_aux=True, compute_mtp=bool(mtp_weight and cfg.num_nextn_predict_layers),
-                           head=chunk <= 0)
+    mo = model.apply({"params": params}, batch["input_ids"], batch.get("positions"), seg, output=True,
+                     compute_mtp=bool(mtp_weight and cfg.num_nextn_predict_layers), head=chunk <= 0)
+    out, aux = (mo.logits if chunk <= 0 else mo.hidden), mo.aux
 
     def ce_sum(x, targets, mask):  # x: logits [b, s, V] or (chunk > 0) final hidden states [b, s, d]
         if chunk <= 0:
@@ -217,21 +218,21 @@ def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None, chunk:
 
 
 def apply_router_bias_update(params, load, mtp_load, rate):
-    """Moves every router's correction bias by the sign rule (outside the gradient)."""
+    """Moves every router's correction bias by the sign rule (outside the gradient): each leaf named
+    BIAS_NAME by the load of its stack, `load` [n_moe, E] under "moe_layers", `mtp_load` [E] under
+    "mtp". A bias whose load is None (or rate 0) stays; every other leaf is returned as it is."""
     if not rate:
         return params
-    params = dict(params)
-    if load is not None and "moe_layers" in params:
-        ml = dict(params["moe_layers"])
-        mlp = dict(ml["mlp"])
-        mlp[BIAS_NAME] = update_router_bias(mlp[BIAS_NAME], load, rate)
-        ml["mlp"] = mlp
-        params["moe_layers"] = ml
-    if mtp_load is not None and "mtp" in params:
-        mtp = jax.tree_util.tree_map(lambda x: x, params["mtp"])
-        mtp["block"]["mlp"][BIAS_NAME] = update_router_bias(mtp["block"]["mlp"][BIAS_NAME], mtp_load, rate)
-        params["mtp"] = mtp
-    return params
+    loads = {"moe_layers": load, "mtp": mtp_load}
+
+    def update(path, x):
+        keys = [getattr(k, "key", None) for k in path]
+        ld = loads.get(keys[0])
+        if keys[-1] != BIAS_NAME or ld is None:
+            return x
+        return update_router_bias(x, ld, rate)
+
+    return jax.tree_util.tree_map_with_path(update, params)
 
 
 def _split_micro(batch, n):
@@ -273,23 +274,36 @@ def _normalise(acc):
     return grads, loss * inv, dict(rest, metrics=jax.tree.map(lambda m: m * inv, metrics))
 
 
+def accumulate_gradients(grad_fn: Callable, params, batch, n: int):
+    """Gradient accumulation over `n` micro-batches -> (loss, aux, grads).
+
+    grad_fn(params, micro_batch) -> ((loss, aux), grads), e.g. `jax.value_and_grad(loss, has_aux=True)`.
+    n == 1: grad_fn on the whole batch (its aux as it is). n > 1: every leaf of `batch` is split along
+    its leading axis into n micro-batches (which must divide it), a `lax.scan` runs grad_fn on each,
+    and grads, loss and aux["metrics"] are combined as sum_m w_m x_m / sum_m w_m with w_m =
+    aux["weight"] (1 without); the other aux entries (the expert loads) are summed and "weight" is
+    dropped. The memory is one micro-batch's activations plus one set of gradient accumulators."""
+    if n == 1:
+        (loss, aux), grads = grad_fn(params, batch)
+        return loss, aux, grads
+    micro = _split_micro(batch, n)
+
+    def body(acc, mb):
+        return jax.tree.map(jnp.add, acc, _weighted(grad_fn, params, mb)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(lambda p, b: _weighted(grad_fn, p, b), params, first))
+    acc, _ = jax.lax.scan(body, zeros, micro)
+    grads, loss, aux = _normalise(acc)
+    return loss, aux, grads
+
+
 def train_step(state: TrainState, batch, *, model, loss_fn: Callable, tx, grad_accum: int = 1,
                router_bias_update_rate: float = 0.0):
     """Pure step: gradients (accumulated over micro-batches), optimizer update, router-bias update."""
     grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, model), has_aux=True)
-    if grad_accum == 1:
-        (loss, aux), grads = grad_fn(state.params, batch)
-    else:
-        micro = _split_micro(batch, grad_accum)
-
-        def body(acc, mb):
-            return jax.tree.map(jnp.add, acc, _weighted(grad_fn, state.params, mb)), None
-
-        first = jax.tree.map(lambda x: x[0], micro)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                             jax.eval_shape(lambda p, b: _weighted(grad_fn, p, b), state.params, first))
-        acc, _ = jax.lax.scan(body, zeros, micro)
-        grads, loss, aux = _normalise(acc)
+    loss, aux, grads = accumulate_gradients(grad_fn, state.params, batch, grad_accum)
     return _apply(state, grads, loss, aux, tx=tx, router_bias_update_rate=router_bias_update_rate)
 
 

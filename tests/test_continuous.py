@@ -133,7 +133,7 @@ def test_recorded_expert_choices_are_the_training_forwards():
     ids = np.zeros((len(seqs), max(map(len, seqs))), np.int32)
     for i, q in enumerate(seqs):
         ids[i, :len(q)] = q  # right padding: causal, so it changes no earlier position
-    _, aux = jax.jit(lambda x: model.apply({"params": params}, x, return_aux=True))(ids)
+    aux = jax.jit(lambda x: model.apply({"params": params}, x, output=True).aux)(ids)
     route = np.moveaxis(np.asarray(aux["route"]), 0, 2)  # [b, s, n_moe, k]
     trained = [route[i, len(p):len(p) + len(t) - 1] for i, (p, t) in enumerate(zip(prompts, static.tokens))]
     recorded = [r[:-1] for r in static.routes]

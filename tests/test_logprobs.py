@@ -37,7 +37,7 @@ def test_chunked_logprobs_equal_full_logits_values_and_gradients(tied, chunk):
         return (lp * w).sum(), (lp, token_entropy(logits.astype(jnp.float32) / T))
 
     def chunked(p):
-        h = model.apply({"params": p}, ids, head=False)
+        h = model.apply({"params": p}, ids, output=True, head=False).hidden
         lp, ent = token_logprobs_from_hidden(h, head_kernel(p, cfg), targets, temperature=T, chunk=chunk,
                                              with_entropy=True)
         return (lp * w).sum(), (lp, ent)
@@ -62,10 +62,10 @@ def test_chunked_logprobs_never_build_the_full_logits():
     full_logits_bytes = b * s * cfg.vocab_size * 4
 
     def body_only(p):  # the same model without any head
-        return (model.apply({"params": p}, ids, head=False) ** 2).sum()
+        return (model.apply({"params": p}, ids, output=True, head=False).hidden ** 2).sum()
 
     def loss(p, chunk):
-        h = model.apply({"params": p}, ids, head=False)
+        h = model.apply({"params": p}, ids, output=True, head=False).hidden
         lp, _ = token_logprobs_from_hidden(h, head_kernel(p, cfg), ids, chunk=chunk)
         return lp.sum()
 

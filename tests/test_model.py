@@ -89,6 +89,124 @@ def test_mla_absorbed_equals_expanded():
         assert_close(b, a, rtol=1e-5, err_msg=str(list(kw)))
 
 
+def _filled_params(cfg, seed=0):
+    """Random params of cfg's tree without compiling its init (the tests below check shapes and
+    paths, or compare outputs of one set of params): N(0, 0.05), norm weights 1."""
+    import flax.linen as nn
+
+    from r1jax.model import abstract_params
+
+    shapes = nn.unbox(abstract_params(cfg))
+    leaves, tree = jax.tree.flatten_with_path(shapes)
+    rng = np.random.RandomState(seed)
+    return jax.tree.unflatten(tree, [jnp.ones(x.shape, x.dtype) if path[-1].key == "weight" else
+                                     jnp.asarray(0.05 * rng.randn(*x.shape), x.dtype) for path, x in leaves])
+
+
+def test_model_output_fields_and_shapes_per_mode():
+    """The plain call returns the logits array; output=True and the cache modes a ModelOutput whose
+    hidden is the final-normed LM-head input (logits = head(hidden)) and whose aux holds the pre-norm
+    hidden states, the MoE loads/routes and (train) the MTP outputs."""
+    from r1jax.model import ModelOutput, init_cache
+    from r1jax.model.logprobs import head_kernel
+
+    cfg = config_lib.tiny_moe(num_hidden_layers=2)  # a dense layer, an MoE layer, MTP
+    params = _filled_params(cfg)
+    b, s, d, v, k = 2, 8, cfg.hidden_size, cfg.vocab_size, cfg.num_experts_per_tok
+    n_moe, e = cfg.num_hidden_layers - cfg.first_k_dense_replace, cfg.n_routed_experts
+    ids = jnp.asarray(_ids(b, s))
+
+    def run(mode="train", **kw):  # compiled
+        return jax.jit(lambda p, *a, **arrays: Transformer(cfg, mode=mode).apply({"params": p}, *a, **arrays, **kw))
+
+    def shapes(mode="train", *args, **kw):  # traced only
+        return jax.eval_shape(lambda p: Transformer(cfg, mode=mode).apply({"params": p}, *args, **kw), params)
+
+    plain = run()(params, ids)
+    assert isinstance(plain, jax.Array) and plain.shape == (b, s, v)
+
+    out = run(output=True)(params, ids)
+    assert isinstance(out, ModelOutput) and out.cache is None
+    assert out.logits.shape == (b, s, v) and out.hidden.shape == (b, s, d)
+    assert_close(out.logits, plain, rtol=1e-6)
+    assert_close(out.hidden @ head_kernel(params, cfg), out.logits, rtol=1e-5)  # hidden: the head's input
+    pre = np.asarray(out.aux["pre_norm_hidden"], np.float64)
+    assert pre.shape == (b, s, d)
+    normed = pre / np.sqrt((pre**2).mean(-1, keepdims=True) + cfg.rms_norm_eps) * np.asarray(params["norm"]["weight"])
+    assert_close(out.hidden, normed, rtol=1e-5)
+    assert out.aux["balance_loss"].shape == () and out.aux["load"].shape == (n_moe, e)
+    assert out.aux["route"].shape == (n_moe, b, s, k)
+    assert out.aux["mtp_logits"].shape == (b, s, v) and out.aux["mtp_load"].shape == (e,)
+    assert "mtp_logits" not in shapes("train", ids, output=True, compute_mtp=False).aux
+
+    nohead = run(output=True, head=False)(params, ids)
+    assert nohead.logits is None and "mtp_logits" not in nohead.aux
+    assert_close(nohead.hidden, out.hidden, rtol=1e-6)
+    assert_close(nohead.aux["mtp_hidden"] @ head_kernel(params, cfg), out.aux["mtp_logits"], rtol=1e-5)
+    with pytest.raises(ValueError, match="output=True"):
+        shapes("train", ids, head=False)
+
+    cache = init_cache(cfg, b, 16)
+    pre_out = run("prefill")(params, ids, cache=cache)
+    assert isinstance(pre_out, ModelOutput)
+    assert pre_out.logits.shape == (b, s, v) and pre_out.hidden.shape == (b, s, d)
+    assert jax.tree.structure(pre_out.cache) == jax.tree.structure(cache)
+    assert pre_out.aux["route"].shape == (n_moe, b, s, k) and "mtp_logits" not in pre_out.aux
+    assert_close(pre_out.logits, plain, rtol=1e-5)
+    at = shapes("prefill", ids, cache=cache, logits_at=jnp.asarray([7, 3]))
+    assert at.logits.shape == (b, 1, v) and at.hidden.shape == (b, 1, d)
+    assert at.aux["pre_norm_hidden"].shape == (b, s, d)
+    dec = shapes("decode", ids[:, :1], jnp.full((b, 1), s, jnp.int32), cache=cache)
+    assert dec.logits.shape == (b, 1, v) and dec.hidden.shape == (b, 1, d)
+    assert dec.aux["route"].shape == (n_moe, b, 1, k)
+    assert jax.tree.map(lambda x: x.shape, dec.cache) == jax.tree.map(jnp.shape, cache)
+    with pytest.raises(ValueError, match="needs a cache"):
+        shapes("decode", ids)
+    with pytest.raises(ValueError, match="takes no cache"):
+        shapes("train", ids, cache=cache)
+
+    dense_cfg = config_lib.tiny_qwen2()
+    dense_out = jax.eval_shape(lambda p: Transformer(dense_cfg).apply({"params": p}, ids, output=True),
+                               _filled_params(dense_cfg))
+    assert dense_out.hidden.shape == (b, s, dense_cfg.hidden_size) and "load" not in dense_out.aux
+
+
+def test_mla_path_enum_picks_each_path(monkeypatch):
+    """mla_path maps (mode, absorb) to one MLAPath; MLA dispatches on it (each path's attention runs)."""
+    from r1jax.model import MLAPath, init_cache
+    from r1jax.model import mla as mla_lib
+
+    assert mla_lib.mla_path("train") is MLAPath.EXPANDED
+    assert mla_lib.mla_path("train", absorb=True) is MLAPath.ABSORBED
+    assert mla_lib.mla_path("prefill") is MLAPath.PREFILL
+    assert mla_lib.mla_path("decode") is MLAPath.DECODE
+    assert [p.uses_cache for p in MLAPath] == [False, False, True, True]
+    for mode in ("prefill", "decode"):
+        with pytest.raises(ValueError, match="absorb"):
+            mla_lib.mla_path(mode, absorb=True)
+    with pytest.raises(ValueError, match="mode"):
+        mla_lib.mla_path("generate")
+    assert mla_lib.MLA(None, mode="decode").path is MLAPath.DECODE
+
+    ran = []
+    for name in ("_expanded_attention", "_decode_attention", "absorbed_attention"):
+        fn = getattr(mla_lib, name)
+        monkeypatch.setattr(mla_lib, name, lambda *a, _n=name, _f=fn: (ran.append(_n), _f(*a))[1])
+    cfg = config_lib.tiny_moe(num_hidden_layers=1, first_k_dense_replace=1, num_nextn_predict_layers=0)
+    params = _filled_params(cfg)
+    ids = jnp.asarray(_ids(1, 4))
+    cache = init_cache(cfg, 1, 8)
+    want = {"train": ["_expanded_attention"], "absorbed": ["absorbed_attention"],
+            "prefill": ["_expanded_attention"], "decode": ["_decode_attention", "absorbed_attention"]}
+    for case, expect in want.items():
+        ran.clear()
+        mode = "train" if case == "absorbed" else case
+        kw = {} if mode == "train" else {"cache": cache}
+        model = Transformer(cfg, mode=mode, absorb=case == "absorbed")
+        jax.eval_shape(lambda p: model.apply({"params": p}, ids, **kw), params)  # the trace takes the path
+        assert set(ran) == set(expect), (case, ran)  # (the layer scan may trace its body more than once)
+
+
 def _np_route(x, w, bias, cfg):
     """Independent numpy router: sigmoid, group top-2 sums, group mask, top-k, weights.
     Also returns the smallest gap, relative to the scores' scale, between the last chosen and the
@@ -181,9 +299,8 @@ def test_model_moe_impls_agree_and_load_counts_tokens():
     mask = jnp.asarray(np.r_[[1] * 16, [1] * 10 + [0] * 6].reshape(2, 16).astype(bool))
     outs = {}
     for impl in ("dense", "ragged", "blocked", "grouped", "cpu"):
-        logits, aux = Transformer(cfg, moe_impl=impl).apply({"params": params}, ids, token_mask=mask,
-                                                            return_aux=True)
-        outs[impl] = (logits, aux)
+        out = Transformer(cfg, moe_impl=impl).apply({"params": params}, ids, token_mask=mask, output=True)
+        outs[impl] = (out.logits, out.aux)
     for impl in ("ragged", "blocked", "grouped", "cpu"):
         assert_close(outs[impl][0], outs["dense"][0], rtol=1e-5, err_msg=impl)
     load = np.asarray(outs["dense"][1]["load"])

@@ -8,7 +8,7 @@ import pytest
 
 from r1jax import config as config_lib
 from r1jax import train
-from r1jax.model import Transformer, init_params
+from r1jax.model import Transformer, init_params, update_router_bias
 
 from numerics import assert_close
 
@@ -35,7 +35,7 @@ def test_loss_falls_and_router_bias_moves_against_the_load():
     step = train.make_train_step(model, train.lm_loss, tx, router_bias_update_rate=rate)
     batch = _batch()
     # the experts each token picks in the first step's forward (the params before the update)
-    _, aux = model.apply({"params": params}, batch["input_ids"], return_aux=True, compute_mtp=True)
+    aux = model.apply({"params": params}, batch["input_ids"], output=True, compute_mtp=True).aux
     e = cfg.n_routed_experts
     route = np.asarray(aux["route"])  # [n_moe, b, s, k]
     load = np.stack([np.bincount(r.reshape(-1), minlength=e) for r in route]).astype(np.float64)  # [n_moe, E]
@@ -76,8 +76,8 @@ def test_mtp_loss_equals_a_numpy_recomputation():
     seg[0, 7:] = 2  # row 0 packs two sequences
     batch = dict(batch, loss_mask=jnp.asarray(mask), segment_ids=jnp.asarray(seg))
     loss, out = jax.jit(lambda p, bt: train.lm_loss(p, bt, model))(params, batch)
-    logits, aux = model.apply({"params": params}, batch["input_ids"], None, batch["segment_ids"], return_aux=True,
-                              compute_mtp=True)
+    logits, _, _, aux = model.apply({"params": params}, batch["input_ids"], None, batch["segment_ids"], output=True,
+                                    compute_mtp=True)
     tg = np.asarray(batch["targets"])
     lp, lp2 = _log_softmax64(logits), _log_softmax64(aux["mtp_logits"])
     ce = -(np.take_along_axis(lp, tg[..., None], -1)[..., 0] * mask).sum() / mask.sum()
@@ -101,8 +101,8 @@ def test_mtp_loss_equals_a_numpy_recomputation():
     # the MTP logits at i read token i+1 and nothing later (causal): change token 6
     ids2 = np.asarray(batch["input_ids"]).copy()
     ids2[:, 6] = (ids2[:, 6] + 1) % cfg.vocab_size
-    _, aux2 = model.apply({"params": params}, jnp.asarray(ids2), None, batch["segment_ids"], return_aux=True,
-                          compute_mtp=True)
+    aux2 = model.apply({"params": params}, jnp.asarray(ids2), None, batch["segment_ids"], output=True,
+                       compute_mtp=True).aux
     d = np.abs(np.asarray(aux2["mtp_logits"]) - np.asarray(aux["mtp_logits"])).max(axis=(0, 2))
     assert np.all(d[:5] == 0) and d[5] > 1e-4
 
@@ -174,6 +174,83 @@ def test_grad_accumulation_with_unequal_token_counts_equals_the_big_batch(mtp):
           .opt_state for h in half]
     naive = jax.tree.map(lambda a, b: (a + b) / 2, *gs)
     assert float(optax.global_norm(jax.tree.map(jnp.subtract, naive, g1))) > 0.1 * float(optax.global_norm(g1))
+
+
+def test_accumulate_gradients_equals_one_big_batch():
+    """accumulate_gradients over n micro-batches (unequal token counts, weighted by aux["weight"]) gives
+    the loss, metrics and gradients of the whole batch at once, and the summed expert loads."""
+    rng = np.random.RandomState(0)
+    params = {"w": jnp.asarray(rng.randn(5, 3), jnp.float32), "b": jnp.asarray(rng.randn(3), jnp.float32)}
+    x = jnp.asarray(rng.randn(8, 6, 5), jnp.float32)
+    y = jnp.asarray(rng.randn(8, 6, 3), jnp.float32)
+    mask = np.ones((8, 6), np.float32)
+    mask[4:, 2:] = 0  # the later rows have fewer tokens
+    batch = {"x": x, "y": y, "mask": jnp.asarray(mask)}
+
+    def loss_fn(p, bt):  # a token mean, like lm_loss
+        err = ((bt["x"] @ p["w"] + p["b"] - bt["y"]) ** 2).sum(-1)
+        n = bt["mask"].sum()
+        loss = (err * bt["mask"]).sum() / n
+        return loss, {"metrics": {"loss": loss, "err_max": err.max()}, "weight": n,
+                      "load": bt["mask"].sum(0)}
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    run = jax.jit(train.accumulate_gradients, static_argnums=(0, 3))
+    l1, a1, g1 = run(grad_fn, params, batch, 1)
+    for n in (2, 4):
+        ln, an, gn = run(grad_fn, params, batch, n)
+        np.testing.assert_allclose(float(ln), float(l1), rtol=1e-6)
+        np.testing.assert_allclose(float(an["metrics"]["loss"]), float(a1["metrics"]["loss"]), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(an["load"]), np.asarray(a1["load"]), rtol=1e-6)
+        assert "weight" not in an
+        for k in params:
+            np.testing.assert_allclose(np.asarray(gn[k]), np.asarray(g1[k]), rtol=1e-6, atol=1e-6, err_msg=k)
+    with pytest.raises(ValueError, match="divisible"):
+        train.accumulate_gradients(grad_fn, params, batch, 3)
+
+
+def _router_bias_update_by_hand(params, load, mtp_load, rate):
+    """apply_router_bias_update as it was, copying the nested dicts by hand (the reference)."""
+    if not rate:
+        return params
+    params = dict(params)
+    if load is not None and "moe_layers" in params:
+        ml = dict(params["moe_layers"])
+        mlp = dict(ml["mlp"])
+        mlp[train.BIAS_NAME] = update_router_bias(mlp[train.BIAS_NAME], load, rate)
+        ml["mlp"] = mlp
+        params["moe_layers"] = ml
+    if mtp_load is not None and "mtp" in params:
+        mtp = jax.tree_util.tree_map(lambda x: x, params["mtp"])
+        mtp["block"]["mlp"][train.BIAS_NAME] = update_router_bias(mtp["block"]["mlp"][train.BIAS_NAME], mtp_load,
+                                                                  rate)
+        params["mtp"] = mtp
+    return params
+
+
+def test_router_bias_tree_map_equals_the_hand_copy():
+    import flax.linen as nn
+
+    from r1jax.model import abstract_params
+
+    cfg = config_lib.tiny_moe()  # MoE layers and an MoE MTP block
+    rng = np.random.RandomState(0)
+    params = jax.tree.map(lambda x: jnp.asarray(rng.randn(*x.shape), x.dtype), nn.unbox(abstract_params(cfg)))
+    n_moe, e = cfg.num_hidden_layers - cfg.first_k_dense_replace, cfg.n_routed_experts
+    load = jnp.asarray(rng.randint(0, 9, (n_moe, e)), jnp.float32)
+    mtp_load = jnp.asarray(rng.randint(0, 9, (e,)), jnp.float32)
+    for ld, mld, rate in ((load, mtp_load, 1e-2), (load, None, 1e-2), (None, mtp_load, 1e-3), (None, None, 1e-2),
+                          (load, mtp_load, 0.0)):
+        got = train.apply_router_bias_update(params, ld, mld, rate)
+        want = _router_bias_update_by_hand(params, ld, mld, rate)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+    moved = train.apply_router_bias_update(params, load, mtp_load, 1e-2)
+    for new, old in ((moved["moe_layers"]["mlp"], params["moe_layers"]["mlp"]),
+                     (moved["mtp"]["block"]["mlp"], params["mtp"]["block"]["mlp"])):
+        step = np.asarray(new[train.BIAS_NAME]) - np.asarray(old[train.BIAS_NAME])
+        assert np.abs(step).max() == pytest.approx(1e-2, rel=1e-4)
 
 
 def test_optimizer_masks():

@@ -83,8 +83,8 @@ def main():
             logp = make_logprob_fn(trainer, 1.0, 256)(params, batch["input_ids"], batch["targets"],
                                                      batch["token_mask"])
             extra = {}
-            _, aux = trainer.apply({"params": params}, batch["input_ids"], token_mask=batch["token_mask"] > 0,
-                                   return_aux=True, compute_mtp=False)
+            aux = trainer.apply({"params": params}, batch["input_ids"], token_mask=batch["token_mask"] > 0,
+                                output=True, compute_mtp=False).aux
             if "route" in aux:
                 extra["expert_mismatch"] = float(expert_mismatch(np.moveaxis(np.asarray(aux["route"]), 0, 2),
                                                                  host["sampler_route"]))

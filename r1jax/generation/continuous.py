@@ -75,8 +75,8 @@ def _refill(params, cache, st, tokens, lengths, row_prompt, slot, keys, budget, 
     # entries: decode masks every slot past the row's own position, and writes each one before it
     # reads it.
     pcache = init_cache(model.cfg, u, p, unstacked=model.unstacked)
-    logits, pcache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=pcache,
-                                                       logits_at=lengths - 1)
+    out = model.clone(mode="prefill").apply({"params": params}, tokens, cache=pcache, logits_at=lengths - 1)
+    logits, pcache = out.logits, out.cache
     ax = cache_batch_axis(model)
 
     def put(big, small):

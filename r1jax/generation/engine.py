@@ -85,9 +85,9 @@ def _prefill(params, tokens, lengths, keys, idx, active, eos, max_new, *, model,
     # the prefill writes a cache of the prompt bucket's positions; its rows repeated for the samples
     # and padded to max_len are the decode cache (no second full-length cache)
     cache = init_cache(model.cfg, b, p, unstacked=model.unstacked)
-    logits, cache = model.clone(mode="prefill").apply({"params": params}, tokens, cache=cache,
-                                                      logits_at=lengths - 1)
-    last = logits[:, 0]  # [b, vocab] at each prompt's last position
+    out = model.clone(mode="prefill").apply({"params": params}, tokens, cache=cache, logits_at=lengths - 1)
+    cache = out.cache
+    last = out.logits[:, 0]  # [b, vocab] at each prompt's last position
     ax = cache_batch_axis(model)
     cache = pad_positions(jax.tree.map(lambda c: jnp.take(c, idx, axis=ax), cache), max_len, ax + 1)
     cache = rows_over_mesh(cache, lambda c: ax)  # under a mesh: each device holds its rows only

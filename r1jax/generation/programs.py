@@ -82,11 +82,10 @@ def route_shape(cfg) -> tuple[int, int] | None:
 def decode_step(dec, params, tok, pos, cache, record: bool):
     """One decode step of [b] tokens at positions [b] -> (logits [b, V], cache, route [b, n_moe, k] int16
     or None)."""
+    out = dec.apply({"params": params}, tok[:, None], pos[:, None], cache=cache)  # a ModelOutput
     if not record:
-        logits, cache = dec.apply({"params": params}, tok[:, None], pos[:, None], cache=cache)
-        return logits[:, 0], cache, None
-    logits, cache, aux = dec.apply({"params": params}, tok[:, None], pos[:, None], cache=cache, return_aux=True)
-    return logits[:, 0], cache, jnp.moveaxis(aux["route"][:, :, 0, :], 0, 1).astype(jnp.int16)
+        return out.logits[:, 0], out.cache, None
+    return out.logits[:, 0], out.cache, jnp.moveaxis(out.aux["route"][:, :, 0, :], 0, 1).astype(jnp.int16)
 
 
 def routes_of(routes, n_tokens: int):

@@ -1,4 +1,4 @@
-"""Flax model: `Transformer(cfg)`, `init_params`, caches. Params are a plain pytree."""
+"""Flax model: `Transformer(cfg)` (its `ModelOutput`), `init_params`, caches. Params are a plain pytree."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.model.moe import update_router_bias  # noqa: F401
-from r1jax.model.transformer import Transformer, init_cache, unstack_layers  # noqa: F401
+from r1jax.model.mla import MLAPath  # noqa: F401
+from r1jax.model.transformer import ModelOutput, Transformer, init_cache, unstack_layers  # noqa: F401
 
 
 def build_model(cfg, **kw) -> Transformer:
@@ -19,7 +20,7 @@ def _init_fn(cfg):
 
     def init(rng):
         ids = jnp.zeros((1, 4), jnp.int32)
-        return model.init(rng, ids, return_aux=True)["params"]
+        return model.init(rng, ids, output=True)["params"]  # output=True: the MTP module's params too
 
     return init
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from r1jax.model import rope as rope_lib
 from r1jax.model.flash import flash_attention
-from r1jax.model.layers import compute_dtype, dense
+from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype
 
 NEG_INF = -1e30
 
@@ -132,6 +132,16 @@ def write_cache(cache: jnp.ndarray, new: jnp.ndarray, positions: jnp.ndarray) ->
     return cache.at[jnp.arange(b)[:, None], positions].set(new.astype(cache.dtype), mode="drop")
 
 
+def output_projection(cfg, name: str = "o_proj") -> nn.DenseGeneral:
+    """The attention output projection of MLA and GQA: o [b, s, heads, head_dim] -> [b, s, hidden];
+    kernel [heads, head_dim, hidden], a bias [hidden] with `attention_bias`."""
+    return nn.DenseGeneral(
+        cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=compute_dtype(cfg),
+        param_dtype=param_dtype(cfg), kernel_init=normal_init(cfg, ("heads", "head_dim", "embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name,
+    )
+
+
 def causal_gqa(cfg, q, k, v, segment_ids, scale):
     """Training / prefill attention of the GQA path: `attend_causal` (attention_impl="xla"), or the
     Pallas flash kernel (attention_impl="pallas": pallas_kernels.mla_prefill, a flash attention with a
@@ -187,15 +197,7 @@ class GQAttention(nn.Module):
                 o = over_cache_prefix(
                     lambda t: attend(q, kc[:, :t].astype(q.dtype), vc[:, :t].astype(q.dtype), cache_mask(positions, t),
                                      scale, num_kv_groups=h // kvh), kc.shape[1], positions)
-        out = nn.DenseGeneral(
-            cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=compute_dtype(cfg),
-            param_dtype=jnp.dtype(cfg.param_dtype),
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.normal(cfg.initializer_range), ("heads", "head_dim", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="o_proj",
-        )(o)
-        return out, new_cache
+        return output_projection(cfg)(o), new_cache
 
 
 def init_gqa_cache(cfg, batch: int, max_len: int, dtype) -> dict:

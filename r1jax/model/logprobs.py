@@ -3,8 +3,8 @@ positions at a time, so the full [rows, seq, vocab] float32 logits never exist.
 
 A trainer that computes `log_softmax(model(ids))` holds rows x seq x vocab x 4 bytes of logits
 (and as much again for their gradient): for 128 rows of 1024 tokens with Qwen2.5's 151,936-token
-vocabulary that is ~80 GB. Here the model returns its final-normed hidden states ([rows, seq,
-hidden], `Transformer(..., head=False)`), and
+vocabulary that is ~80 GB. Here the model returns its final-normed hidden states without the
+head ([rows, seq, hidden]: `model.apply(..., output=True, head=False).hidden`), and
 
     logp, entropy = token_logprobs_from_hidden(hidden, head_kernel(params, cfg), targets,
                                                temperature=T, chunk=256, with_entropy=True)

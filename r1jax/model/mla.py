@@ -11,16 +11,22 @@ Two equal ways to attend:
     over the latent `[c_kv | k_rope]` of each token: score = q_lat . c_kv + q_rope . k_rope; the
     output stays in latent space, o = (sum p c_kv) W_UV. The KV cache holds only that latent:
     `[batch, max_len, kv_lora_rank + qk_rope_head_dim]` per layer.
+
+Which one a layer runs is its `MLAPath`, set by the module's (mode, absorb) in `mla_path`: EXPANDED
+(training), ABSORBED (training with absorb=True, tests), PREFILL (expanded + cache write), DECODE
+(absorbed over the cache).
 """
 
 from __future__ import annotations
+
+import enum
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from r1jax.model import rope as rope_lib
-from r1jax.model.attention import (NEG_INF, attend_causal, cache_mask, causal_segment_mask, over_cache_prefix,
-                                   write_cache)
+from r1jax.model.attention import (NEG_INF, attend_causal, cache_mask, causal_segment_mask, output_projection,
+                                   over_cache_prefix, write_cache)
 from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype, rms_norm
 
 
@@ -60,17 +66,88 @@ def absorbed_attention(q_nope, q_rope, latent, mask, w_uk, w_uv, scale, kv_lora_
     return o.astype(q_nope.dtype)
 
 
+class MLAPath(enum.Enum):
+    """The distinct attention paths of MLA (module doc); `mla_path` picks one."""
+
+    EXPANDED = "expanded"  # train: per-head k/v expanded from c_kv, causal (+ segment) attention; no cache
+    ABSORBED = "absorbed"  # train, absorb=True: W_UK/W_UV absorbed, over the input's own latents; no cache
+    PREFILL = "prefill"  # EXPANDED over the new tokens (which start at slot 0); their latents written to the cache
+    DECODE = "decode"  # the new tokens' latents written, then absorbed attention over the cache
+
+    @property
+    def uses_cache(self) -> bool:
+        return self in (MLAPath.PREFILL, MLAPath.DECODE)
+
+
+def mla_path(mode: str, absorb: bool = False) -> MLAPath:
+    """The path of an MLA layer in `mode` ("train" | "prefill" | "decode"); `absorb` (the absorbed
+    path without a cache, which the tests compare with the expanded one) applies to "train" only."""
+    if mode == "train":
+        return MLAPath.ABSORBED if absorb else MLAPath.EXPANDED
+    if mode not in ("prefill", "decode"):
+        raise ValueError(f"MLA: mode={mode!r} is not train | prefill | decode")
+    if absorb:
+        raise ValueError(f"MLA: absorb=True is a mode='train' path (prefill is expanded and decode absorbed "
+                         f"whatever absorb says), not mode={mode!r}")
+    return MLAPath.PREFILL if mode == "prefill" else MLAPath.DECODE
+
+
+def _expanded_attention(cfg, q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, segment_ids, scale):
+    """EXPANDED / PREFILL: k = [c_kv W_UK | k_rope], v = c_kv W_UV per head, causal attention over the
+    tokens given (plain JAX, or the Pallas mla_prefill kernel) -> [b, s, h, v]."""
+    k_nope = jnp.einsum("btr,rhd->bthd", c_kv, w_uk)
+    v = jnp.einsum("btr,rhd->bthd", c_kv, w_uv)
+    k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None, :], k_nope.shape[:3] + (k_rope.shape[-1],))],
+                        axis=-1)
+    qf = jnp.concatenate([q_nope, q_rope], axis=-1)
+    if cfg.attention_impl == "pallas":
+        from pallas_kernels import mla_prefill
+
+        from r1jax.model.kernel_shards import on_shards
+
+        heads = ("batch", "seq", "heads", "head_dim")
+        return on_shards(lambda q, k, v, s: mla_prefill(q, k, v, sm_scale=scale, segment_ids=s, causal=True),
+                         (qf, k.astype(qf.dtype), v.astype(qf.dtype), segment_ids),
+                         (heads, heads, heads, ("batch", "seq")), heads)
+    return attend_causal(qf, k.astype(qf.dtype), v.astype(qf.dtype), segment_ids, scale)
+
+
+def _decode_attention(cfg, q_nope, q_rope, cache, positions, w_uk, w_uv, scale):
+    """DECODE: absorbed attention of the queries at `positions` over the (already written) latent
+    cache [b, L, r + rope] (plain JAX over the smallest cache prefix, or the Pallas mla_decode kernel)
+    -> [b, s, h, v]."""
+    r = cfg.kv_lora_rank
+    if cfg.attention_impl == "pallas":
+        from pallas_kernels import mla_decode
+
+        from r1jax.model.kernel_shards import on_shards
+
+        q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk)
+        rows = ("batch", "seq", None, None)
+        o_lat = on_shards(lambda ql, qr, c, n: mla_decode(ql, qr, c, n, sm_scale=scale, kv_lora_rank=r),
+                          (q_lat, q_rope, cache, positions[:, -1] + 1),
+                          (rows, rows, ("batch", None, None), ("batch",)), rows)
+        return jnp.einsum("bshr,rhv->bshv", o_lat.astype(w_uv.dtype), w_uv)
+    return over_cache_prefix(
+        lambda t: absorbed_attention(q_nope, q_rope, cache[:, :t], cache_mask(positions, t), w_uk, w_uv, scale, r),
+        cache.shape[1], positions)
+
+
 class MLA(nn.Module):
     """x: [b, s, hidden] -> ([b, s, hidden], new latent cache or None).
 
-    mode: "train" (expanded, no cache) | "prefill" (expanded over the new tokens, which must start
-    at slot 0, and writes the cache) | "decode" (absorbed over the whole cache). `absorb=True` uses
-    the absorbed path without a cache too (tests check the two paths agree).
+    The path (`MLAPath`) follows from (mode, absorb) (`mla_path`): mode "train" (EXPANDED, or
+    ABSORBED with absorb=True; no cache) | "prefill" (PREFILL: expanded over the new tokens, which
+    must start at slot 0, and writes the cache) | "decode" (DECODE: absorbed over the whole cache).
     """
 
     cfg: object
     mode: str = "train"
     absorb: bool = False
+
+    @property
+    def path(self) -> MLAPath:
+        return mla_path(self.mode, self.absorb)
 
     @nn.compact
     def __call__(self, x, positions, segment_ids=None, cache=None):
@@ -100,49 +177,16 @@ class MLA(nn.Module):
         scale = rope_lib.softmax_scale(cfg, qk)
         latent = jnp.concatenate([c_kv, k_rope.astype(c_kv.dtype)], axis=-1)  # [b, s, r + rope]
 
-        new_cache = None
-        if cache is not None:
-            new_cache = write_cache(cache, latent, positions)
-        if cache is not None and self.mode == "decode":
-            if cfg.attention_impl == "pallas":
-                from pallas_kernels import mla_decode
-
-                from r1jax.model.kernel_shards import on_shards
-
-                q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk)
-                rows = ("batch", "seq", None, None)
-                o_lat = on_shards(lambda ql, qr, c, n: mla_decode(ql, qr, c, n, sm_scale=scale, kv_lora_rank=r),
-                                  (q_lat, q_rope, new_cache, positions[:, -1] + 1),
-                                  (rows, rows, ("batch", None, None), ("batch",)), rows)
-                o = jnp.einsum("bshr,rhv->bshv", o_lat.astype(w_uv.dtype), w_uv)
-            else:
-                o = over_cache_prefix(
-                    lambda t: absorbed_attention(q_nope, q_rope, new_cache[:, :t], cache_mask(positions, t), w_uk,
-                                                 w_uv, scale, r), new_cache.shape[1], positions)
-        elif self.absorb:
+        path = self.path
+        if path.uses_cache != (cache is not None):
+            raise ValueError(f"MLA: the {path.value} path {'needs a' if path.uses_cache else 'takes no'} cache")
+        new_cache = write_cache(cache, latent, positions) if path.uses_cache else None
+        if path is MLAPath.DECODE:
+            o = _decode_attention(cfg, q_nope, q_rope, new_cache, positions, w_uk, w_uv, scale)
+        elif path is MLAPath.ABSORBED:
             mask = causal_segment_mask(segment_ids, x.shape[0], x.shape[1])
             o = absorbed_attention(q_nope, q_rope, latent, mask, w_uk, w_uv, scale, r)
-        else:
-            k_nope = jnp.einsum("btr,rhd->bthd", c_kv, w_uk)
-            v = jnp.einsum("btr,rhd->bthd", c_kv, w_uv)
-            k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None, :], k_nope.shape[:3] + (rope_d,))],
-                                axis=-1)
-            qf = jnp.concatenate([q_nope, q_rope], axis=-1)
-            if cfg.attention_impl == "pallas":
-                from pallas_kernels import mla_prefill
-
-                from r1jax.model.kernel_shards import on_shards
-
-                heads = ("batch", "seq", "heads", "head_dim")
-                o = on_shards(lambda q, k, v, s: mla_prefill(q, k, v, sm_scale=scale, segment_ids=s, causal=True),
-                              (qf, k.astype(qf.dtype), v.astype(qf.dtype), segment_ids),
-                              (heads, heads, heads, ("batch", "seq")), heads)
-            else:
-                o = attend_causal(qf, k.astype(qf.dtype), v.astype(qf.dtype), segment_ids, scale)
+        else:  # EXPANDED, PREFILL
+            o = _expanded_attention(cfg, q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, segment_ids, scale)
         o = nn.with_logical_constraint(o, ("batch", "seq", "heads", "head_dim"))
-        out = nn.DenseGeneral(
-            cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=compute_dtype(cfg),
-            param_dtype=param_dtype(cfg), kernel_init=normal_init(cfg, ("heads", "head_dim", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name="o_proj",
-        )(o)
-        return out, new_cache
+        return output_projection(cfg)(o), new_cache

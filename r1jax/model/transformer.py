@@ -2,7 +2,14 @@
 
     model = Transformer(cfg)
     logits = model.apply({"params": params}, input_ids)                    # [batch, seq, vocab]
-    logits, aux = model.apply({"params": params}, ids, return_aux=True)    # aux: load, balance_loss, route, mtp_logits
+    out = model.apply({"params": params}, input_ids, output=True)          # ModelOutput(logits, hidden, cache, aux)
+
+What a call returns (one rule): the logits array for a plain call (mode="train", `output=False`,
+the default); a `ModelOutput` for everything else, i.e. with `output=True` or in a cache mode
+(`mode="prefill"` / `"decode"`, whose new cache must come back). A cache mode returns a
+ModelOutput whatever `output` says. `head=False` (no LM head: logits None) needs `output=True`.
+The plain call is the public entry point (README); everything that wants more than logits (the
+aux losses and routes, the hidden states, the cache) reads the named fields of one type.
 
 Layers run under `nn.scan` in two stacks ("dense_layers": the first `first_k_dense_replace`
 layers, or all layers of a dense model; "moe_layers": the rest), so compile time and memory do
@@ -12,9 +19,9 @@ params); `remat_policy` wraps the scanned block in `nn.remat`.
 Cache mode (generation): `cache` is the pytree of `init_cache(cfg, batch, max_len)` with a
 leading layer axis per stack; `mode="prefill"` writes the prompt (which starts at slot 0) and
 `mode="decode"` attends over the cache (absorbed MLA). `positions` [batch, seq] are the slots.
-These modes return (logits, cache), or with `return_aux=True` (logits, cache, {"route": [n_moe,
-batch, seq, k]}): the experts each token chose (the rollout engine records them for the
-sampler/trainer agreement).
+These modes take a cache and return a ModelOutput whose `cache` is the new one and whose
+aux["route"] [n_moe, batch, seq, k] holds the experts each token chose (the rollout engine
+records them for the sampler/trainer agreement).
 
 Unstacked layers (`Transformer(cfg, unstacked=True)`, generation on CPU): each layer is its own
 module `<stack>_<i>` taking the params of `unstack_layers(params)` (a copy of each layer's slice,
@@ -25,6 +32,8 @@ re-copies all the weights at every generated token.
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -42,6 +51,38 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
+
+MODES = ("train", "prefill", "decode")
+
+
+class ModelOutput(NamedTuple):
+    """What `Transformer.__call__` returns with `output=True` and in the cache modes (module doc).
+
+    logits: [batch, seq, vocab] in the compute dtype ([batch, 1, vocab] with `logits_at`), the LM
+        head applied to `hidden`; None with `head=False`.
+    hidden: [batch, seq, hidden] (or [batch, 1, hidden] with `logits_at`): the FINAL-NORMED hidden
+        states, i.e. the last layer's output after the final RMSNorm ("norm"), exactly the LM
+        head's input (logits = head(hidden)). Always set. The chunked log-probs
+        (r1jax.model.logprobs) apply the head to it themselves (`head=False`).
+    cache: the new KV cache (same pytree as the one passed) in the cache modes; None in "train".
+    aux: a dict of
+        "pre_norm_hidden" [batch, seq, hidden]: the last layer's output BEFORE the final norm
+            (every position, whatever `logits_at`; the MTP module's input, the reward model's
+            features);
+        "balance_loss" []: the MoE layers' mean sequence-wise balance loss (0 for a dense model);
+        MoE models: "load" [n_moe, E] f32 tokens per expert (the tokens of `token_mask`), "route"
+            [n_moe, batch, seq, k] int the experts each token chose, and with moe_impl="ep"
+            "ep_dropped" [n_moe] (assignments over capacity);
+        mode="train" with the MTP module computed (`compute_mtp`, default: whenever the config has
+            one): "mtp_logits" [batch, seq, vocab] (position i predicts token i + 2), or with
+            `head=False` "mtp_hidden" [batch, seq, hidden] (the MTP block's output after its own
+            final norm, the head's input), and "mtp_load" [E] when the MTP block is MoE.
+    """
+
+    logits: Any
+    hidden: Any
+    cache: Any
+    aux: dict
 
 
 class Block(nn.Module):
@@ -127,7 +168,7 @@ class MTP(nn.Module):
 
 
 class Transformer(nn.Module):
-    """input_ids: [batch, seq] int -> logits [batch, seq, vocab] (and aux / new cache on request)."""
+    """input_ids: [batch, seq] int -> logits [batch, seq, vocab], or a ModelOutput (module doc)."""
 
     cfg: object
     mode: str = "train"  # train | prefill | decode
@@ -142,19 +183,32 @@ class Transformer(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, input_ids, positions=None, segment_ids=None, *, token_mask=None, cache=None,
-                 return_aux=False, compute_mtp=None, return_hidden=False, logits_at=None, head=True):
-        """logits_at: optional [batch] int, one position per row: the logits are then computed at
-        that position only ([batch, 1, vocab]). Generation's prefill needs only each prompt's last
-        position; small_moe, 32 prompts of 128 tokens: 3.7 s with the head over every position
-        (a [4096, 32000] logits array), 1.7 s with it at the last ones.
+    def __call__(self, input_ids, positions=None, segment_ids=None, *, token_mask=None, cache=None, output=False,
+                 compute_mtp=None, logits_at=None, head=True):
+        """-> logits [batch, seq, vocab] for a plain train-mode call; a ModelOutput with
+        `output=True` or in a cache mode (then `cache`, from init_cache, is required).
+
+        logits_at: optional [batch] int, one position per row: the logits (and ModelOutput.hidden)
+        are then computed at that position only ([batch, 1, vocab]). Generation's prefill needs only
+        each prompt's last position; small_moe, 32 prompts of 128 tokens: 3.7 s with the head over
+        every position (a [4096, 32000] logits array), 1.7 s with it at the last ones.
 
         token_mask: [batch, seq] bool, the real (non-padding) tokens: only they count in the MoE
         expert load and balance loss (default: every token, or segment_ids > 0).
-        head=False: return the final-normed hidden states [batch, seq, hidden] in place of the
-        logits (and the MTP module's as aux["mtp_hidden"]) for a caller that applies the LM head
-        itself a block at a time (r1jax.model.logprobs)."""
+        compute_mtp: run the MTP module (mode="train", ModelOutput only); default: when the config
+        has one.
+        head=False (with output=True): skip the LM head: ModelOutput.logits is None (and the MTP
+        module's head input is aux["mtp_hidden"]), for a caller that applies the LM head itself to
+        ModelOutput.hidden a block at a time (r1jax.model.logprobs)."""
         cfg = self.cfg
+        if self.mode not in MODES:
+            raise ValueError(f"Transformer: mode={self.mode!r} is not {' | '.join(MODES)}")
+        cache_mode = self.mode != "train"
+        if cache_mode != (cache is not None):
+            raise ValueError(f"Transformer: mode={self.mode!r} " + ("needs a cache (init_cache)" if cache_mode else
+                                                                    "takes no cache (prefill / decode do)"))
+        if not (head or output or cache_mode):
+            raise ValueError("Transformer: head=False returns no logits: pass output=True and read ModelOutput.hidden")
         b, s = input_ids.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
@@ -192,41 +246,33 @@ class Transformer(nn.Module):
             routes = aux["route"]  # [n_moe, b, s, k]
             ep_dropped = aux.get("ep_dropped")  # [n_moe] with moe_impl="ep"
             bal = aux["balance_loss"].mean()
-        hidden = x
+        pre_norm = x  # [b, s, d], the last layer's output
         if logits_at is not None:
             x = jnp.take_along_axis(x, logits_at[:, None, None].astype(jnp.int32), axis=1)  # [b, 1, d]
-        x = rms_norm(cfg, cfg.hidden_size, "norm")(x)
+        hidden = rms_norm(cfg, cfg.hidden_size, "norm")(x)  # final-normed: the LM head's input
         lm_head = self._head(embed)
-        if not head and not self.is_initializing():
-            logits = x
-            lm_head = lambda h: h  # noqa: E731
-        else:
-            logits = lm_head(x)
-        if self.mode != "train":  # prefill / decode: aux holds the MoE layers' routes only
-            if return_aux:
-                return logits, new_cache, ({} if routes is None else {"route": routes})
-            return logits, new_cache
-        if not return_aux:
+        skip_head = not head and not self.is_initializing()  # (init creates the head's params)
+        logits = None if skip_head else lm_head(hidden)
+        if not (output or cache_mode):
             return logits
-        out_aux = {"balance_loss": bal}
+        aux = {"pre_norm_hidden": pre_norm, "balance_loss": bal}
         if loads is not None:
-            out_aux["load"] = loads
-            out_aux["route"] = routes
+            aux["load"] = loads
+            aux["route"] = routes
             if ep_dropped is not None:
-                out_aux["ep_dropped"] = ep_dropped
-        want_mtp = cfg.num_nextn_predict_layers > 0 if compute_mtp is None else compute_mtp
-        if cfg.num_nextn_predict_layers:
-            # Always create the MTP params (so init sees them); skip its compute when not wanted.
+                aux["ep_dropped"] = ep_dropped
+        if not cache_mode and cfg.num_nextn_predict_layers and (compute_mtp is None or compute_mtp):
+            # (init_params initialises with output=True, so the MTP params exist)
             next_ids = jnp.concatenate([input_ids[:, 1:], jnp.zeros((b, 1), input_ids.dtype)], axis=1)
-            if want_mtp:
-                hm, maux = MTP(cfg, moe_impl=self.moe_impl, name="mtp")(hidden, embed(next_ids), positions,
-                                                                        segment_ids, token_mask)
-                out_aux["mtp_logits" if head else "mtp_hidden"] = lm_head(hm)
-                if "load" in maux:
-                    out_aux["mtp_load"] = maux["load"]
-        if return_hidden:
-            out_aux["hidden"] = hidden
-        return logits, out_aux
+            hm, maux = MTP(cfg, moe_impl=self.moe_impl, name="mtp")(pre_norm, embed(next_ids), positions,
+                                                                    segment_ids, token_mask)
+            if skip_head:
+                aux["mtp_hidden"] = hm
+            else:
+                aux["mtp_logits"] = lm_head(hm)
+            if "load" in maux:
+                aux["mtp_load"] = maux["load"]
+        return ModelOutput(logits=logits, hidden=hidden, cache=new_cache if cache_mode else None, aux=aux)
 
     def _head(self, embed):
         cfg = self.cfg

@@ -36,10 +36,10 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
 
     def loss_fn(params, batch, model):
         tm = batch.get("token_mask")
-        hidden, aux = model.apply({"params": params}, batch["input_ids"], batch.get("positions"),
-                                  batch.get("segment_ids"), token_mask=None if tm is None else tm > 0,
-                                  return_aux=True, compute_mtp=False, head=False)
-        logp, ent = token_logprobs_from_hidden(hidden, head_kernel(params, model.cfg), batch["targets"],
+        out = model.apply({"params": params}, batch["input_ids"], batch.get("positions"), batch.get("segment_ids"),
+                          token_mask=None if tm is None else tm > 0, output=True, compute_mtp=False, head=False)
+        aux = out.aux
+        logp, ent = token_logprobs_from_hidden(out.hidden, head_kernel(params, model.cfg), batch["targets"],
                                                temperature=temperature, chunk=chunk, with_entropy=True)
         extra = {"sampler_logp": batch["sampler_logp"]} if correct else {}
         si = batch.get("sample_index")
@@ -74,7 +74,8 @@ def make_logprob_fn(model, temperature: float, chunk: int = 0):
 
     @jax.jit
     def f(params, ids, targets, token_mask, positions=None, segment_ids=None):
-        h = model.apply({"params": params}, ids, positions, segment_ids, token_mask=token_mask > 0, head=False)
+        h = model.apply({"params": params}, ids, positions, segment_ids, token_mask=token_mask > 0, output=True,
+                        compute_mtp=False, head=False).hidden
         return token_logprobs_from_hidden(h, head_kernel(params, model.cfg), targets, temperature=temperature,
                                           chunk=chunk)[0]
 
