@@ -27,6 +27,8 @@ from typing import Callable
 import jax
 from jax import lax
 
+from ._common import cdiv
+
 BACKENDS = ("tpu", "gpu")
 
 
@@ -36,10 +38,6 @@ def next_pow2(x: int) -> int:
 
 def round_up(x: int, m: int) -> int:
     return -(-int(x) // m) * m
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-int(a) // int(b))
 
 
 def dim_parts(dim: int, backend: str) -> tuple[tuple[int, int], ...]:

@@ -22,28 +22,12 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
 from . import _backend as bk
-
-_NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
-
-
-def _prec(dtype):
-    return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
-
-
-def _dot_nt(a, b, prec):
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=prec,
-                           preferred_element_type=jnp.float32)
-
-
-def _dot_nn(a, b, prec):
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=prec,
-                           preferred_element_type=jnp.float32)
+from ._common import NEG, cdiv, dot_nn, dot_nt, precision
 
 
 def _decode_kernel(*refs, parts, rank, q_len, sm_scale, block_m, block_k, chunk, axes):
@@ -53,7 +37,7 @@ def _decode_kernel(*refs, parts, rank, q_len, sm_scale, block_m, block_k, chunk,
     b = pl.program_id(axes[0])
     sp = pl.program_id(axes[1])
     r = pl.program_id(axes[2])
-    prec = _prec(q_refs[0].dtype)
+    prec = precision(q_refs[0].dtype)
     length = len_ref[b]
     base = sp * chunk
     qs = [ref[...] for ref in q_refs]
@@ -70,12 +54,12 @@ def _decode_kernel(*refs, parts, rank, q_len, sm_scale, block_m, block_k, chunk,
         tiles = [ref[pl.ds(start, block_k), :] for ref in c_refs]
         s = None
         for q_p, t_p in zip(qs, tiles):
-            x = _dot_nt(q_p, t_p, prec)
+            x = dot_nt(q_p, t_p, prec)
             s = x if s is None else s + x
         s = s * sm_scale
         if masked:
             mask = start + lax.broadcasted_iota(jnp.int32, shape, 1) < limit
-            s = jnp.where(mask, s, _NEG)
+            s = jnp.where(mask, s, NEG)
         m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
         alpha = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new)
@@ -86,13 +70,13 @@ def _decode_kernel(*refs, parts, rank, q_len, sm_scale, block_m, block_k, chunk,
         for acc, (i, off, w) in zip(accs, vparts):
             t = tiles[i]
             v = t if t.shape[1] == w else t[:, :w]
-            new.append(alpha * acc + _dot_nn(p.astype(v.dtype), v, prec))
+            new.append(alpha * acc + dot_nn(p.astype(v.dtype), v, prec))
         return tuple(new), m_new, l
 
     carry = (tuple(jnp.zeros((block_m, w), jnp.float32) for _, _, w in vparts),
-             jnp.full((block_m, 1), _NEG, jnp.float32), jnp.zeros((block_m, 1), jnp.float32))
+             jnp.full((block_m, 1), NEG, jnp.float32), jnp.zeros((block_m, 1), jnp.float32))
     nblk = chunk // block_k
-    n_end = jnp.clip(lax.div(length - base + (block_k - 1), jnp.int32(block_k)), 0, nblk)
+    n_end = jnp.clip(cdiv(length - base, block_k), 0, nblk)
     # blocks every row may see entirely: positions < length - q_len + 1
     n_full = jnp.clip(lax.div(length - q_len + 1 - base, jnp.int32(block_k)), 0, n_end)
     carry = lax.fori_loop(0, n_full, functools.partial(body, masked=False), carry)
@@ -104,7 +88,7 @@ def _decode_kernel(*refs, parts, rank, q_len, sm_scale, block_m, block_k, chunk,
     else:
         for acc, (_, off, w) in zip(accs, vparts):
             o_ref[:, pl.ds(off, w)] = (acc * inv).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(ok, m + jnp.log(jnp.where(ok, l, 1.0)), _NEG)
+    lse_ref[...] = jnp.where(ok, m + jnp.log(jnp.where(ok, l, 1.0)), NEG)
 
 
 def _decode_impl(q, cache, lengths, *, sm_scale, rank, q_len, block_k, num_splits, block_m,

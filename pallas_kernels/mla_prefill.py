@@ -34,37 +34,14 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from . import _backend as bk
+from ._common import NEG, cdiv, dot_nn, dot_nt, dot_tn, precision
 
-_NEG = -0.7 * float(jnp.finfo(jnp.float32).max)   # masked logit / initial running max
 _BIG = 0.7 * float(jnp.finfo(jnp.float32).max)     # logsumexp of a row with no allowed key
 
 
 # ----------------------------------------------------------------------------- helpers
-def _prec(dtype):
-    return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
-
-
-def _dot_nt(a, b, prec):   # [m, k] x [n, k] -> [m, n]
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=prec,
-                           preferred_element_type=jnp.float32)
-
-
-def _dot_nn(a, b, prec):   # [m, k] x [k, n] -> [m, n]
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=prec,
-                           preferred_element_type=jnp.float32)
-
-
-def _dot_tn(a, b, prec):   # [k, m] x [k, n] -> [m, n]
-    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=prec,
-                           preferred_element_type=jnp.float32)
-
-
 def _idiv(a, b: int):
     return lax.div(a, jnp.int32(b))
-
-
-def _cdiv(a, b: int):
-    return lax.div(a + jnp.int32(b - 1), jnp.int32(b))
 
 
 def _mask(q_start, k_start, shape, *, causal, seq_len, qseg=None, kseg=None):
@@ -97,7 +74,7 @@ def _fwd_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, bloc
         qseg_ref, kseg_ref, o_ref, lse_ref = rest
     else:
         o_ref, lse_ref = rest
-    prec = _prec(q_refs[0].dtype)
+    prec = precision(q_refs[0].dtype)
     i = pl.program_id(q_axis)
     if reverse_q:
         i = nq - 1 - i
@@ -112,14 +89,14 @@ def _fwd_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, bloc
         k_start = pl.multiple_of(j * block_k, block_k)
         s = None
         for q_p, k_ref in zip(qs, k_refs):
-            t = _dot_nt(q_p, k_ref[pl.ds(k_start, block_k), :], prec)
+            t = dot_nt(q_p, k_ref[pl.ds(k_start, block_k), :], prec)
             s = t if s is None else s + t
         s = s * sm_scale
         kseg = kseg_ref[:, pl.ds(k_start, block_k)] if has_seg else None
         mask = _mask(q_start, k_start, shape, causal=causal and masked,
                      seq_len=seq_len if (masked and padded) else None, qseg=qseg, kseg=kseg)
         if mask is not None:
-            s = jnp.where(mask, s, _NEG)
+            s = jnp.where(mask, s, NEG)
         m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
         alpha = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new)
@@ -127,16 +104,16 @@ def _fwd_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, bloc
             p = jnp.where(mask, p, 0.0)
         l = alpha * l + jnp.sum(p, axis=1, keepdims=True)
         v = v_ref[pl.ds(k_start, block_k), :]
-        acc = alpha * acc + _dot_nn(p.astype(v.dtype), v, prec)
+        acc = alpha * acc + dot_nn(p.astype(v.dtype), v, prec)
         return acc, m_new, l
 
-    carry = (jnp.zeros((block_q, dv), jnp.float32), jnp.full((block_q, 1), _NEG, jnp.float32),
+    carry = (jnp.zeros((block_q, dv), jnp.float32), jnp.full((block_q, 1), NEG, jnp.float32),
              jnp.zeros((block_q, 1), jnp.float32))
     n_valid = seq_len // block_k                     # key blocks without padding
-    n_total = bk.cdiv(seq_len, block_k)
+    n_total = cdiv(seq_len, block_k)
     if causal:
         n_full = jnp.minimum(_idiv(q_start + 1, block_k), n_valid)
-        n_end = jnp.minimum(_cdiv(q_start + block_q, block_k), n_total)
+        n_end = jnp.minimum(cdiv(q_start + block_q, block_k), n_total)
     else:
         n_full, n_end = n_valid, n_total
     carry = lax.fori_loop(0, n_full, functools.partial(body, masked=False), carry)
@@ -158,7 +135,7 @@ def _dq_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, block
         qseg_ref, kseg_ref = rest[:2]
         rest = rest[2:]
     dq_refs = rest
-    prec = _prec(q_refs[0].dtype)
+    prec = precision(q_refs[0].dtype)
     i = pl.program_id(q_axis)
     if reverse_q:
         i = nq - 1 - i
@@ -175,7 +152,7 @@ def _dq_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, block
         ks = [r[pl.ds(k_start, block_k), :] for r in k_refs]
         s = None
         for q_p, k_p in zip(qs, ks):
-            t = _dot_nt(q_p, k_p, prec)
+            t = dot_nt(q_p, k_p, prec)
             s = t if s is None else s + t
         s = s * sm_scale
         kseg = kseg_ref[:, pl.ds(k_start, block_k)] if has_seg else None
@@ -185,16 +162,16 @@ def _dq_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, block
         if mask is not None:
             p = jnp.where(mask, p, 0.0)
         v = v_ref[pl.ds(k_start, block_k), :]
-        dp = _dot_nt(do, v, prec)
+        dp = dot_nt(do, v, prec)
         ds = (p * (dp - delta) * sm_scale)
-        return tuple(dq + _dot_nn(ds.astype(k_p.dtype), k_p, prec) for dq, k_p in zip(dqs, ks))
+        return tuple(dq + dot_nn(ds.astype(k_p.dtype), k_p, prec) for dq, k_p in zip(dqs, ks))
 
     dqs = tuple(jnp.zeros((block_q, r.shape[-1]), jnp.float32) for r in q_refs)
     n_valid = seq_len // block_k
-    n_total = bk.cdiv(seq_len, block_k)
+    n_total = cdiv(seq_len, block_k)
     if causal:
         n_full = jnp.minimum(_idiv(q_start + 1, block_k), n_valid)
-        n_end = jnp.minimum(_cdiv(q_start + block_q, block_k), n_total)
+        n_end = jnp.minimum(cdiv(q_start + block_q, block_k), n_total)
     else:
         n_full, n_end = n_valid, n_total
     dqs = lax.fori_loop(0, n_full, functools.partial(body, masked=False), dqs)
@@ -214,7 +191,7 @@ def _dkv_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, bloc
         qseg_ref, kseg_ref = rest[:2]
         rest = rest[2:]
     dk_refs, dv_ref = rest[:n_parts], rest[n_parts]
-    prec = _prec(q_refs[0].dtype)
+    prec = precision(q_refs[0].dtype)
     j = pl.program_id(k_axis)
     k_start = j * block_k
     ks = [r[...] for r in k_refs]
@@ -228,7 +205,7 @@ def _dkv_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, bloc
         qb = [r[pl.ds(q_start, block_q), :] for r in q_refs]
         s = None
         for q_p, k_p in zip(qb, ks):
-            t = _dot_nt(q_p, k_p, prec)
+            t = dot_nt(q_p, k_p, prec)
             s = t if s is None else s + t
         s = s * sm_scale
         qseg = qseg_ref[pl.ds(q_start, block_q), :] if has_seg else None
@@ -239,19 +216,19 @@ def _dkv_kernel(*refs, n_parts, sm_scale, causal, has_seg, seq_len, padded, bloc
         if mask is not None:
             p = jnp.where(mask, p, 0.0)
         do = do_ref[pl.ds(q_start, block_q), :]
-        dv = dv + _dot_tn(p.astype(do.dtype), do, prec)
-        dp = _dot_nt(do, v, prec)
+        dv = dv + dot_tn(p.astype(do.dtype), do, prec)
+        dp = dot_nt(do, v, prec)
         delta = delta_ref[pl.ds(q_start, block_q), :]
         ds = (p * (dp - delta) * sm_scale).astype(qb[0].dtype)
-        dks = tuple(dk + _dot_tn(ds, q_p, prec) for dk, q_p in zip(dks, qb))
+        dks = tuple(dk + dot_tn(ds, q_p, prec) for dk, q_p in zip(dks, qb))
         return dks, dv
 
     carry = (tuple(jnp.zeros((block_k, r.shape[-1]), jnp.float32) for r in k_refs),
              jnp.zeros((block_k, v_ref.shape[-1]), jnp.float32))
-    nq_valid = bk.cdiv(seq_len, block_q)    # query blocks holding real rows
+    nq_valid = cdiv(seq_len, block_q)    # query blocks holding real rows
     if causal:
         i_begin = _idiv(k_start, block_q)
-        i_full = jnp.minimum(_cdiv(k_start + block_k - 1, block_q), nq_valid)
+        i_full = jnp.minimum(cdiv(k_start + block_k - 1, block_q), nq_valid)
         i_full = jnp.maximum(i_full, i_begin)
     else:
         i_begin = i_full = 0

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-_NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
+from ._common import NEG
 
 
 def _masked_softmax(logits, mask):
-    logits = jnp.where(mask, logits, _NEG)
+    logits = jnp.where(mask, logits, NEG)
     w = jax.nn.softmax(logits, axis=-1)
     return jnp.where(mask, w, 0.0)
 
@@ -130,7 +130,7 @@ def mla_prefill_blockwise_reference(q, k, v, *, sm_scale, segment_ids=None, caus
         mask = (seg[:, None, :, None] == sb[:, None, None, :])
         if causal:
             mask = mask & (kpos[None, None, None, :] <= qpos[None, None, :, None])
-        logits = jnp.where(mask, logits, _NEG)
+        logits = jnp.where(mask, logits, NEG)
         m_new = jnp.maximum(m, logits.max(-1))
         p = jnp.where(mask, jnp.exp(logits - m_new[..., None]), 0.0)
         alpha = jnp.exp(m - m_new)
@@ -139,7 +139,7 @@ def mla_prefill_blockwise_reference(q, k, v, *, sm_scale, segment_ids=None, caus
                                                   precision=precision)
         return (acc, m_new, l), None
 
-    init = (jnp.zeros((b, h, s, v.shape[-1]), jnp.float32), jnp.full((b, h, s), _NEG, jnp.float32),
+    init = (jnp.zeros((b, h, s, v.shape[-1]), jnp.float32), jnp.full((b, h, s), NEG, jnp.float32),
             jnp.zeros((b, h, s), jnp.float32))
     (acc, m, l), _ = lax.scan(step, init, jnp.arange(nb))
     o = jnp.where(l[..., None] > 0, acc / jnp.where(l > 0, l, 1.0)[..., None], 0.0)

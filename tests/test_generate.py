@@ -14,7 +14,7 @@ from r1jax.backends import cpu_compile
 from r1jax.generation import programs
 from r1jax.generation.sampling import filter_logits, sample
 from r1jax.model import Transformer, init_cache, init_params
-from r1jax.rl.grpo import token_logprobs
+from r1jax.model.logprobs import token_logprobs_reference
 
 from hf_models import make_hf_model
 from numerics import assert_close, first_disagreement
@@ -83,7 +83,7 @@ def test_sampler_logprobs_equal_training_forward():
         seqs = [prompts[out.prompt_index[j]] + toks for j, toks in enumerate(out.tokens)]
         width = max(len(x) for x in seqs)
         ids = jnp.asarray([x + [0] * (width - len(x)) for x in seqs])
-        lp_all = token_logprobs(forward(ids)[:, :-1] / temp, ids[:, 1:])
+        lp_all = token_logprobs_reference(forward(ids)[:, :-1], ids[:, 1:], temperature=temp)
         for j, (toks, lps) in enumerate(zip(out.tokens, out.logprobs)):
             start = len(seqs[j]) - len(toks) - 1
             assert_close(lps, np.asarray(lp_all[j, start:start + len(toks)]), rtol=1e-5, err_msg=f"T={temp} seq {j}")

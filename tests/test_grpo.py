@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from r1jax.model.logprobs import token_entropy_reference, token_logprobs_reference
 from r1jax.rl import grpo
 
 try:  # jax >= 0.4.36 has jax.enable_x64; older versions only jax.experimental.enable_x64
@@ -344,15 +345,15 @@ def test_token_logprobs_and_entropy():
         xs = np.asarray(x.astype(jnp.float32), np.float64)  # what the function actually sees
         ms = xs.max(-1, keepdims=True)
         ls = xs - (ms + np.log(np.exp(xs - ms).sum(-1, keepdims=True)))
-        lp = grpo.token_logprobs(x, tokens)
-        h = grpo.token_entropy(x)
+        lp = token_logprobs_reference(x, tokens)
+        h = token_entropy_reference(x)
         assert lp.dtype == jnp.float32 and h.dtype == jnp.float32 and lp.shape == (2, 5)
         np.testing.assert_allclose(np.asarray(lp), np.take_along_axis(ls, tokens[..., None], -1)[..., 0],
                                    rtol=1e-5, atol=1e-6 * np.abs(logits).max())
         np.testing.assert_allclose(np.asarray(h), -(np.exp(ls) * ls).sum(-1), rtol=1e-5, atol=1e-6 * np.abs(logits).max())
-    np.testing.assert_allclose(np.asarray(grpo.token_logprobs(jnp.asarray(logits, jnp.float32), tokens)),
+    np.testing.assert_allclose(np.asarray(token_logprobs_reference(jnp.asarray(logits, jnp.float32), tokens)),
                                want_lp, rtol=1e-5, atol=1e-6 * np.abs(logits).max())
-    np.testing.assert_allclose(np.asarray(grpo.token_entropy(jnp.asarray(logits, jnp.float32))),
+    np.testing.assert_allclose(np.asarray(token_entropy_reference(jnp.asarray(logits, jnp.float32))),
                                want_h, rtol=1e-5, atol=1e-6 * np.abs(logits).max())
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from r1jax import config as config_lib
 from r1jax.model import Transformer, init_params
-from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden, token_logprobs_reference
-from r1jax.rl.grpo import token_entropy
+from r1jax.model.logprobs import (head_kernel, token_entropy_reference, token_logprobs_from_hidden,
+                                  token_logprobs_reference)
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -34,7 +34,7 @@ def test_chunked_logprobs_equal_full_logits_values_and_gradients(tied, chunk):
     def full(p):
         logits = model.apply({"params": p}, ids)
         lp = token_logprobs_reference(logits, targets, temperature=T)
-        return (lp * w).sum(), (lp, token_entropy(logits.astype(jnp.float32) / T))
+        return (lp * w).sum(), (lp, token_entropy_reference(logits, temperature=T))
 
     def chunked(p):
         h = model.apply({"params": p}, ids, output=True, head=False).hidden

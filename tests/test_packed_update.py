@@ -11,10 +11,11 @@ import pytest
 
 from r1jax import config as config_lib
 from r1jax import train
+from r1jax.data.buckets import round_up
 from r1jax.model import Transformer, init_params
 from r1jax.parallel.placement import Placement
 from r1jax.rl import grpo, samples
-from r1jax.rl.batch import bucket, build_batch
+from r1jax.rl.batch import ROW_MULTIPLE, build_batch
 from r1jax.rl.packed import PackSpec, pack_samples, plan_micro_batches
 from r1jax.rl.policy import make_policy_loss
 
@@ -103,7 +104,7 @@ def _both_steps(cfg, agg, level, *, mesh="", grad_accum=2, rows_per_rank=2, n=16
     place = Placement(mesh)
     tx = optax.sgd(0.5)
     # the old policy differs from the sampler's log-probs: ratios away from 1, clipping active
-    seq_len = bucket(max(len(p) + len(c) for p, c in zip(prompts, comps)))
+    seq_len = round_up(max(len(p) + len(c) for p, c in zip(prompts, comps)), ROW_MULTIPLE)
     host = build_batch(prompts, comps, logps, adv, smask, 0, seq_len)
     if padded:
         s0 = place.train_state(cfg, jax.tree.map(jnp.copy, params), tx)  # (the step donates its state)

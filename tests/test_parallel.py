@@ -59,6 +59,27 @@ def test_make_mesh_fills_the_rest_and_rejects_bad_configs():
         parallel.make_mesh(dict(pipeline=2))
 
 
+def test_use_mesh_installs_the_flax_shim_where_flax_needs_it(monkeypatch):
+    """DenseGeneral with multi-dim features inits under a mesh: use_mesh installs the shim
+    (r1jax.parallel._flax_compat) on the flax versions that need it."""
+    import flax.linen as nn
+
+    from r1jax.parallel import _flax_compat
+
+    class D(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            init = nn.with_logical_partitioning(nn.initializers.normal(), ("embed", "heads", "head_dim"))
+            return nn.DenseGeneral((2, 4), kernel_init=init)(x)
+
+    with parallel.use_mesh(parallel.make_mesh(dict(fsdp=2, expert=4))):
+        params = jax.jit(lambda: D().init(jax.random.PRNGKey(0), jnp.ones((2, 8))))()
+    assert nn.unbox(params)["params"]["DenseGeneral_0"]["kernel"].shape == (8, 2, 4)
+    assert _flax_compat.needed("0.12.8")
+    monkeypatch.setattr(_flax_compat, "FIXED_IN", (0, 13))  # a fixed release: the shim stays out there
+    assert _flax_compat.needed("0.12.8") and not _flax_compat.needed("0.13.0rc1") and not _flax_compat.needed("1.0")
+
+
 def test_rules_shard_every_param_and_fall_back_where_sizes_do_not_divide():
     cfg = config_lib.tiny_moe()
     mesh = parallel.make_mesh(dict(fsdp=2, expert=2, tensor=2))

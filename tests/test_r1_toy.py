@@ -213,7 +213,7 @@ def _saved_rm(tmp_path, tok):
 
 
 def test_reward_model_save_load_and_preference_reward(tmp_path):
-    from r1jax.rewards.reward_model import load_reward_model, preference_reward_fn, rm_text, score_texts
+    from r1jax.rewards.reward_model import RewardScorer, load_reward_model, preference_reward_fn, rm_text, score_texts
 
     tok = toy_tokenizer()
     path = _saved_rm(tmp_path, tok)
@@ -226,6 +226,12 @@ def test_reward_model_save_load_and_preference_reward(tmp_path):
 
     raw = score_texts(rm, p, tok, [rm_text(PromptFormat("r1_zero").text(None, REC_EN["problem"]), EN)])
     assert s[0] == pytest.approx(1 / (1 + np.exp(-raw[0])), rel=1e-5)
+    # a RewardScorer owns its compiled function: the same scores, call after call
+    scorer = RewardScorer(rm, p, tok)
+    rm_texts = [rm_text(PromptFormat("r1_zero").text(None, r["problem"]), t) for t, r in ((EN, REC_EN), (FR, REC_FR))]
+    got = scorer(rm_texts)
+    np.testing.assert_allclose(scorer(rm_texts[:1]), raw, rtol=1e-5)
+    np.testing.assert_allclose(scorer(rm_texts, p), got)
     with pytest.raises(FileNotFoundError, match="reward_head"):
         load_reward_model(str(tmp_path / "tok"))
 
@@ -246,14 +252,25 @@ def test_preference_reward_gated_by_step_fraction(tmp_path):
     assert totals == pytest.approx([1.0 + x for x in scores["preference"]])
     # without a step (outside the loop) the reward is on; a missing model is an error naming the key
     assert compute_rewards(c, texts, recs)[0]["preference"] == scores["preference"]
+    # the caller's scorers dict keeps the loaded reward model: filled by the first call, reused after
+    scorers = {}
+    assert compute_rewards(c, texts, recs, step=5, scorers=scorers)[0]["preference"] == [0.0, 0.0]
+    assert scorers == {}  # before the gate nothing is loaded
+    assert compute_rewards(c, texts, recs, step=6, scorers=scorers)[0]["preference"] == scores["preference"]
+    (key, fn), = scorers.items()
+    assert key[1:] == (os.path.abspath(path), c.prompt_style)
+    assert compute_rewards(c, texts, recs, step=7, scorers=scorers)[0]["preference"] == scores["preference"]
+    assert list(scorers.items()) == [(key, fn)]  # the same scorer, not loaded again
     bad = grpo_config(rewards={"preference": 1.0})
     with pytest.raises(ValueError, match="preference_model"):
         compute_rewards(bad, texts, recs, step=0)
 
 
 def test_stage5_rule_rewards_skip_general_prompts():
-    from r1jax.toy.pipelines.r1 import reasoning_accuracy, reasoning_format, reasoning_language, register_stage5_rewards
-    from r1jax.rl.trainer import compute_rewards, grpo_config, register_reward
+    from r1jax.rewards.registry import REWARDS, compute_rewards
+    from r1jax.rl.config import grpo_config, validate_config
+    from r1jax.toy.pipelines.r1 import (STAGE5_FUNCTIONS, STAGE5_RULES, reasoning_accuracy, reasoning_format,
+                                        reasoning_language)
 
     register_toy_languages()
     gen = make_general_records(2, 0)
@@ -262,12 +279,14 @@ def test_stage5_rule_rewards_skip_general_prompts():
     assert reasoning_accuracy(texts, recs) == [1.0, 0.0]
     assert reasoning_format(texts, recs) == [1.0, 0.0]
     assert reasoning_language([FR, FR], [REC_EN, REC_FR]) == [0.0, 1.0]
-    # registered with the trainer under dotless names (config keys cannot hold "pkg.mod:fn")
-    c = grpo_config(rewards=register_stage5_rewards())
+    # passed in with the config (reward_functions binds the dotless names to "module:function"):
+    # the global registry is left as it is
+    before = dict(REWARDS)
+    c = grpo_config(rewards=dict(STAGE5_RULES), reward_functions=dict(STAGE5_FUNCTIONS))
+    validate_config(c)
     scores, totals = compute_rewards(c, texts, recs)
     assert totals == [2.0, 0.0] and scores["reasoning_language"] == [1.0, 0.0]
-    with pytest.raises(ValueError, match="dot"):
-        register_reward("a.b", reasoning_format)
+    assert REWARDS == before and not set(STAGE5_RULES) & set(REWARDS)
 
 
 def test_distill_compute_accounting():

@@ -50,7 +50,9 @@ def main():
     from r1jax.model import Transformer, init_params, precision
     from r1jax.parallel.placement import Placement
     from r1jax.rl.rollout_correction import agreement, expert_mismatch
-    from r1jax.rl.trainer import bucket, build_batch, make_logprob_fn
+    from r1jax.data.buckets import round_up
+    from r1jax.rl.batch import ROW_MULTIPLE, build_batch
+    from r1jax.rl.policy import make_logprob_fn
 
     base = config_lib.get_preset(args.preset)
     base.num_nextn_predict_layers = 0
@@ -73,7 +75,7 @@ def main():
         gen = r1jax.generate(sampler, rollout, prompts, max_new_tokens=args.new, temperature=1.0, eos_id=(),
                              seed=1, n=args.n, return_routes=True)
         pn = [prompts[i] for i in gen.prompt_index]
-        seq = bucket(max(map(len, prompts)) + args.new)
+        seq = round_up(max(map(len, prompts)) + args.new, ROW_MULTIPLE)
         host = build_batch(pn, gen.tokens, gen.logprobs, np.zeros(len(pn)), np.ones(len(pn), bool), 0, seq,
                            routes=gen.routes)
         place = Placement(mesh)

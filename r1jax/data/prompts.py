@@ -33,7 +33,7 @@ styles:
 Plain-text styles are encoded as transformers' `tokenizer(text)` encodes them (the tokenizer adds
 its BOS if it has that post-processor); a chat template writes its own BOS.
 `opens_think(text)`: the prompt ends inside an opened <think> block, so a completion is scored as
-"<think>" + completion by the format reward (think_in_prompt).
+"<think>" + completion (`whole_response(prompt_text, completion_text)`, what the rewards read).
 """
 from __future__ import annotations
 
@@ -234,6 +234,16 @@ def _warn_once(msg: str) -> None:
 def opens_think(prompt_text: str) -> bool:
     """True when the prompt ends with an opened "<think>" (e.g. R1-Distill's generation prompt)."""
     return bool(_THINK_OPEN.search(prompt_text))
+
+
+def whole_response(prompt_text: str, completion_text: str) -> str:
+    """The response as the rewards read it: "<think>" + completion when the prompt opened the think
+    block (opens_think), else the completion.
+
+    >>> whole_response("2+2?<|Assistant|><think>", "steps</think> 4"), whole_response("2+2?", "4")
+    ('<think>steps</think> 4', '4')
+    """
+    return ("<think>" if opens_think(prompt_text) else "") + completion_text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from r1jax.config import check_choice
-from r1jax.data.prompts import PROMPT_STYLES, PromptFormat, opens_think, prompt_of
+from r1jax.data.prompts import PROMPT_STYLES, PromptFormat, prompt_of, whole_response
 from r1jax.data.prompts import decode_completion as dec
 from r1jax.data.templates import think_of
 from r1jax.data.tokenizer import check_fits_model
@@ -123,7 +123,7 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
         tokens, finish = _gather_samples(tokens, finish, per * k, max_new_tokens, len(records) * k)
     texts = [decode_completion(tokenizer, t, eos) for t in tokens]
     lengths = [len(t) for t in tokens]
-    think_open = [opens_think(ptexts[i // k]) for i in range(len(tokens))]
+    whole = [whole_response(ptexts[i // k], t) for i, t in enumerate(texts)]  # what the rewards read
     answers = [str(r["answer"]) for r in records for _ in range(k)]
     acc = accuracy_rewards(texts, answers, isolation=sandbox)
     valid = [i for i in range(len(records)) if all(acc[i * k + j] is not None for j in range(k))]
@@ -141,15 +141,14 @@ def evaluate(model, params, tokenizer, records, *, k: int = 8, temperature: floa
         "problems": len(records),
         "skipped_gold": len(records) - len(valid),
         "mean_length": float(np.mean(lengths)),
-        "format": float(np.mean([format_reward(t, template=template, think_in_prompt=o)
-                                 for t, o in zip(texts, think_open)])),
+        "format": float(np.mean([format_reward(w, template=template) for w in whole])),
         "reflection": float(np.mean([has_reflection(t) for t in texts])),
         "truncated": float(np.mean([r == "length" for r in finish])),
         "seconds": time.perf_counter() - t0,
     }
     # How the model answers: the share of responses that reason (non-empty <think>), and the accuracy of
     # those and of the direct ones (the base model's pass@1 decomposes into these).
-    thought = np.array([reasons(("<think>" + t) if o else t) for t, o in zip(texts, think_open)], bool)
+    thought = np.array([reasons(w) for w in whole], bool)
     ok = np.array([a == 1.0 for a in acc], bool)
     res["reasoning_share"] = float(thought.mean()) if len(texts) else float("nan")
     res["reasoning_accuracy"] = float(ok[thought].mean()) if thought.any() else float("nan")

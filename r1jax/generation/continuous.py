@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, cache_length, compile_count,
+from r1jax.data.buckets import pow2_bucket
+from r1jax.generation.programs import (GenerationOutput, cache_batch_axis, cache_length, compile_count,
                                      count_trace, decode_options_key, decode_step, jit_decode, prepare_model,
                                      routes_of, row_devices, row_multiple, rows_over_mesh)
 from r1jax.generation.sampling import request_keys, sample, token_keys
@@ -167,14 +168,14 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
     version changes, the requests in progress go on with their caches as they are, and each token's
     version is returned (out.versions)."""
     n_req = len(prompts) * n
-    slots = bucket(n_req, 1) if slots is None else int(slots)
+    slots = pow2_bucket(n_req, 1) if slots is None else int(slots)
     m = row_multiple()  # under a mesh: slots over its batch ways, every device decodes rows
     slots = -(-slots // m) * m
     refill_at = max(1, int(slots * DEFAULT_REFILL_FRACTION)) if refill_at is None else max(1, int(refill_at))
     lens = [len(p) for p in prompts]
     steps = max(budgets)
     # the refills write whole prompt buckets: room for the longest, and for every prompt + its budget
-    max_len = cache_length(bucket(max(lens), 16), 0)
+    max_len = cache_length(pow2_bucket(max(lens), 16), 0)
     max_len = max(max_len, cache_length(max(l + b for l, b in zip(lens, budgets)), 0))
     t0 = time.perf_counter()
     base_model = model
@@ -256,7 +257,7 @@ def generate_continuous(model, params, prompts, budgets, sampling, eos_arr, *, s
 def refill_rows(k: int, distinct: int) -> int:
     """Prefill rows of a refill that starts k requests (bucketed) of `distinct` prompts: the distinct
     prompts bucketed to a power of two (the n samples of a prompt share one prefill row)."""
-    return min(bucket(distinct, 1), k)
+    return min(pow2_bucket(distinct, 1), k)
 
 
 def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, seed, pad_id, eos_arr, first_request,
@@ -266,9 +267,9 @@ def _admit(refill, params, cache, st, prompts, budgets, reqs, rows, n, slots, se
     meets few distinct refill programs."""
     pids = reqs // n
     uniq, row_prompt = np.unique(pids, return_inverse=True)
-    k = max(bucket(len(reqs), 1), bucket(min_rows, 1))
+    k = max(pow2_bucket(len(reqs), 1), pow2_bucket(min_rows, 1))
     u = refill_rows(k, len(uniq))  # one prefill row per distinct prompt (bucketed), not per request
-    p = bucket(max(len(prompts[i]) for i in uniq), 16)
+    p = pow2_bucket(max(len(prompts[i]) for i in uniq), 16)
     tokens = np.full((u, p), pad_id, np.int32)
     lengths = np.ones((u,), np.int32)
     for r, i in enumerate(uniq):

@@ -35,10 +35,8 @@ How the static engine runs:
   - one jitted decode loop (`lax.while_loop`, cache donated) feeds each sequence's last token at
     its own position (absorbed MLA over the cache, or the Pallas `mla_decode` kernel), samples,
     and stops each sequence at its own EOS; the loop ends when all are done or at max_new_tokens.
-  - on CPU (or with `unstack_layers=True`) the layer params are split once per call into one
-    array per layer (`r1jax.model.transformer.unstack_layers`) and the cache is one array per
-    layer: XLA:CPU would otherwise copy every layer's weight slice out of the stacked params at
-    every decode step (measured on small_moe: ~20% of a decode step);
+  - on CPU (or with `unstack_layers=True`) the layers run unstacked, one array per layer, params
+    and cache (why: r1jax.model.transformer's module doc);
   - on CPU the decode loop is compiled with XLA's YNNPACK dot rewrite off
     (`r1jax.backends.decode_compiler_options`);
   - under a mesh (`r1jax.parallel.use_mesh`: the trainer's, or a process's own devices with
@@ -63,15 +61,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax.data.buckets import pow2_bucket
 from r1jax.generation import continuous
-from r1jax.generation.programs import (GenerationOutput, bucket, cache_batch_axis, cache_length, compile_count,
+from r1jax.generation.programs import (GenerationOutput, cache_batch_axis, cache_length, compile_count,
                                      count_trace, decode_options_key, decode_step, jit_decode, pad_positions,
                                      prepare_model, route_shape, routes_of, row_devices, row_multiple, rows_over_mesh)
 from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 from r1jax.parallel.handoff import host_tree
 
-__all__ = ["generate", "GenerationOutput", "bucket", "compile_count", "check_prompt_ids", "check_positions", "ENGINES"]
+__all__ = ["generate", "GenerationOutput", "compile_count", "check_prompt_ids", "check_positions", "ENGINES"]
 
 ENGINES = ("static", "continuous", "auto")
 
@@ -246,11 +245,11 @@ def _generate_static(model, params, prompts, budgets, sampling, eos_arr, *, seed
                      unstack_layers, first_request=0, routes=None) -> GenerationOutput:
     lens = [len(p) for p in prompts]
     n_prompts = len(prompts)
-    b = bucket(max(n_prompts, min_batch), 1)
+    b = pow2_bucket(max(n_prompts, min_batch), 1)
     # under a mesh (r1jax.parallel.use_mesh) the b * n rows split over its batch ways: every device decodes
     q = row_multiple() // math.gcd(n, row_multiple())
     b = -(-b // q) * q
-    p = bucket(max(lens), 16)
+    p = pow2_bucket(max(lens), 16)
     steps = max(budgets)
     max_len = cache_length(p, steps)
     tokens = np.full((b, p), pad_id, np.int32)

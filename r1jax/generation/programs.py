@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax.data.buckets import round_up
 from r1jax.model.transformer import unstack_layers
 
 _TRACES = {"prefill": 0, "decode": 0, "refill": 0, "segment": 0}
@@ -26,14 +27,6 @@ def compile_count() -> dict:
     return dict(_TRACES)
 
 
-def bucket(n: int, minimum: int = 16) -> int:
-    """The smallest minimum * 2^k >= n (shapes bucketed so that recompiles are rare)."""
-    b = minimum
-    while b < n:
-        b *= 2
-    return b
-
-
 CACHE_ALIGN = 128  # cache positions are a multiple of this (a TPU lane tile; the decode kernels' blocks)
 
 
@@ -42,7 +35,7 @@ def cache_length(prompt_len: int, steps: int) -> int:
     rounded up to a multiple of CACHE_ALIGN, not to a power of two (a 256-token prompt bucket + 8,192
     new tokens: 8,448 positions, where a power of two held 16,384). The length is fixed by the
     prompt bucket and the budget, so a run with one budget meets one cache length per prompt bucket."""
-    return -(-(int(prompt_len) + int(steps)) // CACHE_ALIGN) * CACHE_ALIGN
+    return round_up(int(prompt_len) + int(steps), CACHE_ALIGN)
 
 
 def pad_positions(cache, max_len: int, axis: int):
@@ -111,10 +104,10 @@ def jit_decode(fn, options, **kw):
 
 
 def prepare_model(model, params, unstacked: bool | None):
-    """Where the backend asks for it (r1jax.backends.unstack_for_decode: CPU) or unstacked=True, the layer params are split once per call into one array per layer
-    and the cache is one array per layer: XLA:CPU would otherwise copy every layer's weight slice out
-    of the stacked params at every decode step (small_moe: ~20% of a decode step). It holds a second
-    copy of the layer weights during the call. -> (model, params)."""
+    """Where the backend asks for it (r1jax.backends.unstack_for_decode: CPU) or unstacked=True, the
+    layer params are split once per call into one array per layer, for an unstacked model (why:
+    r1jax.model.transformer's module doc). It holds a second copy of the layer weights during the
+    call. -> (model, params)."""
     if unstacked is None:
         from r1jax import backends
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NEG_INF = -1e30
+from r1jax.model.layers import NEG_INF
 
 
 def filter_logits(logits: jnp.ndarray, top_p: float = 1.0, top_k: int = 0) -> jnp.ndarray:

@@ -14,9 +14,7 @@ import jax.numpy as jnp
 
 from r1jax.model import rope as rope_lib
 from r1jax.model.flash import flash_attention
-from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype
-
-NEG_INF = -1e30
+from r1jax.model.layers import NEG_INF, compute_dtype, dense, normal_init, param_dtype
 
 
 def causal_segment_mask(segment_ids: jnp.ndarray | None, batch: int, seq: int) -> jnp.ndarray:
@@ -37,7 +35,7 @@ DECODE_PREFIX_BUCKETS = 4  # decode attends over the first L, L/2, L/4 or L/8 ca
 MIN_DECODE_PREFIX = 16
 
 
-def over_cache_prefix(fn, cache_len: int, positions: jnp.ndarray, *, buckets: int | None = None,
+def over_cache_prefix(fn, cache_len: int, positions: jnp.ndarray, *, buckets: int = DECODE_PREFIX_BUCKETS,
                       minimum: int = MIN_DECODE_PREFIX):
     """fn(t) -> attention over the first t cache slots; calls it with the smallest prefix that
     holds every query's slot.
@@ -47,10 +45,10 @@ def over_cache_prefix(fn, cache_len: int, positions: jnp.ndarray, *, buckets: in
     exactly 0), so attending over a prefix t > max(positions) gives the same output. The prefix
     lengths are static (cache_len, cache_len / 2, ... down to `minimum`; at most `buckets`) and
     `lax.switch` picks one at run time, so a generation that has filled half its cache does half
-    the attention work. Same result as fn(cache_len). buckets: None -> DECODE_PREFIX_BUCKETS
-    (read at trace time; 1 turns the split off).
+    the attention work. Same result as fn(cache_len). buckets: at most this many prefix lengths
+    (1 turns the split off); the defaults are bound at import, so the program follows its arguments
+    (assigning DECODE_PREFIX_BUCKETS later changes nothing: pass buckets=).
     """
-    buckets = DECODE_PREFIX_BUCKETS if buckets is None else buckets
     sizes = [cache_len]
     while len(sizes) < buckets and sizes[-1] % 2 == 0 and sizes[-1] // 2 >= minimum:
         sizes.append(sizes[-1] // 2)

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NEG_INF = -1e30
+from r1jax.model.layers import NEG_INF
+
 BLOCK = 512  # rows (and keys) per block
 
 

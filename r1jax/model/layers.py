@@ -14,6 +14,10 @@ import jax.numpy as jnp
 
 from r1jax.config import dtype_of
 
+# A masked logit (attention scores, sampling filters): its exp is exactly 0 in float32, and unlike
+# -inf a row whose every entry is masked stays finite (no NaN from inf - inf).
+NEG_INF = -1e30
+
 
 def normal_init(cfg, axes: Sequence[str | None]):
     return nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), tuple(axes))

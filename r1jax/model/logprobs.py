@@ -17,8 +17,8 @@ rows x chunk x vocab floats (per device: the rows are sharded with the batch). W
 (seq <= chunk) it is the plain computation, no scan.
 
 Shapes: hidden [b, s, d] (compute dtype), kernel [d, V], targets [b, s] int -> logp [b, s] float32
-(entropy [b, s] float32, no gradient). `token_logprobs_reference` is the same math over the full
-logits (the tests compare the two, values and gradients).
+(entropy [b, s] float32, no gradient). `token_logprobs_reference` / `token_entropy_reference` are
+the same math over the full logits (the tests compare the two, values and gradients).
 """
 
 from __future__ import annotations
@@ -83,7 +83,15 @@ def token_logprobs_from_hidden(hidden, kernel, targets, *, temperature: float = 
 
 
 def token_logprobs_reference(logits, targets, *, temperature: float = 1.0):
-    """log softmax(logits / T)[target] over full logits [b, s, V] -> [b, s] float32."""
-    lf = logits.astype(jnp.float32) / temperature
-    picked = jnp.take_along_axis(lf, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    """log softmax(logits / T)[target] over full logits [b, s, V] -> [b, s] float32 (logits[:, t]
+    score targets[:, t]: the caller shifts)."""
+    lf = jnp.asarray(logits).astype(jnp.float32) / temperature
+    picked = jnp.take_along_axis(lf, jnp.asarray(targets)[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return picked - jax.nn.logsumexp(lf, axis=-1)
+
+
+def token_entropy_reference(logits, *, temperature: float = 1.0):
+    """Entropy of softmax(logits / T) over full logits [b, s, V] -> [b, s] float32."""
+    lf = jnp.asarray(logits).astype(jnp.float32) / temperature
+    lse = jax.nn.logsumexp(lf, axis=-1, keepdims=True)
+    return lse[..., 0] - jnp.sum(jnp.exp(lf - lse) * lf, axis=-1)

@@ -28,7 +28,7 @@ module `<stack>_<i>` taking the params of `unstack_layers(params)` (a copy of ea
 made once) and its own cache (`init_cache(..., unstacked=True)`: a tuple of per-layer caches
 per stack). Same math as the stacked model; it exists because XLA:CPU copies
 each layer's weights out of the stacked [n, ...] arrays on every use, which in a decode loop
-re-copies all the weights at every generated token.
+re-copies all the weights at every generated token (small_moe: ~20% of a decode step).
 """
 
 from __future__ import annotations

@@ -23,8 +23,6 @@ from jax.sharding import AxisType, Mesh
 from r1jax.parallel import _flax_compat
 from r1jax.parallel.rules import BATCH_AXES, LOGICAL_RULES, axis_rules, rules_for
 
-_flax_compat.install()
-
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 
@@ -121,8 +119,10 @@ def use_mesh(mesh: Mesh, rules=LOGICAL_RULES):
     """`jax.set_mesh(mesh)` and the logical-axis rules (restricted to the mesh's axes).
 
     Trace (first call / `.lower`) of a jitted step inside this context so that flax's logical
-    constraints and the expert-parallel shard_map see the mesh.
+    constraints and the expert-parallel shard_map see the mesh. Installs the flax shim the mesh
+    needs (r1jax.parallel._flax_compat: DenseGeneral's multi-dim kernels under a mesh).
     """
+    _flax_compat.install()
     with jax.set_mesh(mesh), axis_rules(rules_for(mesh.axis_names, rules)):
         yield mesh
 

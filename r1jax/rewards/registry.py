@@ -3,12 +3,14 @@
 A reward is a batched function of the step's completions and their prompt records (or a function
 written for TRL or verl, used as it is: r1jax.rewards.forms)::
 
-    fn(texts: list[str], records: list[dict], *, config, step) -> list[float | None]
+    fn(texts: list[str], records: list[dict], *, config, step, scorers) -> list[float | None]
 
-`config` is the GRPO config (its `format_template`, `language`, `preference_model`, ...) and
-`step` the 0-based step index (None outside the loop); a reward whose signature names neither
-(e.g. `fn(texts, records)`) is called without them. A score of None marks the sample invalid
-(e.g. its gold answer does not parse): it is left out of its group and of the loss.
+`config` is the GRPO config (its `format_template`, `language`, `preference_model`, ...), `step`
+the 0-based step index (None outside the loop) and `scorers` a dict the caller owns and keeps
+across calls (a GRPO run: one for the run), where a reward keeps what it loads (the "preference"
+reward its reward models); None: nothing is kept between calls. A reward whose signature names
+none of them (e.g. `fn(texts, records)`) is called without them. A score of None marks the sample
+invalid (e.g. its gold answer does not parse): it is left out of its group and of the loss.
 
 Built-in names: accuracy (records' "answer"), format (config.format_template), language (a
 record's "language", else config.language), code (records' "tests" / "code_prompt"), preference
@@ -33,7 +35,7 @@ from r1jax.rewards.language import language_consistency_reward
 from r1jax.rewards.preference import preference_scores
 from r1jax.rewards.sandbox import check_sandbox
 
-REWARDS: dict[str, Callable] = {}  # name -> fn(texts, records, *, config, step) -> list
+REWARDS: dict[str, Callable] = {}  # name -> fn(texts, records, *, config, step, scorers) -> list
 
 
 def register_reward(name: str, fn: Callable | None = None):
@@ -61,14 +63,15 @@ def get_reward(name_or_callable) -> Callable:
                    "or give 'module:function' / 'file.py:function' (fn(texts, records) -> list)")
 
 
-def call_reward(fn: Callable, texts: list[str], records: list[dict], *, config=None, step: int | None = None) -> list:
-    """fn's scores as a list, passing `config` / `step` where its signature takes them."""
+def call_reward(fn: Callable, texts: list[str], records: list[dict], *, config=None, step: int | None = None,
+                scorers: dict | None = None) -> list:
+    """fn's scores as a list, passing `config` / `step` / `scorers` where its signature takes them."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature: the plain form
         params = {}
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    ctx = {k: v for k, v in (("config", config), ("step", step)) if var_kw or k in params}
+    ctx = {k: v for k, v in (("config", config), ("step", step), ("scorers", scorers)) if var_kw or k in params}
     return list(fn(texts, records, **ctx))
 
 
@@ -81,12 +84,13 @@ def reward_specs(c) -> dict:
 
 
 def compute_rewards(c, texts: list[str], records: list[dict], step: int | None = None,
-                    completion_ids=None) -> tuple[dict[str, list], list]:
+                    completion_ids=None, *, scorers: dict | None = None) -> tuple[dict[str, list], list]:
     """Per-reward scores for every completion (records aligned with texts) and the weighted total
     (None where a weighted reward is None). `step` (0-based) gates the "preference" reward. Rewards in
     TRL's or verl's form (r1jax.rewards.forms) run in their worker with `reward_timeout_s`; the other
     numbers of a verl dict result come back as "name/key" entries (logged, not weighted). completion_ids:
-    the sampled token ids (TRL's `completion_ids` keyword)."""
+    the sampled token ids (TRL's `completion_ids` keyword). scorers: the caller's dict, kept across its
+    calls, where rewards keep what they load (the reward models); None: loaded again at each call."""
     weights = dict(c.rewards.to_dict() if hasattr(c.rewards, "to_dict") else c.rewards)
     specs = reward_specs(c)
     scores = {}
@@ -95,7 +99,7 @@ def compute_rewards(c, texts: list[str], records: list[dict], step: int | None =
         fn = get_reward(spec)
         form = reward_form(fn)
         if form == "r1jax":
-            scores[name] = call_reward(fn, texts, records, config=c, step=step)
+            scores[name] = call_reward(fn, texts, records, config=c, step=step, scorers=scorers)
             continue
         timeout = c.get("reward_timeout_s", 300.0) if hasattr(c, "get") else 300.0
         scores[name], extras = call_foreign(spec, fn, form, texts, records, timeout, completion_ids=completion_ids)

@@ -15,6 +15,7 @@ Pairwise accuracy = share of pairs with r(chosen) > r(rejected).
     params, hist = train_reward_model(rm, params, tokenizer, train_pairs, steps=..., eval_pairs=...)
     save_reward_model(dir, rm, params, tokenizer_dir, meta)    # backbone as HF + reward_head.safetensors
     fn = preference_reward_fn(dir)                             # fn(texts, records) -> [0, 1] scores
+    scorer = RewardScorer(rm, params, tokenizer)               # scorer(rm_texts) -> raw scores (owns its jit)
 
 `preference_reward_fn` is what the GRPO trainer's "preference" reward calls: it builds the RM
 input from each record's prompt (record["problem"] in the trainer's prompt style) and the
@@ -37,19 +38,13 @@ import numpy as np
 from r1jax import train
 from r1jax.checkpoint.hf import from_pretrained, save_pretrained
 from r1jax.checkpoint.safetensors_io import SafeTensorsFile, save_file
+from r1jax.data.buckets import pow2_bucket
 from r1jax.data.prompts import PromptFormat
 from r1jax.data.templates import encode_prompt, final_part
 from r1jax.data.tokenizer import load_tokenizer
 
 HEAD_FILE = "reward_head.safetensors"
 META_FILE = "reward_model.json"
-
-
-def _bucket(n: int, minimum: int = 16) -> int:
-    b = minimum
-    while b < n:
-        b *= 2
-    return b
 
 
 class RewardModel:
@@ -111,7 +106,7 @@ def encode_texts(tokenizer, texts: Sequence[str], max_len: int = 0):
         if max_len and len(s) > max_len:
             s = s[-max_len:]
         seqs.append(s)
-    L = _bucket(max(len(s) for s in seqs))
+    L = pow2_bucket(max(len(s) for s in seqs), 16)
     ids = np.full((len(seqs), L), pad, np.int32)
     last = np.zeros((len(seqs),), np.int32)
     for i, s in enumerate(seqs):
@@ -129,30 +124,50 @@ def encode_pairs(tokenizer, pairs: Sequence[dict], max_len: int = 0):
 # ------------------------------------------------------------------------------ train / eval
 
 
-def score_texts(rm: RewardModel, params, tokenizer, texts: Sequence[str], batch: int = 128, max_len: int = 0,
-                _cache={}) -> np.ndarray:
-    """Raw RM scores of already-built RM texts (rm_text), in batches."""
-    key = id(rm)
-    if key not in _cache:
-        _cache.clear()
-        _cache[key] = jax.jit(lambda p, i, l: rm.score(p, i, l)[0])
-    f = _cache[key]
-    out = []
-    for s in range(0, len(texts), batch):
-        ids, last = encode_texts(tokenizer, texts[s:s + batch], max_len)
-        n = ids.shape[0]
-        nb = _bucket(n, 8)
-        if nb > n:  # pad the batch to a bucket (fewer recompiles)
-            ids = np.concatenate([ids, np.repeat(ids[:1], nb - n, 0)])
-            last = np.concatenate([last, np.repeat(last[:1], nb - n, 0)])
-        out.append(np.asarray(f(params, jnp.asarray(ids), jnp.asarray(last)))[:n])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+class RewardScorer:
+    """Raw RM scores of already-built RM texts (rm_text), in batches padded to few shapes.
+
+    The scorer owns its compiled scoring function: whoever keeps the scorer keeps the compiles (one
+    per batch / length bucket), and a new scorer compiles anew. `scorer(texts)` scores with the
+    params it holds, `scorer(texts, params)` with others of the same shapes (e.g. during training).
+
+        scorer = RewardScorer(rm, params, tokenizer, max_len=512)
+        r = scorer([rm_text(prompt, response), ...])           # np.ndarray [n] float32
+    """
+
+    def __init__(self, rm: RewardModel, params, tokenizer, *, max_len: int = 0, batch: int = 128):
+        self.rm, self.params, self.tokenizer = rm, params, tokenizer
+        self.max_len, self.batch = max_len, batch
+        self.compiled = jax.jit(lambda p, i, l: rm.score(p, i, l)[0])
+
+    def __call__(self, texts: Sequence[str], params=None) -> np.ndarray:
+        params = self.params if params is None else params
+        out = []
+        for s in range(0, len(texts), self.batch):
+            ids, last = encode_texts(self.tokenizer, texts[s:s + self.batch], self.max_len)
+            n = ids.shape[0]
+            nb = pow2_bucket(n, 8)
+            if nb > n:  # pad the batch to a bucket (fewer recompiles)
+                ids = np.concatenate([ids, np.repeat(ids[:1], nb - n, 0)])
+                last = np.concatenate([last, np.repeat(last[:1], nb - n, 0)])
+            out.append(np.asarray(self.compiled(params, jnp.asarray(ids), jnp.asarray(last)))[:n])
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
-def pairwise_accuracy(rm: RewardModel, params, tokenizer, pairs: Sequence[dict], max_len: int = 0) -> dict:
-    """Held-out pairwise accuracy (overall and per degenerate kind) and the mean scores."""
-    rc = score_texts(rm, params, tokenizer, [rm_text(p["prompt"], p["chosen"]) for p in pairs], max_len=max_len)
-    rr = score_texts(rm, params, tokenizer, [rm_text(p["prompt"], p["rejected"]) for p in pairs], max_len=max_len)
+def score_texts(rm: RewardModel, params, tokenizer, texts: Sequence[str], batch: int = 128,
+                max_len: int = 0) -> np.ndarray:
+    """Raw RM scores of already-built RM texts (rm_text), once (compiles each time: keep a
+    RewardScorer to score repeatedly)."""
+    return RewardScorer(rm, params, tokenizer, max_len=max_len, batch=batch)(texts)
+
+
+def pairwise_accuracy(rm: RewardModel, params, tokenizer, pairs: Sequence[dict], max_len: int = 0, *,
+                      scorer: RewardScorer | None = None) -> dict:
+    """Held-out pairwise accuracy (overall and per degenerate kind) and the mean scores. scorer: one
+    to reuse (its compiles and its max_len), scoring with `params`."""
+    scorer = scorer or RewardScorer(rm, params, tokenizer, max_len=max_len)
+    rc = scorer([rm_text(p["prompt"], p["chosen"]) for p in pairs], params)
+    rr = scorer([rm_text(p["prompt"], p["rejected"]) for p in pairs], params)
     win = rc > rr
     kinds: dict[str, list] = {}
     for p, w in zip(pairs, win):
@@ -180,6 +195,7 @@ def train_reward_model(rm: RewardModel, params, tokenizer, pairs: Sequence[dict]
     chosen_ids, rej_ids = ids[:n], ids[n:]
     chosen_last, rej_last = last[:n], last[n:]
     per_epoch = n // batch_pairs
+    scorer = RewardScorer(rm, None, tokenizer, max_len=max_len)  # the held-out evals' compiles (params given each time)
     hist = []
     t0 = time.perf_counter()
     for step in tqdm(range(steps), desc="train-rm", disable=not progress, dynamic_ncols=True):
@@ -193,7 +209,8 @@ def train_reward_model(rm: RewardModel, params, tokenizer, pairs: Sequence[dict]
             m = {k: float(v) for k, v in jax.device_get(m).items()}
             row = {"step": step + 1, "seconds": time.perf_counter() - t0, **{f"rm/{k}": v for k, v in m.items()}}
             if eval_pairs is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
-                row["rm/heldout_pair_acc"] = pairwise_accuracy(rm, state.params, tokenizer, eval_pairs, max_len)["pair_acc"]
+                row["rm/heldout_pair_acc"] = pairwise_accuracy(rm, state.params, tokenizer, eval_pairs, max_len,
+                                                               scorer=scorer)["pair_acc"]
             hist.append(row)
             if log is not None:
                 log.scalars(step + 1, {k: v for k, v in row.items() if k != "step"})
@@ -242,11 +259,12 @@ def preference_reward_fn(path: str, prompt_style: str = "r1_zero", tokenizer=Non
     max_len = int(meta.get("max_len", 0))
 
     fmt = PromptFormat(prompt_style)
+    scorer = RewardScorer(rm, params, tok, max_len=max_len)  # compiled once per bucket for fn's life
 
     def fn(texts, records):
         rm_texts = [rm_text(fmt.text(tok, r["problem"]), t)
                     for t, r in zip(texts, records)]
-        r = score_texts(rm, params, tok, rm_texts, max_len=max_len)
+        r = scorer(rm_texts)
         return [float(1.0 / (1.0 + math.exp(-(x - mid) / scale))) for x in r]
 
     return fn

@@ -1,15 +1,19 @@
-"""The GRPO update batch: rows of prompt + completion padded to a bucketed length (`bucket`,
-`build_batch`), with the loss mask on completion tokens, the sampler's log-probs, the advantages
-and (MoE) the sampler's experts."""
+"""The GRPO update batch: rows of prompt + completion padded to a bucketed length (a multiple of
+ROW_MULTIPLE tokens: r1jax.data.buckets.round_up), with the loss mask on completion tokens, the
+sampler's log-probs, the advantages and (MoE) the sampler's experts (`build_batch`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from r1jax.data.buckets import round_up
 
-def bucket(n: int, multiple: int = 32) -> int:
-    """Training rows are padded to a multiple of 32 tokens (few distinct shapes, little padding)."""
-    return -(-n // multiple) * multiple
+ROW_MULTIPLE = 32  # training rows are padded to a multiple of this many tokens (few distinct shapes, little padding)
+
+
+def bucket(n: int, multiple: int = ROW_MULTIPLE) -> int:
+    """Transitional, for rl/trainer.py only: round_up(n, multiple). Goes once the trainer calls round_up."""
+    return round_up(n, multiple)
 
 
 def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, seq_len: int,

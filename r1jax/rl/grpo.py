@@ -124,8 +124,6 @@ __all__ = [
     "group_advantages",
     "aggregation_weight",
     "grpo_loss",
-    "token_logprobs",
-    "token_entropy",
     "LOSS_FNS",
     "register_loss",
     "get_loss_fn",
@@ -489,37 +487,6 @@ def check_loss_kwargs(loss, loss_kwargs, *, passed: tuple = (), reserved: tuple 
             raise ValueError(f"{what}: {where} does not take {k}=, which the trainer passes to the loss: add "
                              f"the parameter (`{k}=None`) or **kwargs to its signature")
     return fn
-
-
-# --------------------------------------------------------------------------------------------
-# log-probs and entropy from logits
-# --------------------------------------------------------------------------------------------
-
-
-def token_logprobs(logits, tokens):
-    """log softmax(logits)[token], in float32.
-
-    logits: [batch, seq, vocab] (any float dtype); tokens: [batch, seq] int.
-    ``logits[:, t]`` must already be the scores for ``tokens[:, t]`` (the caller shifts:
-    next-token logits at position t-1 score token t). Returns [batch, seq] float32
-    (float64 if the logits are float64). Computed as logit[token] - logsumexp(logits) so the
-    full [batch, seq, vocab] log-softmax is not materialised in float32.
-    """
-    logits = jnp.asarray(logits)
-    out_dtype = jnp.float64 if logits.dtype == jnp.float64 else jnp.float32
-    logits = logits.astype(out_dtype)
-    picked = jnp.take_along_axis(logits, jnp.asarray(tokens)[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return picked - jax.nn.logsumexp(logits, axis=-1)
-
-
-def token_entropy(logits):
-    """Entropy of softmax(logits) over the vocab: [batch, seq, vocab] -> [batch, seq] float32."""
-    logits = jnp.asarray(logits)
-    out_dtype = jnp.float64 if logits.dtype == jnp.float64 else jnp.float32
-    logits = logits.astype(out_dtype)
-    lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    p = jnp.exp(logits - lse)
-    return lse[..., 0] - jnp.sum(p * logits, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,8 +48,8 @@ from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
 from r1jax.toy.language_mixing import register_toy_languages
 from r1jax.toy.pipelines import checks, r1
 from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
-from r1jax.toy.pipelines.r1 import _done, eval_dir, grpo_stage, sft_stage
-from r1jax.toy.pipelines.r1_zero import _hash
+from r1jax.toy.pipelines.common import config_dict, config_hash, stage_done
+from r1jax.toy.pipelines.r1 import eval_dir, grpo_stage, sft_stage
 from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, sample_checkpoint, validate_rejection_config
 from r1jax.toy.tokenizer import model_token_ids, toy_tokenizer
 
@@ -65,10 +65,6 @@ def _file_hash(path: str) -> str:
     return h.hexdigest()[:12]
 
 
-def _cfg_dict(x):
-    return x.to_dict() if hasattr(x, "to_dict") else dict(x)
-
-
 def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     """Trains (or reuses from cache_dir) the student's base on the corpus JSONL. Returns its HF folder."""
     import jax
@@ -76,13 +72,13 @@ def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
 
     mc = student_config(c, tok)
     # the whole model config is in the key (not only the overrides): a changed preset retrains
-    key = _hash(mc, c.student_pretrain, _file_hash(corpus_path))
+    key = config_hash(mc, c.student_pretrain, _file_hash(corpus_path))
     cached = os.path.join(c.cache_dir, f"toy_student_{key}")
     if os.path.exists(os.path.join(cached, "model.safetensors")):
         print(f"[distill] student base: cached {cached}")
         return cached
     sc = sft_config(run_dir=os.path.join(c.run_dir, "student_pretrain"), tokenizer=tok_dir,
-                    **_cfg_dict(c.student_pretrain))
+                    **config_dict(c.student_pretrain))
     model = Transformer(mc)
     params = init_params(mc, jax.random.PRNGKey(c.student_pretrain.seed))
     recs = [{"prompt": x["prompt"], "completion": " " + x["completion"]}
@@ -153,11 +149,11 @@ def validate(c) -> None:
     config_lib.check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
     mc = checks.stage(what, "student", lambda: student_config(c, toy_tokenizer()))
     checks.stage(what, "student_pretrain", lambda: validate_sft_config(sft_config(
-        run_dir="-", **_cfg_dict(c.student_pretrain))))
+        run_dir="-", **config_dict(c.student_pretrain))))
     checks.stage(what, "distill_sft", lambda: validate_sft_config(sft_config(run_dir="-", seed=c.seed,
-                                                                             **_cfg_dict(c.distill_sft))))
+                                                                             **config_dict(c.distill_sft))))
     checks.grpo_stage(what, "rl", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
-                                                      **dict(_cfg_dict(c.rl), steps=max(int(c.rl.get("steps", 1)), 1))),
+                                                      **dict(config_dict(c.rl), steps=max(int(c.rl.get("steps", 1)), 1))),
                       mc)
     e = c.eval
     checks.stage(what, "eval", lambda: check_eval_settings(k=e.k, temperature=e.temperature, top_p=e.top_p,
@@ -165,7 +161,7 @@ def validate(c) -> None:
                                                            prompt_style=c.prompt_style))
     checks.check_positions(what, "eval.max_new_tokens", e.max_new_tokens, mc)
     if c.get("teacher_traces") and c.teacher_traces.n_prompts:
-        t = {k: v for k, v in _cfg_dict(c.teacher_traces).items() if k != "prompt_offset"}
+        t = {k: v for k, v in config_dict(c.teacher_traces).items() if k != "prompt_offset"}
         checks.stage(what, "teacher_traces", lambda: validate_rejection_config(rejection_sample_config(
             prompt_style=c.prompt_style, **t)))
 
@@ -249,11 +245,11 @@ def run(c: ml_collections.ConfigDict) -> dict:
     print(f"[distill] compute: SFT {sft_steps} steps = {s_comp:.3g} token-passes; GRPO step {step_comp:.3g} "
           f"-> {rl_steps} GRPO steps")
     t0 = time.time()
-    rl_cfg = dict(_cfg_dict(rl), steps=rl_steps)
+    rl_cfg = dict(config_dict(rl), steps=rl_steps)
     rl_dir = grpo_stage("rl", c, rl_cfg, base_dir, tok, tok_dir, train, rd)
     minutes["rl"] = (time.time() - t0) / 60
     ev("rl", rl_dir)
-    if _done(os.path.join(src, "alignment_rl")):
+    if stage_done(os.path.join(src, "alignment_rl")):
         ev("teacher", teacher)
     keys = ("pass@1", "cons@k", "mean_length", "language_mixing", "format_r1", "format_r1_zero", "pass@1/en", "pass@1/fr")
     total = (time.time() - t_start) / 60

@@ -44,7 +44,7 @@ from r1jax.checkpoint.hf import from_pretrained
 from r1jax.data.jsonl import read_jsonl, write_jsonl
 from r1jax.data.prompts import PROMPT_STYLES
 from r1jax.eval.runner import check_eval_settings
-from r1jax.rewards import accuracy_rewards, format_reward, language_consistency_reward, register_reward
+from r1jax.rewards import accuracy_rewards, format_reward, language_consistency_reward
 from r1jax.rl.config import grpo_config
 from r1jax.rl.trainer import grpo_config, run_grpo
 from r1jax.runlog import write_results
@@ -53,6 +53,7 @@ from r1jax.toy.corpus import make_pretrain_corpus
 from r1jax.toy.language_mixing import register_toy_languages
 from r1jax.toy.pipelines import checks, r1_zero
 from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+from r1jax.toy.pipelines.common import config_dict, stage_done
 from r1jax.toy.pipelines.r1_zero import corpus_seed
 from r1jax.toy.pipelines.rejection_sample import (
     format_counts,
@@ -132,16 +133,10 @@ def reasoning_language(texts, records):
             for t, r, ok in zip(texts, records, _reasoning(records))]
 
 
-def register_stage5_rewards() -> dict[str, float]:
-    """Registers the routed rule rewards with the GRPO trainer; returns their default weights."""
-
-    register_reward("reasoning_accuracy", reasoning_accuracy)
-    register_reward("reasoning_format", reasoning_format)
-    register_reward("reasoning_language", reasoning_language)
-    return dict(STAGE5_RULES)
-
-
-STAGE5_RULES = {"reasoning_accuracy": 1.0, "reasoning_format": 0.5, "reasoning_language": 0.5}
+STAGE5_RULES = {"reasoning_accuracy": 1.0, "reasoning_format": 0.5, "reasoning_language": 0.5}  # default weights
+# The GRPO config's reward_functions binding those names to the functions above: the rewards are
+# passed in with the config, the global registry (r1jax.rewards.registry.REWARDS) stays as it is.
+STAGE5_FUNCTIONS = {name: f"{__name__}:{name}" for name in STAGE5_RULES}
 
 
 def toy_language_records(records):
@@ -208,38 +203,30 @@ def validate(c) -> None:
     for name in ("r1_zero", "reasoning_rl", "alignment_rl"):
         if name not in stages:
             continue
-        block = _cfg_dict(c[name])
+        block = config_dict(c[name])
         extra = {}
         if name == "alignment_rl":
             block = {k: v for k, v in block.items() if k not in ("general_frac", "preference_weight")}
-            register_stage5_rewards()
-            extra = dict(rewards=dict(STAGE5_RULES), format_template="r1")  # preference: its model comes later
+            extra = dict(rewards=dict(STAGE5_RULES), reward_functions=dict(STAGE5_FUNCTIONS),
+                         format_template="r1")  # preference: its model comes later
         checks.grpo_stage(what, name, lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,
                                                           **dict(block, **extra)), mc)
     for name, block in (("cold_start.sft", c.get("cold_start", {}).get("sft") if "cold_start" in stages else None),
                         ("sft", c.get("sft") if "sft" in stages else None)):
         if block is not None:
             checks.stage(what, name, lambda: validate_sft_config(sft_config(run_dir="-", seed=c.seed,
-                                                                            **_cfg_dict(block))))
+                                                                            **config_dict(block))))
     if "rejection" in stages:
-        r = {k: v for k, v in _cfg_dict(c.rejection).items() if k != "prompt_offset"}
+        r = {k: v for k, v in config_dict(c.rejection).items() if k != "prompt_offset"}
         checks.stage(what, "rejection", lambda: validate_rejection_config(rejection_sample_config(
             prompt_style=c.prompt_style, **r)))
         checks.check_positions(what, "rejection.max_new_tokens", c.rejection.max_new_tokens, mc)
     if "rm" in stages:
         checks.stage(what, "rm", lambda: validate_train_rm_config(train_rm_config(
-            prompt_style=c.prompt_style, languages=tuple(c.data.languages), **_cfg_dict(c.rm))))
+            prompt_style=c.prompt_style, languages=tuple(c.data.languages), **config_dict(c.rm))))
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _done(d: str) -> bool:
-    return os.path.exists(os.path.join(d, "final", "model.safetensors"))
-
-
-def _cfg_dict(x):
-    return x.to_dict() if hasattr(x, "to_dict") else dict(x)
 
 
 class _Clock:
@@ -273,12 +260,12 @@ def grpo_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, record
     """GRPO from `init_dir` (skipped when <run_dir>/<name>/final exists). Returns the final dir."""
 
     d = os.path.join(run_dir, name)
-    if _done(d):
+    if stage_done(d):
         print(f"[r1] {name}: done before ({d}/final)")
         return os.path.join(d, "final")
     print(f"[r1] {name}: GRPO from {init_dir}")
     gc = grpo_config(run_dir=d, init=init_dir, tokenizer=tok_dir, prompt_style=c.prompt_style, seed=c.seed,
-                     **dict(_cfg_dict(stage_cfg), **extra))
+                     **dict(config_dict(stage_cfg), **extra))
     model, params = from_pretrained(init_dir)
     run_grpo(gc, model=model, params=params, tokenizer=tok, train_records=records)
     return os.path.join(d, "final")
@@ -286,13 +273,13 @@ def grpo_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, record
 
 def sft_stage(name: str, c, stage_cfg, init_dir: str, tok, tok_dir: str, records, run_dir: str) -> str:
     d = os.path.join(run_dir, name)
-    if _done(d):
+    if stage_done(d):
         print(f"[r1] {name}: done before ({d}/final)")
         return os.path.join(d, "final")
     print(f"[r1] {name}: SFT of {init_dir} on {len(records)} records")
     os.makedirs(d, exist_ok=True)
     write_jsonl(os.path.join(d, "data.jsonl"), records)
-    sc = sft_config(run_dir=d, init=init_dir, tokenizer=tok_dir, seed=c.seed, **_cfg_dict(stage_cfg))
+    sc = sft_config(run_dir=d, init=init_dir, tokenizer=tok_dir, seed=c.seed, **config_dict(stage_cfg))
     model, params = from_pretrained(init_dir)
     run_sft(sc, [{"prompt": r["prompt"], "completion": " " + r["completion"]} for r in records], model=model,
             params=params, tokenizer=tok)
@@ -350,7 +337,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     # R1-Zero on the mixed corpus (accuracy + format only)
     if "r1_zero" in stages:
         ckpts["r1_zero"] = clock.run("r1_zero", grpo_stage, "r1_zero", c, c.r1_zero, base_dir, tok, tok_dir,
-                                     data["train"], rd, skipped=_done(os.path.join(rd, "r1_zero")))
+                                     data["train"], rd, skipped=stage_done(os.path.join(rd, "r1_zero")))
         ev("r1_zero")
     # 1. cold start
     if "cold_start" in stages:
@@ -359,13 +346,13 @@ def run(c: ml_collections.ConfigDict) -> dict:
                                        languages=tuple(c.data.languages), p_check=cs.p_check,
                                        prompt_style=c.prompt_style, restate=bool(c.data.get("restate", False)))
         ckpts["cold_start"] = clock.run("cold_start", sft_stage, "cold_start", c, cs.sft, base_dir, tok, tok_dir,
-                                        recs, rd, skipped=_done(os.path.join(rd, "cold_start")))
+                                        recs, rd, skipped=stage_done(os.path.join(rd, "cold_start")))
         ev("cold_start")
     # 2. reasoning RL
     if "reasoning_rl" in stages:
         ckpts["reasoning_rl"] = clock.run("reasoning_rl", grpo_stage, "reasoning_rl", c, c.reasoning_rl,
                                           ckpts["cold_start"], tok, tok_dir, toy_language_records(data["train"]), rd,
-                                          skipped=_done(os.path.join(rd, "reasoning_rl")))
+                                          skipped=stage_done(os.path.join(rd, "reasoning_rl")))
         ev("reasoning_rl")
     # 3. rejection sampling
     counts = None
@@ -387,7 +374,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
     if "sft" in stages:
         recs = read_jsonl(rs_path, required=("prompt", "completion"))
         ckpts["sft"] = clock.run("sft", sft_stage, "sft", c, c.sft, base_dir, tok, tok_dir, recs, rd,
-                                 skipped=_done(os.path.join(rd, "sft")))
+                                 skipped=stage_done(os.path.join(rd, "sft")))
         ev("sft")
     # reward model
     rm_res = None
@@ -401,7 +388,7 @@ def run(c: ml_collections.ConfigDict) -> dict:
             rm_res = clock.run("rm", train_rm, train_rm_config(
                 run_dir=rm_dir, init=init, tokenizer=tok_dir, languages=tuple(c.data.languages),
                 levels=tuple(c.data.levels), restate=bool(c.data.get("restate", False)), prompt_style=c.prompt_style,
-                seed=c.seed, **_cfg_dict(c.rm)))
+                seed=c.seed, **config_dict(c.rm)))
         print(f"[r1] reward model: held-out pairwise accuracy {rm_res['pair_acc']:.3f}")
     # 5. alignment RL
     if "alignment_rl" in stages:
@@ -411,14 +398,15 @@ def run(c: ml_collections.ConfigDict) -> dict:
                                        prompt_style=c.prompt_style)
         recs = [dict(r, kind="reasoning") for r in data["train"]] + [
             {k: g[k] for k in ("problem", "answer", "language", "kind", "id", "general")} for g in general]
-        rewards = register_stage5_rewards()
+        rewards = dict(STAGE5_RULES)
         if "rm" in stages:
             rewards["preference"] = a.preference_weight
-        gcfg = {k: v for k, v in _cfg_dict(a).items() if k not in ("general_frac", "preference_weight")}
+        gcfg = {k: v for k, v in config_dict(a).items() if k not in ("general_frac", "preference_weight")}
         ckpts["alignment_rl"] = clock.run(
             "alignment_rl", grpo_stage, "alignment_rl", c, gcfg, ckpts["sft"], tok, tok_dir, recs, rd,
-            rewards=rewards, preference_model=os.path.join(rd, "rm", "final") if "rm" in stages else "",
-            format_template="r1", skipped=_done(os.path.join(rd, "alignment_rl")))
+            rewards=rewards, reward_functions=dict(STAGE5_FUNCTIONS),
+            preference_model=os.path.join(rd, "rm", "final") if "rm" in stages else "", format_template="r1",
+            skipped=stage_done(os.path.join(rd, "alignment_rl")))
         ev("alignment_rl")
 
     minutes = (time.time() - t_start) / 60

@@ -15,7 +15,6 @@ those of `data.seed`, so runs with different seeds are scored on the same held-o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
 from r1jax.toy.corpus import make_pretrain_corpus
 from r1jax.toy.pipelines import checks
 from r1jax.toy.pipelines.checks import grpo_block, model_block, sft_block
+from r1jax.toy.pipelines.common import config_hash
 from r1jax.toy.tasks.arithmetic import make_problems
 from r1jax.toy.tokenizer import model_token_ids, save_tokenizer, toy_tokenizer
 
@@ -100,11 +100,6 @@ def validate(c) -> None:
                                mc)
 
 
-def _hash(*cfgs) -> str:
-    s = json.dumps([c.to_dict() if hasattr(c, "to_dict") else c for c in cfgs], sort_keys=True, default=str)
-    return hashlib.sha1(s.encode()).hexdigest()[:12]
-
-
 def corpus_seed(c) -> int:
     """Seed of the pretraining corpus: `data.seed`, moved by the run's `seed`."""
     return c.data.seed + 7919 * c.seed
@@ -112,7 +107,7 @@ def corpus_seed(c) -> int:
 
 def base_cache_dir(c, cache_root: str) -> str:
     """Where the base model of this data + model + pretraining config and seed is cached."""
-    return os.path.join(cache_root, f"toy_base_{_hash(c.data, c.model, c.pretrain, c.prompt_style, c.seed)}")
+    return os.path.join(cache_root, f"toy_base_{config_hash(c.data, c.model, c.pretrain, c.prompt_style, c.seed)}")
 
 
 def build_toy_data(c, out_dir: str) -> dict:

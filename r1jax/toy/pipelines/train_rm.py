@@ -29,10 +29,10 @@ from r1jax.data.prompts import PROMPT_STYLES
 from r1jax.data.tokenizer import check_fits_model, load_tokenizer
 from r1jax.rewards.reward_model import (
     RewardModel,
+    RewardScorer,
     pairwise_accuracy,
     rm_text,
     save_reward_model,
-    score_texts,
     train_reward_model,
 )
 from r1jax.runlog import RunLogger
@@ -135,11 +135,12 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
                                        progress=c.progress)
     # calibration for the [0, 1] preference reward: midpoint / half-distance of chosen vs rejected
     sub = train_pairs[: min(len(train_pairs), 512)]
-    rc = score_texts(rm, rparams, tokenizer, [rm_text(p["prompt"], p["chosen"]) for p in sub], max_len=c.max_len)
-    rr = score_texts(rm, rparams, tokenizer, [rm_text(p["prompt"], p["rejected"]) for p in sub], max_len=c.max_len)
+    scorer = RewardScorer(rm, rparams, tokenizer, max_len=c.max_len)
+    rc = scorer([rm_text(p["prompt"], p["chosen"]) for p in sub])
+    rr = scorer([rm_text(p["prompt"], p["rejected"]) for p in sub])
     mid = float((rc.mean() + rr.mean()) / 2)
     scale = float(max((rc.mean() - rr.mean()) / 2, 1e-3))
-    res = pairwise_accuracy(rm, rparams, tokenizer, held, c.max_len)
+    res = pairwise_accuracy(rm, rparams, tokenizer, held, c.max_len, scorer=scorer)
     train_acc = float(np.mean(rc > rr))
     final = os.path.join(c.run_dir, "final")
     save_reward_model(final, rm, rparams, tok_dir, meta={"mid": mid, "scale": scale, "max_len": c.max_len,
