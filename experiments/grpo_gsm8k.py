@@ -18,14 +18,14 @@ Memory: fp32 master weights + fp32 Adam (16 B/param with the gradient), bf16 com
 the LM head 256 positions at a time (never the [rows, seq, vocab] logits). 128 rollouts per step are
 trained as 4 mini-batches of 32 rows (4 optimizer steps per GRPO step, as TRL's
 num_iterations=1 with gradient_accumulation); set `grad_accum` to split each mini-batch further.
-Every `--set key=value` of r1jax.rl.trainer.grpo_config works (e.g. `--set prompts_per_step=32`).
+Every `--set key=value` of r1jax.rl.config.grpo_config works (e.g. `--set prompts_per_step=32`).
 metrics.jsonl, TensorBoard and grpo_curves.png are written to run_dir; run_dir/final is an HF folder
 (bf16 weights + the tokenizer files and chat template) that transformers and vLLM load as it is.
 A killed run resumes from its last checkpoint (every `save_every` steps) with the same command.
 """
 
 from r1jax.data.prompts import R1_ZERO_SYSTEM
-from r1jax.rl.trainer import grpo_config
+from r1jax.rl.config import grpo_config
 
 
 def get_config():

@@ -24,7 +24,7 @@ import sys
 
 import r1jax
 from r1jax import config as config_lib
-from r1jax.config import OPEN_SCHEMA, schema_of, unknown_key
+from r1jax.config import override, schema_of
 from r1jax.data.prompts import R1_ZERO_SYSTEM, PromptFormat, prompt_of, read_prompt_records
 from r1jax.data.tokenizer import check_fits_model, load_tokenizer
 from r1jax.eval.runner import check_eval_settings, evaluate
@@ -32,7 +32,7 @@ from r1jax.generation.engine import check_positions
 from r1jax.parallel import distributed
 from r1jax.rewards.sandbox import check_sandbox
 from r1jax.rl.config import OPEN_KEYS, REPLACED_KEYS, grpo_config, validate_config
-from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.rl.trainer import run_grpo
 from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
 from r1jax.toy.pipelines import r1_zero
 from r1jax.toy.pipelines.rejection_sample import rejection_sample_config, validate_rejection_config
@@ -56,6 +56,7 @@ def load_config(path: str, sets: list[str] | None = None, schema=None):
     if not hasattr(mod, "get_config"):
         raise SystemExit(f"r1jax: {path} has no get_config()")
     cfg = mod.get_config()
+    nested, open_blocks, replaced = {}, set(), set()
     for s in sets or []:
         if "=" not in s:
             raise SystemExit(f"r1jax: --set {s!r} is not key=value")
@@ -64,23 +65,19 @@ def load_config(path: str, sets: list[str] | None = None, schema=None):
             val = ast.literal_eval(val)
         except (ValueError, SyntaxError):
             pass
-        node, sch, free = cfg, schema, False
         parts = key.split(".")
-        for i, p in enumerate(parts):
-            prefix = ".".join(parts[:i]) + "." if i else ""
-            known = set(node.keys()) | (set(sch.keys()) if isinstance(sch, dict) else set())
-            if p not in node and not free and p not in known:
-                raise SystemExit(str(unknown_key(f"r1jax: {path}", key if i == len(parts) - 1 else prefix + p,
-                                                 known, prefix)))
-            if i == len(parts) - 1:
-                break
-            if p not in node:
-                raise SystemExit(f"r1jax: {path}: {prefix + p!r} is not set in the config file: set the whole "
-                                 f"block ({prefix + p}=dict(...)) or add it to the file")
-            free = free or p in OPEN_BLOCKS or (isinstance(sch, dict) and sch.get(p) is OPEN_SCHEMA)
-            sch = sch.get(p) if isinstance(sch, dict) else None
-            node = node[p]
+        node = nested
+        for i, p in enumerate(parts[:-1]):
+            node = node.setdefault(p, {})
+            if p in OPEN_BLOCKS:
+                open_blocks.add(".".join(parts[:i + 1]))
         node[parts[-1]] = val
+        if isinstance(val, dict):  # a whole block given as a dict replaces the file's
+            replaced.add(key)
+    try:  # the one override walk of every config (r1jax.config.override)
+        override(cfg, nested, f"r1jax: {path}", replace=tuple(replaced), open=tuple(open_blocks), schema=schema)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(str(e)) from None
     return cfg
 
 

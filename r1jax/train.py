@@ -35,6 +35,7 @@ import ml_collections
 import optax
 
 from r1jax import config as config_lib
+from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
 from r1jax.model.moe import update_router_bias
 
 BIAS_NAME = "e_score_correction_bias"
@@ -168,7 +169,6 @@ def lm_loss(params, batch, model, *, mtp_weight=None, balance_alpha=None, chunk:
     chunk > 0: the LM head runs `chunk` positions at a time (r1jax.model.logprobs): the full
     [b, s, vocab] logits are never built; the same loss.
     """
-    from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
 
     cfg = model.cfg
     mtp_weight = cfg.mtp_loss_weight if mtp_weight is None else mtp_weight

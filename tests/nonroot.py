@@ -101,8 +101,7 @@ def main():
     if LIBC.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "r1jax", "rl",
-                                    "rewards"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "r1jax", "rewards"))
     import _jail  # noqa: E402  (the library's own list of what the interpreter needs)
 
     need = _jail.interpreter_paths() + [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]

@@ -26,8 +26,9 @@ RECORDS = [{"problem": f"what is {a} + {b}", "answer": str(a + b)} for a in rang
 
 @pytest.fixture
 def no_rollout(monkeypatch):
-    """The generation engine, replaced by one that fails the test if anything samples."""
-    from r1jax.generation import engine
+    """The generation engine, replaced (where the trainer calls it) by one that fails the test if anything
+    samples."""
+    from r1jax.rl import trainer
 
     calls = []
 
@@ -35,22 +36,61 @@ def no_rollout(monkeypatch):
         calls.append(1)
         raise AssertionError("the generation engine was called")
 
-    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(trainer, "generate", generate)
     return calls
 
 
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Loading weights (or a random init) for training fails the test."""
-    from r1jax.model import precision
+    from r1jax import launch
 
     def load(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(precision, "load_for_training", load)
+    monkeypatch.setattr(launch, "load_for_training", load)
 
 
 # ------------------------------------------------------------------------------ unknown keys
+
+
+def _all_configs():
+    from r1jax import train
+    from r1jax.parallel.mesh import mesh_config
+
+    return [("model config", lambda **kw: config_lib.make_config(**kw), "num_hidden_layers", "n_hidden_layers"),
+            ("model config", lambda **kw: config_lib.make_config(rope_scaling=kw), "factor", "fctor"),
+            ("mesh config", mesh_config, "fsdp", "fsdpp"),
+            ("optimizer config", train.optimizer_config, "warmup_steps", "warmup_step"),
+            ("grpo config", grpo_config, "group_size", "groupsize"),
+            ("sft config", sft_config, "seq_len", "seq_lenn")]
+
+
+@pytest.mark.parametrize("what,make,key,typo", _all_configs())
+def test_every_config_changes_through_one_override_walk(what, make, key, typo):
+    """Model, rope, mesh, optimizer, GRPO and SFT configs: an unknown key names the closest valid one,
+    a value of the wrong type names the key, the same way (r1jax.config.override)."""
+    with pytest.raises(KeyError, match=rf"{what}: unknown key '(rope_scaling\.)?{typo}'; did you mean "
+                                       rf"'(rope_scaling\.)?{key}'"):
+        make(**{typo: 1})
+    if what != "mesh config":  # mesh sizes are parsed as ints first ("data=2" strings)
+        with pytest.raises(ValueError, match=rf"{what}: (rope_scaling\.)?{key}='x' has the wrong type"):
+            make(**{key: "x"})
+
+
+def test_model_configs_are_frozen_and_changed_by_replace():
+    cfg = config_lib.tiny_moe()
+    assert hash(cfg) == hash(config_lib.tiny_moe())  # a static jit argument as it is
+    with pytest.raises(AttributeError, match="immutable"):
+        cfg.dtype = "bfloat16"
+    new = config_lib.replace(cfg, dtype="bfloat16", rope_scaling=dict(rope_type="yarn", factor=4.0,
+                                                                       original_max_position_embeddings=64))
+    assert (new.dtype, cfg.dtype) == ("bfloat16", "float32")
+    assert new.rope_scaling.beta_fast == cfg.rope_scaling.beta_fast == 32.0  # a partial block over the defaults
+    with pytest.raises(ValueError, match="num_experts_per_tok"):  # validated again
+        config_lib.replace(cfg, num_experts_per_tok=cfg.n_routed_experts + 1)
+    assert "router_bias_update_rate" not in config_lib.base_config()  # the trainers' key, not the model's
+
 
 
 def test_nested_typos_fail_naming_the_dotted_key_and_the_closest_one():
@@ -187,7 +227,7 @@ def test_loss_kwargs_are_checked_against_the_loss(tmp_path):
     (dict(remat_policy="dot"), r"remat_policy='dot' is not one of '' \| 'none' \| 'full'"),
     (dict(dtype="bf16"), r"dtype='bf16' is not one of '' \| 'float32' \| 'bfloat16'"),
     (dict(optimizer=dict(schedule="cos")), r"optimizer\.schedule='cos' is not one of 'constant' \| 'cosine'"),
-    (dict(mesh="data=2,fsdpp=2"), r"mesh='data=2,fsdpp=2'.*unknown axis 'fsdpp'"),
+    (dict(mesh="data=2,fsdpp=2"), r"mesh='data=2,fsdpp=2'.*unknown key 'fsdpp'; did you mean 'fsdp'"),
     (dict(rewards={"preference": 1.0}), r"rewards\.preference needs preference_model"),
 ])
 def test_bad_settings_fail_in_validation_before_the_model_or_a_rollout(kw, msg, tmp_path, no_rollout, no_model_load):

@@ -249,7 +249,8 @@ def test_grpo_runs_on_verl_parquet_with_trl_and_verl_rewards(tmp_path):
 
     from r1jax import config as config_lib
     from r1jax.model import Transformer, init_params
-    from r1jax.rl.trainer import grpo_config, run_grpo
+    from r1jax.rl.config import grpo_config
+    from r1jax.rl.trainer import run_grpo
     from r1jax.toy.tokenizer import toy_tokenizer
 
     rows = gsm8k_rows()[:8]

@@ -202,11 +202,11 @@ def test_evaluate_figures_on_samples_of_known_correctness(monkeypatch, batch_pro
     from r1jax.toy.tokenizer import toy_tokenizer
     from r1jax.eval.runner import evaluate
     from r1jax.toy.stage_eval import evaluate_stage
-    from r1jax.generation import engine as engine_mod
+    from r1jax.eval import runner
 
     tok = toy_tokenizer()
     calls = []
-    monkeypatch.setattr(engine_mod, "generate", _scripted_generate(tok, calls))
+    monkeypatch.setattr(runner, "generate", _scripted_generate(tok, calls))  # where evaluate calls it
     model = SimpleNamespace(cfg=SimpleNamespace(dtype="float32", param_dtype="float32"))  # compute_copy: no-op
     recs = [{"problem": p, "answer": a, "language": lg} for p, a, lg, _ in SCRIPT]
     k = 3

@@ -9,7 +9,8 @@ import numpy as np
 from r1jax import config as config_lib
 from r1jax.toy.tokenizer import toy_tokenizer
 from r1jax.model import Transformer, init_params
-from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.rl.config import grpo_config
+from r1jax.rl.trainer import GRPOTrainer, run_grpo
 
 DIGITS = set("0123456789")
 
@@ -53,6 +54,25 @@ def test_grpo_raises_reward_and_resume_matches(tmp_path):
         assert a["reward/total"] == b["reward/total"]
 
 
+def test_trainer_steps_one_at_a_time_as_run_grpo_does(tmp_path):
+    """GRPOTrainer: the set-up in __init__, one step per step() call (its state moves by mu x minibatches
+    updates); two step() calls log what run_grpo's first two steps log."""
+    full = _run(tmp_path / "full", steps=2, mu=2)
+    tok = toy_tokenizer()
+    cfg = config_lib.tiny_qwen2(vocab_size=tok.vocab_size)
+    c = grpo_config(run_dir=str(tmp_path / "stepped"), rewards={"test_grpo_trainer:digit_reward": 1.0}, group_size=4,
+                    prompts_per_step=4, max_new_tokens=6, steps=2, eval_every=0, save_hf=False, progress=False,
+                    optimizer=dict(learning_rate=1e-2), mu=2)
+    t = GRPOTrainer(c, model=Transformer(cfg), params=init_params(cfg, jax.random.PRNGKey(0)), tokenizer=tok,
+                    train_records=RECORDS)
+    assert t.start == 0 and int(t.state.step) == 0
+    for s, want in enumerate(full):
+        got = t.step(s)
+        assert int(t.state.step) == 2 * (s + 1)
+        for k in ("train/loss", "reward/total", "rollout/response_length", "train/grad_norm"):
+            assert got[k] == want[k], (s, k, got[k], want[k])
+
+
 def test_training_config_refuses_temperature_zero(tmp_path):
     import pytest
 
@@ -67,7 +87,8 @@ def test_padding_counts_in_no_expert_load():
     import jax.numpy as jnp
 
     from r1jax.rl import grpo
-    from r1jax.rl.trainer import build_batch, make_policy_loss
+    from r1jax.rl.batch import build_batch
+    from r1jax.rl.policy import make_policy_loss
 
     cfg = config_lib.tiny_moe(num_hidden_layers=2, num_nextn_predict_layers=0)
     model = Transformer(cfg)

@@ -6,6 +6,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -500,6 +501,11 @@ def test_dense_configs_refuse_interleaved_rope_that_their_checkpoints_cannot_hol
     with pytest.raises(ValueError, match="rope_interleave"):
         config_lib.tiny_qwen2(rope_interleave=True)
     cfg = config_lib.toy_qwen2()
-    cfg.rope_interleave = True  # set after validation, as an experiment override would
+    with pytest.raises(ValueError, match="rope_interleave"):  # a changed config is made, so checked, again
+        config_lib.replace(cfg, rope_interleave=True)
+    with pytest.raises(Exception, match="immutable|frozen|FrozenConfigDict"):  # no change after the checks
+        cfg.rope_interleave = True
+    hand_made = ml_collections.ConfigDict(cfg.to_dict())  # a config built by hand is checked before it is saved
+    hand_made.rope_interleave = True
     with pytest.raises(ValueError, match="rope_interleave"):
-        config_lib.to_hf_config(cfg)
+        config_lib.to_hf_config(hand_made)

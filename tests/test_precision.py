@@ -12,7 +12,7 @@ from r1jax import train
 from r1jax.model import Transformer, init_params
 from r1jax.model.precision import compute_copy, with_overrides
 from r1jax.rl import grpo
-from r1jax.rl.trainer import make_policy_loss
+from r1jax.rl.policy import make_policy_loss
 
 
 def _leaves(tree):

@@ -237,7 +237,9 @@ def test_reward_model_save_load_and_preference_reward(tmp_path):
 
 
 def test_preference_reward_gated_by_step_fraction(tmp_path):
-    from r1jax.rl.trainer import compute_rewards, grpo_config, preference_active
+    from r1jax.rewards.registry import compute_rewards
+    from r1jax.rl.config import grpo_config
+    from r1jax.rewards.preference import preference_active
 
     tok = toy_tokenizer()
     path = _saved_rm(tmp_path, tok)
@@ -330,7 +332,7 @@ def test_experiment_configs_build_every_stage_config():
     from r1jax.toy.pipelines.r1 import MODEL_STAGES
     from r1jax.toy.pipelines.rejection_sample import rejection_sample_config
     from r1jax.toy.pipelines.train_rm import train_rm_config
-    from r1jax.rl.trainer import grpo_config
+    from r1jax.rl.config import grpo_config
     from r1jax.sft.trainer import sft_config
 
     here = os.path.join(os.path.dirname(__file__), "..", "experiments")

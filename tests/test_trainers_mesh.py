@@ -13,7 +13,8 @@ from r1jax import config as config_lib
 from r1jax.toy.tokenizer import toy_tokenizer
 from r1jax.model import Transformer, init_params
 from r1jax.parallel.placement import Placement
-from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.rl.config import grpo_config
+from r1jax.rl.trainer import run_grpo
 from r1jax.sft.trainer import run_sft, sft_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,9 +68,9 @@ def test_grpo_on_mesh_matches_one_device(tmp_path, monkeypatch):
     """Three GRPO steps (two updates each, mu=2) with a reward that differs between samples, so the
     advantages, the policy loss and the gradient are not zero: the mesh run logs the one-device
     run's rewards, lengths, losses and gradient norms at every step."""
-    from r1jax.rl import trainer as grpo_trainer
+    from r1jax.rewards import registry
 
-    monkeypatch.setitem(grpo_trainer.REWARDS, "chars", _chars_reward)
+    monkeypatch.setitem(registry.REWARDS, "chars", _chars_reward)
     tok = toy_tokenizer()
     cfg = config_lib.tiny_moe(vocab_size=tok.vocab_size)
     rows = {}

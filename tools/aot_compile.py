@@ -173,7 +173,7 @@ def build(args):
     chunk = logprob_chunk(args)
     if args.step == "grpo":
         from r1jax.rl import grpo
-        from r1jax.rl.trainer import make_policy_loss
+        from r1jax.rl.policy import make_policy_loss
 
         loss_fn = make_policy_loss(grpo.get_loss_fn("grpo"), 1.0,
                                    dict(clip_eps=0.2, clip_eps_high=0.28, kl_coef=args.kl, loss_agg="token-mean"),
@@ -184,7 +184,7 @@ def build(args):
             kw["mtp_weight"] = 0.0
         loss_fn = functools.partial(train.lm_loss, **kw)
     step = parallel.make_sharded_train_step(model, loss_fn, tx, mesh, st_sh, grad_accum=args.grad_accum,
-                                            router_bias_update_rate=cfg.router_bias_update_rate)
+                                            router_bias_update_rate=1e-3)
     bsh = parallel.batch_sharding(mesh)
     b_avals = {
         "input_ids": jax.ShapeDtypeStruct((batch, args.seq), jnp.int32, sharding=bsh),

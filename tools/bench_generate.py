@@ -60,7 +60,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_lib.get_preset(args.preset)
-    cfg.num_nextn_predict_layers = 0
+    cfg = config_lib.replace(cfg, num_nextn_predict_layers=0)
     model = Transformer(cfg)
     params = init_params(cfg, jax.random.PRNGKey(0))
     rs = np.random.RandomState(0)

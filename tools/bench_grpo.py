@@ -179,9 +179,9 @@ def model_config(args, tmp: str):
         for k, v in model_token_ids(load_tokenizer(tok_dir)).items():
             cfg[k] = v
     if args.dtype:
-        cfg.dtype = args.dtype
+        cfg = config_lib.replace(cfg, dtype=args.dtype)
     if getattr(args, "mesh", "") and config_lib.is_moe(cfg):
-        cfg.moe_impl = "ep"
+        cfg = config_lib.replace(cfg, moe_impl="ep")
     return cfg, tok_dir
 
 
@@ -260,7 +260,7 @@ def drawn_lengths(seed: int, step: int, n: int, median: float, sigma: float, bud
 
 
 def stop_at_drawn_lengths(args):
-    """Makes every rollout of the trainer stop each sample at its drawn length (r1jax.rl.trainer.rollout
+    """Makes every rollout of the trainer stop each sample at its drawn length (r1jax.rl.trainer.GRPOTrainer.rollout
     wrapped: tokens, log-probs and routes cut there; finish_reason "length" only at the budget). With
     random weights samples seldom end by themselves, so this is the long-tail workload on any model."""
     import dataclasses
@@ -268,7 +268,7 @@ def stop_at_drawn_lengths(args):
     from r1jax.rl import trainer
 
     median, sigma = parse_lengths(args.response_lengths)
-    inner = trainer.rollout
+    inner = trainer.GRPOTrainer.rollout
 
     def rollout(run, state, recs, step, **kw):
         ro = inner(run, state, recs, step, **kw)
@@ -282,7 +282,7 @@ def stop_at_drawn_lengths(args):
         texts = [run.tokenizer.decode(t) for t in tokens]
         return dataclasses.replace(ro, gen=gen, texts=texts)
 
-    trainer.rollout = rollout
+    trainer.GRPOTrainer.rollout = rollout
 
 
 def main(argv=None):
@@ -293,7 +293,8 @@ def main(argv=None):
     import numpy as np
 
     from r1jax import config as config_lib
-    from r1jax.rl.trainer import grpo_config, run_grpo
+    from r1jax.rl.config import grpo_config
+    from r1jax.rl.trainer import run_grpo
 
     tmp = tempfile.mkdtemp(prefix="bench_grpo_")
     model, params, tok = model_and_tokenizer(args, tmp)

@@ -44,9 +44,9 @@ def main(argv=None):
 
     cfg = config_lib.get_preset(args.model)
     if args.layers:
-        cfg.num_hidden_layers = args.layers
-        cfg.first_k_dense_replace = min(cfg.first_k_dense_replace, args.layers)
-    cfg.dtype = cfg.param_dtype = args.dtype
+        cfg = config_lib.replace(cfg, num_hidden_layers=args.layers,
+                                 first_k_dense_replace=min(cfg.first_k_dense_replace, args.layers))
+    cfg = config_lib.replace(cfg, dtype=args.dtype, param_dtype=args.dtype)
     n = jax.device_count()
     train_mesh = parallel.make_mesh(args.train_mesh)
     sh_train = parallel.param_shardings(cfg, train_mesh)

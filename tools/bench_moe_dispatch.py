@@ -66,7 +66,7 @@ def bench_step(args, log):
     runs = {}
     for impl in VARIANTS:
         step = train.make_train_step(Transformer(cfg, moe_impl=impl), loss, tx,
-                                     router_bias_update_rate=cfg.router_bias_update_rate)
+                                     router_bias_update_rate=1e-3)
         holder = {"state": train.init_train_state(jax.tree.map(jnp.array, params), tx)}
         t0 = time.perf_counter()
         compiled = step.lower(holder["state"], batch).compile()

@@ -154,7 +154,7 @@ class R1jaxSide:
         self.state = train.init_train_state(jax.tree.map(jnp.array, params), self.tx)
         loss = (lambda p, b, m: train.lm_loss(p, b, m)) if mtp else (
             lambda p, b, m: train.lm_loss(p, b, m, mtp_weight=0.0))
-        self.step = train.make_train_step(self.model, loss, self.tx, router_bias_update_rate=cfg.router_bias_update_rate)
+        self.step = train.make_train_step(self.model, loss, self.tx, router_bias_update_rate=1e-3)
         self.batch = {"input_ids": jnp.asarray(ids), "targets": jnp.asarray(tgt),
                       "loss_mask": jnp.ones(ids.shape, jnp.float32)}
         self.losses = []
@@ -214,7 +214,7 @@ class HFSide:
 def bench_case(key, log):
     case = CASES[key]()
     cfg = case["cfg"]()
-    cfg.dtype = ARGS.dtype
+    cfg = config_lib.replace(cfg, dtype=ARGS.dtype)
     b, s = case["batch"], case["seq"]
     tokens = b * s
     fpt = config_lib.flops_per_token(cfg, s)

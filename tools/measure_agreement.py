@@ -55,7 +55,7 @@ def main():
     from r1jax.rl.policy import make_logprob_fn
 
     base = config_lib.get_preset(args.preset)
-    base.num_nextn_predict_layers = 0
+    base = config_lib.replace(base, num_nextn_predict_layers=0)
     master = init_params(config_lib.make_config(**base.to_dict()), jax.random.PRNGKey(0))  # fp32 master weights
     rs = np.random.RandomState(0)
     prompts = [list(rs.randint(2, base.vocab_size, rs.randint(8, 33))) for _ in range(args.prompts)]

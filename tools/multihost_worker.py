@@ -110,7 +110,8 @@ def grpo_losses(mesh_spec: str, run_dir: str, steps: int = GRPO_STEPS, rollout_p
     from r1jax.toy.tasks.arithmetic import make_problems
     from r1jax.toy.tokenizer import model_token_ids, toy_tokenizer
     from r1jax.model import Transformer, init_params
-    from r1jax.rl.trainer import grpo_config, run_grpo
+    from r1jax.rl.config import grpo_config
+    from r1jax.rl.trainer import run_grpo
 
     tok = toy_tokenizer()
     cfg = config_lib.tiny_moe(vocab_size=tok.vocab_size, moe_impl="ep", capacity_factor=8 / 2,

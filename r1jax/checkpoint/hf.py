@@ -344,7 +344,7 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, **overrides)
     cfg = config_lib.from_hf_config(path, **overrides)
     gen_eos = generation_eos_ids(path)
     if gen_eos:
-        cfg.eos_token_id = tuple(dict.fromkeys(tuple(cfg.eos_token_id) + gen_eos))
+        cfg = config_lib.replace(cfg, eos_token_id=tuple(dict.fromkeys(tuple(cfg.eos_token_id) + gen_eos)))
     if cfg.num_nextn_predict_layers:
         L = cfg.num_hidden_layers
         probe = _Reader(path).where
@@ -352,7 +352,7 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, **overrides)
             print(f"r1jax: {path}: config.json has num_nextn_predict_layers={cfg.num_nextn_predict_layers} but "
                   f"no model.layers.{L}.* tensors (transformers does not save MTP): loading without MTP",
                   file=sys.stderr)
-            cfg.num_nextn_predict_layers = 0
+            cfg = config_lib.replace(cfg, num_nextn_predict_layers=0)
     shardings = None
     if mesh is not None:
         shardings = param_shardings(cfg, mesh)

@@ -20,15 +20,38 @@ One module per concern, everything re-exported here (`from r1jax import config a
 from r1jax.config.counting import count_params, flops_per_token
 from r1jax.config.hf import FP8_QUANT, from_hf_config, to_hf_config
 from r1jax.config.overrides import OPEN as OPEN_SCHEMA
-from r1jax.config.overrides import (ConfigKeyError, check_choice, check_keys, closest, override, schema_of,
-                                   unknown_key)
-from r1jax.config.presets import (PRESETS, deepseek_v3_671b, get_preset, qwen2_5_1_5b, small_moe, tiny_llama,
-                                  tiny_moe, tiny_qwen2, toy_moe, toy_qwen2, v3_moe_2b)
-from r1jax.config.schema import (DTYPES, MODEL_TYPES, R1JAX_KEYS, REMAT_POLICIES, base_config, dtype_of, eos_ids, is_moe, make_config,
-                                 num_dense_layers, num_moe_layers, validate)
+from r1jax.config.overrides import ConfigKeyError, check_choice, check_keys, closest, override, schema_of, unknown_key
+from r1jax.config.presets import (
+                                   PRESETS,
+                                   deepseek_v3_671b,
+                                   get_preset,
+                                   qwen2_5_1_5b,
+                                   small_moe,
+                                   tiny_llama,
+                                   tiny_moe,
+                                   tiny_qwen2,
+                                   toy_moe,
+                                   toy_qwen2,
+                                   v3_moe_2b,
+)
+from r1jax.config.schema import (
+                                   DTYPES,
+                                   MODEL_TYPES,
+                                   R1JAX_KEYS,
+                                   REMAT_POLICIES,
+                                   base_config,
+                                   dtype_of,
+                                   eos_ids,
+                                   is_moe,
+                                   make_config,
+                                   num_dense_layers,
+                                   num_moe_layers,
+                                   replace,
+                                   validate,
+)
 
 __all__ = [
-    "base_config", "make_config", "validate", "from_hf_config", "to_hf_config", "count_params", "flops_per_token",
+    "base_config", "make_config", "replace", "validate", "from_hf_config", "to_hf_config", "count_params", "flops_per_token",
     "get_preset", "PRESETS", "is_moe", "num_dense_layers", "num_moe_layers", "dtype_of", "override",
     "eos_ids", "MODEL_TYPES", "R1JAX_KEYS", "DTYPES", "REMAT_POLICIES", "check_choice", "check_keys", "closest",
     "schema_of", "ConfigKeyError", "unknown_key", "OPEN_SCHEMA", "FP8_QUANT", "deepseek_v3_671b", "v3_moe_2b", "small_moe", "toy_moe",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from r1jax.config.schema import is_moe, num_dense_layers, num_moe_layers
 
+
 def count_params(cfg) -> dict:
     """Parameter counts computed from the config: total, activated per token, and parts.
 

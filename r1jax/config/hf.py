@@ -9,7 +9,7 @@ from typing import Any
 
 import ml_collections
 
-from r1jax.config.schema import _rope, eos_ids, make_config, validate
+from r1jax.config.schema import base_config, eos_ids, make_config, validate
 
 # Keys of released config.json files that carry no meaning for the forward pass (read and ignored).
 _HF_IGNORED = {
@@ -168,7 +168,7 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
     prf = rp.pop("partial_rotary_factor", None)
     if prf not in (None, 1, 1.0):
         raise ValueError(f"{src}: rope partial_rotary_factor={prf!r} is not supported (1.0)")
-    known = set(_rope().keys()) - {"rope_type"}
+    known = set(base_config().rope_scaling.keys()) - {"rope_type"}
     for k in list(rp):
         if rp[k] is None:
             rp.pop(k)
@@ -191,7 +191,7 @@ def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_co
 
 def to_hf_config(cfg) -> dict:
     """The HF `config.json` dict transformers loads for this config (inverse of `from_hf_config`)."""
-    validate(cfg)  # a config edited after make_config (e.g. rope_interleave on a dense model) must not be saved
+    validate(cfg)  # a config not made by make_config (a ConfigDict built by hand) must not be saved unchecked
     rs = cfg.rope_scaling
     rope = None
     if rs.rope_type == "yarn":

@@ -73,26 +73,38 @@ def check_choice(what: str, key: str, value, choices, *, allow_empty: bool = Fal
 
 
 def override(c: ml_collections.ConfigDict, kw, what: str = "config", replace: tuple = (), open: tuple = (),
-             prefix: str = "") -> ml_collections.ConfigDict:
-    """Sets c[k] = v for each item of `kw`; an unknown key, at any depth, raises ConfigKeyError naming
+             prefix: str = "", schema: Mapping | None = None) -> ml_collections.ConfigDict:
+    """THE way a config changes (model, optimizer, mesh, GRPO, SFT, toy stages, the CLI's --set):
+    sets c[k] = v for each item of `kw`; an unknown key, at any depth, raises ConfigKeyError naming
     `what`, the full dotted key and the closest valid one. A dict value for a ConfigDict field updates
     it key by key (recursively), except for the fields in `replace` (dotted names), which it replaces,
-    and those in `open`, which take any key."""
+    and those in `open`, which take any key. A value of the wrong type for its field (a str for an
+    int) raises ValueError naming the key. `schema` (schema_of of the config the value will become):
+    a key the schema has but `c` lacks (a partial block of an experiment file) is set as given."""
     for k, v in kw.items():
         dotted = prefix + str(k)
+        sub = schema.get(k) if isinstance(schema, Mapping) else None
         if k not in c:
-            raise unknown_key(what, dotted, c.keys(), prefix)
+            if not (isinstance(schema, Mapping) and k in schema):
+                raise unknown_key(what, dotted, set(c.keys()) | set(schema.keys() if isinstance(schema, Mapping)
+                                                                    else ()), prefix)
+            c[k] = ml_collections.ConfigDict() if _is_map(v) else v
+            if not _is_map(v):
+                continue
         cur = c[k]
         if isinstance(cur, ml_collections.ConfigDict) and _is_map(v):
             if dotted in replace:
                 c[k] = ml_collections.ConfigDict(dict(v.items()))
-            elif dotted in open:
+            elif dotted in open or sub is OPEN:
                 for kk, vv in v.items():
                     cur[kk] = vv
             else:
-                override(cur, v, what, replace, open, prefix=dotted + ".")
+                override(cur, v, what, replace, open, prefix=dotted + ".", schema=sub)
         else:
-            c[k] = v
+            try:
+                c[k] = v
+            except TypeError as e:  # ConfigDict keeps each field's type
+                raise ValueError(f"{what}: {dotted}={v!r} has the wrong type for the key ({e})") from None
     return c
 
 

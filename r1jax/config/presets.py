@@ -9,7 +9,6 @@ import ml_collections
 from r1jax.config.schema import make_config
 
 
-
 def deepseek_v3_671b() -> ml_collections.ConfigDict:
     """The released DeepSeek-V3 / R1 dimensions (config.json of deepseek-ai/DeepSeek-V3)."""
     return make_config(

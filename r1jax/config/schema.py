@@ -1,7 +1,11 @@
 """The model config's schema: every key with its default (`base_config`), `make_config`, `validate`,
 and the questions asked of a config (`is_moe`, layer counts, `dtype_of`).
 
-A model config is an `ml_collections.ConfigDict` whose keys follow the HF `config.json` names of
+A model config is an `ml_collections.FrozenConfigDict` made by `make_config` only: the defaults of
+`base_config`, the overrides applied by r1jax.config.override (the one override walk of every
+config: unknown keys and values of the wrong type fail naming the key), then `validate`. Frozen, it
+is hashable (a static jit argument, a cache key) and cannot drift from what was validated; a changed
+config is a new one: `replace(cfg, dtype="bfloat16")`. Its keys follow the HF `config.json` names of
 the architecture (`kv_lora_rank`, `qk_rope_head_dim`, `n_routed_experts`, ...) so a reader maps
 both ways. Keys that only r1jax has (compute dtype, attention/MoE implementation, remat, losses)
 are listed in `R1JAX_KEYS`.
@@ -13,7 +17,10 @@ scaling.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
+
+from r1jax.config.overrides import override
 
 MODEL_TYPES = ("deepseek_v3", "qwen2", "llama")
 DTYPES = ("float32", "bfloat16", "float16")  # dtype / param_dtype names (dtype_of)
@@ -30,32 +37,10 @@ R1JAX_KEYS = (
     "remat_policy",  # "none" | "full" | "dots" | "dots_no_batch"
     "mtp_loss_weight",  # lambda of the multi-token-prediction loss
     "aux_loss_alpha",  # weight of the complementary sequence-wise balance loss (0 = off)
-    "router_bias_update_rate",  # gamma of auxiliary-loss-free balancing (0 = frozen bias)
     "qkv_bias",  # bias on q/k/v projections only (Qwen2)
     "attention_bias",  # HF Llama/DeepSeek meaning: bias on the attention projections
     "initializer_range",
 )
-
-
-def _rope(rope_type: str = "default", **kw) -> ml_collections.ConfigDict:
-    d = dict(
-        rope_type=rope_type,
-        factor=1.0,
-        original_max_position_embeddings=0,
-        beta_fast=32.0,
-        beta_slow=1.0,
-        mscale=1.0,
-        mscale_all_dim=0.0,
-        low_freq_factor=1.0,
-        high_freq_factor=4.0,
-        truncate=True,
-        attention_factor=0.0,  # YaRN cos/sin factor; 0: derived from factor / mscale (as transformers)
-    )
-    for k, v in kw.items():
-        if k not in d:
-            raise KeyError(f"rope_scaling: unknown key {k!r}")
-        d[k] = type(d[k])(v) if not isinstance(d[k], bool) else bool(v)
-    return ml_collections.ConfigDict(d)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -74,7 +59,19 @@ def base_config() -> ml_collections.ConfigDict:
             rms_norm_eps=1e-6,
             max_position_embeddings=4096,
             rope_theta=10000.0,
-            rope_scaling=_rope(),
+            rope_scaling=dict(  # rope_type "default": no scaling
+                rope_type="default",
+                factor=1.0,
+                original_max_position_embeddings=0,
+                beta_fast=32.0,
+                beta_slow=1.0,
+                mscale=1.0,
+                mscale_all_dim=0.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                truncate=True,
+                attention_factor=0.0,  # YaRN cos/sin factor; 0: derived from factor / mscale (as transformers)
+            ),
             rope_interleave=True,
             tie_word_embeddings=False,
             attention_bias=False,
@@ -110,7 +107,6 @@ def base_config() -> ml_collections.ConfigDict:
             remat_policy="none",
             mtp_loss_weight=0.3,
             aux_loss_alpha=0.0,
-            router_bias_update_rate=1e-3,
             initializer_range=0.02,
             bos_token_id=-1,  # -1: none
             eos_token_id=(),  # every id that ends generation (HF config.json: an int or a list)
@@ -119,19 +115,23 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
 
-def make_config(**overrides) -> ml_collections.ConfigDict:
-    """`base_config()` with overrides; nested `rope_scaling` may be a dict. Unknown keys fail."""
-    cfg = base_config()
-    for k, v in overrides.items():
-        if k not in cfg:
-            raise KeyError(f"model config: unknown key {k!r}")
-        if k == "rope_scaling":
-            v = _rope(**dict(v)) if v is not None else _rope()
-        if k == "eos_token_id":
-            v = eos_ids(v)
-        cfg[k] = v
+def make_config(**overrides) -> ml_collections.FrozenConfigDict:
+    """The one way a model config is made: `base_config()` with `overrides` (r1jax.config.override:
+    an unknown key or a value of the wrong type fails naming it; `rope_scaling` may be a partial dict
+    over the defaults, None for them), validated, frozen."""
+    kw = dict(overrides)
+    if "rope_scaling" in kw and kw["rope_scaling"] is None:
+        del kw["rope_scaling"]
+    if "eos_token_id" in kw:
+        kw["eos_token_id"] = eos_ids(kw["eos_token_id"])
+    cfg = override(base_config(), kw, "model config")
     validate(cfg)
-    return cfg
+    return ml_collections.FrozenConfigDict(cfg)
+
+
+def replace(cfg, **changes) -> ml_collections.FrozenConfigDict:
+    """A new model config: `cfg`'s keys with `changes` (make_config checks and freezes it)."""
+    return make_config(**{**cfg.to_dict(), **changes})
 
 
 def eos_ids(v) -> tuple:
@@ -214,8 +214,6 @@ def num_moe_layers(cfg) -> int:
 
 
 def dtype_of(name: str):
-    import jax.numpy as jnp
-
     if name not in DTYPES:
         raise ValueError(f"dtype {name!r} is not one of {' | '.join(DTYPES)}")
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]

@@ -11,8 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax import backends
+from r1jax.config import num_moe_layers
 from r1jax.data.buckets import round_up
 from r1jax.model.transformer import unstack_layers
+from r1jax.parallel.mesh import batch_axis_size
+from r1jax.parallel.rules import BATCH_AXES
 
 _TRACES = {"prefill": 0, "decode": 0, "refill": 0, "segment": 0}
 
@@ -66,7 +70,6 @@ class GenerationOutput:
 
 def route_shape(cfg) -> tuple[int, int] | None:
     """(MoE layers, experts per token) of a model, or None for a dense one."""
-    from r1jax.config import num_moe_layers
 
     n = num_moe_layers(cfg)
     return (n, int(cfg.num_experts_per_tok)) if n else None
@@ -91,14 +94,12 @@ def routes_of(routes, n_tokens: int):
 
 def decode_options_key() -> tuple:
     """The backend's compiler options of the decode programs as a hashable key of the program caches."""
-    from r1jax import backends
 
     return tuple(sorted((backends.decode_compiler_options() or {}).items()))
 
 
 def jit_decode(fn, options, **kw):
     """jax.jit(fn, **kw) with the backend's decode compiler options (r1jax.backends.jit_with_options)."""
-    from r1jax import backends
 
     return backends.jit_with_options(fn, options, **kw)
 
@@ -109,8 +110,6 @@ def prepare_model(model, params, unstacked: bool | None):
     r1jax.model.transformer's module doc). It holds a second copy of the layer weights during the
     call. -> (model, params)."""
     if unstacked is None:
-        from r1jax import backends
-
         unstacked = backends.unstack_for_decode()
     if unstacked:
         model = model.clone(unstacked=True)
@@ -138,7 +137,6 @@ def row_multiple() -> int:
     m = active_mesh()
     if m is None:
         return 1
-    from r1jax.parallel.mesh import batch_axis_size
 
     return batch_axis_size(m)
 
@@ -153,7 +151,6 @@ def rows_over_mesh(tree, axis_of):
         return tree
     from jax.sharding import PartitionSpec as P
 
-    from r1jax.parallel.rules import BATCH_AXES
 
     axes = tuple(a for a in BATCH_AXES if a in m.shape and m.shape[a] > 1)
     ways = int(np.prod([m.shape[a] for a in axes])) if axes else 1

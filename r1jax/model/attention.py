@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from r1jax.model import rope as rope_lib
 from r1jax.model.flash import flash_attention
+from r1jax.model.kernel_shards import on_shards
 from r1jax.model.layers import NEG_INF, compute_dtype, dense, normal_init, param_dtype
 
 
@@ -150,7 +151,6 @@ def causal_gqa(cfg, q, k, v, segment_ids, scale):
     if cfg.attention_impl == "pallas":
         from pallas_kernels import mla_prefill
 
-        from r1jax.model.kernel_shards import on_shards
 
         kr = jnp.repeat(k, g, axis=2).astype(q.dtype)
         vr = jnp.repeat(v, g, axis=2).astype(q.dtype)

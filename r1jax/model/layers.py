@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from r1jax import backends
 from r1jax.config import dtype_of
 
 # A masked logit (attention scores, sampling filters): its exp is exactly 0 in float32, and unlike
@@ -100,7 +101,6 @@ def head_logits(x, kernel):
     A backend may bring its own 2-D matmul for it (r1jax.backends.lm_head_matmul: on CPU one with
     a backward laid out for XLA:CPU, the tokens flattened); elsewhere the plain einsum. Used by
     `LMHead` and by the chunked log-probs (r1jax.model.logprobs), so both compute the same logits."""
-    from r1jax import backends
 
     mm = backends.lm_head_matmul()
     if mm is not None:

@@ -25,10 +25,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from r1jax.model import rope as rope_lib
-from r1jax.model.attention import (NEG_INF, attend_causal, cache_mask, causal_segment_mask, output_projection,
-                                   over_cache_prefix, write_cache)
+from r1jax.model.attention import (
+    NEG_INF,
+    attend_causal,
+    cache_mask,
+    causal_segment_mask,
+    output_projection,
+    over_cache_prefix,
+    write_cache,
+)
+from r1jax.model.kernel_shards import on_shards
 from r1jax.model.layers import compute_dtype, dense, normal_init, param_dtype, rms_norm
-
 
 # The latent norms (q_a_layernorm, kv_a_layernorm) use 1e-6 whatever rms_norm_eps says, as DeepSeek's
 # reference code and transformers do (a V3-architecture config may set rms_norm_eps 1e-5, e.g. Moonlight).
@@ -103,7 +110,6 @@ def _expanded_attention(cfg, q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, segment_i
     if cfg.attention_impl == "pallas":
         from pallas_kernels import mla_prefill
 
-        from r1jax.model.kernel_shards import on_shards
 
         heads = ("batch", "seq", "heads", "head_dim")
         return on_shards(lambda q, k, v, s: mla_prefill(q, k, v, sm_scale=scale, segment_ids=s, causal=True),
@@ -120,7 +126,6 @@ def _decode_attention(cfg, q_nope, q_rope, cache, positions, w_uk, w_uv, scale):
     if cfg.attention_impl == "pallas":
         from pallas_kernels import mla_decode
 
-        from r1jax.model.kernel_shards import on_shards
 
         q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk)
         rows = ("batch", "seq", None, None)

@@ -12,22 +12,21 @@ with an fp32 copy in the optimizer state) is 2 + 4 + 8 + 2 = 16 B too, with a se
 keep in sync. Rollouts and the frozen reference read a `compute_copy` (weights in bf16, 2 B/param)
 made once per use.
 
-    model, params = load_for_training(init_dir, None, seed, param_dtype="float32", dtype="bfloat16",
-                                      remat_policy="full")
+    model, params = r1jax.launch.load_for_training(init_dir, None, seed, param_dtype="float32",
+                                                   dtype="bfloat16", remat_policy="full")
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import ml_collections
 
 from r1jax import config as config_lib
+from r1jax.model import abstract_params
 
 
 def param_dtypes(cfg):
     """The dtype of each param of `Transformer(cfg)` (a pytree of dtypes; float32 norms and router bias)."""
-    from r1jax.model import abstract_params
 
     return jax.tree.map(lambda a: a.dtype, nn.unbox(abstract_params(cfg)))
 
@@ -65,24 +64,8 @@ def with_overrides(model, params, **overrides):
     are cast to the new param dtypes."""
     if not overrides:
         return model, params
-    cfg = ml_collections.ConfigDict(model.cfg.to_dict() if hasattr(model.cfg, "to_dict") else dict(model.cfg))
-    cfg = config_lib.make_config(**{**cfg.to_dict(), **overrides})
-    model = model.clone(cfg=cfg)
+    model = model.clone(cfg=config_lib.replace(model.cfg, **overrides))
     return model, (cast_params(params, model.cfg) if params is not None else None)
 
 
-def load_for_training(init: str, model_cfg=None, seed: int = 0, **overrides):
-    """(model, params) from an HF checkpoint folder, or a random init of `model_cfg` (config keys),
-    with `overrides` (param_dtype, dtype, remat_policy, ...) applied."""
-    from r1jax.model import Transformer, init_params
-
-    if init:
-        from r1jax.checkpoint.hf import from_pretrained
-
-        return from_pretrained(init, **overrides)
-    mc = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg or {})
-    cfg = config_lib.make_config(**{**mc, **overrides})
-    return Transformer(cfg), init_params(cfg, jax.random.PRNGKey(seed))
-
-
-__all__ = ["param_dtypes", "cast_params", "compute_copy", "model_overrides", "with_overrides", "load_for_training"]
+__all__ = ["param_dtypes", "cast_params", "compute_copy", "model_overrides", "with_overrides"]

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from r1jax import backends
 from r1jax.config import is_moe, num_dense_layers, num_moe_layers
 from r1jax.model.attention import GQAttention, init_gqa_cache
 from r1jax.model.layers import MLP, LMHead, compute_dtype, normal_init, param_dtype, rms_norm
@@ -117,7 +118,6 @@ class Block(nn.Module):
 def _unroll(cfg, n: int) -> int:
     """Unroll factor of a stack's nn.scan (the params keep their stacked [n, ...] layout either way):
     fully unrolled when `scan_layers` is False or the backend asks for it (r1jax.backends.unroll_layers)."""
-    from r1jax import backends
 
     if not cfg.scan_layers or backends.unroll_layers(n):
         return max(n, 1)
@@ -177,9 +177,13 @@ class Transformer(nn.Module):
     unstacked: bool = False  # per-layer modules and params (see unstack_layers), per-layer caches
 
     def __post_init__(self):
-        # A frozen config makes the module hashable (usable as a static jit argument / cache key).
-        if isinstance(self.cfg, ml_collections.ConfigDict) and not isinstance(self.cfg, ml_collections.FrozenConfigDict):
-            object.__setattr__(self, "cfg", ml_collections.FrozenConfigDict(self.cfg))
+        # The config is what r1jax.config.make_config returns: validated and frozen (hashable, so the
+        # module can be a static jit argument / cache key). A hand-built ConfigDict is refused rather
+        # than frozen here, where a setting that make_config would refuse could slip through.
+        if not isinstance(self.cfg, ml_collections.FrozenConfigDict):
+            raise TypeError(f"Transformer(cfg): cfg is a {type(self.cfg).__name__}; make model configs with "
+                            "r1jax.config.make_config / a preset / from_hf_config (validated, frozen), or change "
+                            "one with r1jax.config.replace(cfg, key=value)")
         super().__post_init__()
 
     @nn.compact

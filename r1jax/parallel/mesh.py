@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from r1jax.config.overrides import override
 from r1jax.parallel import _flax_compat
 from r1jax.parallel.rules import BATCH_AXES, LOGICAL_RULES, axis_rules, rules_for
 
@@ -28,17 +29,21 @@ MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 def mesh_config(**kw) -> ml_collections.ConfigDict:
     """Mesh sizes per axis; -1 (at most one axis) = the remaining devices. Default: all fsdp."""
-    c = ml_collections.ConfigDict(dict(data=1, fsdp=-1, expert=1, tensor=1))
-    for k, v in kw.items():
-        if k not in c:
-            raise KeyError(f"mesh config: unknown axis {k!r}; axes are {MESH_AXES}")
-        c[k] = int(v)
-    return c
+    return override(ml_collections.ConfigDict(dict(data=1, fsdp=-1, expert=1, tensor=1)), _ints(kw), "mesh config")
+
+
+def _ints(d) -> dict:
+    try:
+        return {k: int(v) for k, v in dict(d).items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"mesh config {d!r}: sizes must be integers ({e})") from None
 
 
 def _as_sizes(config) -> dict:
+    """{axis: size} of a mesh config: None (all fsdp), a "data=2,expert=4" string or a mapping (the
+    axes it does not name are 1), or an object with a `.mesh` field."""
     if config is None:
-        config = mesh_config()
+        return dict(mesh_config())
     if hasattr(config, "mesh") and not isinstance(config, Mapping):
         config = config.mesh
     if isinstance(config, str):  # "data=2,expert=4"
@@ -47,15 +52,8 @@ def _as_sizes(config) -> dict:
         if bad:
             raise ValueError(f"mesh config {config!r}: {bad[0]!r} is not axis=size (e.g. 'data=2,fsdp=-1')")
         config = dict(kv.split("=") for kv in parts)
-    d = dict(config)
-    unknown = set(d) - set(MESH_AXES)
-    if unknown:
-        raise KeyError(f"mesh config: unknown axis {sorted(unknown)[0]!r}; axes are {MESH_AXES}")
-    try:
-        sizes = {a: int(d.get(a, 1)) for a in MESH_AXES}
-    except ValueError as e:
-        raise ValueError(f"mesh config {config!r}: sizes must be integers ({e})") from None
-    return sizes
+    named = override(ml_collections.ConfigDict({a: 1 for a in MESH_AXES}), _ints(config), "mesh config")
+    return {a: named[a] for a in MESH_AXES}
 
 
 def mesh_sizes(config) -> dict:

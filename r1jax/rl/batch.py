@@ -6,14 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from r1jax.data.buckets import round_up
-
 ROW_MULTIPLE = 32  # training rows are padded to a multiple of this many tokens (few distinct shapes, little padding)
-
-
-def bucket(n: int, multiple: int = ROW_MULTIPLE) -> int:
-    """Transitional, for rl/trainer.py only: round_up(n, multiple). Goes once the trainer calls round_up."""
-    return round_up(n, multiple)
 
 
 def build_batch(prompt_ids, completions, sampler_logps, advantages, sample_mask, pad_id: int, seq_len: int,

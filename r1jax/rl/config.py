@@ -1,10 +1,10 @@
 """The GRPO run's config: `grpo_config(**overrides)` (every key with its default and what it does),
-`validate_config` (fails early, naming the key) and `override` (key=value; `rewards` is replaced
-as a whole). The trainer is r1jax.rl.trainer.run_grpo.
+`validate_config` (fails early, naming the key); the keys change through r1jax.config.override, the
+one override walk of every config (`rewards` is replaced as a whole, `loss_kwargs` is checked
+against the loss). The trainer is r1jax.rl.trainer.GRPOTrainer (run_grpo).
 
 Checked before anything heavy runs: an unknown key at any depth fails naming the dotted key and
-the closest valid one (`optimizer.lr` -> `optimizer.learning_rate`), at `grpo_config(**kw)` /
-`override` and again in `validate_config` (which also catches keys set as attributes); every
+the closest valid one (`optimizer.lr` -> `optimizer.learning_rate`), at `grpo_config(**kw)` and again in `validate_config` (which also catches keys set as attributes); every
 `loss_kwargs` key must be an option of the configured loss (its keyword parameters; a loss with
 **kwargs takes any); reward names must be registered or importable specs; enumerated settings
 (adv_scale, loss_agg, format_template, prompt_style, ...) must be one of their values. With a loss
@@ -77,7 +77,7 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         pack_len=0,  # tokens per packed row; 0: longest prompt of the first step + max_new_tokens, rounded up
                      # to 128 (grows, with a recompile and a warning, if a later step needs more)
         max_tokens_per_microbatch=0,  # tokens per micro-batch per data-parallel rank; 0: a quarter of the first
-                                      # step's rows, at most the padded update's rows per rank (trainer.pack_spec)
+                                      # step's rows, at most the padded update's rows per rank (GRPOTrainer.pack_spec)
         # model implementation (model config keys; "" keeps the model's): attention_impl xla | pallas | auto
         # (pallas on TPU / GPU, xla on CPU: r1jax.backends.attention_impl), moe_impl ragged | dense | ep
         attention_impl="auto",
@@ -146,11 +146,11 @@ def grpo_config(**kw) -> ml_collections.ConfigDict:
         progress=True,
         stop_after=0,  # stop (as if killed) after this many steps of this invocation; tests use it
     ))
-    return override(c, kw)
+    return _grpo_overrides(c, kw)
 
 
-OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.recompute_logps)
-ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.setup)
+OLD_LOGP = ("sampler", "recompute")  # where old_logp comes from (r1jax.rl.trainer.GRPOTrainer.recompute_logps)
+ROLLOUT_PLACEMENTS = ("auto", "mesh", "local")  # where rollouts run (r1jax.rl.trainer.GRPOTrainer)
 ROLLOUT_MODES = ("sync", "async")  # sampler and trainer in turn, or at the same time (r1jax.rl.async_sampler)
 STALE_POLICIES = ("wait", "drop")  # async: wait for the version a step needs, or drop rollouts that are too old
 OPEN_KEYS = ("loss_kwargs", "reward_functions")  # checked against the loss's signature / as reward specs
@@ -311,7 +311,7 @@ def validate_config(c) -> None:
                       "and set dtype='bfloat16' for bf16 compute", RuntimeWarning, stacklevel=2)
 
 
-def override(c, kw):
+def _grpo_overrides(c, kw):
     """grpo_config's key=value overrides, every key checked at any depth (`rewards` is replaced as a
     whole, `loss_kwargs` is merged and checked against the loss, other dicts are merged key by key).
     A new loss other than the built-in "grpo" whose signature has no **kwargs starts loss_kwargs

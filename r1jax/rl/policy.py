@@ -6,8 +6,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
 from r1jax.rl import grpo
-
+from r1jax.rl.rollout_correction import agreement, expert_mismatch
 
 TRAINER_LOSS_ARGS = ("entropy", "sampler_logp", "sample_index")  # what the train-step loss passes besides loss_kwargs
 
@@ -28,8 +29,6 @@ def make_policy_loss(policy_loss, temperature: float, loss_kwargs: dict, chunk: 
     advantages [num_samples]: the model attends within segments and the loss gets sample_index.
     When the batch carries "sampler_logp", the metrics include the sampler/trainer agreement
     (`agree_*`, r1jax.rl.rollout_correction.agreement) and a rollout correction gets it."""
-    from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
-    from r1jax.rl.rollout_correction import agreement, expert_mismatch
 
     agg = loss_kwargs.get("loss_agg", "seq-mean-token-mean")
     correct = "sampler_logp" in passed_loss_args(loss_kwargs)
@@ -70,7 +69,6 @@ def make_logprob_fn(model, temperature: float, chunk: int = 0):
     """jit (params, input_ids, targets, token_mask, positions=None, segment_ids=None) -> [rows, seq]
     log-probs of the targets (old / ref policy passes; packed rows pass positions and segment_ids),
     the LM head a block at a time."""
-    from r1jax.model.logprobs import head_kernel, token_logprobs_from_hidden
 
     @jax.jit
     def f(params, ids, targets, token_mask, positions=None, segment_ids=None):

@@ -23,6 +23,8 @@ epoch)). The final HF checkpoint carries the tokenizer files.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import time
 
@@ -30,23 +32,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from r1jax import backends, train
+from r1jax import backends, launch, train
 from r1jax import config as config_lib
-from r1jax.checkpoint.hf import save_pretrained
-from r1jax.checkpoint.orbax import Checkpointer
 from r1jax.data.jsonl import JsonlError
 from r1jax.data.packing import PackPlan, fill_rows
 from r1jax.data.prompts import PromptFormat, chat_messages
 from r1jax.data.records import field, open_records
 from r1jax.data.templates import encode_prompt
 from r1jax.data.token_store import TokenStore
-from r1jax.data.tokenizer import check_fits_model, load_tokenizer
-from r1jax.model import precision
-from r1jax.model.precision import load_for_training
 from r1jax.parallel.handoff import host_tree
 from r1jax.parallel.mesh import check_mesh_config
 from r1jax.parallel.placement import Placement
-from r1jax.runlog import RunLogger
 from r1jax.sft.heldout import heldout_metrics
 
 
@@ -185,143 +181,106 @@ def check_ids(ids, vocab_size: int, what: str) -> None:
                          "is the tokenizer the model's?")
 
 
-def load_model(cfg_init: str, model_cfg, seed: int = 0, **overrides):
-    """(model, params) from an HF checkpoint folder, or a random init of `model_cfg`
-    (r1jax.model.precision.load_for_training)."""
-
-    return load_for_training(cfg_init, model_cfg, seed, **overrides)
-
-
 def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_records=None) -> tuple:
     """Runs SFT as configured; returns (model, params). See module doc. With held-out records
     (`eval_records` or `c.eval_data`) it logs their teacher-forced eval/ce, eval/token_acc and
     eval/exact (r1jax.sft.heldout) every `eval_every` steps and at the end."""
-    import functools
-
-    from tqdm import tqdm
-
-
     validate_sft_config(c)
-    if tokenizer is None:
-        tokenizer = load_tokenizer(c.tokenizer or c.init)
-    # the tokenizer against the model's embedding table, before the weights load or init
-    if model is not None:
-        model_cfg, model_where = model.cfg, repr(c.init) if c.init else "passed in"
-    elif c.init:
-        model_cfg, model_where = config_lib.from_hf_config(c.init), repr(c.init)
-    else:
-        model_cfg, model_where = config_lib.make_config(**c.model.to_dict()), "of the config's `model`"
-    check_fits_model(tokenizer, model_cfg.vocab_size, model_where=model_where, what="sft",
-                     tokenizer_where=repr(c.tokenizer or c.init) if c.tokenizer or c.init else "passed in")
-    if records is None:
-        if not c.data:
-            raise ValueError("sft config: data is empty: set it to a JSONL of prompt/completion records "
-                             "(--set data=FILE)")
-        records = read_sft_records(c.data, c.prompt_key, c.completion_key)
-    if not tokenizer.eos_token_ids:
-        raise ValueError(f"sft: the tokenizer ({c.tokenizer or c.init}) defines no EOS token to end completions with")
-    eos = tokenizer.eos_token_ids[0]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    if c.token_store == "disk":
-        os.makedirs(c.run_dir, exist_ok=True)
-    store = TokenStore.build(iter_tokenized(records, tokenizer, eos, chat_template=c.chat_template,
-                                            system_prompt=c.system_prompt),
-                             path=(os.path.join(c.run_dir, f"sft_tokens.{jax.process_index()}.bin")  # one per process
-                                   if c.token_store == "disk" else None))
-    if eval_records is None and c.eval_data:
-        eval_records = read_sft_records(c.eval_data, c.prompt_key, c.completion_key)
-    eval_examples = (tokenize_records(eval_records, tokenizer, eos, chat_template=c.chat_template,
-                                      system_prompt=c.system_prompt) if eval_records else None)
-    plan = PackPlan.build(store.lengths, c.seq_len, window=c.pack_window, seed=c.seed)
-    pstats = {"fill": plan.fill, "truncated": int((store.lengths > c.seq_len).sum())}
-    n_rows = plan.rows
-    if n_rows < c.batch_size:
-        raise ValueError(f"sft: {n_rows} packed rows < batch_size {c.batch_size} (data: {c.data or 'records'})")
-    check_ids(np.array(store.id_range()), model_cfg.vocab_size, f"sft: the tokenized records of {c.data or 'the records'}")
+    tokenizer, eos, pad = launch.load_run_tokenizer(c, "sft", tokenizer)
+    model_cfg, model_where = launch.run_model_config(c, "sft", model)
+    launch.check_tokenizer_fits(c, model_cfg, tokenizer, "sft", model_where)
+    data = SFTData.build(c, records, tokenizer, eos[0], pad, model_cfg.vocab_size, eval_records)
     # everything above is checked before the weights load
-    os.makedirs(c.run_dir, exist_ok=True)
-    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
-    over.update(backends.implementation_overrides(c.attention_impl, c.moe_impl))
-    if model is None:
-        model, params = load_model(c.init, c.model, c.seed, **over)
-    else:  # a model passed in keeps its params' storage; compute dtype and remat may change
-        model, params = precision.with_overrides(model, params, **{k: v for k, v in over.items()
-                                                                   if k != "param_dtype"})
-    per_epoch = n_rows // c.batch_size
-    steps = c.steps or max(1, int(round(c.epochs * per_epoch)))
-    opt = ml_collections.ConfigDict(c.optimizer.to_dict())
-    opt.total_steps = steps
-    tx = train.make_optimizer(opt)
+    model, params = launch.load_model(c, model, params)
+    steps = c.steps or max(1, int(round(c.epochs * data.per_epoch)))
+    tx = launch.make_optimizer(c, steps)
     place = Placement(c.mesh)
     if (c.batch_size // c.grad_accum) % place.batch_multiple:
         raise ValueError(f"sft: a micro-batch of {c.batch_size // c.grad_accum} rows must be a multiple of "
                          f"{place.batch_multiple} on mesh {c.mesh!r}")
-    state = place.train_state(model.cfg, params, tx)
-    del params
     loss = functools.partial(train.lm_loss, chunk=c.logprob_chunk) if c.logprob_chunk else train.lm_loss
     step_fn = place.train_step(model, loss, tx, grad_accum=c.grad_accum,
                                router_bias_update_rate=c.router_bias_update_rate)
-    ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
-    start = 0
-    restored, meta = ckpt.restore(state)
-    if restored is not None:
-        state, start = restored, int(meta["step"])
-    # several processes: each joins every step and collective; process 0 writes metrics, plots and final/
-    log = RunLogger(c.run_dir, resume_step=start if restored is not None else None, writes=jax.process_index() == 0)
+    files = launch.RunFiles.open(c, place.train_state(model.cfg, params, tx), "sft", steps)
+    del params
+    state, log = files.state, files.log
 
-    def batch_at(step):
-        epoch, i = divmod(step, per_epoch)
-        perm = np.random.default_rng([c.seed, epoch]).permutation(n_rows)
-        sel = perm[i * c.batch_size:(i + 1) * c.batch_size]
-        rows = [[_fit(store.example(j), c.seq_len) for j in plan.row(r)] for r in sel]
-        return place.batch(fill_rows(rows, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=pad))
-
-    def evaluate_heldout(step, params):
+    def evaluate_heldout(step, params, final=False):
         with place.context():
-            hm = heldout_metrics(model, params, eval_examples, c.seq_len, pad_id=pad, place=place,
+            hm = heldout_metrics(model, params, data.eval_examples, c.seq_len, pad_id=pad, place=place,
                                  skip=c.eval_skip_tokens)
         log.scalars(step, {f"eval/{k}": v for k, v in hm.items() if k != "examples"})
-        return hm
+        if files.writer:
+            files.bar.write(f"[sft] {'final' if final else f'step {step}'}: held-out ce {hm['ce']:.4f}  "
+                            f"token acc {hm['token_acc']:.4f}  exact {hm['exact']:.3f} ({hm['examples']} examples)")
 
-    bar = tqdm(range(start, steps), desc=f"sft {os.path.basename(c.run_dir)}",
-               disable=not c.progress or jax.process_index() != 0,
-               dynamic_ncols=True, initial=start, total=steps)
     t0, toks = time.perf_counter(), 0
-    m = {}
-    for step in bar:
-        batch = batch_at(step)
-        state, m = step_fn(state, batch)
+    for step in files.bar:
+        state, m = step_fn(state, place.batch(data.batch_at(step)))
         toks += int(c.seq_len * c.batch_size)
         if (step + 1) % c.log_every == 0 or step + 1 == steps:
-            m = host_tree(m)
-            dt = time.perf_counter() - t0
-            vals = {f"sft/{k}": v for k, v in m.items()}
-            vals["sft/tokens_per_s"] = toks / max(dt, 1e-9)
-            log.scalars(step + 1, vals)
-            bar.set_postfix(loss=f"{float(m['loss']):.3f}", tok_s=f"{toks / max(dt, 1e-9):.0f}")
+            m, dt = host_tree(m), max(time.perf_counter() - t0, 1e-9)
+            log.scalars(step + 1, {**{f"sft/{k}": v for k, v in m.items()}, "sft/tokens_per_s": toks / dt})
+            files.bar.set_postfix(loss=f"{float(m['loss']):.3f}", tok_s=f"{toks / dt:.0f}")
             t0, toks = time.perf_counter(), 0
-        if eval_examples and c.eval_every and (step + 1) % c.eval_every == 0 and step + 1 < steps:
-            hm = evaluate_heldout(step + 1, state.params)
-            if jax.process_index() == 0:
-                bar.write(f"[sft] step {step + 1}: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  "
-                          f"exact {hm['exact']:.3f}")
+        if data.eval_examples and c.eval_every and (step + 1) % c.eval_every == 0 and step + 1 < steps:
+            evaluate_heldout(step + 1, state.params)
         if c.save_every and (step + 1) % c.save_every == 0 and step + 1 < steps:
-            ckpt.save(step + 1, state, {"step": step + 1})
-    bar.close()
-    if eval_examples:
-        hm = evaluate_heldout(steps, state.params)
-        if jax.process_index() == 0:
-            print(f"[sft] final: held-out ce {hm['ce']:.4f}  token acc {hm['token_acc']:.4f}  exact {hm['exact']:.3f} "
-                  f"({hm['examples']} examples)")
-    if steps > start:
-        ckpt.save(steps, state, {"step": steps})
-    log.plot(os.path.join(c.run_dir, "sft_curves.png"), [("sft/ce", "cross entropy"), ("sft/mtp_ce", "MTP CE"),
-                                                         ("sft/grad_norm", "grad norm")])
-    log.scalars(steps, {"sft/pack_fill": pstats["fill"], "sft/truncated": pstats["truncated"]})
-    log.close()
-    ckpt.close()
-    if c.save_hf:
-        # every process joins (one tensor gathered at a time), process 0 writes
-        save_pretrained(state.params, model.cfg, os.path.join(c.run_dir, "final"), tokenizer=tokenizer,
-                        dtype=c.save_dtype or None)
+            files.ckpt.save(step + 1, state, {"step": step + 1})
+    if data.eval_examples:
+        evaluate_heldout(steps, state.params, final=True)
+    if steps > files.start:
+        files.ckpt.save(steps, state, {"step": steps})
+    log.scalars(steps, {"sft/pack_fill": data.plan.fill, "sft/truncated": data.truncated})
+    files.close(state.params, model.cfg, tokenizer, [("sft/ce", "cross entropy"), ("sft/mtp_ce", "MTP CE"),
+                                                     ("sft/grad_norm", "grad norm")], "sft_curves.png")
     return model, state.params
+
+
+@dataclasses.dataclass
+class SFTData:
+    """The run's examples, tokenized into the token store, and their packing plan; the held-out
+    examples (tokenized) when there are any. batch_at(step) -> the host rows of the step (the order
+    is a function of (seed, epoch), so a resumed run reads the same batches)."""
+    c: ml_collections.ConfigDict
+    store: TokenStore
+    plan: PackPlan
+    pad: int
+    eval_examples: list | None
+    truncated: int
+
+    @property
+    def per_epoch(self) -> int:
+        return self.plan.rows // self.c.batch_size
+
+    @classmethod
+    def build(cls, c, records, tokenizer, eos: int, pad: int, vocab_size: int, eval_records=None) -> "SFTData":
+        if records is None:
+            if not c.data:
+                raise ValueError("sft config: data is empty: set it to a JSONL of prompt/completion records "
+                                 "(--set data=FILE)")
+            records = read_sft_records(c.data, c.prompt_key, c.completion_key)
+        if c.token_store == "disk":
+            os.makedirs(c.run_dir, exist_ok=True)
+        store = TokenStore.build(iter_tokenized(records, tokenizer, eos, chat_template=c.chat_template,
+                                                system_prompt=c.system_prompt),
+                                 path=(os.path.join(c.run_dir, f"sft_tokens.{jax.process_index()}.bin")  # per process
+                                       if c.token_store == "disk" else None))
+        if eval_records is None and c.eval_data:
+            eval_records = read_sft_records(c.eval_data, c.prompt_key, c.completion_key)
+        eval_examples = (tokenize_records(eval_records, tokenizer, eos, chat_template=c.chat_template,
+                                          system_prompt=c.system_prompt) if eval_records else None)
+        plan = PackPlan.build(store.lengths, c.seq_len, window=c.pack_window, seed=c.seed)
+        if plan.rows < c.batch_size:
+            raise ValueError(f"sft: {plan.rows} packed rows < batch_size {c.batch_size} (data: {c.data or 'records'})")
+        check_ids(np.array(store.id_range()), vocab_size, f"sft: the tokenized records of {c.data or 'the records'}")
+        return cls(c=c, store=store, plan=plan, pad=pad, eval_examples=eval_examples,
+                   truncated=int((store.lengths > c.seq_len).sum()))
+
+    def batch_at(self, step: int) -> dict:
+        c = self.c
+        epoch, i = divmod(step, self.per_epoch)
+        perm = np.random.default_rng([c.seed, epoch]).permutation(self.plan.rows)
+        sel = perm[i * c.batch_size:(i + 1) * c.batch_size]
+        rows = [[_fit(self.store.example(j), c.seq_len) for j in self.plan.row(r)] for r in sel]
+        return fill_rows(rows, c.seq_len, loss_on_prompt=c.loss_on_prompt, pad_id=self.pad)

@@ -80,13 +80,6 @@ def grpo_stage(what: str, block: str, build: Callable, model_cfg):
     return gc
 
 
-def check_model(what: str, block: str, base, overrides) -> object:
-    """The model config `base` with the `overrides` block (as the pipeline sets them), validated."""
-    cfg = base.to_dict() if hasattr(base, "to_dict") else dict(base)
-    ov = overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides or {})
-    return stage(what, block, lambda: config_lib.make_config(**{**cfg, **ov}))
-
-
 def check_tasks(what: str, tasks) -> None:
     for t in tasks:
         config_lib.check_choice(what, "data.tasks", t, tuple(TASKS))

@@ -132,11 +132,7 @@ def config_schema() -> dict:
 def student_config(c, tok):
     """The student's model config: toy_qwen2 at the tokenizer's size, its token ids, `c.student`."""
 
-    mc = config_lib.toy_qwen2(vocab_size=tok.vocab_size)
-    for k, v in {**model_token_ids(tok), **c.student}.items():
-        mc[k] = v
-    config_lib.validate(mc)
-    return mc
+    return config_lib.replace(config_lib.toy_qwen2(vocab_size=tok.vocab_size), **{**model_token_ids(tok), **c.student})
 
 
 def validate(c) -> None:

@@ -46,7 +46,7 @@ from r1jax.data.prompts import PROMPT_STYLES
 from r1jax.eval.runner import check_eval_settings
 from r1jax.rewards import accuracy_rewards, format_reward, language_consistency_reward
 from r1jax.rl.config import grpo_config
-from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.rl.trainer import run_grpo
 from r1jax.runlog import write_results
 from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
 from r1jax.toy.corpus import make_pretrain_corpus
@@ -192,7 +192,7 @@ def validate(c) -> None:
         if need and need not in stages:
             raise ValueError(f"{what}: stages: {st!r} starts from the {need!r} stage's model: add {need!r} to stages")
     checks.check_tasks(what, c.data.tasks)
-    mc = checks.check_model(what, "model", r1_zero.base_model_config(c), {})
+    mc = checks.stage(what, "model", lambda: r1_zero.base_model_config(c))
     pre = c.pretrain.to_dict()
     checks.stage(what, "pretrain", lambda: validate_sft_config(sft_config(run_dir="-", mesh=c.get("mesh", ""), **pre)))
     e = c.eval

@@ -31,7 +31,7 @@ from r1jax.eval.runner import check_eval_settings, evaluate
 from r1jax.model import Transformer, init_params
 from r1jax.parallel.placement import Placement
 from r1jax.rl.config import grpo_config
-from r1jax.rl.trainer import grpo_config, run_grpo
+from r1jax.rl.trainer import run_grpo
 from r1jax.runlog import RunLogger, write_results
 from r1jax.sft.trainer import run_sft, sft_config, validate_sft_config
 from r1jax.toy.corpus import make_pretrain_corpus
@@ -69,10 +69,7 @@ def base_model_config(c, tok=None):
     """The toy base model's config: toy_moe at the toy tokenizer's size, its token ids, `c.model`."""
 
     tok = tok or toy_tokenizer()
-    mc = config_lib.toy_moe(vocab_size=tok.vocab_size)
-    for k, v in {**model_token_ids(tok), **c.model}.items():
-        mc[k] = v
-    return mc
+    return config_lib.replace(config_lib.toy_moe(vocab_size=tok.vocab_size), **{**model_token_ids(tok), **c.model})
 
 
 def validate(c) -> None:
@@ -86,7 +83,7 @@ def validate(c) -> None:
                                   "eval"))
     config_lib.check_choice(what, "prompt_style", c.prompt_style, PROMPT_STYLES)
     checks.check_tasks(what, c.data.tasks)
-    mc = checks.check_model(what, "model", base_model_config(c), {})
+    mc = checks.stage(what, "model", lambda: base_model_config(c))
     pre = c.pretrain.to_dict()
     checks.stage(what, "pretrain", lambda: validate_sft_config(sft_config(run_dir="-", mesh=c.get("mesh", ""), **pre)))
     gc = checks.grpo_stage(what, "grpo", lambda: grpo_config(run_dir="-", prompt_style=c.prompt_style, seed=c.seed,

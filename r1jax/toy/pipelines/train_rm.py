@@ -27,6 +27,7 @@ from r1jax.config import override
 from r1jax.data.jsonl import read_jsonl, write_jsonl
 from r1jax.data.prompts import PROMPT_STYLES
 from r1jax.data.tokenizer import check_fits_model, load_tokenizer
+from r1jax.launch import load_for_training
 from r1jax.rewards.reward_model import (
     RewardModel,
     RewardScorer,
@@ -36,7 +37,6 @@ from r1jax.rewards.reward_model import (
     train_reward_model,
 )
 from r1jax.runlog import RunLogger
-from r1jax.sft.trainer import load_model
 from r1jax.toy.r1_toy import make_preference_pairs
 from r1jax.toy.tokenizer import save_tokenizer, toy_tokenizer
 
@@ -112,7 +112,7 @@ def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     check_fits_model(tokenizer, model_cfg.vocab_size, tokenizer_where=repr(tok_dir),
                      model_where=repr(c.init) if c.init else "of the config's `model`", what="train-rm")
     if model is None:
-        model, params = load_model(c.init, mc, c.seed)
+        model, params = load_for_training(c.init, mc, c.seed)
     req = ("prompt", "chosen", "rejected")
     if c.train_data:
         train_pairs = read_jsonl(c.train_data, required=req)

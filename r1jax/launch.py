@@ -1,0 +1,127 @@
+"""What the SFT and GRPO trainers share before their first step and after their last.
+
+    tok, eos, pad = load_run_tokenizer(c, "grpo")            # c.tokenizer or c.init; it must define an EOS
+    model_cfg, where = run_model_config(c, "grpo", model)           # before any weight loads: for the checks
+    check_tokenizer_fits(c, model_cfg, tok, "grpo", where)    # ids fit the embedding table
+    model, params = load_model(c, model, params)             # + param_dtype / dtype / remat / impl overrides
+    tx = make_optimizer(c, total_steps)
+    files = RunFiles.open(c, state, "grpo")                   # Orbax restore, metrics logger, progress bar
+    ...
+    files.close(state, model.cfg, tok, plots=[...])           # plot, close, HF export of final/ (save_hf)
+
+Both trainers read the same keys for these parts: init, tokenizer, seed, param_dtype, dtype,
+remat_policy, attention_impl, moe_impl, optimizer, run_dir, progress, save_hf, save_dtype (and SFT's
+`model`, the config of a random init). With several processes every process joins every collective;
+process 0 writes metrics, plots, progress and final/.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+from tqdm import tqdm
+
+from r1jax import backends, train
+from r1jax import config as config_lib
+from r1jax.checkpoint.hf import from_pretrained, save_pretrained
+from r1jax.checkpoint.orbax import Checkpointer
+from r1jax.data.tokenizer import check_fits_model, load_tokenizer
+from r1jax.model import Transformer, init_params, precision
+from r1jax.runlog import RunLogger
+
+
+def load_for_training(init: str, model_cfg=None, seed: int = 0, **overrides):
+    """(model, params) from an HF checkpoint folder, or a random init of `model_cfg` (config keys),
+    with `overrides` (param_dtype, dtype, remat_policy, ...) applied."""
+    if init:
+        return from_pretrained(init, **overrides)
+    mc = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg or {})
+    cfg = config_lib.make_config(**{**mc, **overrides})
+    return Transformer(cfg), init_params(cfg, jax.random.PRNGKey(seed))
+
+
+def load_run_tokenizer(c, what: str, tokenizer=None):
+    """-> (tokenizer, eos ids (tuple), pad id): the one passed in, else c.tokenizer or c.init's; a
+    tokenizer without an EOS is refused (generation could not stop, completions could not end)."""
+    tok = tokenizer if tokenizer is not None else load_tokenizer(c.tokenizer or c.init)
+    eos = tuple(tok.eos_token_ids)
+    if not eos:
+        raise ValueError(f"{what}: the tokenizer ({c.tokenizer or c.init or 'passed in'}) defines no EOS token")
+    return tok, eos, tok.pad_token_id if tok.pad_token_id is not None else eos[0]
+
+
+def run_model_config(c, what: str, model=None):
+    """-> (the model config the run will train, where it comes from, for messages), read before any
+    weight loads: the model passed in, c.init's config.json, or the config's `model` keys (SFT's
+    random init)."""
+    if model is not None:
+        return model.cfg, repr(c.init) if c.init else "passed in"
+    if c.init:
+        return config_lib.from_hf_config(c.init), repr(c.init)
+    if "model" in c:
+        return config_lib.make_config(**c.model.to_dict()), "of the config's `model`"
+    raise ValueError(f"{what} config: init is empty: set it to the HF checkpoint folder to train (--set init=DIR)")
+
+
+def check_tokenizer_fits(c, model_cfg, tokenizer, what: str, model_where: str) -> None:
+    """The tokenizer's ids (added / special, EOS, pad) fit the model's embedding table
+    (r1jax.data.tokenizer.check_fits_model, naming both folders and sizes)."""
+    check_fits_model(tokenizer, model_cfg.vocab_size, model_where=model_where, what=what,
+                     tokenizer_where=repr(c.tokenizer or c.init) if c.tokenizer or c.init else "passed in")
+
+
+def load_model(c, model=None, params=None):
+    """(model, params) for training: c.init's checkpoint (or a random init of c.model), or the model
+    passed in, with the config's param_dtype / dtype / remat_policy / attention_impl / moe_impl. A
+    model passed in keeps its params' storage; compute dtype, remat and implementations may change."""
+    over = precision.model_overrides(c.param_dtype, c.dtype, c.remat_policy)
+    over.update(backends.implementation_overrides(c.attention_impl, c.moe_impl))
+    if model is None:
+        return load_for_training(c.init, c.get("model"), c.seed, **over)
+    return precision.with_overrides(model, params, **{k: v for k, v in over.items() if k != "param_dtype"})
+
+
+def make_optimizer(c, total_steps: int):
+    """The config's `optimizer` (r1jax.train.make_optimizer) with its schedule over total_steps updates."""
+    opt = ml_collections.ConfigDict(c.optimizer.to_dict())
+    opt.total_steps = total_steps
+    return train.make_optimizer(opt)
+
+
+class RunFiles:
+    """A run's folder: the Orbax checkpoints (resumed from the latest), the metrics logger
+    (TensorBoard, metrics.jsonl; process 0 writes) and the progress bar.
+
+    files = RunFiles.open(c, state, "sft", total)  ->  files.state, files.start, files.meta, files.log,
+    files.ckpt, files.bar (over steps start .. total - 1)"""
+
+    def __init__(self, c, what: str, state, total: int):
+        self.c, self.what, self.total = c, what, total
+        self.writer = jax.process_index() == 0
+        os.makedirs(c.run_dir, exist_ok=True)
+        self.ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
+        restored, self.meta = self.ckpt.restore(state)
+        self.state, self.start = (restored, int(self.meta["step"])) if restored is not None else (state, 0)
+        self.log = RunLogger(c.run_dir, resume_step=self.start if restored is not None else None, writes=self.writer)
+        self.bar = tqdm(range(self.start, total), desc=f"{what} {os.path.basename(c.run_dir)}",
+                        disable=not c.progress or not self.writer, dynamic_ncols=True, initial=self.start,
+                        total=total)
+
+    @classmethod
+    def open(cls, c, state, what: str, total: int) -> "RunFiles":
+        return cls(c, what, state, total)
+
+    def close(self, params, model_cfg, tokenizer, plots: list, plot_name: str, export: bool = True) -> None:
+        """Closes the bar, writes the PNG of `plots` ([(metric, title)]), closes the logger and the
+        checkpointer, and (c.save_hf and `export`) writes run_dir/final: every process joins (one
+        tensor gathered and cast at a time, no replica of the fp32 master weights on a device),
+        process 0 writes."""
+        self.bar.close()
+        self.log.plot(os.path.join(self.c.run_dir, plot_name), plots)
+        self.log.close()
+        self.ckpt.close()
+        if export and self.c.save_hf:
+            save_pretrained(params, model_cfg, os.path.join(self.c.run_dir, "final"), tokenizer=tokenizer,
+                            dtype=self.c.save_dtype or None)
