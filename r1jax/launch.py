@@ -1,13 +1,14 @@
 """What the SFT and GRPO trainers share before their first step and after their last.
 
+    model_cfg, where = run_model_config(c, "grpo", model)    # before any weight loads: for the checks
     tok, eos, pad = load_run_tokenizer(c, "grpo")            # c.tokenizer or c.init; it must define an EOS
-    model_cfg, where = run_model_config(c, "grpo", model)           # before any weight loads: for the checks
     check_tokenizer_fits(c, model_cfg, tok, "grpo", where)    # ids fit the embedding table
     model, params = load_model(c, model, params)             # + param_dtype / dtype / remat / impl overrides
     tx = make_optimizer(c, total_steps)
-    files = RunFiles.open(c, state, "grpo")                   # Orbax restore, metrics logger, progress bar
+    files = RunFiles(c, "grpo", total)                       # checkpoints, metrics logger, progress bar
+    state = files.resume(state)                               # from the latest checkpoint, if any
     ...
-    files.close(state, model.cfg, tok, plots=[...])           # plot, close, HF export of final/ (save_hf)
+    files.close(params, model.cfg, tok, plots, "grpo_curves.png", export=True)  # plot, close, final/
 
 Both trainers read the same keys for these parts: init, tokenizer, seed, param_dtype, dtype,
 remat_policy, attention_impl, moe_impl, optimizer, run_dir, progress, save_hf, save_dtype (and SFT's
@@ -45,6 +46,9 @@ def load_for_training(init: str, model_cfg=None, seed: int = 0, **overrides):
 def load_run_tokenizer(c, what: str, tokenizer=None):
     """-> (tokenizer, eos ids (tuple), pad id): the one passed in, else c.tokenizer or c.init's; a
     tokenizer without an EOS is refused (generation could not stop, completions could not end)."""
+    if tokenizer is None and not (c.tokenizer or c.init):
+        raise ValueError(f"{what} config: tokenizer and init are empty: set tokenizer (a tokenizer.json or its "
+                         "folder) or init (a checkpoint folder holding one)")
     tok = tokenizer if tokenizer is not None else load_tokenizer(c.tokenizer or c.init)
     eos = tuple(tok.eos_token_ids)
     if not eos:
@@ -94,33 +98,47 @@ class RunFiles:
     """A run's folder: the Orbax checkpoints (resumed from the latest), the metrics logger
     (TensorBoard, metrics.jsonl; process 0 writes) and the progress bar.
 
-    files = RunFiles.open(c, state, "sft", total)  ->  files.state, files.start, files.meta, files.log,
-    files.ckpt, files.bar (over steps start .. total - 1)"""
+        files = RunFiles(c, "sft", total)
+        state = files.resume(state)        # the latest checkpoint's state, or `state`; files.start, files.meta
+        for step in files.progress(): ...  # steps files.start .. total - 1
+        files.close(params, model_cfg, tokenizer, plots, "sft_curves.png")"""
 
-    def __init__(self, c, what: str, state, total: int):
+    def __init__(self, c, what: str, total: int):
         self.c, self.what, self.total = c, what, total
         self.writer = jax.process_index() == 0
         os.makedirs(c.run_dir, exist_ok=True)
         self.ckpt = Checkpointer(os.path.join(c.run_dir, "checkpoints"))
+        self.start, self.meta, self.log, self.bar = 0, None, None, None
+
+    def resume(self, state):
+        """The state of the latest checkpoint (its step in self.start, its metadata in self.meta), or
+        `state` as it is; opens the logger, which keeps the history up to that step."""
         restored, self.meta = self.ckpt.restore(state)
-        self.state, self.start = (restored, int(self.meta["step"])) if restored is not None else (state, 0)
-        self.log = RunLogger(c.run_dir, resume_step=self.start if restored is not None else None, writes=self.writer)
-        self.bar = tqdm(range(self.start, total), desc=f"{what} {os.path.basename(c.run_dir)}",
-                        disable=not c.progress or not self.writer, dynamic_ncols=True, initial=self.start,
-                        total=total)
+        if restored is not None:
+            state, self.start = restored, int(self.meta["step"])
+        self.log = RunLogger(self.c.run_dir, resume_step=self.start if restored is not None else None,
+                             writes=self.writer)
+        return state
 
-    @classmethod
-    def open(cls, c, state, what: str, total: int) -> "RunFiles":
-        return cls(c, what, state, total)
+    def progress(self):
+        """The progress bar over the remaining steps (process 0, when c.progress)."""
+        self.bar = tqdm(range(self.start, self.total), desc=f"{self.what} {os.path.basename(self.c.run_dir)}",
+                        disable=not self.c.progress or not self.writer, dynamic_ncols=True, initial=self.start,
+                        total=self.total)
+        return self.bar
 
-    def close(self, params, model_cfg, tokenizer, plots: list, plot_name: str, export: bool = True) -> None:
-        """Closes the bar, writes the PNG of `plots` ([(metric, title)]), closes the logger and the
-        checkpointer, and (c.save_hf and `export`) writes run_dir/final: every process joins (one
-        tensor gathered and cast at a time, no replica of the fp32 master weights on a device),
-        process 0 writes."""
-        self.bar.close()
-        self.log.plot(os.path.join(self.c.run_dir, plot_name), plots)
-        self.log.close()
+    def close(self, params=None, model_cfg=None, tokenizer=None, plots=(), plot_name: str = "",
+              export: bool = False) -> None:
+        """Closes the bar, writes the PNG of `plots` ([(metric, title)]) to run_dir/plot_name, closes
+        the logger and the checkpointer, and (with `export` and c.save_hf) writes run_dir/final: every
+        process joins (one tensor gathered and cast at a time, no replica of the fp32 master weights on
+        a device), process 0 writes."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.log is not None:
+            if plots:
+                self.log.plot(os.path.join(self.c.run_dir, plot_name), list(plots))
+            self.log.close()
         self.ckpt.close()
         if export and self.c.save_hf:
             save_pretrained(params, model_cfg, os.path.join(self.c.run_dir, "final"), tokenizer=tokenizer,

@@ -89,7 +89,26 @@ def test_model_configs_are_frozen_and_changed_by_replace():
     assert new.rope_scaling.beta_fast == cfg.rope_scaling.beta_fast == 32.0  # a partial block over the defaults
     with pytest.raises(ValueError, match="num_experts_per_tok"):  # validated again
         config_lib.replace(cfg, num_experts_per_tok=cfg.n_routed_experts + 1)
+    again = config_lib.replace(new, rope_scaling={"factor": 8.0})  # a block's other keys stay the config's
+    assert (again.rope_scaling.rope_type, again.rope_scaling.factor) == ("yarn", 8.0)
     assert "router_bias_update_rate" not in config_lib.base_config()  # the trainers' key, not the model's
+
+
+def test_cli_set_inside_an_open_block_changes_only_that_key(tmp_path):
+    """--set model.rope_scaling.factor=8.0 on a file whose model block sets a yarn rope_scaling: the
+    other rope keys stay the file's (an open block's sub-dicts merge, they are not replaced)."""
+    from r1jax.cli import load_config
+
+    f = tmp_path / "exp.py"
+    f.write_text(textwrap.dedent("""
+        import ml_collections
+        def get_config():
+            return ml_collections.ConfigDict(dict(model=dict(rope_scaling=dict(
+                rope_type="yarn", factor=4.0, original_max_position_embeddings=64))))
+    """))
+    c = load_config(str(f), ["model.rope_scaling.factor=8.0", "model.hidden_size=64"])
+    assert c.model.rope_scaling.to_dict() == {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 64}
+    assert c.model.hidden_size == 64
 
 
 

@@ -143,3 +143,28 @@ def test_the_checker_sees_a_violation(tmp_path):
     p.write_text("from r1jax.eval import runner\n\ndef f():\n    from r1jax.rewards.extract import extract_answer\n")
     found = sorted(_imports("r1jax.data.m", p))
     assert found == [("r1jax.eval.runner", 1, True), ("r1jax.rewards.extract", 4, False)]
+
+
+def test_moved_modules_still_import_with_a_warning():
+    """r1jax.rl.rewards / r1jax.rl.reward_model (before the layering) import the new modules themselves
+    (one reward registry), warning once."""
+    import importlib
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    from r1jax.rl import rewards\n"
+        "    import r1jax.rl.rewards.registry as old_registry\n"
+        "    from r1jax.rl.reward_model import RewardModel\n"
+        "import r1jax.rewards, r1jax.rewards.registry, r1jax.rewards.reward_model\n"
+        "assert rewards is r1jax.rewards and old_registry is r1jax.rewards.registry\n"
+        "assert RewardModel is r1jax.rewards.reward_model.RewardModel\n"
+        "moved = sorted(str(x.message).split()[0] for x in w if issubclass(x.category, DeprecationWarning))\n"
+        "print(moved)\n"
+        "assert moved == ['r1jax.rl.reward_model', 'r1jax.rl.rewards', 'r1jax.rl.rewards.registry'], moved\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    spec = importlib.import_module("r1jax.plugins").load_callable("r1jax.rl.rewards.format:format_reward", "reward")
+    assert spec is importlib.import_module("r1jax.rewards.format").format_reward

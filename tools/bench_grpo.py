@@ -167,17 +167,18 @@ def model_config(args, tmp: str):
         cfg = config_lib.from_hf_config(os.path.join(args.model, "config.json"))
     else:
         cfg = config_lib.get_preset(args.model)
+    changes = {}
     for kv in args.set:
         k, v = kv.split("=", 1)
-        cfg[k] = type(cfg[k])(v) if cfg.get(k) is not None and not isinstance(cfg[k], bool) else json.loads(v)
+        changes[k] = type(cfg[k])(v) if cfg.get(k) is not None and not isinstance(cfg[k], bool) else json.loads(v)
+    cfg = config_lib.replace(cfg, **changes)
     tok_dir = args.model
     if not hf_dir:  # a word-level tokenizer of the (overridden) vocabulary size, its special ids in the config
         from r1jax.toy.tokenizer import model_token_ids, save_tokenizer, toy_tokenizer
 
         tok_dir = os.path.join(tmp, "tokenizer")
         save_tokenizer(toy_tokenizer(vocab_size=cfg.vocab_size), tok_dir)
-        for k, v in model_token_ids(load_tokenizer(tok_dir)).items():
-            cfg[k] = v
+        cfg = config_lib.replace(cfg, **model_token_ids(load_tokenizer(tok_dir)))
     if args.dtype:
         cfg = config_lib.replace(cfg, dtype=args.dtype)
     if getattr(args, "mesh", "") and config_lib.is_moe(cfg):
@@ -223,9 +224,9 @@ def prompt_records(args, n: int) -> tuple[list[dict], dict]:
 def decode_bytes_per_step(cfg, rows: int, mean_len: float) -> float:
     """Bytes one decode step reads: the weights a step touches (compute dtype; routed experts: the
     expected number of distinct ones `rows` tokens choose per layer) + the cache at `mean_len`."""
-    from r1jax import config as config_lib
-
     import numpy as np
+
+    from r1jax import config as config_lib
 
     c = config_lib.count_params(cfg)
     wbytes = np.dtype(config_lib.dtype_of(cfg.dtype)).itemsize

@@ -89,10 +89,7 @@ def toy_case():
         vocab = toy_tokenizer().vocab_size
 
         def cfg():
-            mc = config_lib.toy_moe(vocab_size=vocab)
-            for k, v in c.model.items():
-                mc[k] = v
-            return mc
+            return config_lib.replace(config_lib.toy_moe(vocab_size=vocab), **c.model.to_dict())
 
         return dict(name="toy_moe", cfg=cfg, batch=int(c.pretrain.batch_size), seq=int(c.pretrain.seq_len),
                     source="experiments/r1_zero_toy.py")

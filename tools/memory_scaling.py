@@ -37,8 +37,7 @@ def temporaries(preset: str, length: int, **overrides) -> int:
     from r1jax.rl.policy import make_policy_loss
 
     cfg = config_lib.get_preset(preset)
-    for k, v in {"max_position_embeddings": max(length, cfg.max_position_embeddings), **overrides}.items():
-        cfg[k] = v
+    cfg = config_lib.replace(cfg, **{"max_position_embeddings": max(length, cfg.max_position_embeddings), **overrides})
     model = Transformer(cfg)
     params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
     gc = grpo_config()

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 
 from r1jax.model.experts import _sorted_with_ranks, batched_expert_mlp, swiglu
 
-
 MAIN_CAPACITY_FACTOR = 1.25  # experts_blocked: rows per expert in the batched pass, x mean load
 OVERFLOW_BLOCK = 64  # experts_blocked: rows per block of the overflow loop
 GROUPED_BLOCK = 128  # experts_grouped: rows per block

@@ -98,7 +98,7 @@ def _check_quantization(q, src):
                          f"{q.get('weight_block_size')!r} is not supported (e4m3, [128, 128])")
 
 
-def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_collections.ConfigDict:
+def from_hf_config(path_or_dict: str | os.PathLike | dict, **overrides) -> ml_collections.FrozenConfigDict:
     """Reads an HF `config.json` (path to the file or its folder, or the parsed dict) as transformers does.
 
     Supports DeepseekV3 (and DeepseekV2-layout configs without q_lora, with V3's sigmoid router, e.g.

@@ -96,8 +96,7 @@ def override(c: ml_collections.ConfigDict, kw, what: str = "config", replace: tu
             if dotted in replace:
                 c[k] = ml_collections.ConfigDict(dict(v.items()))
             elif dotted in open or sub is OPEN:
-                for kk, vv in v.items():
-                    cur[kk] = vv
+                _merge_open(cur, v)
             else:
                 override(cur, v, what, replace, open, prefix=dotted + ".", schema=sub)
         else:
@@ -106,6 +105,15 @@ def override(c: ml_collections.ConfigDict, kw, what: str = "config", replace: tu
             except TypeError as e:  # ConfigDict keeps each field's type
                 raise ValueError(f"{what}: {dotted}={v!r} has the wrong type for the key ({e})") from None
     return c
+
+
+def _merge_open(cur: ml_collections.ConfigDict, v) -> None:
+    """An open block's keys set without checks (the stage checks them); a dict into a dict merges."""
+    for kk, vv in v.items():
+        if kk in cur and isinstance(cur[kk], ml_collections.ConfigDict) and _is_map(vv):
+            _merge_open(cur[kk], vv)
+        else:
+            cur[kk] = vv
 
 
 def schema_of(c, open: tuple = (), prefix: str = "") -> dict:

@@ -9,7 +9,7 @@ import ml_collections
 from r1jax.config.schema import make_config
 
 
-def deepseek_v3_671b() -> ml_collections.ConfigDict:
+def deepseek_v3_671b() -> ml_collections.FrozenConfigDict:
     """The released DeepSeek-V3 / R1 dimensions (config.json of deepseek-ai/DeepSeek-V3)."""
     return make_config(
         model_type="deepseek_v3",
@@ -53,7 +53,7 @@ def deepseek_v3_671b() -> ml_collections.ConfigDict:
     )
 
 
-def v3_moe_2b() -> ml_collections.ConfigDict:
+def v3_moe_2b() -> ml_collections.FrozenConfigDict:
     """A DeepSeek-V3-architecture MoE sized for one 80 GB GPU with fp32 master weights and Adam:
     MLA (kv_lora 512, q_lora 768, decoupled rope 64, YaRN), 64 routed experts top-6 + 2 shared,
     sigmoid group-limited routing, the first layer dense, MTP; DeepSeek-V2-Lite's routing shape at
@@ -90,7 +90,7 @@ def v3_moe_2b() -> ml_collections.ConfigDict:
     )
 
 
-def small_moe() -> ml_collections.ConfigDict:
+def small_moe() -> ml_collections.FrozenConfigDict:
     """The training benchmark's MoE: vocab 32000, d 512, 8 layers (first dense), 16 routed top-2 + 1 shared."""
     return make_config(
         vocab_size=32000,
@@ -116,7 +116,7 @@ def small_moe() -> ml_collections.ConfigDict:
     )
 
 
-def toy_moe(vocab_size: int = 128) -> ml_collections.ConfigDict:
+def toy_moe(vocab_size: int = 128) -> ml_collections.FrozenConfigDict:
     """The toy R1-Zero base model: MLA + MoE (shared expert), MTP on; ~1M params."""
     return make_config(
         vocab_size=vocab_size,
@@ -144,7 +144,7 @@ def toy_moe(vocab_size: int = 128) -> ml_collections.ConfigDict:
     )
 
 
-def toy_qwen2(vocab_size: int = 128) -> ml_collections.ConfigDict:
+def toy_qwen2(vocab_size: int = 128) -> ml_collections.FrozenConfigDict:
     """A small dense Qwen2 student for the toy distillation."""
     return make_config(
         model_type="qwen2",
@@ -163,7 +163,7 @@ def toy_qwen2(vocab_size: int = 128) -> ml_collections.ConfigDict:
     )
 
 
-def qwen2_5_1_5b() -> ml_collections.ConfigDict:
+def qwen2_5_1_5b() -> ml_collections.FrozenConfigDict:
     """The dense Qwen2.5-1.5B(-Instruct) shape (its config.json), for memory and speed measurements."""
     return make_config(
         model_type="qwen2",
@@ -188,7 +188,7 @@ def qwen2_5_1_5b() -> ml_collections.ConfigDict:
     )
 
 
-def tiny_moe(**kw) -> ml_collections.ConfigDict:
+def tiny_moe(**kw) -> ml_collections.FrozenConfigDict:
     """A tiny DeepSeek-V3 for tests: q_lora, group-limited routing, YaRN, MTP."""
     d = dict(
         vocab_size=97,
@@ -220,7 +220,7 @@ def tiny_moe(**kw) -> ml_collections.ConfigDict:
     return make_config(**d)
 
 
-def tiny_qwen2(**kw) -> ml_collections.ConfigDict:
+def tiny_qwen2(**kw) -> ml_collections.FrozenConfigDict:
     d = dict(
         model_type="qwen2",
         vocab_size=97,
@@ -240,7 +240,7 @@ def tiny_qwen2(**kw) -> ml_collections.ConfigDict:
     return make_config(**d)
 
 
-def tiny_llama(**kw) -> ml_collections.ConfigDict:
+def tiny_llama(**kw) -> ml_collections.FrozenConfigDict:
     d = dict(
         model_type="llama",
         vocab_size=97,
@@ -274,7 +274,7 @@ PRESETS = {
 }
 
 
-def get_preset(name: str) -> ml_collections.ConfigDict:
+def get_preset(name: str) -> ml_collections.FrozenConfigDict:
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]()

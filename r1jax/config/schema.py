@@ -17,6 +17,8 @@ scaling.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 import ml_collections
 
@@ -130,8 +132,12 @@ def make_config(**overrides) -> ml_collections.FrozenConfigDict:
 
 
 def replace(cfg, **changes) -> ml_collections.FrozenConfigDict:
-    """A new model config: `cfg`'s keys with `changes` (make_config checks and freezes it)."""
-    return make_config(**{**cfg.to_dict(), **changes})
+    """A new model config: `cfg`'s keys with `changes` (make_config checks and freezes it); a dict for
+    a block (rope_scaling) changes the keys it names over `cfg`'s block."""
+    d = cfg.to_dict()
+    for k, v in changes.items():
+        d[k] = {**d[k], **dict(v)} if isinstance(d.get(k), dict) and isinstance(v, Mapping) else v
+    return make_config(**d)
 
 
 def eos_ids(v) -> tuple:

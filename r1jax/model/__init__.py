@@ -6,8 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.moe import update_router_bias  # noqa: F401
 from r1jax.model.mla import MLAPath  # noqa: F401
+from r1jax.model.moe import update_router_bias  # noqa: F401
 from r1jax.model.transformer import ModelOutput, Transformer, init_cache, unstack_layers  # noqa: F401
 
 

@@ -43,7 +43,7 @@ def _as_sizes(config) -> dict:
     """{axis: size} of a mesh config: None (all fsdp), a "data=2,expert=4" string or a mapping (the
     axes it does not name are 1), or an object with a `.mesh` field."""
     if config is None:
-        return dict(mesh_config())
+        config = mesh_config()
     if hasattr(config, "mesh") and not isinstance(config, Mapping):
         config = config.mesh
     if isinstance(config, str):  # "data=2,expert=4"

@@ -256,9 +256,9 @@ class GRPOTrainer:
     def __init__(self, c, *, model=None, params=None, tokenizer=None, train_records=None, eval_records=None):
         validate_config(c)
         check_isolation(c, list(c.rewards.keys()))  # the sandbox works here (or sandbox="unsafe", said loudly)
+        model_cfg, model_where = launch.run_model_config(c, "grpo", model)
         tokenizer, eos, pad = launch.load_run_tokenizer(c, "grpo", tokenizer)
         # the tokenizer against the model's embedding table and position budget, before the weights load
-        model_cfg, model_where = launch.run_model_config(c, "grpo", model)
         launch.check_tokenizer_fits(c, model_cfg, tokenizer, "grpo", model_where)
         limit = int(model_cfg.get("max_position_embeddings", 0) or 0)
         if limit and c.max_new_tokens >= limit:
@@ -358,11 +358,12 @@ class GRPOTrainer:
         self.pack_len = 0  # pack=True: tokens per row (set by the first step when not configured)
         self.rows_per_rank = 0  # pack=True: rows of a micro-batch per data-parallel rank (set by pack_spec)
         self.reward_scorers = {}  # the reward models the preference reward loaded, kept for the run
-        self.train_records, self.eval_records = train_records, eval_records
+        self.eval_records = eval_records
         self.pipe = PromptPipeline(train_records, batch_size=c.prompts_per_step, seed=c.seed)
-        self.files = launch.RunFiles.open(c, state, "grpo", c.steps)
-        self.state, self.start = self.files.state, self.files.start
-        if self.files.meta is not None and self.start:
+        self.files = launch.RunFiles(c, "grpo", c.steps)  # close() them when not calling run()
+        self.state = self.files.resume(state)
+        self.start = self.files.start
+        if self.files.meta is not None:  # resumed: the prompt stream where the checkpoint left it
             self.pipe.set_state(self.files.meta["data"])
         self.data_state = self.pipe.get_state()  # the prompt stream after the last step trained
         self.sampler = None  # rollout_mode="async": the sampler thread, while run() runs
@@ -648,7 +649,7 @@ class GRPOTrainer:
             self.sampler = self.start_sampler(self.state, start)
         done_here = 0
         try:
-            for step in self.files.bar:
+            for step in self.files.progress():
                 vals = self.step(step)
                 self.files.log.scalars(step + 1, vals)
                 self.files.bar.set_postfix(acc=f"{vals.get('reward/accuracy', math.nan):.2f}",
@@ -677,9 +678,15 @@ class GRPOTrainer:
             "grpo_curves.png", export=finished)
         return self.model, self.state.params
 
+    def close(self) -> None:
+        """Closes the run folder's checkpointer and logger (run() does; for a caller stepping by hand)."""
+        self.files.close()
+
 
 def run_grpo(c, *, model=None, params=None, tokenizer=None, train_records=None, eval_records=None,
              on_step=None):
     """Runs GRPO as configured (see module doc); returns (model, params)."""
-    return GRPOTrainer(c, model=model, params=params, tokenizer=tokenizer, train_records=train_records,
-                       eval_records=eval_records).run(on_step)
+    trainer = GRPOTrainer(c, model=model, params=params, tokenizer=tokenizer, train_records=train_records,
+                          eval_records=eval_records)
+    del params  # the trainer's state holds the weights now (the caller's arrays may be freed)
+    return trainer.run(on_step)

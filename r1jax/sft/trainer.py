@@ -186,8 +186,8 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     (`eval_records` or `c.eval_data`) it logs their teacher-forced eval/ce, eval/token_acc and
     eval/exact (r1jax.sft.heldout) every `eval_every` steps and at the end."""
     validate_sft_config(c)
-    tokenizer, eos, pad = launch.load_run_tokenizer(c, "sft", tokenizer)
     model_cfg, model_where = launch.run_model_config(c, "sft", model)
+    tokenizer, eos, pad = launch.load_run_tokenizer(c, "sft", tokenizer)
     launch.check_tokenizer_fits(c, model_cfg, tokenizer, "sft", model_where)
     data = SFTData.build(c, records, tokenizer, eos[0], pad, model_cfg.vocab_size, eval_records)
     # everything above is checked before the weights load
@@ -198,12 +198,13 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
     if (c.batch_size // c.grad_accum) % place.batch_multiple:
         raise ValueError(f"sft: a micro-batch of {c.batch_size // c.grad_accum} rows must be a multiple of "
                          f"{place.batch_multiple} on mesh {c.mesh!r}")
+    files = launch.RunFiles(c, "sft", steps)
+    state = files.resume(place.train_state(model.cfg, params, tx))  # the step's shardings come from the state's
+    del params
     loss = functools.partial(train.lm_loss, chunk=c.logprob_chunk) if c.logprob_chunk else train.lm_loss
     step_fn = place.train_step(model, loss, tx, grad_accum=c.grad_accum,
                                router_bias_update_rate=c.router_bias_update_rate)
-    files = launch.RunFiles.open(c, place.train_state(model.cfg, params, tx), "sft", steps)
-    del params
-    state, log = files.state, files.log
+    log = files.log
 
     def evaluate_heldout(step, params, final=False):
         with place.context():
@@ -215,7 +216,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
                             f"token acc {hm['token_acc']:.4f}  exact {hm['exact']:.3f} ({hm['examples']} examples)")
 
     t0, toks = time.perf_counter(), 0
-    for step in files.bar:
+    for step in files.progress():
         state, m = step_fn(state, place.batch(data.batch_at(step)))
         toks += int(c.seq_len * c.batch_size)
         if (step + 1) % c.log_every == 0 or step + 1 == steps:
@@ -233,7 +234,7 @@ def run_sft(c, records=None, *, model=None, params=None, tokenizer=None, eval_re
         files.ckpt.save(steps, state, {"step": steps})
     log.scalars(steps, {"sft/pack_fill": data.plan.fill, "sft/truncated": data.truncated})
     files.close(state.params, model.cfg, tokenizer, [("sft/ce", "cross entropy"), ("sft/mtp_ce", "MTP CE"),
-                                                     ("sft/grad_norm", "grad norm")], "sft_curves.png")
+                                                     ("sft/grad_norm", "grad norm")], "sft_curves.png", export=True)
     return model, state.params
 
 

@@ -11,7 +11,6 @@ whitespace (for corpus text, which is already space-separated, exactly).
 """
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import re
