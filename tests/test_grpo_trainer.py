@@ -71,6 +71,7 @@ def test_trainer_steps_one_at_a_time_as_run_grpo_does(tmp_path):
         assert int(t.state.step) == 2 * (s + 1)
         for k in ("train/loss", "reward/total", "rollout/response_length", "train/grad_norm"):
             assert got[k] == want[k], (s, k, got[k], want[k])
+    t.close()
 
 
 def test_training_config_refuses_temperature_zero(tmp_path):

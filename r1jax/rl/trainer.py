@@ -68,7 +68,6 @@ from r1jax.rl.policy import make_logprob_fn, make_policy_loss
 
 def load_train_records(c, path: str) -> list[dict]:
     """Prompt records of a JSONL file with the config's field mapping (r1jax.data.prompts)."""
-
     return read_prompt_records(path, problem_key=c.problem_key, answer_key=c.answer_key,
                                answer_format=c.answer_format)
 
@@ -420,7 +419,8 @@ class GRPOTrainer:
                  for t, i in zip(gen.tokens, gen.prompt_index)]
         return Rollout(gen=gen, texts=texts, records=[recs[lo + i] for i in gen.prompt_index],
                        prompt_ids=[prompt_ids[lo + i] for i in gen.prompt_index],
-                       seq_len=round_up(max(len(p) for p in prompt_ids) + c.max_new_tokens, ROW_MULTIPLE),  # global: the same everywhere
+                       # the row length: global, the same on every process
+                       seq_len=round_up(max(len(p) for p in prompt_ids) + c.max_new_tokens, ROW_MULTIPLE),
                        seconds=seconds)
 
     def score(self, ro: Rollout, step: int) -> Scores:
@@ -435,7 +435,6 @@ class GRPOTrainer:
     def update_batches(self, ro: Rollout, adv, sample_mask) -> UpdateBatch:
         """The step's samples as the update takes them: packed (pack=True; r1jax.rl.packed, micro-batches
         on the device) or padded rows (pack=False). Several processes agree on the micro-batch count."""
-
         c, gen = self.c, ro.gen
         if not c.pack:
             host = build_batch(ro.prompt_ids, gen.tokens, gen.logprobs, adv, sample_mask, self.pad, ro.seq_len,
@@ -473,7 +472,6 @@ class GRPOTrainer:
         AUTO_MICRO_BATCHES micro-batches, and the partly filled last one wastes at most about a quarter;
         longer responses later add micro-batches, not memory), at most the padded update's rows per rank
         (so a micro-batch never needs more memory than a padded one)."""
-
         c = self.c
         if c.pack_len:  # configured: every sample must fit (the longest over every process)
             longest = int(lengths.max()) if len(lengths) else 0
@@ -517,7 +515,6 @@ class GRPOTrainer:
     def recompute_logps(self, state, ub: UpdateBatch) -> None:
         """old_logp recomputed by the policy (old_logp="recompute") and ref_logp by the reference (KL),
         one micro-batch at a time, into the update's micro-batches (never all rows at once)."""
-
         if self.c.old_logp != "recompute" and self.ref_params is None:
             return
         keys = (("old_logp",) if self.c.old_logp == "recompute" else ()) + (("ref_logp",) if self.ref_params is not None
@@ -528,9 +525,11 @@ class GRPOTrainer:
                 for mb in parts:
                     if ub.whole is not None:  # padded: a host part of the mini-batch's rows
                         mb = self.to_device({k: mb[k] for k in ("input_ids", "targets", "token_mask", "loss_mask")})
-                    args = (mb["input_ids"], mb["targets"], mb["token_mask"], mb.get("positions"), mb.get("segment_ids"))
+                    args = (mb["input_ids"], mb["targets"], mb["token_mask"], mb.get("positions"),
+                            mb.get("segment_ids"))
                     for k in keys:
-                        mb[k] = self.logp_fn(state.params if k == "old_logp" else self.ref_params, *args) * mb["loss_mask"]
+                        p = state.params if k == "old_logp" else self.ref_params
+                        mb[k] = self.logp_fn(p, *args) * mb["loss_mask"]
                     done.append(mb)
                 if ub.whole is not None:  # the grad_accum step takes the mini-batch whole, rebuilt from each part's
                     for k in keys:        # process-local rows (the parts split the local rows)
@@ -540,7 +539,6 @@ class GRPOTrainer:
     def update(self, state, ub: UpdateBatch):
         """mu passes over the mini-batches (the prompts j, j + minibatches, ...: whole groups) -> the new
         state and each update's metrics (on the host)."""
-
         ms = []
         for _ in range(self.c.mu):
             for j in range(len(ub.parts)):
@@ -599,7 +597,6 @@ class GRPOTrainer:
         """The sampler thread of rollout_mode="async" (r1jax.rl.async_sampler): step s's prompts, rollout
         and rewards, drawn by the weights of version max(start, s - max_staleness) (stale_policy="wait") or
         the newest ("drop")."""
-
         c = self.c
         history = WeightHistory(keep=c.max_staleness + 1 if c.stale_policy == "wait" else 1)
 
@@ -622,12 +619,12 @@ class GRPOTrainer:
     def run_eval(self, state, step: int):
         """pass@1 / cons@k / format / reflection on the held-out records (every process evaluates the same
         records with the same seed; one process logs)."""
-
         if self.eval_records is None:
             return None
         c = self.c
         if c.rollout_mode == "async":  # the sampler's devices are its thread's: eval on the trainer's own
-            params_e, ctx, model_e = precision.compute_copy(state.params, self.model.cfg), self.place.context(), self.model
+            params_e, ctx, model_e = (precision.compute_copy(state.params, self.model.cfg), self.place.context(),
+                                      self.model)
         else:
             params_e, ctx, model_e = self.rollout_params(state), self.rollout_context(), self.rollout_model
         with ctx:
@@ -635,8 +632,8 @@ class GRPOTrainer:
                          temperature=c.eval_temperature, top_p=c.eval_top_p, max_new_tokens=c.max_new_tokens,
                          prompt_style=c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template,
                          seed=12345, template=c.format_template, sandbox=c.sandbox)
-        self.files.log.scalars(step, {"eval/pass@1": r["pass@1"], "eval/cons@k": r["cons@k"], "eval/mean_length": r["mean_length"],
-                           "eval/format": r["format"], "eval/reflection": r["reflection"]})
+        self.files.log.scalars(step, {f"eval/{k}": r[k] for k in ("pass@1", "cons@k", "mean_length", "format",
+                                                                 "reflection")})
         return r
 
     def run(self, on_step=None):
@@ -653,7 +650,8 @@ class GRPOTrainer:
                 vals = self.step(step)
                 self.files.log.scalars(step + 1, vals)
                 self.files.bar.set_postfix(acc=f"{vals.get('reward/accuracy', math.nan):.2f}",
-                                           len=f"{vals['rollout/response_length']:.0f}", loss=f"{vals['train/loss']:.3f}")
+                                           len=f"{vals['rollout/response_length']:.0f}",
+                                           loss=f"{vals['train/loss']:.3f}")
                 if on_step is not None:
                     on_step(step + 1, vals)
                 if c.eval_every and (step + 1) % c.eval_every == 0:
