@@ -172,9 +172,8 @@ def main(argv=None):
         r1jax.save_pretrained(params, model.cfg, args.out, fp8=args.fp8, dtype=args.dtype)
         print(f"wrote {args.out}")
         return 0
-    cfg = load_config(args.config, args.set, schema=config_schema(args.cmd))
-    if args.run_dir:
-        cfg.run_dir = args.run_dir
+    cfg = load_config(args.config, args.set + ([f"run_dir={args.run_dir!r}"] if args.run_dir else []),
+                      schema=config_schema(args.cmd))
     try:  # the whole config, before anything loads or runs (each stage checks it again itself)
         validate_stage_config(args.cmd, cfg)
     except (ValueError, KeyError, TypeError) as e:
@@ -198,7 +197,6 @@ def main(argv=None):
 
 
 def _eval(args):
-
     # every setting, the tokenizer against the model's config.json and the prompts against its
     # positions, before the weights load
     what = "r1jax eval"

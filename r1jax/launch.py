@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 
 import jax
-import ml_collections
 from tqdm import tqdm
 
 from r1jax import backends, train
@@ -89,9 +88,7 @@ def load_model(c, model=None, params=None):
 
 def make_optimizer(c, total_steps: int):
     """The config's `optimizer` (r1jax.train.make_optimizer) with its schedule over total_steps updates."""
-    opt = ml_collections.ConfigDict(c.optimizer.to_dict())
-    opt.total_steps = total_steps
-    return train.make_optimizer(opt)
+    return train.make_optimizer(train.optimizer_config(**{**c.optimizer.to_dict(), "total_steps": total_steps}))
 
 
 class RunFiles:

@@ -41,7 +41,7 @@ class RunLogger:
                     f.write(json.dumps(r) + "\n")
             os.replace(tmp, self.path)
         if tensorboard:
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # heavy (protobuf): loaded only with tensorboard=True
 
             self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
 
@@ -88,7 +88,7 @@ class RunLogger:
 
     def plot(self, path: str | os.PathLike, panels: list[tuple[str, str]], title: str = "") -> str:
         """One subplot per (metric key, label); missing keys are skipped."""
-        import matplotlib
+        import matplotlib  # heavy (~0.5 s): loaded only when a plot is drawn
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -25,6 +25,7 @@ with explicit in/out shardings; the state is donated.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable
 
@@ -323,7 +324,6 @@ class AccumStep:
 
     def __init__(self, model, loss_fn: Callable, tx, *, router_bias_update_rate: float = 0.0, grad_sharding=None,
                  state_shardings=None, context=None):
-        import contextlib
 
         grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, model), has_aux=True)
         self._context = context or contextlib.nullcontext

@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -255,7 +256,6 @@ def load_params(path: str, cfg, shardings=None) -> dict:
 
     Each param is stored in the dtype `cfg` gives it: `cfg.param_dtype` for the weights, float32
     for the norm weights and the router's correction bias (whatever the checkpoint holds)."""
-    import flax.linen as nn
 
     reader = _Reader(path)
     specs = tensor_specs(cfg)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from typing import Sequence
 
 from r1jax.data.boxed import last_boxed
@@ -225,8 +226,6 @@ _WARNED: set = set()
 
 def _warn_once(msg: str) -> None:
     if msg not in _WARNED:
-        import warnings
-
         _WARNED.add(msg)
         warnings.warn(msg, UserWarning, stacklevel=3)
 

@@ -27,6 +27,7 @@ import glob
 import json
 import os
 import pathlib
+import re
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -86,7 +87,7 @@ class ParquetSource(RecordSource):
     """Parquet shards read a row group at a time (module doc)."""
 
     def __init__(self, path: str, files: list[str]):
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: loaded only for Parquet / save_to_disk data
 
         self.path, self.files = path, files
         self._groups = []  # (file index, row group, first global row)
@@ -119,7 +120,7 @@ class ParquetSource(RecordSource):
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: loaded only for Parquet / save_to_disk data
 
         fi, g, _ = self._groups[k]
         pf = self._files.get(fi)
@@ -140,7 +141,7 @@ class ParquetSource(RecordSource):
         return f"{self.files[fi]}: row {i - self._file_first[fi]}"
 
     def __iter__(self):
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: loaded only for Parquet / save_to_disk data
 
         for f in self.files:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
@@ -151,7 +152,7 @@ class ArrowDiskSource(RecordSource):
     """A datasets save_to_disk folder: its Arrow stream files, memory-mapped."""
 
     def __init__(self, path: str, files: list[str]):
-        import pyarrow as pa
+        import pyarrow as pa  # heavy: loaded only for Parquet / save_to_disk data
 
         self.path, self.files = path, files
         self._tables, self._starts, n = [], [], 0
@@ -221,7 +222,6 @@ def _read_json(p: pathlib.Path) -> ListSource:
 def _split_of(path: str) -> str:
     """The split a Hub-style shard belongs to ("main/train-00000-of-00002.parquet" -> "train"); other
     names: their folder."""
-    import re
 
     rel = path.rsplit(".parquet", 1)[0]
     return re.sub(r"-\d{5}-of-\d{5}$", "", rel).rsplit("/", 1)[-1] if re.search(r"-\d{5}-of-\d{5}$", rel) \

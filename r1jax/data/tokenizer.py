@@ -51,6 +51,9 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tokenizers import AddedToken
+from tokenizers import Tokenizer as _Backend
+
 from r1jax.data.chat_template import SPECIAL_TOKEN_NAMES, ChatTemplateError, render_chat_template
 
 __all__ = ["Tokenizer", "TokenizerFilesError", "load_tokenizer", "check_fits_model"]
@@ -118,7 +121,6 @@ def _templates_from_value(value: Any, origin: str) -> dict[str, tuple[str, str]]
 
 def _added_token(value: Any, where: str, special: bool | None = None):
     """An `tokenizers.AddedToken` from an AddedToken dict ({"content": ..., "__type": "AddedToken", ...})."""
-    from tokenizers import AddedToken
 
     if not isinstance(value, dict):
         raise TokenizerFilesError(f"{where} must be a string or an AddedToken dict, got {type(value).__name__}")
@@ -139,7 +141,6 @@ def _is_typed_added_token(value: Any) -> bool:
 
 def _token_value(value: Any, where: str):
     """A special-token value as transformers holds it: str or AddedToken (dicts converted)."""
-    from tokenizers import AddedToken
 
     if value is None or isinstance(value, (str, AddedToken)):
         return value
@@ -157,7 +158,6 @@ def _resolve_special_tokens(backend, config: dict, special_map: dict | None, ori
     """Mirror transformers 5's special/added-token set-up on `backend` (mutated). Returns (named, extra, init):
     named: {attribute name: AddedToken|str} for the named and model-specific tokens that are set; extra: the
     extra special tokens; init: the remaining config keys (split_special_tokens, clean_up_tokenization_spaces...)."""
-    from tokenizers import AddedToken
 
     provenance: dict[str, str] = {}  # key -> the file/key it was last set from, for error messages
     cfg_where = lambda key: provenance.get(key, f"{origins.config}[{key!r}]")  # noqa: E731
@@ -284,7 +284,6 @@ class Tokenizer:
                  source_files: dict[str, pathlib.Path] | None = None, templates_need_writing: bool = False):
         """Internal: use `load_tokenizer` / `Tokenizer.load` / `Tokenizer.from_parts`. `templates` maps a name to
         (jinja text, origin for error messages); `source_files` maps a relative path to the file `save` copies."""
-        from tokenizers import Tokenizer as _Backend
 
         try:
             backend = _Backend.from_str(tokenizer_json)

@@ -10,6 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from r1jax import backends
 from r1jax.config import num_moe_layers
@@ -149,7 +150,6 @@ def rows_over_mesh(tree, axis_of):
     m = active_mesh()
     if m is None:
         return tree
-    from jax.sharding import PartitionSpec as P
 
 
     axes = tuple(a for a in BATCH_AXES if a in m.shape and m.shape[a] > 1)

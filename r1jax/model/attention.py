@@ -149,7 +149,7 @@ def causal_gqa(cfg, q, k, v, segment_ids, scale):
     heads' dK/dV), per shard under a mesh (r1jax.model.kernel_shards). q: [b, s, h, d]; k, v: [b, s, kv_heads, d] -> [b, s, h, d]."""
     g = q.shape[2] // k.shape[2]
     if cfg.attention_impl == "pallas":
-        from pallas_kernels import mla_prefill
+        from pallas_kernels import mla_prefill  # loaded only for attention_impl='pallas'
 
 
         kr = jnp.repeat(k, g, axis=2).astype(q.dtype)

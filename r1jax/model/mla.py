@@ -108,7 +108,7 @@ def _expanded_attention(cfg, q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, segment_i
                         axis=-1)
     qf = jnp.concatenate([q_nope, q_rope], axis=-1)
     if cfg.attention_impl == "pallas":
-        from pallas_kernels import mla_prefill
+        from pallas_kernels import mla_prefill  # loaded only for attention_impl='pallas'
 
 
         heads = ("batch", "seq", "heads", "head_dim")
@@ -124,7 +124,7 @@ def _decode_attention(cfg, q_nope, q_rope, cache, positions, w_uk, w_uv, scale):
     -> [b, s, h, v]."""
     r = cfg.kv_lora_rank
     if cfg.attention_impl == "pallas":
-        from pallas_kernels import mla_decode
+        from pallas_kernels import mla_decode  # loaded only for attention_impl='pallas'
 
 
         q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk)

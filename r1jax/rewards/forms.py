@@ -25,8 +25,10 @@ in directly (tests, notebooks) is called in the trainer process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import math
+import multiprocessing
 import warnings
 from typing import Callable
 
@@ -128,9 +130,6 @@ class RewardWorker:
         self.spec, self.form, self._pool = spec, form, None
 
     def _start(self):
-        import concurrent.futures
-        import multiprocessing
-
         self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1,
                                                             mp_context=multiprocessing.get_context("spawn"))
 
@@ -143,8 +142,6 @@ class RewardWorker:
         pool.shutdown(wait=False, cancel_futures=True)
 
     def __call__(self, texts: list[str], records: list[dict], timeout_s: float, completion_ids=None) -> tuple[list, dict]:
-        import concurrent.futures
-
         if self._pool is None:
             self._start()
         ids = None if completion_ids is None else [list(map(int, t)) for t in completion_ids]

@@ -34,6 +34,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from r1jax import train
 from r1jax.checkpoint.hf import from_pretrained, save_pretrained
@@ -181,7 +182,6 @@ def train_reward_model(rm: RewardModel, params, tokenizer, pairs: Sequence[dict]
                        weight_decay: float = 0.0, seed: int = 0, max_len: int = 0, eval_pairs=None,
                        eval_every: int = 0, log=None, progress: bool = False):
     """Bradley-Terry training on `pairs` (shuffled, `batch_pairs` a step). Returns (params, history)."""
-    from tqdm import tqdm
 
     opt = train.optimizer_config(learning_rate=learning_rate, warmup_steps=warmup_steps, total_steps=steps,
                                  weight_decay=weight_decay, schedule="cosine", min_lr_ratio=0.1)

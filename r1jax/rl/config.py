@@ -13,6 +13,9 @@ defaults below are grpo_loss's options)."""
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import ml_collections
 
 from r1jax import backends, train
@@ -218,7 +221,6 @@ def check_rewards(c, what: str = "grpo config") -> dict:
     if "preference" in rewards:
         if not c.preference_model:
             raise ValueError(f"{what}: rewards.preference needs preference_model (a `r1jax train-rm` folder)")
-        import os
 
         if not os.path.isdir(c.preference_model):
             raise ValueError(f"{what}: preference_model={c.preference_model!r} is not a folder")
@@ -304,8 +306,6 @@ def validate_config(c) -> None:
                          "which is 1 with old_logp='sampler': set old_logp='recompute'")
     check_rewards(c, what)
     if c.param_dtype != "float32":
-        import warnings
-
         warnings.warn(f"grpo config: param_dtype={c.param_dtype!r}: updates smaller than the dtype's resolution "
                       "are lost (an AdamW step at lr 1e-6 rounds away in bfloat16); keep float32 master weights "
                       "and set dtype='bfloat16' for bf16 compute", RuntimeWarning, stacklevel=2)

@@ -110,6 +110,7 @@ handled here and would propagate NaN into their group (and the batch for ``scale
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import jax
@@ -431,7 +432,6 @@ N_ARRAYS = 5  # the positional arrays every loss takes: logp, old_logp, ref_logp
 def loss_options(fn) -> tuple[str, ...] | None:
     """The keyword options a loss function takes (its parameters after the five arrays), or None
     when it declares **kwargs (it takes any)."""
-    import inspect
 
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -452,7 +452,6 @@ def check_loss_kwargs(loss, loss_kwargs, *, passed: tuple = (), reserved: tuple 
     may add, which loss_kwargs must not hold); a loss with **kwargs takes any option. Errors name
     `what`, the dotted key (`loss_kwargs.kl_coeff`), the loss and the closest option it does take.
     Returns the loss function."""
-    import inspect
 
 
     for k in loss_kwargs:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -483,8 +484,6 @@ class GRPOTrainer:
             seq_len = c.pack_len
         if self.pack_len < seq_len:
             if self.pack_len:
-                import warnings
-
                 warnings.warn(f"grpo: a step needs rows of {seq_len} tokens > pack_len={self.pack_len}: pack_len grows "
                               f"(the update recompiles); set pack_len to the longest prompt + max_new_tokens",
                               RuntimeWarning, stacklevel=2)

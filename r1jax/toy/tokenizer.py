@@ -15,6 +15,8 @@ import os
 import pathlib
 import re
 
+from tokenizers.models import WordLevel
+
 from r1jax.data import templates as T
 from r1jax.data.tokenizer import Tokenizer
 from r1jax.toy.tasks.arithmetic import all_language_words
@@ -59,8 +61,8 @@ def build_toy_tokenizer(vocab_size: int = 0):
     """A `tokenizers.Tokenizer` (WordLevel) over `toy_vocab()`. vocab_size > 0: filled up to that
     many ids with unused words "<extra_N>" (a benchmark's random-weight model of a real vocabulary
     size decodes every id it samples)."""
+    # here, not at the top: its Tokenizer (the Rust one) is not this module's r1jax.data.tokenizer.Tokenizer
     from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
 
     words = toy_vocab()
     extra = vocab_size - len(words) if vocab_size else 0

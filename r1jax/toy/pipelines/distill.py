@@ -34,6 +34,7 @@ import os
 import shutil
 import time
 
+import jax
 import ml_collections
 
 from r1jax import config as config_lib
@@ -67,7 +68,6 @@ def _file_hash(path: str) -> str:
 
 def pretrain_student(c, corpus_path: str, tok, tok_dir: str) -> str:
     """Trains (or reuses from cache_dir) the student's base on the corpus JSONL. Returns its HF folder."""
-    import jax
 
 
     mc = student_config(c, tok)
@@ -177,8 +177,6 @@ def grpo_step_compute(prompts_per_step: int, group_size: int, prompt_len: int, m
 
 
 def run(c: ml_collections.ConfigDict) -> dict:
-    import jax
-
 
     validate(c)  # every key and stage config, before the student's pretraining or any stage
     t_start = time.time()
@@ -279,7 +277,7 @@ def results_table(r: dict) -> str:
 
 
 def plot(r: dict, path: str) -> str:
-    import matplotlib
+    import matplotlib  # heavy (~0.5 s): loaded only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

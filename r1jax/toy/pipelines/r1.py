@@ -37,6 +37,7 @@ import json
 import os
 import time
 
+import jax
 import ml_collections
 
 from r1jax import config as config_lib
@@ -305,8 +306,6 @@ def eval_dir(c, ckpt_dir: str, tok, heldout, cache_path: str) -> dict:
 
 
 def run(c: ml_collections.ConfigDict) -> dict:
-    import jax
-
 
     validate(c)  # every key and stage config, before the data, the pretraining or any stage
     t_start = time.time()
@@ -447,7 +446,7 @@ def results_table(r: dict) -> str:
 
 
 def plot_stages(r: dict, path: str) -> str:
-    import matplotlib
+    import matplotlib  # heavy (~0.5 s): loaded only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

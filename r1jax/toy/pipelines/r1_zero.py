@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 
+import jax
 import ml_collections
 
 from r1jax import config as config_lib
@@ -159,9 +160,8 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
     mc = base_model_config(c, data["tokenizer"])
     pre = c.pretrain.to_dict()
     pre["seed"] = c.pretrain.seed + c.seed  # data order
+    pre["tokenizer"] = os.path.join(run_dir, "data", "tokenizer")
     sc = sft_config(run_dir=os.path.join(run_dir, "pretrain"), mesh=c.get("mesh", ""), **pre)
-    sc.tokenizer = os.path.join(run_dir, "data", "tokenizer")
-    import jax
 
     model = Transformer(mc)
     params = init_params(mc, jax.random.PRNGKey(c.pretrain.seed + c.seed))
@@ -177,8 +177,6 @@ def pretrain_toy(c, data: dict, run_dir: str, cache_root: str) -> str:
 
 
 def run(c: ml_collections.ConfigDict) -> dict:
-    import jax
-
 
     validate(c)  # every key and stage config, before the data, the pretraining or any rollout
     t_start = time.time()

@@ -35,6 +35,7 @@ from collections import Counter
 from typing import Sequence
 
 import ml_collections
+from tqdm import tqdm
 
 from r1jax.checkpoint.hf import from_pretrained
 from r1jax.config import check_choice, from_hf_config, override
@@ -184,7 +185,6 @@ def rejection_sample(model, params, tokenizer, records: Sequence[dict], *, n_sam
 
     SFT record: prompt (the template around the problem), completion (the sample, as decoded),
     problem, answer, language, kind ("reasoning" | "general"), id (and task/level when known)."""
-    from tqdm import tqdm
 
 
     t0 = time.perf_counter()

@@ -21,6 +21,7 @@ import os
 import time
 
 import ml_collections
+import numpy as np
 
 from r1jax import config as config_lib
 from r1jax.config import override
@@ -88,7 +89,6 @@ def validate_train_rm_config(c) -> None:
 
 def train_rm(c, *, model=None, params=None, tokenizer=None) -> dict:
     """Trains and saves the reward model; returns the results dict (also rm_results.json)."""
-    import numpy as np
 
 
     validate_train_rm_config(c)
