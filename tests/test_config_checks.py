@@ -83,6 +83,8 @@ def test_model_configs_are_frozen_and_changed_by_replace():
     assert hash(cfg) == hash(config_lib.tiny_moe())  # a static jit argument as it is
     with pytest.raises(AttributeError, match="immutable"):
         cfg.dtype = "bfloat16"
+    with pytest.raises(TypeError, match=r"frozen.*r1jax\.config\.replace"):  # the override walk says what to do
+        config_lib.override(cfg, {"dtype": "bfloat16"}, "model config")
     new = config_lib.replace(cfg, dtype="bfloat16", rope_scaling=dict(rope_type="yarn", factor=4.0,
                                                                        original_max_position_embeddings=64))
     assert (new.dtype, cfg.dtype) == ("bfloat16", "float32")

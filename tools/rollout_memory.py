@@ -97,7 +97,7 @@ def run(args) -> dict:
     over = {"dtype": args.dtype}
     if args.layers:
         over["num_hidden_layers"] = args.layers
-    cfg = config_lib.override(config_lib.get_preset(args.config), over)
+    cfg = config_lib.replace(config_lib.get_preset(args.config), **over)
     model = Transformer(cfg)
     dt = jnp.dtype(args.dtype)
     mesh = None

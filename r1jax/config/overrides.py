@@ -81,6 +81,9 @@ def override(c: ml_collections.ConfigDict, kw, what: str = "config", replace: tu
     and those in `open`, which take any key. A value of the wrong type for its field (a str for an
     int) raises ValueError naming the key. `schema` (schema_of of the config the value will become):
     a key the schema has but `c` lacks (a partial block of an experiment file) is set as given."""
+    if isinstance(c, ml_collections.FrozenConfigDict):
+        raise TypeError(f"{what}: the config is frozen (a model config from make_config): make a changed copy "
+                        "with r1jax.config.replace(cfg, key=value)")
     for k, v in kw.items():
         dotted = prefix + str(k)
         sub = schema.get(k) if isinstance(schema, Mapping) else None
