@@ -70,7 +70,8 @@ from r1jax.generation.sampling import request_keys, sample, token_keys
 from r1jax.model.transformer import init_cache
 from r1jax.parallel.handoff import host_tree
 
-__all__ = ["generate", "GenerationOutput", "compile_count", "check_prompt_ids", "check_positions", "ENGINES"]
+__all__ = ["generate", "GenerationOutput", "compile_count", "check_prompt_ids", "check_positions", "check_budget",
+           "ENGINES"]
 
 ENGINES = ("static", "continuous", "auto")
 
@@ -171,6 +172,16 @@ def check_prompt_ids(prompts: Sequence[Sequence[int]], vocab_size: int, what: st
                              f"vocabulary (vocab_size={vocab_size}): is the tokenizer the model's?")
     if pad_id is not None and not 0 <= int(pad_id) < vocab_size:
         raise ValueError(f"{what}: pad_id={pad_id} is outside the model's vocabulary (vocab_size={vocab_size})")
+
+
+def check_budget(cfg, max_new_tokens: int, *, what: str, key: str = "max_new_tokens", model_where: str = "") -> None:
+    """ValueError naming `key` when the generation budget alone takes every position of the model's
+    max_position_embeddings (no room for any prompt), before any prompt is known; none without a limit."""
+    limit = int(cfg.get("max_position_embeddings", 0) or 0) if hasattr(cfg, "get") else 0
+    if limit > 0 and int(max_new_tokens) >= limit:
+        where = f" {model_where}" if model_where else ""
+        raise ValueError(f"{what}: {key}={max_new_tokens} leaves no room for a prompt within the model{where}'s "
+                         f"max_position_embeddings={limit}")
 
 
 def check_positions(cfg, prompt_lens: Sequence[int], max_new_tokens: int, *, what: str = "generate",

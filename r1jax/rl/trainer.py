@@ -50,7 +50,7 @@ from r1jax.data.packing import best_fit_decreasing
 from r1jax.data.pipeline import PromptPipeline
 from r1jax.data.prompts import PromptFormat, decode_completion, prompt_of, read_prompt_records, whole_response
 from r1jax.eval.runner import evaluate, has_reflection
-from r1jax.generation.engine import check_positions, generate
+from r1jax.generation.engine import check_budget, check_positions, generate
 from r1jax.generation.programs import route_shape
 from r1jax.model import precision
 from r1jax.parallel import handoff
@@ -260,10 +260,7 @@ class GRPOTrainer:
         tokenizer, eos, pad = launch.load_run_tokenizer(c, "grpo", tokenizer)
         # the tokenizer against the model's embedding table and position budget, before the weights load
         launch.check_tokenizer_fits(c, model_cfg, tokenizer, "grpo", model_where)
-        limit = int(model_cfg.get("max_position_embeddings", 0) or 0)
-        if limit and c.max_new_tokens >= limit:
-            raise ValueError(f"grpo config: max_new_tokens={c.max_new_tokens} leaves no room for a prompt within "
-                             f"the model {model_where}'s max_position_embeddings={limit}")
+        check_budget(model_cfg, c.max_new_tokens, what="grpo config", model_where=model_where)
         fmt = PromptFormat(c.prompt_style, system_prompt=c.system_prompt, user_template=c.user_template)
         if train_records is None:
             if not c.train_data:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from r1jax import config as config_lib
+from r1jax.generation.engine import check_budget
 from r1jax.rl.config import OPEN_KEYS, REPLACED_KEYS, grpo_config, validate_config
 from r1jax.sft.trainer import sft_config
 from r1jax.toy.tasks import TASKS
@@ -87,7 +88,4 @@ def check_tasks(what: str, tasks) -> None:
 
 def check_positions(what: str, key: str, max_new_tokens: int, model_cfg) -> None:
     """max_new_tokens leaves room for a prompt within the model's max_position_embeddings."""
-    limit = int(model_cfg.get("max_position_embeddings", 0) or 0)
-    if limit and int(max_new_tokens) >= limit:
-        raise ValueError(f"{what}: {key}={max_new_tokens} leaves no room for a prompt within the model's "
-                         f"max_position_embeddings={limit}")
+    check_budget(model_cfg, max_new_tokens, what=what, key=key)
